@@ -1,5 +1,732 @@
-/* placeholder: being written */
+/* Unit tests of the S3 client against a scripted HTTP server on loopback:
+ * retries, timeouts, hostile and broken answers, keep-alive, token refresh,
+ * and what goes on the wire (encoding, signing headers, ranges). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "s3.h"
+
+/* ---- the scripted server ---- */
+
+struct request {
+    char method[16];
+    char target[4096];
+    char headers[16384];
+    size_t body_len;
+};
+
+enum action {
+    REPLY,        /* send reply, keep the connection */
+    REPLY_CLOSE,  /* send reply, then close */
+    HANG,         /* send nothing, hold the connection until the client goes */
+    STREAM_FOREVER, /* send reply head, then endless body bytes */
+};
+
+struct server;
+typedef enum action (*scenario_fn)(struct server *s, int index, const struct request *req,
+                                   struct buf *reply);
+
+struct server {
+    int fd;
+    int port;
+    pthread_t thread;
+    scenario_fn scenario;
+    volatile int stop;
+    int n_requests;        /* requests seen */
+    int n_connections;     /* connections accepted */
+    struct request last;   /* the last request seen */
+};
+
+static int read_request(int fd, struct request *req)
+{
+    char buf[32768];
+    size_t len = 0;
+    char *end = NULL;
+    while (!end) {
+        if (len == sizeof(buf) - 1)
+            return -1;
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (n <= 0)
+            return -1;
+        len += (size_t)n;
+        buf[len] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    memset(req, 0, sizeof(*req));
+    sscanf(buf, "%15s %4095s", req->method, req->target);
+    char *hdr = strstr(buf, "\r\n") + 2;
+    size_t hlen = (size_t)(end - hdr);
+    if (hlen >= sizeof(req->headers))
+        hlen = sizeof(req->headers) - 1;
+    memcpy(req->headers, hdr, hlen);
+    const char *cl = strcasestr(req->headers, "content-length:");
+    size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
+    req->body_len = want;
+    size_t have = len - (size_t)(end + 4 - buf);
+    while (have < want) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+    }
+    return 0;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void *server_main(void *arg)
+{
+    struct server *s = arg;
+    while (!s->stop) {
+        struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        s->n_connections++;
+        for (;;) {
+            struct request req;
+            if (read_request(c, &req) != 0)
+                break;
+            s->last = req;
+            struct buf reply;
+            buf_init(&reply, 1 << 20);
+            enum action a = s->scenario(s, s->n_requests++, &req, &reply);
+            if (a == HANG) {
+                char tmp[256];
+                while (!s->stop && recv(c, tmp, sizeof(tmp), 0) > 0)
+                    ;
+                buf_release(&reply);
+                break;
+            }
+            if (strcmp(req.method, "HEAD") == 0 && reply.data) {
+                /* a HEAD answer has headers only, whatever Content-Length says */
+                char *end = strstr(reply.data, "\r\n\r\n");
+                if (end)
+                    reply.len = (size_t)(end + 4 - reply.data);
+            }
+            send_all(c, reply.data, reply.len);
+            buf_release(&reply);
+            if (a == STREAM_FOREVER) {
+                char chunk[65536];
+                memset(chunk, 'x', sizeof(chunk));
+                for (int i = 0; i < 4096 && !s->stop; i++) {
+                    ssize_t w = send(c, chunk, sizeof(chunk), MSG_NOSIGNAL);
+                    if (w <= 0)
+                        break;
+                }
+                break;
+            }
+            if (a == REPLY_CLOSE)
+                break;
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+static struct server *server_start(scenario_fn fn)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    s->scenario = fn;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t alen = sizeof(a);
+    getsockname(s->fd, (struct sockaddr *)&a, &alen);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(listen(s->fd, 16), 0);
+    pthread_create(&s->thread, NULL, server_main, s);
+    return s;
+}
+
+static void server_stop(struct server *s)
+{
+    s->stop = 1;
+    pthread_join(s->thread, NULL);
+    close(s->fd);
+    free(s);
+}
+
+static struct s3_client *client_for(struct server *s, int max_retries, long timeout_ms)
+{
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {
+            .endpoint = endpoint,
+            .region = "us-east-1",
+            .bucket = "bkt",
+            .access_key = "AKIDTEST",
+            .secret_key = "secret",
+            .max_retries = max_retries,
+            .backoff_base_ms = 5,
+            .backoff_max_ms = 20,
+            .request_timeout_ms = timeout_ms,
+            .stall_timeout_s = 2,
+            .max_response_bytes = 1 << 20,
+    };
+    struct s3_client *c = NULL;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    return c;
+}
+
+static void reply_status(struct buf *b, int status, const char *extra, const char *body)
+{
+    buf_addf(b, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n%s", status, strlen(body),
+             extra ? extra : "", body);
+}
+
+static const char *error_xml(const char *code)
+{
+    static __thread char xml[256];
+    snprintf(xml, sizeof(xml),
+             "<?xml version=\"1.0\"?><Error><Code>%s</Code><Message>m</Message></Error>", code);
+    return xml;
+}
+
+/* ---- scenarios and tests ---- */
+
+static enum action always_500(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    reply_status(b, 500, NULL, error_xml("InternalError"));
+    return REPLY;
+}
+
+static void test_500_storm_retries_then_fails(void **state)
+{
+    struct server *s = server_start(always_500);
+    struct s3_client *c = client_for(s, 3, 2000);
+    struct s3_head h;
+    int rc = s3_head_object(c, "k", &h);
+    /* HEAD has no body: the status alone says 500 */
+    assert_int_equal(rc, S3_ERR_SERVER);
+    assert_int_equal(s->n_requests, 4);
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "abc", .len = 3};
+    struct s3_source src = s3_source_mem(&m);
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_ERR_SERVER);
+    assert_int_equal(s->n_requests, 8);
+    assert_non_null(strstr(s3_last_error_detail(), "InternalError"));
+    struct s3_stats st;
+    s3_client_stats(c, &st);
+    assert_int_equal(st.retries, 6);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action always_403(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    reply_status(b, 403, NULL, error_xml("AccessDenied"));
+    return REPLY;
+}
+
+static void test_4xx_never_retried(void **state)
+{
+    struct server *s = server_start(always_403);
+    struct s3_client *c = client_for(s, 5, 2000);
+    struct s3_list_page page;
+    assert_int_equal(s3_list_objects(c, "p/", "/", NULL, NULL, 0, &page), S3_ERR_ACCESS_DENIED);
+    assert_int_equal(s->n_requests, 1);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action slow_down_twice(struct server *s, int i, const struct request *r,
+                                   struct buf *b)
+{
+    if (i < 2)
+        reply_status(b, 503, NULL, error_xml("SlowDown"));
+    else
+        reply_status(b, 200, "ETag: \"abc\"\r\n", "");
+    return REPLY;
+}
+
+static void test_throttling_then_success(void **state)
+{
+    struct server *s = server_start(slow_down_twice);
+    struct s3_client *c = client_for(s, 5, 2000);
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "hello", .len = 5};
+    struct s3_source src = s3_source_mem(&m);
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_OK);
+    assert_string_equal(etag, "\"abc\"");
+    assert_int_equal(s->n_requests, 3);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action request_timeout_once(struct server *s, int i, const struct request *r,
+                                        struct buf *b)
+{
+    if (i == 0)
+        reply_status(b, 400, NULL, error_xml("RequestTimeout"));
+    else
+        reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+static void test_request_timeout_code_is_retried(void **state)
+{
+    struct server *s = server_start(request_timeout_once);
+    struct s3_client *c = client_for(s, 2, 2000);
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "x", .len = 1};
+    struct s3_source src = s3_source_mem(&m);
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_OK);
+    assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action closes_mid_body(struct server *s, int i, const struct request *r,
+                                   struct buf *b)
+{
+    buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+    return REPLY_CLOSE;
+}
+
+static void test_server_closes_mid_body(void **state)
+{
+    struct server *s = server_start(closes_mid_body);
+    struct s3_client *c = client_for(s, 2, 2000);
+    char data[1000];
+    struct s3_mem m = {.data = data, .len = sizeof(data)};
+    struct s3_sink sink = s3_sink_mem(&m);
+    uint64_t got = 99;
+    int rc = s3_get_object(c, "k", 0, 0, &sink, NULL, &got);
+    assert_int_equal(rc, S3_ERR_CONNECT);
+    assert_int_equal(got, 0);
+    assert_int_equal(s->n_requests, 3);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action endless_listing(struct server *s, int i, const struct request *r,
+                                   struct buf *b)
+{
+    buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 268435456\r\n\r\n<ListBucketResult>");
+    return STREAM_FOREVER;
+}
+
+static void test_over_long_response_is_capped(void **state)
+{
+    struct server *s = server_start(endless_listing);
+    struct s3_client *c = client_for(s, 3, 10000);
+    struct s3_list_page page;
+    assert_int_equal(s3_list_objects(c, NULL, NULL, NULL, NULL, 0, &page), S3_ERR_TOO_LARGE);
+    assert_int_equal(s->n_requests, 1); /* not retried: it would be as large again */
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action garbage_xml(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    static const char *bodies[] = {
+            "<ListBucketResult><Contents><Key>abc",
+            "\x01\x02\x03 not xml at all",
+            "<Foo/>",
+            "",
+    };
+    reply_status(b, 200, NULL, bodies[i % 4]);
+    return REPLY;
+}
+
+static void test_malformed_xml_is_bad_response(void **state)
+{
+    struct server *s = server_start(garbage_xml);
+    struct s3_client *c = client_for(s, 3, 2000);
+    for (int i = 0; i < 4; i++) {
+        struct s3_list_page page;
+        assert_int_equal(s3_list_objects(c, NULL, NULL, NULL, NULL, 0, &page),
+                         S3_ERR_BAD_RESPONSE);
+    }
+    assert_int_equal(s->n_requests, 4);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action garbage_status(struct server *s, int i, const struct request *r,
+                                  struct buf *b)
+{
+    buf_adds(b, "NOT-HTTP garbage\r\n\r\n");
+    return REPLY_CLOSE;
+}
+
+static void test_garbage_status_line(void **state)
+{
+    struct server *s = server_start(garbage_status);
+    struct s3_client *c = client_for(s, 1, 2000);
+    struct s3_head h;
+    int rc = s3_head_object(c, "k", &h);
+    assert_int_not_equal(rc, S3_OK);
+    assert_true(rc == S3_ERR_BAD_RESPONSE || rc == S3_ERR_CONNECT);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action hang(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    return HANG;
+}
+
+static void test_hanging_server_times_out(void **state)
+{
+    struct server *s = server_start(hang);
+    struct s3_client *c = client_for(s, 1, 300);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(secs < 5.0);
+    assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static void test_connection_refused(void **state)
+{
+    /* a port nothing listens on: bind, note it, close */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    socklen_t alen = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &alen);
+    close(fd);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "r",
+                            .bucket = "b",
+                            .access_key = "a",
+                            .secret_key = "s",
+                            .max_retries = 2,
+                            .backoff_base_ms = 1};
+    struct s3_client *c;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_CONNECT);
+    struct s3_stats st;
+    s3_client_stats(c, &st);
+    assert_int_equal(st.requests, 3);
+    s3_client_free(c);
+}
+
+static enum action ok_keepalive(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    reply_status(b, 200, "ETag: \"k\"\r\nx-amz-meta-mode: 33188\r\nX-Amz-Meta-Uid: 1000\r\n", "");
+    return REPLY;
+}
+
+static void test_keepalive_and_metadata(void **state)
+{
+    struct server *s = server_start(ok_keepalive);
+    struct s3_client *c = client_for(s, 0, 2000);
+    for (int i = 0; i < 20; i++) {
+        struct s3_head h;
+        assert_int_equal(s3_head_object(c, "some/key", &h), S3_OK);
+        assert_string_equal(h.etag, "\"k\"");
+        assert_string_equal(s3_head_meta(&h, "mode"), "33188");
+        assert_string_equal(s3_head_meta(&h, "uid"), "1000");
+        assert_null(s3_head_meta(&h, "gid"));
+        s3_head_release(&h);
+    }
+    assert_int_equal(s->n_requests, 20);
+    assert_int_equal(s->n_connections, 1);
+    struct s3_stats st;
+    s3_client_stats(c, &st);
+    assert_int_equal(st.connects, 1);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action echo_ok(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+static void test_wire_encoding_and_signing_headers(void **state)
+{
+    struct server *s = server_start(echo_ok);
+    struct s3_client *c = client_for(s, 0, 2000);
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "data", .len = 4};
+    struct s3_source src = s3_source_mem(&m);
+    struct s3_meta meta[] = {{"mode", "33188"}, {"mtime", "1700000000"}};
+    struct s3_put_opts opts = {.meta = meta, .n_meta = 2, .content_type = "text/plain"};
+    assert_int_equal(s3_put_object(c, "a b+c%/\xe6\x97\xa5//./x?#", &src, &opts, etag), S3_OK);
+    assert_string_equal(s->last.method, "PUT");
+    assert_string_equal(s->last.target, "/bkt/a%20b%2Bc%25/%E6%97%A5//./x%3F%23");
+    assert_non_null(strcasestr(s->last.headers, "x-amz-content-sha256: UNSIGNED-PAYLOAD"));
+    assert_non_null(strcasestr(s->last.headers, "Authorization: AWS4-HMAC-SHA256 Credential="
+                                                "AKIDTEST/"));
+    assert_non_null(strcasestr(s->last.headers, "x-amz-meta-mode: 33188"));
+    assert_non_null(strcasestr(s->last.headers, "x-amz-meta-mtime: 1700000000"));
+    assert_null(strcasestr(s->last.headers, "Expect:"));
+    assert_int_equal(s->last.body_len, 4);
+
+    /* metadata that would split the request is refused before sending */
+    struct s3_meta bad[] = {{"mode", "1\r\nX-Evil: 1"}};
+    struct s3_put_opts bad_opts = {.meta = bad, .n_meta = 1};
+    int before = s->n_requests;
+    assert_int_equal(s3_put_object(c, "k", &src, &bad_opts, etag), S3_ERR_INVALID_ARG);
+    struct s3_meta badname[] = {{"mo de", "1"}};
+    bad_opts.meta = badname;
+    assert_int_equal(s3_put_object(c, "k", &src, &bad_opts, etag), S3_ERR_INVALID_ARG);
+    assert_int_equal(s->n_requests, before);
+
+    /* keys: empty and over-long are refused locally */
+    assert_int_equal(s3_put_object(c, "", &src, NULL, etag), S3_ERR_INVALID_ARG);
+    char longkey[S3_MAX_KEY_LEN + 2];
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    assert_int_equal(s3_put_object(c, longkey, &src, NULL, etag), S3_ERR_INVALID_ARG);
+    assert_int_equal(s->n_requests, before);
+
+    /* the query is sorted and encoded */
+    struct s3_list_page page;
+    s3_list_objects(c, "p q/", "/", "tok+en=", NULL, 10, &page);
+    assert_string_equal(s->last.target,
+                        "/bkt?continuation-token=tok%2Ben%3D&delimiter=%2F&encoding-type=url"
+                        "&list-type=2&max-keys=10&prefix=p%20q%2F");
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action signed_payload(struct server *s, int i, const struct request *r,
+                                  struct buf *b)
+{
+    reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+static void test_signed_payload_hash(void **state)
+{
+    struct server *s = server_start(signed_payload);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "us-east-1",
+                            .bucket = "bkt",
+                            .access_key = "a",
+                            .secret_key = "s",
+                            .sign_payload = 1};
+    struct s3_client *c;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "abc", .len = 3};
+    struct s3_source src = s3_source_mem(&m);
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_OK);
+    /* SHA-256("abc") */
+    assert_non_null(strcasestr(s->last.headers, "x-amz-content-sha256: ba7816bf8f01cfea414140de5dae"
+                                                "2223b00361a396177a9cb410ff61f20015ad"));
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action range_reply(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    if (i == 0) {
+        buf_addf(b,
+                 "HTTP/1.1 206 Partial\r\nContent-Length: 4\r\nContent-Range: bytes 5-8/100\r\n"
+                 "ETag: \"r\"\r\n\r\n5678");
+    } else {
+        /* a server that ignores Range and sends everything */
+        buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n0123456789abcdef");
+    }
+    return REPLY;
+}
+
+static void test_ranged_get(void **state)
+{
+    struct server *s = server_start(range_reply);
+    struct s3_client *c = client_for(s, 0, 2000);
+    char data[4];
+    struct s3_mem m = {.data = data, .len = sizeof(data)};
+    struct s3_sink sink = s3_sink_mem(&m);
+    struct s3_head h;
+    uint64_t got;
+    assert_int_equal(s3_get_object(c, "k", 5, 4, &sink, &h, &got), S3_OK);
+    assert_non_null(strcasestr(s->last.headers, "Range: bytes=5-8"));
+    assert_int_equal(got, 4);
+    assert_memory_equal(data, "5678", 4);
+    assert_int_equal(h.size, 100);
+    s3_head_release(&h);
+    memset(data, 0, sizeof(data));
+    sink = s3_sink_mem(&m);
+    assert_int_equal(s3_get_object(c, "k", 5, 4, &sink, NULL, &got), S3_OK);
+    assert_int_equal(got, 4);
+    assert_memory_equal(data, "5678", 4);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static int refresh_calls;
+
+static int refresh_ok(void *arg, struct s3_client *c)
+{
+    refresh_calls++;
+    return s3_client_set_credentials(c, "NEWKEY", "newsecret", "newtoken");
+}
+
+static enum action expired_once(struct server *s, int i, const struct request *r,
+                                struct buf *b)
+{
+    if (!strstr(r->headers, "NEWKEY"))
+        reply_status(b, 400, NULL, error_xml("ExpiredToken"));
+    else
+        reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+static void test_expired_token_refresh(void **state)
+{
+    struct server *s = server_start(expired_once);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "r",
+                            .bucket = "b",
+                            .access_key = "OLDKEY",
+                            .secret_key = "s",
+                            .session_token = "oldtoken",
+                            .refresh = refresh_ok};
+    struct s3_client *c;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    refresh_calls = 0;
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
+    s3_head_release(&h);
+    assert_int_equal(refresh_calls, 1);
+    assert_int_equal(s->n_requests, 2);
+    assert_non_null(strcasestr(s->last.headers, "x-amz-security-token: newtoken"));
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action always_expired(struct server *s, int i, const struct request *r,
+                                  struct buf *b)
+{
+    reply_status(b, 400, NULL, error_xml("ExpiredToken"));
+    return REPLY;
+}
+
+static void test_expired_token_refresh_once_only(void **state)
+{
+    struct server *s = server_start(always_expired);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "r",
+                            .bucket = "b",
+                            .access_key = "a",
+                            .secret_key = "s",
+                            .refresh = refresh_ok};
+    struct s3_client *c;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    refresh_calls = 0;
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = "x", .len = 1};
+    struct s3_source src = s3_source_mem(&m);
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_ERR_EXPIRED_TOKEN);
+    assert_int_equal(refresh_calls, 1);
+    assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action complete_with_error_body(struct server *s, int i, const struct request *r,
+                                            struct buf *b)
+{
+    /* CompleteMultipartUpload can fail after a 200 status line */
+    reply_status(b, 200, NULL, error_xml("InternalError"));
+    return REPLY;
+}
+
+static void test_complete_200_with_error(void **state)
+{
+    struct server *s = server_start(complete_with_error_body);
+    struct s3_client *c = client_for(s, 0, 2000);
+    int nums[] = {1};
+    const char *etags[] = {"\"a\""};
+    char etag[S3_ETAG_MAX];
+    int rc = s3_multipart_complete(c, "k", "upload", nums, etags, 1, etag);
+    assert_int_equal(rc, S3_ERR_SERVER);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static void test_bad_config(void **state)
+{
+    struct s3_client *c = NULL;
+    struct s3_config cfg = {.endpoint = "ftp://x", .region = "r", .access_key = "a",
+                            .secret_key = "s"};
+    assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);
+    cfg.endpoint = "http://127.0.0.1:1/some/path";
+    assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);
+    cfg.endpoint = "not a url";
+    assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);
+    cfg.endpoint = "http://127.0.0.1:1";
+    cfg.secret_key = NULL;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);
+    assert_null(c);
+    s3_client_free(NULL);
+}
+
 int main(void)
 {
-    return 77;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_500_storm_retries_then_fails),
+            cmocka_unit_test(test_4xx_never_retried),
+            cmocka_unit_test(test_throttling_then_success),
+            cmocka_unit_test(test_request_timeout_code_is_retried),
+            cmocka_unit_test(test_server_closes_mid_body),
+            cmocka_unit_test(test_over_long_response_is_capped),
+            cmocka_unit_test(test_malformed_xml_is_bad_response),
+            cmocka_unit_test(test_garbage_status_line),
+            cmocka_unit_test(test_hanging_server_times_out),
+            cmocka_unit_test(test_connection_refused),
+            cmocka_unit_test(test_keepalive_and_metadata),
+            cmocka_unit_test(test_wire_encoding_and_signing_headers),
+            cmocka_unit_test(test_signed_payload_hash),
+            cmocka_unit_test(test_ranged_get),
+            cmocka_unit_test(test_expired_token_refresh),
+            cmocka_unit_test(test_expired_token_refresh_once_only),
+            cmocka_unit_test(test_complete_200_with_error),
+            cmocka_unit_test(test_bad_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,257 @@
+/* s3_multipart: multipart uploads (create, upload part, copy part, complete,
+ * abort, list parts, list uploads). */
+#include "s3_request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PART_NUMBER 10000
+
+static int upload_id_valid(const char *id)
+{
+    return id && *id && strlen(id) < 1024;
+}
+
+int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
+                        char **upload_id)
+{
+    *upload_id = NULL;
+    struct sigv4_header h[S3_MAX_META];
+    char names[S3_MAX_META][256];
+    size_t nh = 0;
+    if (opts) {
+        if (opts->n_meta > S3_MAX_META)
+            return S3_ERR_INVALID_ARG;
+        for (size_t i = 0; i < opts->n_meta; i++) {
+            if (!opts->meta[i].name || !opts->meta[i].value)
+                return S3_ERR_INVALID_ARG;
+            int len = snprintf(names[i], sizeof(names[i]), "x-amz-meta-%s", opts->meta[i].name);
+            if (len < 0 || (size_t)len >= sizeof(names[i]))
+                return S3_ERR_INVALID_ARG;
+            h[nh++] = (struct sigv4_header){names[i], opts->meta[i].value};
+        }
+    }
+    static const struct sigv4_param q[] = {{"uploads", ""}};
+    struct buf resp;
+    buf_init(&resp, 1u << 20);
+    struct s3_req r = {
+            .method = "POST",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = 1,
+            .headers = h,
+            .n_headers = nh,
+            .doc = "",
+            .content_type = opts && opts->content_type ? opts->content_type
+                                                       : "application/octet-stream",
+            .response = &resp,
+    };
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK)
+        rc = s3_xml_parse_initiate(resp.data ? resp.data : "", resp.len, upload_id);
+    buf_release(&resp);
+    return rc;
+}
+
+int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *upload_id,
+                             int part_number, const struct s3_source *body,
+                             char etag[S3_ETAG_MAX])
+{
+    if (!upload_id_valid(upload_id) || part_number < 1 || part_number > MAX_PART_NUMBER || !body)
+        return S3_ERR_INVALID_ARG;
+    char num[16];
+    snprintf(num, sizeof(num), "%d", part_number);
+    struct sigv4_param q[] = {{"partNumber", num}, {"uploadId", upload_id}};
+    struct s3_head head;
+    memset(&head, 0, sizeof(head));
+    struct s3_req r = {
+            .method = "PUT",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = 2,
+            .body = body,
+            .head = &head,
+    };
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK) {
+        if (!head.etag[0])
+            rc = S3_ERR_BAD_RESPONSE;
+        else
+            s3_etag_copy(etag, head.etag);
+    }
+    s3_head_release(&head);
+    return rc;
+}
+
+int s3_multipart_copy_part(struct s3_client *c, const char *key, const char *upload_id,
+                           int part_number, const char *src_key, uint64_t first, uint64_t last,
+                           char etag[S3_ETAG_MAX])
+{
+    if (!upload_id_valid(upload_id) || part_number < 1 || part_number > MAX_PART_NUMBER ||
+        !s3_key_valid(src_key) || last < first)
+        return S3_ERR_INVALID_ARG;
+    const char *bucket = s3_client_bucket(c);
+    char *ekey = sigv4_uri_encode(src_key, strlen(src_key), 1);
+    char *eb = bucket ? sigv4_uri_encode(bucket, strlen(bucket), 0) : NULL;
+    struct buf src;
+    buf_init(&src, 8 * S3_MAX_KEY_LEN);
+    int rc = S3_ERR_NOMEM;
+    if (!ekey || !eb || buf_addf(&src, "/%s/%s", eb, ekey))
+        goto out;
+    char num[16], range[64];
+    snprintf(num, sizeof(num), "%d", part_number);
+    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)last);
+    struct sigv4_param q[] = {{"partNumber", num}, {"uploadId", upload_id}};
+    struct sigv4_header h[] = {{"x-amz-copy-source", src.data},
+                               {"x-amz-copy-source-range", range}};
+    struct buf resp;
+    buf_init(&resp, 1u << 20);
+    struct s3_req r = {
+            .method = "PUT",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = 2,
+            .headers = h,
+            .n_headers = 2,
+            .doc = "",
+            .response = &resp,
+    };
+    rc = s3_request(c, &r);
+    if (rc == S3_OK) {
+        char *e = NULL;
+        rc = s3_xml_parse_etag_result(resp.data ? resp.data : "", resp.len, &e, NULL);
+        if (rc == S3_OK)
+            s3_etag_copy(etag, e);
+        free(e);
+    }
+    buf_release(&resp);
+out:
+    buf_release(&src);
+    free(ekey);
+    free(eb);
+    return rc;
+}
+
+int s3_multipart_complete(struct s3_client *c, const char *key, const char *upload_id,
+                          const int *numbers, const char *const *etags, size_t n,
+                          char etag[S3_ETAG_MAX])
+{
+    if (!upload_id_valid(upload_id) || n == 0 || n > MAX_PART_NUMBER)
+        return S3_ERR_INVALID_ARG;
+    size_t len = 0;
+    char *doc = s3_xml_build_complete(numbers, etags, n, &len);
+    if (!doc)
+        return S3_ERR_INVALID_ARG;
+    struct sigv4_param q[] = {{"uploadId", upload_id}};
+    struct buf resp;
+    buf_init(&resp, 1u << 20);
+    struct s3_req r = {
+            .method = "POST",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = 1,
+            .doc = doc,
+            .doc_len = len,
+            .content_type = "application/xml",
+            .response = &resp,
+    };
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK) {
+        char *e = NULL;
+        struct s3_error_info info;
+        rc = s3_xml_parse_etag_result(resp.data ? resp.data : "", resp.len, &e, &info);
+        if (rc == S3_OK)
+            s3_etag_copy(etag, e);
+        else if (info.code[0])
+            s3_set_error_detail("complete: %s: %s", info.code, info.message);
+        free(e);
+    } else if (rc == S3_ERR_NO_UPLOAD && r.attempts > 1) {
+        /* An earlier attempt may have completed the upload before its answer
+         * was lost: the object then exists and the upload is gone. */
+        struct s3_head head;
+        if (s3_head_object(c, key, &head) == S3_OK) {
+            s3_etag_copy(etag, head.etag);
+            s3_head_release(&head);
+            rc = S3_OK;
+        }
+    }
+    buf_release(&resp);
+    free(doc);
+    return rc;
+}
+
+int s3_multipart_abort(struct s3_client *c, const char *key, const char *upload_id)
+{
+    if (!upload_id_valid(upload_id))
+        return S3_ERR_INVALID_ARG;
+    struct sigv4_param q[] = {{"uploadId", upload_id}};
+    struct s3_req r = {
+            .method = "DELETE",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = 1,
+    };
+    return s3_request(c, &r);
+}
+
+int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id,
+                            int marker, struct s3_part_list *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!upload_id_valid(upload_id) || marker < 0)
+        return S3_ERR_INVALID_ARG;
+    char m[16];
+    snprintf(m, sizeof(m), "%d", marker);
+    struct sigv4_param q[] = {{"uploadId", upload_id}, {"part-number-marker", m}};
+    struct buf resp;
+    buf_init(&resp, 16u << 20);
+    struct s3_req r = {
+            .method = "GET",
+            .target = S3_TARGET_OBJECT,
+            .key = key,
+            .query = q,
+            .n_query = marker ? 2 : 1,
+            .response = &resp,
+    };
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK)
+        rc = s3_xml_parse_parts(resp.data ? resp.data : "", resp.len, out);
+    buf_release(&resp);
+    return rc;
+}
+
+int s3_multipart_list_uploads(struct s3_client *c, const char *prefix, const char *key_marker,
+                              const char *upload_id_marker, struct s3_upload_list *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sigv4_param q[5];
+    size_t n = 0;
+    q[n++] = (struct sigv4_param){"uploads", ""};
+    if (prefix && *prefix)
+        q[n++] = (struct sigv4_param){"prefix", prefix};
+    if (key_marker && *key_marker)
+        q[n++] = (struct sigv4_param){"key-marker", key_marker};
+    if (upload_id_marker && *upload_id_marker)
+        q[n++] = (struct sigv4_param){"upload-id-marker", upload_id_marker};
+    struct buf resp;
+    buf_init(&resp, 16u << 20);
+    struct s3_req r = {
+            .method = "GET",
+            .target = S3_TARGET_BUCKET,
+            .query = q,
+            .n_query = n,
+            .response = &resp,
+    };
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK)
+        rc = s3_xml_parse_uploads(resp.data ? resp.data : "", resp.len, out);
+    buf_release(&resp);
+    return rc;
+}
