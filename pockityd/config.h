@@ -1,0 +1,66 @@
+/* config: pockityd's settings, read from an INI file (inih) with secrets also
+ * taken from the environment, so they need not sit in the file. */
+#ifndef POCKITYD_CONFIG_H
+#define POCKITYD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config {
+    /* [server] */
+    char *bind;       /* listen address; default 127.0.0.1 */
+    int64_t port;     /* default 8080; 0 picks a free port */
+    int64_t threads;  /* worker threads; default 16 */
+    int64_t max_body; /* request body cap in bytes; default 1 MiB */
+    char *log_level;  /* error, warn, info, debug; default info */
+    int64_t syslog;   /* 1: also log to syslog */
+    char *port_file;  /* optional: write the port listened on here */
+
+    /* [database] */
+    char *db_url;    /* sqlite:PATH or postgresql://...; env POCKITYD_DATABASE_URL */
+    int64_t db_pool; /* connections; default 8 */
+
+    /* [s3] */
+    char *s3_endpoint;        /* what pockityd talks to */
+    char *s3_public_endpoint; /* what mounts are told to use; default s3_endpoint */
+    char *s3_region;
+    char *s3_bucket;
+    char *s3_access_key;     /* env POCKITYD_S3_ACCESS_KEY */
+    char *s3_secret_key;     /* env POCKITYD_S3_SECRET_KEY */
+    char *s3_role_arn;       /* the role AssumeRole narrows per pocket */
+    char *s3_root_prefix;    /* pockets live under ROOT/ID/; default "pockets" */
+    int64_t session_seconds; /* lifetime of mount credentials; default 900 (STS minimum) */
+
+    /* [auth] */
+    char *token_secret; /* HMAC key of login tokens, >= 32 bytes; env POCKITYD_TOKEN_SECRET */
+    char *token_secret_previous; /* still accepted after a rotation; env
+                                    POCKITYD_TOKEN_SECRET_PREVIOUS */
+    int64_t login_ttl;           /* seconds a login lasts; default 7 days */
+    int64_t login_max_attempts;  /* failed logins per window, per account and per address; 10 */
+    int64_t login_window;        /* seconds; default 900 */
+    int64_t password_cost_kib;   /* argon2id memory; default 19456 */
+    int64_t password_cost_t;     /* argon2id passes; default 2 */
+
+    /* [quota] */
+    int64_t reservation_ttl; /* seconds before an uncommitted reservation expires; 3600 */
+    int64_t sweep_interval;  /* seconds between sweeps of expired reservations; 60 */
+};
+
+/* Fill cfg with the defaults. */
+void config_init(struct config *cfg);
+
+/* Read path over the defaults, then the environment. Returns 0, or -1 after
+ * writing a message such as "error: 'x.ini' line 3: unknown key 'prot'" to
+ * err. A missing file is an error. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* Apply the environment overrides only (config_load does it too). */
+void config_env(struct config *cfg);
+
+/* Check that what is required is present and sane. Returns 0 or -1 with err. */
+int config_validate(const struct config *cfg, char *err, size_t errlen);
+
+/* Free the strings (wiping the secrets). */
+void config_release(struct config *cfg);
+
+#endif
