@@ -1,1 +1,646 @@
-/* placeholder: being written */
+/* db: the backend-neutral half of the database layer: URL dispatch, the connection
+ * pool, parameter checks, materialised results and transactions. */
+#include "db.h"
+#include "db_backend.h"
+#include "migrations.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_POOL_SIZE       8
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define DEFAULT_ACQUIRE_MS      5000
+#define DEFAULT_CONNECT_S       10
+#define DEFAULT_MAX_RESULT      (64u << 20)
+#define MAX_POOL_SIZE           256
+#define MAX_PARAMS              65535 /* PostgreSQL's protocol limit */
+
+static const char *const status_text[DB_STATUS_COUNT] = {
+        [DB_OK] = "success",
+        [DB_ERR_NOMEM] = "out of memory",
+        [DB_ERR_CONSTRAINT] = "constraint violation",
+        [DB_ERR_RETRY] = "database busy or transaction conflict, retry",
+        [DB_ERR_CONN] = "database connection failed",
+        [DB_ERR_SQL] = "database error",
+        [DB_ERR_BUSY] = "no free database connection",
+        [DB_ERR_INVALID] = "invalid argument",
+        [DB_ERR_TOO_BIG] = "database result too large",
+        [DB_ERR_NOT_FOUND] = "no such row",
+        [DB_ERR_SCHEMA] = "database schema is newer than this program",
+};
+
+const char *db_strerror(int status)
+{
+    if (status < 0 || status >= DB_STATUS_COUNT)
+        return "unknown database status";
+    return status_text[status];
+}
+
+void db_conn_set_error(struct db_conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+    va_end(ap);
+}
+
+const char *db_conn_errmsg(const struct db_conn *c)
+{
+    return c ? c->errmsg : "";
+}
+
+enum db_dialect db_dialect(const struct db *db)
+{
+    return db->be->dialect;
+}
+
+/* ---- results ---- */
+
+struct db_cell {
+    size_t off; /* into data; the text is NUL-terminated there */
+    bool null;
+};
+
+struct db_result {
+    size_t cols, rows;
+    size_t *name_off;      /* cols offsets into data */
+    struct db_cell *cells; /* rows * cols, row-major */
+    size_t ncells, cells_alloc;
+    char *data;
+    size_t len, alloc, max;
+};
+
+struct db_result *db_result_new(size_t cols, size_t max_bytes)
+{
+    struct db_result *res = calloc(1, sizeof(*res));
+    if (!res)
+        return NULL;
+    res->cols = cols;
+    res->max = max_bytes;
+    if (cols) {
+        res->name_off = calloc(cols, sizeof(*res->name_off));
+        if (!res->name_off) {
+            free(res);
+            return NULL;
+        }
+    }
+    return res;
+}
+
+void db_result_free(struct db_result *res)
+{
+    if (!res)
+        return;
+    free(res->name_off);
+    free(res->cells);
+    free(res->data);
+    free(res);
+}
+
+/* Append len bytes and a NUL to res->data; *off receives where they start. */
+static int result_store(struct db_result *res, const char *s, size_t len, size_t *off)
+{
+    if (len > res->max || res->len > res->max - len - 1)
+        return DB_ERR_TOO_BIG;
+    size_t need = res->len + len + 1;
+    if (need > res->alloc) {
+        size_t alloc = res->alloc ? res->alloc : 256;
+        while (alloc < need)
+            alloc *= 2;
+        char *p = realloc(res->data, alloc);
+        if (!p)
+            return DB_ERR_NOMEM;
+        res->data = p;
+        res->alloc = alloc;
+    }
+    if (len)
+        memcpy(res->data + res->len, s, len);
+    res->data[res->len + len] = '\0';
+    *off = res->len;
+    res->len = need;
+    return DB_OK;
+}
+
+int db_result_set_name(struct db_result *res, size_t col, const char *name)
+{
+    if (col >= res->cols)
+        return DB_ERR_INVALID;
+    return result_store(res, name ? name : "", name ? strlen(name) : 0, &res->name_off[col]);
+}
+
+int db_result_add_row(struct db_result *res)
+{
+    if (res->ncells != res->rows * res->cols)
+        return DB_ERR_INVALID;
+    size_t need = res->ncells + res->cols;
+    /* The cells' bookkeeping has a cap of its own, as large as the data's. */
+    if (need > res->max / sizeof(struct db_cell))
+        return DB_ERR_TOO_BIG;
+    if (need > res->cells_alloc) {
+        size_t alloc = res->cells_alloc ? res->cells_alloc * 2 : 16 * (res->cols ? res->cols : 1);
+        while (alloc < need)
+            alloc *= 2;
+        struct db_cell *p = realloc(res->cells, alloc * sizeof(*p));
+        if (!p)
+            return DB_ERR_NOMEM;
+        res->cells = p;
+        res->cells_alloc = alloc;
+    }
+    res->rows++;
+    return DB_OK;
+}
+
+int db_result_add_cell(struct db_result *res, const char *s, size_t len)
+{
+    if (res->ncells >= res->rows * res->cols)
+        return DB_ERR_INVALID;
+    struct db_cell *cell = &res->cells[res->ncells];
+    if (!s) {
+        cell->null = true;
+        cell->off = 0;
+    } else {
+        int rc = result_store(res, s, len, &cell->off);
+        if (rc)
+            return rc;
+        cell->null = false;
+    }
+    res->ncells++;
+    return DB_OK;
+}
+
+size_t db_result_rows(const struct db_result *res)
+{
+    return res ? res->rows : 0;
+}
+
+size_t db_result_cols(const struct db_result *res)
+{
+    return res ? res->cols : 0;
+}
+
+const char *db_result_name(const struct db_result *res, size_t col)
+{
+    if (!res || col >= res->cols || !res->data)
+        return NULL;
+    return res->data + res->name_off[col];
+}
+
+static const struct db_cell *result_cell(const struct db_result *res, size_t row, size_t col)
+{
+    if (!res || row >= res->rows || col >= res->cols)
+        return NULL;
+    const struct db_cell *cell = &res->cells[row * res->cols + col];
+    return cell->null ? NULL : cell;
+}
+
+const char *db_result_text(const struct db_result *res, size_t row, size_t col)
+{
+    const struct db_cell *cell = result_cell(res, row, col);
+    return cell ? res->data + cell->off : NULL;
+}
+
+int64_t db_result_int(const struct db_result *res, size_t row, size_t col)
+{
+    const char *s = db_result_text(res, row, col);
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return 0;
+    return v;
+}
+
+bool db_result_is_null(const struct db_result *res, size_t row, size_t col)
+{
+    return result_cell(res, row, col) == NULL;
+}
+
+/* ---- statements ---- */
+
+/* Whether s[0..len) is well-formed UTF-8 (no overlongs, surrogates or code points
+ * above U+10FFFF) without NUL bytes. */
+static bool text_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char b = s[i];
+        if (b == 0)
+            return false;
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned cp;
+        if (b >= 0xc2 && b <= 0xdf) {
+            n = 1;
+            cp = b & 0x1f;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            n = 2;
+            cp = b & 0x0f;
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            n = 3;
+            cp = b & 0x07;
+        } else {
+            return false;
+        }
+        if (len - i - 1 < n)
+            return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+static int check_params(struct db_conn *c, const char *sql, const struct db_param *params, size_t n)
+{
+    if (!sql) {
+        db_conn_set_error(c, "no sql statement given");
+        return DB_ERR_INVALID;
+    }
+    if (n > MAX_PARAMS || (n && !params)) {
+        db_conn_set_error(c, "bad parameter list");
+        return DB_ERR_INVALID;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct db_param *p = &params[i];
+        switch (p->type) {
+        case DB_TYPE_NULL:
+        case DB_TYPE_INT:
+            break;
+        case DB_TYPE_TEXT:
+            if (!p->s)
+                break;
+            if (!text_valid((const unsigned char *)p->s,
+                            p->len == DB_LEN_AUTO ? strlen(p->s) : p->len)) {
+                db_conn_set_error(c, "parameter $%zu is not valid utf-8 text", i + 1);
+                return DB_ERR_INVALID;
+            }
+            break;
+        default:
+            db_conn_set_error(c, "parameter $%zu has an unknown type", i + 1);
+            return DB_ERR_INVALID;
+        }
+    }
+    return DB_OK;
+}
+
+static int run(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+               int64_t *changes, struct db_result **out)
+{
+    if (out)
+        *out = NULL;
+    if (changes)
+        *changes = 0;
+    if (!c)
+        return DB_ERR_INVALID;
+    c->errmsg[0] = '\0';
+    int rc = check_params(c, sql, params, n);
+    if (rc == DB_OK)
+        rc = c->db->be->run(c, sql, params, n, changes, out);
+    if (rc && c->in_tx && !c->tx_error)
+        c->tx_error = rc;
+    return rc;
+}
+
+int db_exec(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+            int64_t *changes)
+{
+    return run(c, sql, params, n, changes, NULL);
+}
+
+int db_query(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+             struct db_result **out)
+{
+    if (!out)
+        return DB_ERR_INVALID;
+    return run(c, sql, params, n, NULL, out);
+}
+
+int db_query_row(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+                 struct db_result **out)
+{
+    int rc = db_query(c, sql, params, n, out);
+    if (rc == DB_OK && db_result_rows(*out) == 0) {
+        db_result_free(*out);
+        *out = NULL;
+        rc = DB_ERR_NOT_FOUND;
+    }
+    return rc;
+}
+
+int db_query_int(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+                 int64_t *out)
+{
+    struct db_result *res;
+    *out = 0;
+    int rc = db_query_row(c, sql, params, n, &res);
+    if (rc)
+        return rc;
+    *out = db_result_int(res, 0, 0);
+    db_result_free(res);
+    return DB_OK;
+}
+
+int db_exec_script(struct db_conn *c, const char *sql)
+{
+    c->errmsg[0] = '\0';
+    return c->db->be->script(c, sql);
+}
+
+/* ---- transactions ---- */
+
+int db_begin(struct db_conn *c, enum db_tx mode)
+{
+    if (!c)
+        return DB_ERR_INVALID;
+    if (c->in_tx) {
+        db_conn_set_error(c, "a transaction is already open");
+        return DB_ERR_INVALID;
+    }
+    const char *sql = mode == DB_TX_WRITE ? c->db->be->begin_write : c->db->be->begin_read;
+    int rc = db_exec(c, sql, NULL, 0, NULL);
+    if (rc == DB_OK) {
+        c->in_tx = true;
+        c->tx_error = DB_OK;
+    }
+    return rc;
+}
+
+int db_commit(struct db_conn *c)
+{
+    if (!c)
+        return DB_ERR_INVALID;
+    if (!c->in_tx) {
+        db_conn_set_error(c, "no transaction is open");
+        return DB_ERR_INVALID;
+    }
+    /* PostgreSQL answers COMMIT of an aborted transaction by rolling back, without an
+     * error. The same rule holds on SQLite, so callers see one behaviour: a
+     * transaction in which a statement failed never commits. */
+    if (c->tx_error || c->db->be->transaction_failed(c)) {
+        int rc = c->tx_error ? c->tx_error : DB_ERR_SQL;
+        c->db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
+        db_conn_set_error(c, "transaction aborted by an earlier error (%s), rolled back",
+                          db_strerror(rc));
+        c->in_tx = false;
+        return rc;
+    }
+    int rc = db_exec(c, "COMMIT", NULL, 0, NULL);
+    /* A failed COMMIT may leave the transaction open (SQLite busy): end it so the
+     * connection is usable again; the caller sees the commit's status. */
+    if (rc != DB_OK && c->db->be->in_transaction(c)) {
+        char saved[DB_ERRMSG_SIZE];
+        memcpy(saved, c->errmsg, sizeof(saved));
+        c->db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
+        memcpy(c->errmsg, saved, sizeof(saved));
+    }
+    c->in_tx = false;
+    return rc;
+}
+
+int db_rollback(struct db_conn *c)
+{
+    if (!c)
+        return DB_ERR_INVALID;
+    if (!c->in_tx) {
+        db_conn_set_error(c, "no transaction is open");
+        return DB_ERR_INVALID;
+    }
+    c->in_tx = false;
+    /* SQLite may already have rolled back on its own (e.g. after SQLITE_FULL). */
+    if (!c->db->be->in_transaction(c))
+        return DB_OK;
+    return db_exec(c, "ROLLBACK", NULL, 0, NULL);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+int db_transact(struct db *db, db_tx_fn fn, void *arg)
+{
+    struct db_conn *c = db_acquire(db);
+    if (!c)
+        return DB_ERR_BUSY;
+    int rc = DB_ERR_RETRY;
+    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+        if (attempt) {
+            /* Back off a little, with jitter, so the contenders spread out. */
+            unsigned seed = (unsigned)(uintptr_t)c ^ (unsigned)time(NULL) ^ (unsigned)attempt;
+            sleep_ms(5u * (unsigned)attempt + (unsigned)(rand_r(&seed) % 10));
+        }
+        rc = db_begin(c, DB_TX_WRITE);
+        if (rc)
+            continue;
+        rc = fn(c, arg);
+        if (rc == DB_OK)
+            rc = db_commit(c);
+        else
+            db_rollback(c);
+    }
+    db_release(c);
+    return rc;
+}
+
+/* ---- the pool ---- */
+
+struct db_conn *db_acquire(struct db *db)
+{
+    if (!db)
+        return NULL;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += db->opt.acquire_timeout_ms / 1000;
+    deadline.tv_nsec += (long)(db->opt.acquire_timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+
+    struct db_conn *c = NULL;
+    pthread_mutex_lock(&db->lock);
+    while (db->nidle == 0) {
+        int rc = pthread_cond_timedwait(&db->freed, &db->lock, &deadline);
+        if (rc == ETIMEDOUT && db->nidle == 0)
+            break;
+    }
+    if (db->nidle) {
+        c = db->idle[--db->nidle];
+        c->in_pool = false;
+    }
+    pthread_mutex_unlock(&db->lock);
+    if (c) {
+        c->errmsg[0] = '\0';
+        db->be->check(c);
+    }
+    return c;
+}
+
+void db_release(struct db_conn *c)
+{
+    if (!c)
+        return;
+    struct db *db = c->db;
+    if (c->in_tx || db->be->in_transaction(c)) {
+        c->in_tx = false;
+        db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
+    }
+    pthread_mutex_lock(&db->lock);
+    if (!c->in_pool) {
+        c->in_pool = true;
+        db->idle[db->nidle++] = c;
+        pthread_cond_signal(&db->freed);
+    }
+    pthread_mutex_unlock(&db->lock);
+}
+
+/* ---- open and close ---- */
+
+static void apply_defaults(struct db_options *o, const struct db_options *given)
+{
+    if (given)
+        *o = *given;
+    else
+        memset(o, 0, sizeof(*o));
+    if (!o->pool_size)
+        o->pool_size = DEFAULT_POOL_SIZE;
+    if (!o->busy_timeout_ms)
+        o->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
+    if (!o->acquire_timeout_ms)
+        o->acquire_timeout_ms = DEFAULT_ACQUIRE_MS;
+    if (!o->connect_timeout_s)
+        o->connect_timeout_s = DEFAULT_CONNECT_S;
+    if (!o->max_result_bytes)
+        o->max_result_bytes = DEFAULT_MAX_RESULT;
+}
+
+static void free_db(struct db *db, size_t nconnected)
+{
+    for (size_t i = 0; i < nconnected; i++)
+        db->be->disconnect(&db->conns[i]);
+    pthread_cond_destroy(&db->freed);
+    pthread_mutex_destroy(&db->lock);
+    free(db->conns);
+    free(db->idle);
+    free(db);
+}
+
+int db_open(const char *url, const struct db_options *opt, struct db **out, char *err,
+            size_t errlen)
+{
+    char dummy[1];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (!out)
+        return DB_ERR_INVALID;
+    *out = NULL;
+    if (!url) {
+        snprintf(err, errlen, "no database url given");
+        return DB_ERR_INVALID;
+    }
+
+    const struct db_backend *be;
+    const char *target;
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        be = &db_backend_sqlite;
+        target = url + 7;
+        if (!*target) {
+            snprintf(err, errlen, "database url 'sqlite:' names no file");
+            return DB_ERR_INVALID;
+        }
+    } else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+        be = &db_backend_pg;
+        target = url;
+    } else {
+        /* The URL may hold a password: name only its scheme. */
+        size_t scheme = strcspn(url, ":");
+        snprintf(err, errlen,
+                 "unsupported database url scheme '%.*s' (use sqlite:PATH or "
+                 "postgresql://...)",
+                 (int)(scheme > 32 ? 32 : scheme), url);
+        return DB_ERR_INVALID;
+    }
+
+    struct db_options o;
+    apply_defaults(&o, opt);
+    if (o.pool_size > MAX_POOL_SIZE) {
+        snprintf(err, errlen, "database pool size %u is above the maximum %d", o.pool_size,
+                 MAX_POOL_SIZE);
+        return DB_ERR_INVALID;
+    }
+
+    struct db *db = calloc(1, sizeof(*db));
+    if (!db) {
+        snprintf(err, errlen, "out of memory");
+        return DB_ERR_NOMEM;
+    }
+    db->be = be;
+    db->opt = o;
+    pthread_mutex_init(&db->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->freed, &ca);
+    pthread_condattr_destroy(&ca);
+    db->conns = calloc(o.pool_size, sizeof(*db->conns));
+    db->idle = calloc(o.pool_size, sizeof(*db->idle));
+    if (!db->conns || !db->idle) {
+        free_db(db, 0);
+        snprintf(err, errlen, "out of memory");
+        return DB_ERR_NOMEM;
+    }
+
+    /* The first connection migrates before the others open, so they all see the
+     * final schema. */
+    int rc = DB_OK;
+    size_t i;
+    for (i = 0; i < o.pool_size; i++) {
+        struct db_conn *c = &db->conns[i];
+        c->db = db;
+        rc = be->connect(c, target, &db->opt, err, errlen);
+        if (rc)
+            break;
+        if (i == 0) {
+            rc = migrations_apply(db, c, err, errlen);
+            if (rc) {
+                i++;
+                break;
+            }
+        }
+        c->in_pool = true;
+        db->idle[db->nidle++] = c;
+    }
+    if (rc) {
+        free_db(db, i);
+        return rc;
+    }
+    *out = db;
+    return DB_OK;
+}
+
+void db_close(struct db *db)
+{
+    if (!db)
+        return;
+    free_db(db, db->opt.pool_size);
+}

@@ -1,1 +1,317 @@
-/* placeholder: being written */
+/* db_pg: the PostgreSQL backend of the database layer, over libpq: one PGconn per
+ * pooled connection, reset when found broken. */
+#include "db_backend.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INT8_OID 20 /* pg_type.oid of bigint */
+
+static PGconn *pg_of(struct db_conn *c)
+{
+    return c->handle;
+}
+
+/* Copy a libpq message into buf without its trailing newline. */
+static void trim_message(char *buf, size_t size, const char *msg)
+{
+    snprintf(buf, size, "%s", msg && *msg ? msg : "unknown error");
+    size_t len = strlen(buf);
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+}
+
+/* Turn a failed result (or its absence) into a status and a message. The message is
+ * the server's primary text only: the DETAIL part quotes row values. */
+static int fail(struct db_conn *c, const PGresult *r)
+{
+    PGconn *pg = pg_of(c);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!state) {
+        char msg[DB_ERRMSG_SIZE - 32];
+        trim_message(msg, sizeof(msg), PQerrorMessage(pg));
+        db_conn_set_error(c, "postgresql: %s", msg);
+        if (PQstatus(pg) == CONNECTION_BAD)
+            return DB_ERR_CONN;
+        return r ? DB_ERR_SQL : DB_ERR_NOMEM;
+    }
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (strncmp(state, "22", 2) == 0) {
+        /* Data exceptions quote the offending value, which may be a secret. */
+        db_conn_set_error(c, "postgresql: invalid data value (sqlstate %s)", state);
+        return DB_ERR_SQL;
+    }
+    db_conn_set_error(c, "postgresql: %s (sqlstate %s)", primary ? primary : "error", state);
+    if (strncmp(state, "23", 2) == 0)
+        return DB_ERR_CONSTRAINT;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0)
+        return DB_ERR_RETRY;
+    if (strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+        strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
+        return DB_ERR_CONN;
+    if (strcmp(state, "53200") == 0)
+        return DB_ERR_NOMEM;
+    return DB_ERR_SQL;
+}
+
+static void quiet_notice(void *arg, const char *message)
+{
+    /* Notices ("relation already exists, skipping") are not errors: drop them. */
+}
+
+static int pg_connect(struct db_conn *c, const char *url, const struct db_options *opt, char *err,
+                      size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *info = PQconninfoParse(url, &perr);
+    if (!info) {
+        if (!perr) {
+            snprintf(err, errlen, "out of memory");
+            return DB_ERR_NOMEM;
+        }
+        char msg[256];
+        trim_message(msg, sizeof(msg), perr);
+        snprintf(err, errlen, "invalid postgresql url: %s", msg);
+        PQfreemem(perr);
+        return DB_ERR_INVALID;
+    }
+    PQconninfoFree(info);
+
+    char timeout[16];
+    snprintf(timeout, sizeof(timeout), "%u", opt->connect_timeout_s);
+    /* Later keywords override earlier ones and the URL is expanded in place of dbname:
+     * the URL may change the timeout, but the encoding is always UTF-8. */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                                "client_encoding", NULL};
+    const char *const vals[] = {timeout, "pockityd", url, "UTF8", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (!pg) {
+        snprintf(err, errlen, "out of memory");
+        return DB_ERR_NOMEM;
+    }
+    if (PQstatus(pg) != CONNECTION_OK) {
+        char msg[400];
+        trim_message(msg, sizeof(msg), PQerrorMessage(pg));
+        snprintf(err, errlen, "cannot connect to postgresql: %s", msg);
+        PQfinish(pg);
+        return DB_ERR_CONN;
+    }
+    PQsetNoticeProcessor(pg, quiet_notice, NULL);
+    c->handle = pg;
+    return DB_OK;
+}
+
+static void pg_disconnect(struct db_conn *c)
+{
+    if (c->handle)
+        PQfinish(c->handle);
+    c->handle = NULL;
+}
+
+static void pg_check(struct db_conn *c)
+{
+    PGconn *pg = pg_of(c);
+    if (PQstatus(pg) != CONNECTION_BAD)
+        return;
+    PQreset(pg);
+    if (PQstatus(pg) == CONNECTION_OK) {
+        log_info("database connection re-established");
+    } else {
+        char msg[256];
+        trim_message(msg, sizeof(msg), PQerrorMessage(pg));
+        log_warn("cannot reconnect to postgresql: %s", msg);
+    }
+}
+
+static bool pg_in_transaction(struct db_conn *c)
+{
+    switch (PQtransactionStatus(pg_of(c))) {
+    case PQTRANS_ACTIVE:
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool pg_transaction_failed(struct db_conn *c)
+{
+    return PQtransactionStatus(pg_of(c)) == PQTRANS_INERROR;
+}
+
+/* The rows a command inserted, updated or deleted. PQcmdTuples also counts the rows
+ * a SELECT returned, which db_exec does not report as changes. */
+static int64_t rows_changed(PGresult *r)
+{
+    static const char *const writes[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE "};
+    const char *status = PQcmdStatus(r);
+    for (size_t i = 0; status && i < sizeof(writes) / sizeof(writes[0]); i++)
+        if (strncmp(status, writes[i], strlen(writes[i])) == 0)
+            return strtoll(PQcmdTuples(r), NULL, 10);
+    return 0;
+}
+
+/* Copy the row of a PGRES_SINGLE_TUPLE result into res. */
+static int copy_row(struct db_conn *c, const PGresult *r, struct db_result *res)
+{
+    int rc = db_result_add_row(res);
+    int cols = PQnfields(r);
+    for (int i = 0; i < cols && rc == DB_OK; i++) {
+        if (PQgetisnull(r, 0, i))
+            rc = db_result_add_cell(res, NULL, 0);
+        else
+            rc = db_result_add_cell(res, PQgetvalue(r, 0, i), (size_t)PQgetlength(r, 0, i));
+    }
+    if (rc == DB_ERR_TOO_BIG)
+        db_conn_set_error(c, "result larger than %zu bytes", c->db->opt.max_result_bytes);
+    else if (rc)
+        db_conn_set_error(c, "out of memory");
+    return rc;
+}
+
+static int start_result(struct db_conn *c, const PGresult *r, struct db_result **res)
+{
+    int cols = PQnfields(r);
+    *res = db_result_new((size_t)cols, c->db->opt.max_result_bytes);
+    int rc = *res ? DB_OK : DB_ERR_NOMEM;
+    for (int i = 0; i < cols && rc == DB_OK; i++)
+        rc = db_result_set_name(*res, (size_t)i, PQfname(r, i));
+    if (rc) {
+        db_conn_set_error(c, "out of memory");
+        return rc;
+    }
+    return DB_OK;
+}
+
+static int pg_run(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
+                  int64_t *changes, struct db_result **out)
+{
+    PGconn *pg = pg_of(c);
+    int rc = DB_OK;
+    struct db_result *res = NULL;
+    Oid *types = NULL;
+    const char **values = NULL;
+    char *ints = NULL;
+    char **copies = NULL;
+
+    if (n) {
+        types = calloc(n, sizeof(*types));
+        values = calloc(n, sizeof(*values));
+        ints = calloc(n, 24);
+        copies = calloc(n, sizeof(*copies));
+        if (!types || !values || !ints || !copies) {
+            rc = DB_ERR_NOMEM;
+            db_conn_set_error(c, "out of memory");
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct db_param *p = &params[i];
+        if (p->type == DB_TYPE_INT) {
+            types[i] = INT8_OID;
+            snprintf(ints + 24 * i, 24, "%" PRId64, p->i);
+            values[i] = ints + 24 * i;
+        } else if (p->type == DB_TYPE_TEXT && p->s) {
+            /* Text goes untyped so the server infers it from the context. libpq
+             * wants NUL-terminated text: copy a counted string. */
+            if (p->len == DB_LEN_AUTO) {
+                values[i] = p->s;
+            } else {
+                copies[i] = strndup(p->s, p->len);
+                if (!copies[i]) {
+                    rc = DB_ERR_NOMEM;
+                    db_conn_set_error(c, "out of memory");
+                    goto done;
+                }
+                values[i] = copies[i];
+            }
+        }
+    }
+
+    if (!PQsendQueryParams(pg, sql, (int)n, types, values, NULL, NULL, 0)) {
+        rc = fail(c, NULL);
+        goto done;
+    }
+    /* Row by row, so the result cap holds before libpq buffers a huge answer. */
+    PQsetSingleRowMode(pg);
+    PGresult *r;
+    while ((r = PQgetResult(pg)) != NULL) {
+        if (rc != DB_OK) {
+            PQclear(r); /* drain the rest after a failure */
+            continue;
+        }
+        switch (PQresultStatus(r)) {
+        case PGRES_SINGLE_TUPLE:
+            if (out && !res)
+                rc = start_result(c, r, &res);
+            if (rc == DB_OK && res)
+                rc = copy_row(c, r, res);
+            break;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            if (out && !res)
+                rc = start_result(c, r, &res);
+            if (changes)
+                *changes = rows_changed(r);
+            break;
+        case PGRES_EMPTY_QUERY:
+            db_conn_set_error(c, "empty sql statement");
+            rc = DB_ERR_INVALID;
+            break;
+        default:
+            rc = fail(c, r);
+            break;
+        }
+        PQclear(r);
+    }
+    if (rc == DB_OK && PQstatus(pg) == CONNECTION_BAD)
+        rc = fail(c, NULL);
+
+done:
+    if (copies)
+        for (size_t i = 0; i < n; i++)
+            free(copies[i]);
+    free(copies);
+    free(ints);
+    free(values);
+    free(types);
+    if (rc) {
+        db_result_free(res);
+        res = NULL;
+        if (changes)
+            *changes = 0;
+    }
+    if (out)
+        *out = res;
+    return rc;
+}
+
+static int pg_script(struct db_conn *c, const char *sql)
+{
+    PGresult *r = PQexec(pg_of(c), sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = DB_OK;
+    if (!r || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY))
+        rc = fail(c, r);
+    PQclear(r);
+    return rc;
+}
+
+const struct db_backend db_backend_pg = {
+        .name = "postgresql",
+        .dialect = DB_POSTGRES,
+        .begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        .begin_write = "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE",
+        .connect = pg_connect,
+        .disconnect = pg_disconnect,
+        .check = pg_check,
+        .run = pg_run,
+        .script = pg_script,
+        .in_transaction = pg_in_transaction,
+        .transaction_failed = pg_transaction_failed,
+};
