@@ -1,0 +1,449 @@
+/* usage: the per-object usage ledger, the pocket totals kept in step with it,
+ * and quota reservations granted by one conditional UPDATE. */
+#include "usage.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "secret.h"
+
+/* Run fn in a write transaction on c, again after DB_ERR_RETRY (deadlock,
+ * serialization failure, busy) with a short jittered pause. */
+static int run_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *arg)
+{
+    int rc = DB_ERR_RETRY;
+    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+        if (attempt) {
+            uint32_t r = 0;
+            secret_random(&r, sizeof(r));
+            struct timespec ts = {0, (long)(5 * attempt + (int)(r % 20)) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        rc = db_begin(c, DB_TX_WRITE);
+        if (rc)
+            continue;
+        rc = fn(c, arg);
+        if (rc == DB_OK)
+            rc = db_commit(c);
+        else
+            db_rollback(c);
+    }
+    return rc;
+}
+
+/* Lock the pocket's row for the rest of the transaction (a no-op UPDATE), so
+ * every ledger change of one pocket happens one after the other. */
+static int lock_pocket(struct db_conn *c, const char *pocket_id)
+{
+    int64_t changes = 0;
+    int rc = db_exec(c, "UPDATE pockets SET updated_at = updated_at WHERE id = $1",
+                     DB_ARGS(DB_TEXT(pocket_id)), &changes);
+    if (rc == DB_OK && changes == 0)
+        rc = DB_ERR_NOT_FOUND;
+    return rc;
+}
+
+int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out)
+{
+    struct db_result *res = NULL;
+    int rc = db_query_row(c,
+                          "SELECT p.status, p.used_bytes, p.used_objects, p.reserved_bytes,"
+                          " p.reserved_objects, t.max_bytes, t.max_objects"
+                          " FROM pockets p JOIN tiers t ON t.id = p.tier_id WHERE p.id = $1",
+                          DB_ARGS(DB_TEXT(pocket_id)), &res);
+    if (rc)
+        return rc;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->status, sizeof(out->status), "%s", db_result_text(res, 0, 0));
+    out->used_bytes = db_result_int(res, 0, 1);
+    out->used_objects = db_result_int(res, 0, 2);
+    out->reserved_bytes = db_result_int(res, 0, 3);
+    out->reserved_objects = db_result_int(res, 0, 4);
+    out->max_bytes = db_result_int(res, 0, 5);
+    out->max_objects = db_result_int(res, 0, 6);
+    db_result_free(res);
+    return DB_OK;
+}
+
+int usage_over_quota(const struct usage_pocket *p)
+{
+    return p->used_bytes > p->max_bytes || p->used_objects > p->max_objects;
+}
+
+int usage_json_add(json_t *obj, const struct usage_pocket *p)
+{
+    json_t *usage = json_pack("{s:I, s:I}", "bytes", (json_int_t)p->used_bytes, "objects",
+                              (json_int_t)p->used_objects);
+    json_t *reserved = json_pack("{s:I, s:I}", "bytes", (json_int_t)p->reserved_bytes, "objects",
+                                 (json_int_t)p->reserved_objects);
+    json_t *quota = json_pack("{s:I, s:I}", "max_bytes", (json_int_t)p->max_bytes, "max_objects",
+                              (json_int_t)p->max_objects);
+    /* json_object_set_new steals its value even when it fails. */
+    int bad = !usage || !reserved || !quota;
+    bad |= json_object_set_new(obj, "usage", usage) != 0;
+    bad |= json_object_set_new(obj, "reserved", reserved) != 0;
+    bad |= json_object_set_new(obj, "quota", quota) != 0;
+    return bad ? -1 : 0;
+}
+
+const char *usage_status_message(const char *status)
+{
+    if (!strcmp(status, "pending"))
+        return "pocket is pending approval";
+    if (!strcmp(status, "suspended"))
+        return "pocket is suspended";
+    if (!strcmp(status, "deleting"))
+        return "pocket is being deleted";
+    return "pocket is not active";
+}
+
+/* The ledger row of key: whether it is live and its size (0 when not live). */
+static int ledger_read(struct db_conn *c, const char *pocket_id, const char *key, bool *live,
+                       int64_t *size)
+{
+    struct db_result *res = NULL;
+    int rc = db_query(c, "SELECT size, deleted FROM objects WHERE pocket_id = $1 AND key = $2",
+                      DB_ARGS(DB_TEXT(pocket_id), DB_TEXT(key)), &res);
+    if (rc)
+        return rc;
+    *live = db_result_rows(res) > 0 && db_result_int(res, 0, 1) == 0;
+    *size = *live ? db_result_int(res, 0, 0) : 0;
+    db_result_free(res);
+    return DB_OK;
+}
+
+/* Set key's row (size >= 0: live with size and etag; size < 0: tombstone) and
+ * say how the pocket's used totals must change. The pocket is locked. */
+static int ledger_apply(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
+                        const char *etag, int64_t now, int64_t *dbytes, int64_t *dobjects)
+{
+    bool live = false;
+    int64_t old = 0;
+    *dbytes = 0;
+    *dobjects = 0;
+    int rc = ledger_read(c, pocket_id, key, &live, &old);
+    if (rc)
+        return rc;
+    if (size >= 0) {
+        rc = db_exec(
+                c,
+                "INSERT INTO objects (pocket_id, key, size, etag, deleted, updated_at)"
+                " VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (pocket_id, key) DO UPDATE"
+                " SET size = excluded.size, etag = excluded.etag, deleted = 0,"
+                " updated_at = excluded.updated_at",
+                DB_ARGS(DB_TEXT(pocket_id), DB_TEXT(key), DB_INT(size), DB_TEXT(etag), DB_INT(now)),
+                NULL);
+        if (rc)
+            return rc;
+        *dbytes = size - old;
+        *dobjects = live ? 0 : 1;
+        return DB_OK;
+    }
+    if (!live)
+        return DB_OK;
+    rc = db_exec(c,
+                 "UPDATE objects SET deleted = 1, size = 0, etag = NULL, updated_at = $3"
+                 " WHERE pocket_id = $1 AND key = $2",
+                 DB_ARGS(DB_TEXT(pocket_id), DB_TEXT(key), DB_INT(now)), NULL);
+    if (rc)
+        return rc;
+    *dbytes = -old;
+    *dobjects = -1;
+    return DB_OK;
+}
+
+/* Move the pocket's totals: used by (ub, uo), reserved down by (rb, ro). Never
+ * below zero, so totals that drifted from the ledger cannot break the update
+ * (reconciliation repairs them). */
+static int totals_adjust(struct db_conn *c, const char *pocket_id, int64_t ub, int64_t uo,
+                         int64_t rb, int64_t ro)
+{
+    return db_exec(c,
+                   "UPDATE pockets SET"
+                   " used_bytes = CASE WHEN used_bytes + $2 < 0 THEN 0"
+                   " ELSE used_bytes + $2 END,"
+                   " used_objects = CASE WHEN used_objects + $3 < 0 THEN 0"
+                   " ELSE used_objects + $3 END,"
+                   " reserved_bytes = CASE WHEN reserved_bytes < $4 THEN 0"
+                   " ELSE reserved_bytes - $4 END,"
+                   " reserved_objects = CASE WHEN reserved_objects < $5 THEN 0"
+                   " ELSE reserved_objects - $5 END"
+                   " WHERE id = $1",
+                   DB_ARGS(DB_TEXT(pocket_id), DB_INT(ub), DB_INT(uo), DB_INT(rb), DB_INT(ro)),
+                   NULL);
+}
+
+/* Delete a reservation of the pocket that expires at or before until, and
+ * give back what it held. */
+static int reservation_drop(struct db_conn *c, const char *pocket_id, const char *id, int64_t until)
+{
+    struct db_result *res = NULL;
+    int rc = db_query(c,
+                      "DELETE FROM reservations WHERE id = $1 AND pocket_id = $2"
+                      " AND expires_at <= $3 RETURNING bytes, objects",
+                      DB_ARGS(DB_TEXT(id), DB_TEXT(pocket_id), DB_INT(until)), &res);
+    if (rc)
+        return rc;
+    if (db_result_rows(res) == 0) {
+        db_result_free(res);
+        return DB_ERR_NOT_FOUND;
+    }
+    int64_t bytes = db_result_int(res, 0, 0), objects = db_result_int(res, 0, 1);
+    db_result_free(res);
+    return totals_adjust(c, pocket_id, 0, 0, bytes, objects);
+}
+
+/* ---- reserve ---- */
+
+struct reserve_args {
+    const char *pocket_id, *key;
+    int64_t size, now, ttl;
+    struct usage_reservation *out;
+    struct usage_pocket *pocket;
+};
+
+static int reserve_tx(struct db_conn *c, void *arg)
+{
+    struct reserve_args *a = arg;
+    int rc = lock_pocket(c, a->pocket_id);
+    bool live = false;
+    int64_t old = 0;
+    if (rc == DB_OK)
+        rc = ledger_read(c, a->pocket_id, a->key, &live, &old);
+    if (rc)
+        return rc;
+    int64_t bytes = a->size > old ? a->size - old : 0;
+    int64_t objects = live ? 0 : 1;
+
+    /* The quota check and the reservation in one statement: nothing can slip
+     * in between, whatever the engine and the number of replicas. */
+    int64_t changes = 0;
+    rc = db_exec(c,
+                 "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
+                 " reserved_objects = reserved_objects + $3"
+                 " WHERE id = $1 AND status = 'active'"
+                 " AND used_bytes + reserved_bytes + $2 <="
+                 " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
+                 " AND used_objects + reserved_objects + $3 <="
+                 " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)",
+                 DB_ARGS(DB_TEXT(a->pocket_id), DB_INT(bytes), DB_INT(objects)), &changes);
+    if (rc)
+        return rc;
+    if (changes == 0) {
+        struct usage_pocket p;
+        rc = usage_get(c, a->pocket_id, &p);
+        if (rc)
+            return rc;
+        if (a->pocket)
+            *a->pocket = p;
+        /* Say what this upload would have needed on top of the totals. */
+        a->out->bytes = bytes;
+        a->out->objects = objects;
+        a->out->size = a->size;
+        return strcmp(p.status, "active") != 0 ? USAGE_INACTIVE : USAGE_QUOTA_EXCEEDED;
+    }
+
+    struct usage_reservation *r = a->out;
+    if (secret_id("rsv_", r->id, sizeof(r->id)) != 0)
+        return DB_ERR_NOMEM;
+    r->bytes = bytes;
+    r->objects = objects;
+    r->size = a->size;
+    r->expires_at = a->now + a->ttl;
+    rc = db_exec(c,
+                 "INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"
+                 " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 DB_ARGS(DB_TEXT(r->id), DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(bytes),
+                         DB_INT(objects), DB_INT(a->size), DB_INT(a->now), DB_INT(r->expires_at)),
+                 NULL);
+    if (rc == DB_OK && a->pocket)
+        rc = usage_get(c, a->pocket_id, a->pocket);
+    return rc;
+}
+
+int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
+                  int64_t now, int64_t ttl, struct usage_reservation *out,
+                  struct usage_pocket *pocket)
+{
+    memset(out, 0, sizeof(*out));
+    if (!pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
+        return DB_ERR_INVALID;
+    struct reserve_args a = {pocket_id, key, size, now, ttl, out, pocket};
+    return run_tx(c, reserve_tx, &a);
+}
+
+/* ---- commit ---- */
+
+struct commit_args {
+    const char *pocket_id, *id, *etag;
+    int64_t size, now;
+    struct usage_pocket *after;
+};
+
+static int commit_tx(struct db_conn *c, void *arg)
+{
+    struct commit_args *a = arg;
+    int rc = lock_pocket(c, a->pocket_id);
+    if (rc)
+        return rc;
+    struct db_result *res = NULL;
+    rc = db_query(c,
+                  "DELETE FROM reservations WHERE id = $1 AND pocket_id = $2"
+                  " RETURNING key, bytes, objects",
+                  DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->pocket_id)), &res);
+    if (rc)
+        return rc;
+    if (db_result_rows(res) == 0) {
+        db_result_free(res);
+        return DB_ERR_NOT_FOUND;
+    }
+    int64_t rbytes = db_result_int(res, 0, 1), robjects = db_result_int(res, 0, 2);
+    int64_t dbytes = 0, dobjects = 0;
+    rc = ledger_apply(c, a->pocket_id, db_result_text(res, 0, 0), a->size, a->etag, a->now, &dbytes,
+                      &dobjects);
+    db_result_free(res);
+    if (rc == DB_OK)
+        rc = totals_adjust(c, a->pocket_id, dbytes, dobjects, rbytes, robjects);
+    if (rc == DB_OK && a->after)
+        rc = usage_get(c, a->pocket_id, a->after);
+    return rc;
+}
+
+int usage_commit(struct db_conn *c, const char *pocket_id, const char *reservation_id, int64_t size,
+                 const char *etag, int64_t now, struct usage_pocket *after)
+{
+    if (!pocket_id || !reservation_id || size < 0 || size > USAGE_MAX_OBJECT_SIZE)
+        return DB_ERR_INVALID;
+    struct commit_args a = {pocket_id, reservation_id, etag, size, now, after};
+    return run_tx(c, commit_tx, &a);
+}
+
+/* ---- release ---- */
+
+struct release_args {
+    const char *pocket_id, *id;
+    int64_t until;
+};
+
+static int release_tx(struct db_conn *c, void *arg)
+{
+    struct release_args *a = arg;
+    int rc = lock_pocket(c, a->pocket_id);
+    if (rc == DB_OK)
+        rc = reservation_drop(c, a->pocket_id, a->id, a->until);
+    return rc;
+}
+
+int usage_release(struct db_conn *c, const char *pocket_id, const char *reservation_id)
+{
+    if (!pocket_id || !reservation_id)
+        return DB_ERR_INVALID;
+    struct release_args a = {pocket_id, reservation_id, INT64_MAX};
+    return run_tx(c, release_tx, &a);
+}
+
+/* ---- deletions ---- */
+
+struct deleted_args {
+    const char *pocket_id;
+    const char *const *keys;
+    size_t n;
+    int64_t now;
+    int64_t *deleted;
+    struct usage_pocket *after;
+};
+
+static int deleted_tx(struct db_conn *c, void *arg)
+{
+    struct deleted_args *a = arg;
+    *a->deleted = 0;
+    int rc = lock_pocket(c, a->pocket_id);
+    int64_t bytes = 0, objects = 0;
+    for (size_t i = 0; rc == DB_OK && i < a->n; i++) {
+        int64_t db = 0, dobj = 0;
+        rc = ledger_apply(c, a->pocket_id, a->keys[i], -1, NULL, a->now, &db, &dobj);
+        bytes += db;
+        objects += dobj;
+    }
+    if (rc == DB_OK && objects != 0)
+        rc = totals_adjust(c, a->pocket_id, bytes, objects, 0, 0);
+    if (rc == DB_OK && a->after)
+        rc = usage_get(c, a->pocket_id, a->after);
+    if (rc == DB_OK)
+        *a->deleted = -objects;
+    return rc;
+}
+
+int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *const *keys, size_t n,
+                       int64_t now, int64_t *deleted, struct usage_pocket *after)
+{
+    *deleted = 0;
+    if (!pocket_id || (n && !keys))
+        return DB_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i] || !*keys[i])
+            return DB_ERR_INVALID;
+    struct deleted_args a = {pocket_id, keys, n, now, deleted, after};
+    return run_tx(c, deleted_tx, &a);
+}
+
+int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
+                     const char *etag, int64_t now, int64_t *bytes_delta, int64_t *objects_delta)
+{
+    int64_t db = 0, dobj = 0;
+    if (!pocket_id || !key || !*key || size > USAGE_MAX_OBJECT_SIZE)
+        return DB_ERR_INVALID;
+    int rc = lock_pocket(c, pocket_id);
+    if (rc == DB_OK)
+        rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
+    if (rc == DB_OK && (db || dobj))
+        rc = totals_adjust(c, pocket_id, db, dobj, 0, 0);
+    if (bytes_delta)
+        *bytes_delta = rc == DB_OK ? db : 0;
+    if (objects_delta)
+        *objects_delta = rc == DB_OK ? dobj : 0;
+    return rc;
+}
+
+/* ---- sweep ---- */
+
+#define SWEEP_PAGE 256
+
+int usage_sweep_expired(struct db *db, int64_t now)
+{
+    struct db_conn *c = db_acquire(db);
+    if (!c)
+        return -DB_ERR_BUSY;
+    int released = 0, rc = DB_OK;
+    for (;;) {
+        struct db_result *page = NULL;
+        rc = db_query(c,
+                      "SELECT id, pocket_id FROM reservations WHERE expires_at <= $1"
+                      " ORDER BY expires_at, id LIMIT $2",
+                      DB_ARGS(DB_INT(now), DB_INT(SWEEP_PAGE)), &page);
+        if (rc)
+            break;
+        size_t rows = db_result_rows(page);
+        for (size_t i = 0; rc == DB_OK && i < rows; i++) {
+            struct release_args a = {db_result_text(page, i, 1), db_result_text(page, i, 0), now};
+            rc = run_tx(c, release_tx, &a);
+            if (rc == DB_OK)
+                released++;
+            else if (rc == DB_ERR_NOT_FOUND) /* committed or released meanwhile */
+                rc = DB_OK;
+        }
+        db_result_free(page);
+        if (rc || rows < SWEEP_PAGE)
+            break;
+    }
+    if (rc)
+        log_warn("usage: sweeping expired reservations: %s: %s", db_strerror(rc),
+                 db_conn_errmsg(c));
+    db_release(c);
+    return rc ? -rc : released;
+}

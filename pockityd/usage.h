@@ -1,0 +1,130 @@
+/* usage: the usage ledger (one row per object of a pocket) and the per-pocket
+ * totals, with quota reservations granted atomically against the tier's limits.
+ * Handlers and background jobs (the sweeper, event ingestion) share it. */
+#ifndef POCKITYD_USAGE_H
+#define POCKITYD_USAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+
+/*
+ * The model. objects(pocket_id, key) holds each object's size and ETag, key
+ * RELATIVE to the pocket's prefix (the S3 key is prefix + key); a deleted
+ * object stays as a tombstone (deleted = 1, size 0). pockets.used_bytes and
+ * used_objects are the sums over live rows, kept in step in the same
+ * transaction as every ledger change; reserved_bytes and reserved_objects are
+ * the sums over the pocket's reservations. The invariant the quota relies on:
+ * a reservation is granted only when used + reserved + its amount fits the
+ * tier's max_bytes and max_objects, decided by ONE conditional UPDATE of the
+ * pocket row, which is atomic on SQLite and on PostgreSQL (READ COMMITTED
+ * re-checks the WHERE clause on the latest row version) with any number of
+ * pockityd replicas.
+ *
+ * Every operation here that writes locks the pocket's row first (a no-op
+ * UPDATE), so on PostgreSQL the ledger reads that follow see every earlier
+ * change to that pocket: the same upload committed twice or concurrently
+ * counts once and an overwrite counts its size difference.
+ *
+ * Calling convention: functions taking a struct db_conn run their own write
+ * transaction on it (c must not be in one), retried on DB_ERR_RETRY. They
+ * return DB_OK, a db status, or one of the USAGE_ outcomes below.
+ */
+
+/* Outcomes beyond the db statuses. */
+enum {
+    USAGE_QUOTA_EXCEEDED = 100, /* the reservation does not fit the quota */
+    USAGE_INACTIVE,             /* the pocket is not active (status in struct usage_pocket) */
+};
+
+#define USAGE_MAX_OBJECT_SIZE ((int64_t)5 << 40) /* 5 TiB, S3's largest object */
+
+/* A pocket's totals and limits. */
+struct usage_pocket {
+    char status[16]; /* pending, active, suspended, deleting */
+    int64_t used_bytes;
+    int64_t used_objects;
+    int64_t reserved_bytes;
+    int64_t reserved_objects;
+    int64_t max_bytes;   /* the tier's */
+    int64_t max_objects; /* the tier's */
+};
+
+/* A granted reservation. */
+struct usage_reservation {
+    char id[64];
+    int64_t bytes;   /* reserved: the growth over the ledger's current size, >= 0 */
+    int64_t objects; /* reserved: 1 for a new key (or a tombstone), else 0 */
+    int64_t size;    /* the object's announced full size */
+    int64_t expires_at;
+};
+
+/* Whether the pocket holds more than its tier allows (after a tier downgrade,
+ * or a commit larger than reserved): its mounts may then only read and delete. */
+int usage_over_quota(const struct usage_pocket *p);
+
+/* Add the members "usage": {bytes, objects}, "reserved": {bytes, objects} and
+ * "quota": {max_bytes, max_objects} describing p to the JSON object obj.
+ * Returns 0, or -1 when out of memory. */
+int usage_json_add(json_t *obj, const struct usage_pocket *p);
+
+/* Why a pocket in this status takes no new data, for a 403's message:
+ * "pocket is pending approval", "pocket is suspended", ... */
+const char *usage_status_message(const char *status);
+
+/* Read a pocket's totals (no transaction needed). DB_ERR_NOT_FOUND when there
+ * is no such pocket. */
+int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out);
+
+/* Reserve room for key (relative, 1..1024 bytes of valid UTF-8 without NUL;
+ * the caller checks the length with the prefix) to become size bytes long,
+ * until now + ttl. Reserves max(size - current ledger size, 0) bytes and one
+ * object when the key is absent from the ledger or a tombstone. Returns DB_OK
+ * with *out filled and *pocket the totals after; USAGE_QUOTA_EXCEEDED or
+ * USAGE_INACTIVE with *pocket describing the pocket (its totals unchanged) and
+ * out->bytes / out->objects / out->size what the upload needed (no id);
+ * DB_ERR_NOT_FOUND for an unknown pocket; DB_ERR_INVALID for a bad argument;
+ * or a db status. pocket may be NULL. */
+int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
+                  int64_t now, int64_t ttl, struct usage_reservation *out,
+                  struct usage_pocket *pocket);
+
+/* The upload of a reservation happened: delete the reservation, release what
+ * it held, and set its key's ledger row to size bytes and etag (may be NULL),
+ * live, adjusting the pocket's used totals by the difference from the previous
+ * row. size is the object's actual size as S3 holds it, so it is recorded even
+ * when it is larger than what was reserved (the ledger follows S3; the next
+ * reservations see the pocket's true usage). DB_ERR_NOT_FOUND when the
+ * reservation does not exist or belongs to another pocket. *after (may be
+ * NULL) receives the pocket's totals after the change. */
+int usage_commit(struct db_conn *c, const char *pocket_id, const char *reservation_id, int64_t size,
+                 const char *etag, int64_t now, struct usage_pocket *after);
+
+/* Drop a reservation of pocket_id and release what it held. DB_ERR_NOT_FOUND
+ * when it does not exist or belongs to another pocket. */
+int usage_release(struct db_conn *c, const char *pocket_id, const char *reservation_id);
+
+/* Record that the n keys (relative) were deleted: each live ledger row becomes
+ * a tombstone and the pocket's used totals shrink by its size and one object;
+ * unknown keys and tombstones are skipped. One transaction. *deleted receives
+ * how many rows changed; *after (may be NULL) the totals after. */
+int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *const *keys, size_t n,
+                       int64_t now, int64_t *deleted, struct usage_pocket *after);
+
+/* For writers that already run a write transaction on c (event ingestion,
+ * reconciliation): set key's ledger row to size/etag (live), or with
+ * size < 0 turn it into a tombstone, adjusting the pocket's used totals. Locks
+ * the pocket row first. *bytes_delta / *objects_delta (may be NULL) receive
+ * the change applied to the totals. DB_ERR_NOT_FOUND for an unknown pocket. */
+int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
+                     const char *etag, int64_t now, int64_t *bytes_delta, int64_t *objects_delta);
+
+/* Release every reservation with expires_at <= now, each in a short
+ * transaction of its own so a big backlog never holds locks for long. Returns
+ * how many were released (>= 0), or -status of the db failure that stopped the
+ * sweep (what was released before it stays released). */
+int usage_sweep_expired(struct db *db, int64_t now);
+
+#endif

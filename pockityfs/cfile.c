@@ -1,0 +1,471 @@
+/* cfile: sparse local copies of objects, filled block by block with ranged
+ * GETs, and the LRU budget of the data cache. */
+#include "cfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inode.h"
+#include "log.h"
+
+static int bit_get(const struct cfile *cf, size_t b)
+{
+    return (cf->bits[b / 8] >> (b % 8)) & 1;
+}
+
+static void bit_set(struct cfile *cf, size_t b)
+{
+    if (!bit_get(cf, b)) {
+        cf->bits[b / 8] |= (uint8_t)(1u << (b % 8));
+        cf->npresent++;
+    }
+}
+
+static void bit_clear(struct cfile *cf, size_t b)
+{
+    if (bit_get(cf, b)) {
+        cf->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
+        cf->npresent--;
+    }
+}
+
+static size_t blocks_for(uint64_t size)
+{
+    return (size_t)((size + CFILE_BLOCK - 1) / CFILE_BLOCK);
+}
+
+void cache_init(struct cache *c, const char *dir, uint64_t limit)
+{
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->lock, NULL);
+    snprintf(c->dir, sizeof(c->dir), "%s", dir);
+    c->limit = limit;
+    c->run = (long long)time(NULL);
+}
+
+void cache_release(struct cache *c)
+{
+    pthread_mutex_destroy(&c->lock);
+}
+
+/* With c->lock held. */
+static void lru_unlink(struct cache *c, struct cfile *cf)
+{
+    if (!cf->in_lru)
+        return;
+    if (cf->prev)
+        cf->prev->next = cf->next;
+    else
+        c->head = cf->next;
+    if (cf->next)
+        cf->next->prev = cf->prev;
+    else
+        c->tail = cf->prev;
+    cf->prev = cf->next = NULL;
+    cf->in_lru = 0;
+    c->used -= cf->counted;
+    cf->counted = 0;
+}
+
+static uint64_t present_bytes(const struct cfile *cf)
+{
+    uint64_t b = (uint64_t)cf->npresent * CFILE_BLOCK;
+    return b < cf->size ? b : cf->size;
+}
+
+/* Put a clean cfile at the head of the LRU with its present bytes counted. */
+static void lru_touch(struct cache *c, struct cfile *cf)
+{
+    pthread_mutex_lock(&c->lock);
+    lru_unlink(c, cf);
+    if (!cf->dirty) {
+        cf->counted = present_bytes(cf);
+        c->used += cf->counted;
+        cf->next = c->head;
+        if (c->head)
+            c->head->prev = cf;
+        c->head = cf;
+        if (!c->tail)
+            c->tail = cf;
+        cf->in_lru = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int open_local(struct cache *c, struct cfile *cf, int flags)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
+    int fd = open(path, O_RDWR | O_CLOEXEC | flags, 0600);
+    if (fd < 0) {
+        int e = errno;
+        log_error("cannot open the cache file '%s': %s", path, strerror(e));
+        return -e;
+    }
+    return fd;
+}
+
+int cfile_fd(struct cache *c, struct cfile *cf)
+{
+    if (cf->fd < 0)
+        cf->fd = open_local(c, cf, 0);
+    return cf->fd;
+}
+
+static struct cfile *cfile_alloc(struct inode *owner, uint64_t remote_size)
+{
+    struct cfile *cf = calloc(1, sizeof(*cf));
+    if (!cf)
+        return NULL;
+    cf->nblocks = blocks_for(remote_size);
+    cf->bits = calloc(cf->nblocks / 8 + 1, 1);
+    if (!cf->bits) {
+        free(cf);
+        return NULL;
+    }
+    cf->owner = owner;
+    cf->fd = -1;
+    cf->remote_size = cf->size = remote_size;
+    cf->ra_window = CFILE_BLOCK;
+    return cf;
+}
+
+int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
+              struct cfile **out)
+{
+    struct cfile *cf = cfile_alloc(owner, remote_size);
+    if (!cf)
+        return -ENOMEM;
+    pthread_mutex_lock(&c->lock);
+    uint64_t seq = ++c->seq;
+    pthread_mutex_unlock(&c->lock);
+    snprintf(cf->name, sizeof(cf->name), "f%lld-%ld-%llu", c->run, (long)getpid(),
+             (unsigned long long)seq);
+    snprintf(cf->etag, sizeof(cf->etag), "%s", etag ? etag : "");
+    int fd = open_local(c, cf, O_CREAT | O_TRUNC);
+    if (fd < 0) {
+        cfile_free(c, cf, 0);
+        return fd;
+    }
+    cf->fd = fd;
+    if (ftruncate(fd, (off_t)remote_size) != 0) {
+        int e = errno;
+        cfile_free(c, cf, 1);
+        return -e;
+    }
+    *out = cf;
+    return 0;
+}
+
+int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct cfile **out)
+{
+    struct cfile *cf = cfile_alloc(owner, 0);
+    if (!cf)
+        return -ENOMEM;
+    snprintf(cf->name, sizeof(cf->name), "%s", name);
+    int fd = open_local(c, cf, 0);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = fd < 0 ? -fd : errno;
+        if (fd >= 0)
+            close(fd);
+        cfile_free(c, cf, 0);
+        return -e;
+    }
+    cf->fd = fd;
+    cf->size = (uint64_t)st.st_size;
+    cf->dirty = cf->journaled = 1;
+    *out = cf;
+    return 0;
+}
+
+void cfile_free(struct cache *c, struct cfile *cf, int remove_file)
+{
+    if (!cf)
+        return;
+    pthread_mutex_lock(&c->lock);
+    lru_unlink(c, cf);
+    pthread_mutex_unlock(&c->lock);
+    if (cf->fd >= 0)
+        close(cf->fd);
+    if (remove_file && cf->name[0]) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
+        unlink(path);
+    }
+    free(cf->bits);
+    free(cf);
+}
+
+/* GET blocks [b0, b1) of the object into the local file. */
+static int fetch(struct cfile *cf, const struct cfile_src *src, size_t b0, size_t b1)
+{
+    uint64_t start = (uint64_t)b0 * CFILE_BLOCK;
+    uint64_t end = (uint64_t)b1 * CFILE_BLOCK;
+    if (end > cf->remote_size)
+        end = cf->remote_size;
+    if (start >= end)
+        return 0;
+    struct s3_fd sfd = {.fd = cf->fd, .base = start};
+    struct s3_sink sink = s3_sink_fd(&sfd);
+    struct s3_head head = {0};
+    uint64_t got = 0;
+    int st = s3_get_object(src->s3, src->key, start, end - start, &sink, &head, &got);
+    if (st != S3_OK) {
+        log_error("cannot read '%s' at %llu: %s %s", src->key, (unsigned long long)start,
+                  s3_strerror(st), s3_last_error_detail());
+        return st == S3_ERR_NOT_FOUND ? -ESTALE : -s3_status_errno(st);
+    }
+    int changed = cf->etag[0] && head.etag[0] && strcmp(cf->etag, head.etag) != 0;
+    if (!cf->etag[0])
+        snprintf(cf->etag, sizeof(cf->etag), "%s", head.etag);
+    s3_head_release(&head);
+    if (changed) {
+        log_warn("'%s' changed while being read", src->key);
+        return -ESTALE;
+    }
+    if (got < end - start) {
+        log_error("short read of '%s' at %llu", src->key, (unsigned long long)start);
+        return -EIO;
+    }
+    for (size_t b = b0; b < b1 && b < cf->nblocks; b++)
+        bit_set(cf, b);
+    return 0;
+}
+
+/* Make [off, off + len) present, fetching missing runs extended by ra bytes
+ * of read-ahead (stopping at the first present block). */
+static int ensure(struct cfile *cf, const struct cfile_src *src, uint64_t off, uint64_t len,
+                  uint64_t ra)
+{
+    if (len == 0 || off >= cf->remote_size)
+        return 0;
+    size_t first = (size_t)(off / CFILE_BLOCK);
+    size_t last = blocks_for(off + len);
+    if (last > cf->nblocks)
+        last = cf->nblocks;
+    size_t limit = blocks_for(off + len + ra);
+    if (limit > cf->nblocks)
+        limit = cf->nblocks;
+    for (size_t b = first; b < last; b++) {
+        if (bit_get(cf, b))
+            continue;
+        size_t e = b + 1;
+        while (e < limit && !bit_get(cf, e))
+            e++;
+        int rc = fetch(cf, src, b, e);
+        if (rc)
+            return rc;
+        b = e - 1;
+    }
+    return 0;
+}
+
+long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
+                size_t len, char *buf)
+{
+    if (off >= cf->size)
+        return 0;
+    if (len > cf->size - off)
+        len = (size_t)(cf->size - off);
+    int fd = cfile_fd(c, cf);
+    if (fd < 0)
+        return fd;
+    /* sequential reads double the read-ahead, a jump starts over */
+    if (off == cf->ra_next) {
+        cf->ra_window *= 2;
+        if (cf->ra_window > CFILE_RA_MAX)
+            cf->ra_window = CFILE_RA_MAX;
+    } else {
+        cf->ra_window = off == 0 ? CFILE_BLOCK : 0;
+    }
+    cf->ra_next = off + len;
+    size_t before = cf->npresent;
+    int rc = ensure(cf, src, off, len, cf->ra_window);
+    if (rc)
+        return rc;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0) { /* a hole past the local end reads as zeros */
+            memset(buf + done, 0, len - done);
+            break;
+        }
+        done += (size_t)n;
+    }
+    if (!cf->dirty && (cf->npresent != before || !cf->in_lru))
+        lru_touch(c, cf);
+    return (long)len;
+}
+
+long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
+                 const char *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    int fd = cfile_fd(c, cf);
+    if (fd < 0)
+        return fd;
+    /* blocks the write covers whole need no fetch; partial ones do */
+    size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
+    for (size_t b = first; b < last && b < cf->nblocks; b++) {
+        if (bit_get(cf, b))
+            continue;
+        uint64_t bs = (uint64_t)b * CFILE_BLOCK, be = bs + CFILE_BLOCK;
+        if (be > cf->remote_size)
+            be = cf->remote_size;
+        if (off <= bs && off + len >= be)
+            continue;
+        int rc = fetch(cf, src, b, b + 1);
+        if (rc)
+            return rc;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        done += (size_t)n;
+    }
+    for (size_t b = first; b < last && b < cf->nblocks; b++)
+        bit_set(cf, b);
+    if (off + len > cf->size)
+        cf->size = off + len;
+    cfile_set_dirty(c, cf);
+    return (long)len;
+}
+
+int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
+{
+    int fd = cfile_fd(c, cf);
+    if (fd < 0)
+        return fd;
+    if (ftruncate(fd, (off_t)size) != 0)
+        return -errno;
+    if (size < cf->remote_size) {
+        cf->remote_size = size;
+        size_t nb = blocks_for(size);
+        for (size_t b = nb; b < cf->nblocks; b++)
+            bit_clear(cf, b);
+        cf->nblocks = nb;
+    }
+    cf->size = size;
+    cfile_set_dirty(c, cf);
+    return 0;
+}
+
+int cfile_fill(struct cfile *cf, const struct cfile_src *src)
+{
+    if (cf->npresent == cf->nblocks)
+        return 0;
+    if (cf->fd < 0)
+        return -EBADF;
+    return ensure(cf, src, 0, cf->remote_size, 0);
+}
+
+void cfile_set_dirty(struct cache *c, struct cfile *cf)
+{
+    if (cf->dirty)
+        return;
+    cf->dirty = 1;
+    pthread_mutex_lock(&c->lock);
+    lru_unlink(c, cf);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag)
+{
+    size_t nb = blocks_for(cf->size);
+    uint8_t *bits = malloc(nb / 8 + 1);
+    if (bits) {
+        memset(bits, 0xff, nb / 8 + 1);
+        free(cf->bits);
+        cf->bits = bits;
+        cf->nblocks = cf->npresent = nb;
+        cf->remote_size = cf->size;
+    } else {
+        /* keep what is known present; the rest reads from the new object */
+        cf->remote_size = cf->size < cf->remote_size ? cf->size : cf->remote_size;
+    }
+    snprintf(cf->etag, sizeof(cf->etag), "%s", etag);
+    cf->dirty = 0;
+    cf->journaled = 0;
+    lru_touch(c, cf);
+}
+
+void cfile_idle(struct cache *c, struct cfile *cf)
+{
+    if (cf->fd >= 0 && !cf->dirty) {
+        close(cf->fd);
+        cf->fd = -1;
+    }
+    if (!cf->dirty)
+        lru_touch(c, cf);
+}
+
+/* With c->lock and the owner's lock held: give back what victim holds. A
+ * cfile nobody has open goes entirely; an open one keeps the blocks around
+ * its read position. Returns whether the victim left the LRU. */
+static int evict(struct cache *c, struct cfile *cf)
+{
+    struct inode *in = cf->owner;
+    if (in->opens == 0) {
+        lru_unlink(c, cf);
+        in->cf = NULL;
+        /* cfile_free would take c->lock again */
+        if (cf->fd >= 0)
+            close(cf->fd);
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
+        unlink(path);
+        free(cf->bits);
+        free(cf);
+        return 1;
+    }
+    if (cf->fd < 0)
+        return 0;
+    size_t keep_from = (size_t)(cf->ra_next / CFILE_BLOCK);
+    keep_from = keep_from > 0 ? keep_from - 1 : 0;
+    size_t keep_to = blocks_for(cf->ra_next + cf->ra_window) + 1;
+    for (size_t b = 0; b < cf->nblocks; b++) {
+        if ((b >= keep_from && b < keep_to) || !bit_get(cf, b))
+            continue;
+        if (fallocate(cf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b * CFILE_BLOCK,
+                      CFILE_BLOCK) == 0)
+            bit_clear(cf, b);
+    }
+    c->used -= cf->counted;
+    cf->counted = present_bytes(cf);
+    c->used += cf->counted;
+    return 0;
+}
+
+void cache_trim(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cfile *cf = c->tail;
+    while (c->used > c->limit && cf) {
+        struct cfile *prev = cf->prev;
+        struct inode *in = cf->owner;
+        if (pthread_mutex_trylock(&in->lock) == 0) {
+            if (!cf->dirty && in->cf == cf)
+                evict(c, cf);
+            pthread_mutex_unlock(&in->lock);
+        }
+        cf = prev;
+    }
+    pthread_mutex_unlock(&c->lock);
+}

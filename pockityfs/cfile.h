@@ -1,0 +1,104 @@
+/* cfile: the local content of one file in the cache folder — a sparse local
+ * file with a bitmap of the 1 MiB blocks already fetched from the object —
+ * and the data cache: a byte budget over the clean cfiles, trimmed least
+ * recently used first. Writes go to the local file; blocks a write touches
+ * partially are fetched first, so uploading only needs the blocks not yet
+ * present. Unless said otherwise the caller holds the owning inode's lock. */
+#ifndef POCKITYFS_CFILE_H
+#define POCKITYFS_CFILE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "s3.h"
+
+#define CFILE_BLOCK  (1u << 20)
+#define CFILE_RA_MAX (32u << 20) /* largest read-ahead */
+
+struct inode;
+
+struct cache {
+    pthread_mutex_t lock; /* guards used, head, tail, seq and each cfile's lru fields */
+    uint64_t limit;       /* bytes of clean data kept */
+    uint64_t used;
+    struct cfile *head, *tail; /* most recently used first */
+    char dir[PATH_MAX];        /* where the local files live */
+    uint64_t seq;
+    long long run; /* start time: local file names never repeat across runs */
+};
+
+struct cfile {
+    struct inode *owner;  /* constant */
+    int fd;               /* -1 while closed (idle) */
+    char name[48];        /* file name inside cache->dir */
+    uint64_t size;        /* logical size */
+    uint64_t remote_size; /* bytes [0, remote_size) not present come from the object */
+    char etag[S3_ETAG_MAX];
+    uint8_t *bits;  /* present blocks below remote_size */
+    size_t nblocks; /* blocks covering remote_size */
+    size_t npresent;
+    int dirty;          /* differs from the object */
+    int journaled;      /* has a journal row */
+    uint64_t ra_next;   /* where a sequential read would continue */
+    uint64_t ra_window; /* current read-ahead */
+    /* guarded by cache->lock */
+    int in_lru;
+    uint64_t counted; /* bytes counted in cache->used */
+    struct cfile *prev, *next;
+};
+
+/* Where missing blocks come from. */
+struct cfile_src {
+    struct s3_client *s3;
+    const char *key; /* full object key */
+};
+
+/* Set up the cache over dir (which must exist). */
+void cache_init(struct cache *c, const char *dir, uint64_t limit);
+void cache_release(struct cache *c);
+
+/* Drop clean data, least recently used first, until the budget holds. Call
+ * with no inode lock held. */
+void cache_trim(struct cache *c);
+
+/* A new cfile for the object (remote_size bytes, etag) with nothing
+ * present. Returns 0 or -errno. */
+int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
+              struct cfile **out);
+
+/* A cfile over an existing local file holding the whole content (a
+ * journaled upload found at start-up), dirty and journaled. */
+int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct cfile **out);
+
+/* Free; remove_file also deletes the local file. NULL is fine. */
+void cfile_free(struct cache *c, struct cfile *cf, int remove_file);
+
+/* Read up to len bytes at off into buf; returns the count or -errno. */
+long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
+                size_t len, char *buf);
+
+/* Write len bytes at off; returns len or -errno. Marks the cfile dirty. */
+long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
+                 const char *buf, size_t len);
+
+/* Set the size; marks the cfile dirty. Returns 0 or -errno. */
+int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size);
+
+/* Fetch every block not yet present (before an upload). Returns 0 or -errno. */
+int cfile_fill(struct cfile *cf, const struct cfile_src *src);
+
+/* The open descriptor of the local file (opened when idle). -errno on failure. */
+int cfile_fd(struct cache *c, struct cfile *cf);
+
+/* Mark the content dirty (not counted in the budget) or clean after an
+ * upload that produced etag: everything is present and is the object. */
+void cfile_set_dirty(struct cache *c, struct cfile *cf);
+void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag);
+
+/* The last handle was closed: close the descriptor, count a clean cfile in
+ * the cache budget. */
+void cfile_idle(struct cache *c, struct cfile *cf);
+
+#endif

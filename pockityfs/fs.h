@@ -1,0 +1,56 @@
+/* fs: the state of one mount shared by the FUSE operations, and the
+ * operations table (ops.c) that main.c hands to libfuse. */
+#ifndef POCKITYFS_FS_H
+#define POCKITYFS_FS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <limits.h>
+#include <stdint.h>
+
+#include "cfile.h"
+#include "inode.h"
+#include "journal.h"
+#include "meta.h"
+#include "remote.h"
+#include "s3.h"
+
+struct fs_options {
+    char *key_file;
+    char *cache_dir;
+    char *cache_size; /* as given; parsed into fs.cache.limit */
+    double attr_timeout;
+    double dir_timeout;
+    int write_timeout;  /* seconds quota calls wait for an unreachable pockityd */
+    int upload_threads; /* parts in flight per multipart upload */
+    char *log_level;
+    int ro;
+};
+
+struct fs {
+    struct fs_options opt;
+    struct remote *remote;
+    struct remote_session session; /* prefix, bucket, quota at start */
+    struct s3_client *s3;
+    struct inode_table inodes;
+    struct cache cache;
+    struct journal *journal;
+    struct meta_defaults defaults;
+    int read_only;            /* ro mount or read-only key */
+    char dir[PATH_MAX];       /* the pocket's cache folder */
+    pthread_mutex_t dir_lock; /* guards every inode's dir and dir_expire */
+};
+
+/* The low-level operations of the mount; userdata is the struct fs. */
+extern const struct fuse_lowlevel_ops fs_ops;
+
+/* Free what an inode holds besides itself (inode_table on_free hook). */
+void fs_inode_free(struct inode *inode, void *arg);
+
+/* Upload every journaled pending upload (at start-up, before serving).
+ * What cannot be uploaded stays journaled and is served from the cache.
+ * Returns the number left pending. */
+size_t fs_replay(struct fs *fs);
+
+#endif

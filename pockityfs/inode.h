@@ -1,0 +1,111 @@
+/* inode: the mount's table of inodes, mapping FUSE inode numbers to paths
+ * in the pocket (relative to its prefix) and back, with the kernel's lookup
+ * counts. An inode lives while the kernel remembers it (nlookup > 0), while
+ * a request holds it (pins > 0), or while it keeps data not yet uploaded
+ * (keep). Inode numbers are never reused. */
+#ifndef POCKITYFS_INODE_H
+#define POCKITYFS_INODE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "s3.h"
+
+#define INODE_ROOT 1
+
+struct cfile;
+struct listing;
+
+struct inode {
+    uint64_t ino; /* constant */
+
+    /* guarded by the table lock */
+    char *path;       /* "" for the root; NULL once unlinked */
+    uint64_t nlookup; /* the kernel's lookup count */
+    int pins;         /* requests using the inode now */
+    int keep;         /* holds data not yet uploaded: not freed at nlookup 0 */
+    int local;        /* exists only here so far (created, not yet uploaded) */
+    struct inode *next_ino, *next_path;
+
+    /* lock guards everything below; take it before the table lock, never after */
+    pthread_mutex_t lock;
+    struct stat st;         /* st_ino set; the rest valid when attr_expire > 0 */
+    double attr_expire;     /* monotonic time the attributes go stale; 0: unknown */
+    int meta_known;         /* st mode/uid/gid/mtime came from metadata or from us */
+    int has_marker;         /* directory with a "name/" marker object */
+    char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */
+    char *link;             /* symlink target, once read */
+    struct cfile *cf;       /* local content (open files, cached data, pending upload) */
+    int opens;              /* open file handles */
+    struct listing *dir;    /* cached listing of a directory (fs dir_lock) */
+    double dir_expire;      /* (fs dir_lock) */
+};
+
+struct inode_table {
+    pthread_mutex_t lock;
+    struct inode **by_ino, **by_path;
+    size_t n_buckets; /* power of two, both arrays */
+    size_t count;
+    uint64_t next_ino;
+    /* called with no lock held when an inode leaves the table, before it is
+     * freed: releases what other modules hung on it (cf, dir, link) */
+    void (*on_free)(struct inode *inode, void *arg);
+    void *on_free_arg;
+};
+
+/* Set up a table holding the root inode. Returns 0 or -ENOMEM. */
+int inode_table_init(struct inode_table *t, void (*on_free)(struct inode *, void *), void *arg);
+
+/* Free every inode (calling on_free) and the table. */
+void inode_table_release(struct inode_table *t);
+
+/* The inode numbered ino, pinned, or NULL. Unpin with inode_put. */
+struct inode *inode_get(struct inode_table *t, uint64_t ino);
+
+/* The inode at path, pinned, or NULL. */
+struct inode *inode_get_path(struct inode_table *t, const char *path);
+
+/* The inode at path, created (all attributes unknown) when there is none;
+ * pinned. *created (optional) tells which. NULL when out of memory. */
+struct inode *inode_make(struct inode_table *t, const char *path, int *created);
+
+/* Count one lookup by the kernel (a reply with an entry). */
+void inode_count_lookup(struct inode_table *t, struct inode *inode);
+
+/* Unpin; frees the inode when nothing holds it any more. NULL is fine. */
+void inode_put(struct inode_table *t, struct inode *inode);
+
+/* The kernel forgets n lookups of ino. */
+void inode_forget(struct inode_table *t, uint64_t ino, uint64_t n);
+
+/* A malloc'd copy of the inode's path into *out. Returns 0, -ENOENT when the
+ * inode was unlinked, -ENOMEM. */
+int inode_path(struct inode_table *t, struct inode *inode, char **out);
+
+/* Set or read the keep and local flags (table lock inside). */
+void inode_set_flags(struct inode_table *t, struct inode *inode, int keep, int local);
+int inode_is_local(struct inode_table *t, struct inode *inode);
+
+/* The inode no longer has a name (unlink, rmdir, replaced by a rename). */
+void inode_detach(struct inode_table *t, struct inode *inode);
+
+/* After a rename of from to to: inodes at to and under to/ lose their names,
+ * then the inode at from and those under from/ are renamed. Returns 0 or
+ * -ENOMEM (then nothing changed). */
+int inode_move(struct inode_table *t, const char *from, const char *to);
+
+/* Call fn for each local-only inode whose parent directory is dir, with
+ * its name; fn must not use the table. Returns the number of calls. */
+size_t inode_local_children(struct inode_table *t, const char *dir,
+                            void (*fn)(void *arg, const char *name, struct inode *inode),
+                            void *arg);
+
+/* Whether a local-only inode exists under dir/ (any depth). */
+int inode_has_local_under(struct inode_table *t, const char *dir);
+
+/* Monotonic time in seconds. */
+double inode_now(void);
+
+#endif

@@ -1,0 +1,184 @@
+/* journal: SQLite-backed list of uploads still owed to S3. */
+#include "journal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+struct journal {
+    pthread_mutex_t lock; /* guards db */
+    sqlite3 *db;
+};
+
+static const char *const schema =
+        "PRAGMA journal_mode=WAL;"
+        "PRAGMA synchronous=FULL;"
+        "CREATE TABLE IF NOT EXISTS pending ("
+        " path TEXT PRIMARY KEY, file TEXT NOT NULL, size INTEGER NOT NULL,"
+        " mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+        " mtime INTEGER NOT NULL, updated INTEGER NOT NULL);";
+
+int journal_open(const char *path, struct journal **out, char *err, size_t errlen)
+{
+    struct journal *j = calloc(1, sizeof(*j));
+    if (!j) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = sqlite3_open_v2(
+            path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    char *msg = NULL;
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(j->db, 5000);
+        rc = sqlite3_exec(j->db, schema, NULL, NULL, &msg);
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the journal '%s': %s", path,
+                 msg ? msg : (j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc)));
+        sqlite3_free(msg);
+        sqlite3_close(j->db);
+        free(j);
+        return -EIO;
+    }
+    pthread_mutex_init(&j->lock, NULL);
+    *out = j;
+    return 0;
+}
+
+void journal_free(struct journal *j)
+{
+    if (!j)
+        return;
+    sqlite3_close(j->db);
+    pthread_mutex_destroy(&j->lock);
+    free(j);
+}
+
+static int step_done(struct journal *j, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
+        return -EIO;
+    }
+    return 0;
+}
+
+int journal_put(struct journal *j, const struct journal_entry *e)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -EIO;
+    pthread_mutex_lock(&j->lock);
+    if (sqlite3_prepare_v2(j->db,
+                           "INSERT OR REPLACE INTO pending"
+                           " (path, file, size, mode, uid, gid, mtime, updated)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, e->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, e->file, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->size);
+        sqlite3_bind_int64(st, 4, e->mode);
+        sqlite3_bind_int64(st, 5, e->uid);
+        sqlite3_bind_int64(st, 6, e->gid);
+        sqlite3_bind_int64(st, 7, e->mtime);
+        sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
+        rc = step_done(j, st, "record a pending upload");
+    } else {
+        log_error("journal: %s", sqlite3_errmsg(j->db));
+    }
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+int journal_remove(struct journal *j, const char *path)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -EIO;
+    pthread_mutex_lock(&j->lock);
+    if (sqlite3_prepare_v2(j->db, "DELETE FROM pending WHERE path = ?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+        rc = step_done(j, st, "remove a pending upload");
+    } else {
+        log_error("journal: %s", sqlite3_errmsg(j->db));
+    }
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+void journal_entries_free(struct journal_entry *e, size_t n)
+{
+    for (size_t i = 0; e && i < n; i++) {
+        free(e[i].path);
+        free(e[i].file);
+    }
+    free(e);
+}
+
+int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    struct journal_entry *v = NULL;
+    size_t count = 0, cap = 0;
+    int rc = 0;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&j->lock);
+    if (sqlite3_prepare_v2(j->db,
+                           "SELECT path, file, size, mode, uid, gid, mtime FROM pending"
+                           " ORDER BY updated, rowid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        log_error("journal: %s", sqlite3_errmsg(j->db));
+        pthread_mutex_unlock(&j->lock);
+        return -EIO;
+    }
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            struct journal_entry *nv = realloc(v, nc * sizeof(*nv));
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        struct journal_entry *e = &v[count];
+        memset(e, 0, sizeof(*e));
+        const char *p = (const char *)sqlite3_column_text(st, 0);
+        const char *f = (const char *)sqlite3_column_text(st, 1);
+        e->path = strdup(p ? p : "");
+        e->file = strdup(f ? f : "");
+        count++;
+        if (!e->path || !e->file) {
+            rc = -ENOMEM;
+            break;
+        }
+        e->size = (uint64_t)sqlite3_column_int64(st, 2);
+        e->mode = (mode_t)sqlite3_column_int64(st, 3);
+        e->uid = (uid_t)sqlite3_column_int64(st, 4);
+        e->gid = (gid_t)sqlite3_column_int64(st, 5);
+        e->mtime = sqlite3_column_int64(st, 6);
+    }
+    if (rc == 0 && s != SQLITE_DONE) {
+        log_error("journal: cannot list pending uploads: %s", sqlite3_errmsg(j->db));
+        rc = -EIO;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    if (rc) {
+        journal_entries_free(v, count);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* meta: file attributes as S3 user metadata, named as s3fs names them
+ * (x-amz-meta-mode, -uid, -gid, -mtime), and the checks on names and keys. */
+#ifndef POCKITYFS_META_H
+#define POCKITYFS_META_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include "s3.h"
+
+#define META_NAME_MAX 255 /* longest file name (one path component) */
+
+/* Defaults for attributes an object does not carry. */
+struct meta_defaults {
+    uid_t uid;
+    gid_t gid;
+    mode_t file_mode; /* permission bits of files without x-amz-meta-mode */
+    mode_t dir_mode;  /* permission bits of directories without it */
+};
+
+/* Fill st from an object's HEAD. is_marker says the key ended in '/' (a
+ * directory marker, whatever its size). An object without the slash is a
+ * directory when its mode says S_IFDIR or its content type is
+ * application/x-directory (older s3fs), a symlink when its mode says
+ * S_IFLNK, a regular file otherwise. Mode bits without a type get one from
+ * the key. st_ino is left 0. */
+void meta_to_stat(const struct s3_head *head, int is_marker, const struct meta_defaults *d,
+                  struct stat *st);
+
+/* Attributes of an entry known only from a listing: a directory (a common
+ * prefix) or a file of size bytes modified at mtime. */
+void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct meta_defaults *d,
+                       struct stat *st);
+
+/* Metadata for a PUT or a copy with REPLACE: mode, uid, gid and mtime of st
+ * as decimal strings, as s3fs writes them. The strings live in the struct. */
+struct meta_set {
+    char mode[16], uid[16], gid[16], mtime[32];
+    struct s3_meta items[4];
+};
+void meta_from_stat(const struct stat *st, struct meta_set *out);
+
+/* Put options with out's metadata (content type left to the client). */
+struct s3_put_opts meta_put_opts(const struct meta_set *m);
+
+/* Parse a decimal unsigned value of metadata; -1 when absent or malformed. */
+long long meta_parse_uint(const char *s);
+
+/* Whether name can be a file name here: not empty, not "." or "..", no '/',
+ * at most META_NAME_MAX bytes. Returns 0, -EINVAL or -ENAMETOOLONG. */
+int meta_check_name(const char *name);
+
+/* Join a directory path ("" for the root) and a name into out (size
+ * bytes). Returns 0 or -ENAMETOOLONG. */
+int meta_join(const char *dir, const char *name, char *out, size_t size);
+
+/* The full object key of path (relative to prefix): prefix + path, plus '/'
+ * when as_dir. Returns 0, or -ENAMETOOLONG past S3_MAX_KEY_LEN bytes. */
+int meta_key(const char *prefix, const char *path, int as_dir, char out[S3_MAX_KEY_LEN + 1]);
+
+/* The last component of path (after the last '/'), or path itself. */
+const char *meta_basename(const char *path);
+
+/* Length of the parent part of path: "a/b/c" -> 3 ("a/b"), "c" -> 0. */
+size_t meta_parent_len(const char *path);
+
+#endif

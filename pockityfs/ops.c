@@ -1,0 +1,908 @@
+/* ops: the FUSE low-level operations on names and attributes — lookup,
+ * getattr/setattr, mkdir/rmdir, unlink, rename, symlink, statfs — over the
+ * pocket's objects, and the operations table. */
+#include "ops.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "upload.h"
+
+#define LINK_MAX_BYTES 4096
+
+int ops_key(struct fs *fs, const char *path, int as_dir, char key[S3_MAX_KEY_LEN + 1])
+{
+    return meta_key(fs->session.prefix, path, as_dir, key);
+}
+
+int ops_child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **out)
+{
+    int rc = meta_check_name(name);
+    if (rc)
+        return rc == -EINVAL ? -ENOENT : rc;
+    struct inode *p = inode_get(&fs->inodes, parent);
+    if (!p)
+        return -ENOENT;
+    char *dir = NULL;
+    rc = inode_path(&fs->inodes, p, &dir);
+    inode_put(&fs->inodes, p);
+    if (rc)
+        return rc;
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    if (!path) {
+        free(dir);
+        return -ENOMEM;
+    }
+    meta_join(dir, name, path, n);
+    free(dir);
+    char key[S3_MAX_KEY_LEN + 1];
+    rc = ops_key(fs, path, 0, key);
+    if (rc) {
+        free(path);
+        return rc;
+    }
+    *out = path;
+    return 0;
+}
+
+static int s3_err(const char *what, const char *key, int st)
+{
+    if (st != S3_ERR_NOT_FOUND)
+        log_error("cannot %s '%s': %s %s", what, key, s3_strerror(st), s3_last_error_detail());
+    return -s3_status_errno(st);
+}
+
+int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
+                int *has_marker)
+{
+    char key[S3_MAX_KEY_LEN + 2];
+    *has_marker = 0;
+    etag[0] = '\0';
+    if (!*path) {
+        meta_default_stat(1, 0, time(NULL), &fs->defaults, st);
+        return 0;
+    }
+    int rc = ops_key(fs, path, 0, key);
+    if (rc)
+        return rc;
+    struct s3_head head = {0};
+    int s = s3_head_object(fs->s3, key, &head);
+    if (s == S3_OK) {
+        meta_to_stat(&head, 0, &fs->defaults, st);
+        snprintf(etag, S3_ETAG_MAX, "%s", head.etag);
+        s3_head_release(&head);
+        return 0;
+    }
+    if (s != S3_ERR_NOT_FOUND)
+        return s3_err("read", key, s);
+    size_t n = strlen(key);
+    if (n + 1 > S3_MAX_KEY_LEN)
+        return -ENOENT;
+    key[n] = '/';
+    key[n + 1] = '\0';
+    s = s3_head_object(fs->s3, key, &head);
+    if (s == S3_OK) {
+        meta_to_stat(&head, 1, &fs->defaults, st);
+        snprintf(etag, S3_ETAG_MAX, "%s", head.etag);
+        s3_head_release(&head);
+        *has_marker = 1;
+        return 0;
+    }
+    if (s != S3_ERR_NOT_FOUND)
+        return s3_err("read", key, s);
+    struct s3_list_page page = {0};
+    s = s3_list_objects(fs->s3, key, "/", NULL, NULL, 1, &page);
+    if (s != S3_OK)
+        return s3_err("list", key, s);
+    int found = page.n_objects > 0 || page.n_prefixes > 0;
+    s3_list_page_release(&page);
+    if (found || inode_has_local_under(&fs->inodes, path)) {
+        meta_default_stat(1, 0, time(NULL), &fs->defaults, st);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,
+                  int has_marker, int meta_known)
+{
+    ino_t ino = in->st.st_ino;
+    in->st = *st;
+    in->st.st_ino = ino;
+    in->attr_expire = inode_now() + fs->opt.attr_timeout;
+    if (etag != in->etag)
+        snprintf(in->etag, sizeof(in->etag), "%s", etag);
+    in->has_marker = has_marker;
+    in->meta_known = meta_known;
+}
+
+static void fill_size(struct inode *in, struct stat *out)
+{
+    *out = in->st;
+    if (in->cf && S_ISREG(in->st.st_mode) && (in->cf->dirty || in->opens)) {
+        out->st_size = (off_t)in->cf->size;
+        out->st_blocks = (blkcnt_t)((in->cf->size + 511) / 512);
+    }
+}
+
+int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
+{
+    if (in->ino == INODE_ROOT) {
+        if (in->attr_expire == 0) {
+            struct stat st;
+            meta_default_stat(1, 0, time(NULL), &fs->defaults, &st);
+            ops_set_attr(fs, in, &st, "", 0, 1);
+            in->attr_expire = 1e300; /* the root's attributes live in memory */
+        }
+        *out = in->st;
+        return 0;
+    }
+    if ((in->cf && in->cf->dirty) || in->attr_expire > inode_now()) {
+        fill_size(in, out);
+        return 0;
+    }
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc == -ENOENT && in->attr_expire > 0) { /* unlinked but open */
+        fill_size(in, out);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    struct stat st;
+    char etag[S3_ETAG_MAX];
+    int has_marker;
+    rc = ops_resolve(fs, path, &st, etag, &has_marker);
+    free(path);
+    if (rc)
+        return rc;
+    if (in->attr_expire > 0 && ((st.st_mode ^ in->st.st_mode) & S_IFMT)) {
+        /* replaced by something of another type: this inode is stale */
+        inode_detach(&fs->inodes, in);
+        return -ESTALE;
+    }
+    ops_set_attr(fs, in, &st, etag, has_marker, 1);
+    fill_size(in, out);
+    return 0;
+}
+
+void ops_entry(struct fs *fs, struct inode *in, struct fuse_entry_param *e)
+{
+    e->ino = in->ino;
+    e->generation = 0;
+    fill_size(in, &e->attr);
+    e->attr_timeout = fs->opt.attr_timeout;
+    e->entry_timeout = fs->opt.dir_timeout;
+}
+
+void ops_dir_changed(struct fs *fs, const char *path)
+{
+    char *dir = strndup(path, meta_parent_len(path));
+    if (!dir)
+        return;
+    struct inode *p = inode_get_path(&fs->inodes, dir);
+    free(dir);
+    if (!p)
+        return;
+    pthread_mutex_lock(&fs->dir_lock);
+    listing_unref(p->dir);
+    p->dir = NULL;
+    pthread_mutex_unlock(&fs->dir_lock);
+    inode_put(&fs->inodes, p);
+}
+
+static int read_only(struct fs *fs)
+{
+    return fs->read_only ? -EROFS : 0;
+}
+
+static void reply_entry_of(fuse_req_t req, struct fs *fs, struct inode *in)
+{
+    struct fuse_entry_param e = {0};
+    pthread_mutex_lock(&in->lock);
+    ops_entry(fs, in, &e);
+    pthread_mutex_unlock(&in->lock);
+    inode_count_lookup(&fs->inodes, in);
+    if (fuse_reply_entry(req, &e) != 0)
+        inode_forget(&fs->inodes, in->ino, 1);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL;
+    int rc = ops_child_path(fs, parent, name, &path);
+    struct inode *in = NULL;
+    if (rc)
+        goto fail;
+    in = inode_get_path(&fs->inodes, path);
+    if (in) {
+        struct stat st;
+        pthread_mutex_lock(&in->lock);
+        rc = ops_stat(fs, in, &st);
+        pthread_mutex_unlock(&in->lock);
+        if (rc == -ESTALE) { /* type changed: a new inode below */
+            inode_put(&fs->inodes, in);
+            in = NULL;
+        } else if (rc) {
+            goto fail;
+        }
+    }
+    if (!in) {
+        struct stat st;
+        char etag[S3_ETAG_MAX];
+        int has_marker;
+        rc = ops_resolve(fs, path, &st, etag, &has_marker);
+        if (rc)
+            goto fail;
+        int created;
+        in = inode_make(&fs->inodes, path, &created);
+        if (!in) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        pthread_mutex_lock(&in->lock);
+        if (!(in->cf && in->cf->dirty))
+            ops_set_attr(fs, in, &st, etag, has_marker, 1);
+        pthread_mutex_unlock(&in->lock);
+    }
+    free(path);
+    reply_entry_of(req, fs, in);
+    inode_put(&fs->inodes, in);
+    return;
+fail:
+    free(path);
+    inode_put(&fs->inodes, in);
+    if (rc == -ENOENT) {
+        struct fuse_entry_param e = {0};
+        e.entry_timeout = fs->opt.attr_timeout; /* negative entry */
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    fuse_reply_err(req, -rc);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    inode_forget(&fs_of(req)->inodes, ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct fs *fs = fs_of(req);
+    for (size_t i = 0; i < count; i++)
+        inode_forget(&fs->inodes, forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    pthread_mutex_lock(&in->lock);
+    int rc = ops_stat(fs, in, &st);
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+}
+
+/* Store in's attributes in its object: a copy onto itself with new
+ * metadata (a PUT of the marker for a directory without one). Caller holds
+ * in->lock. */
+static int store_meta(struct fs *fs, struct inode *in)
+{
+    if (in->ino == INODE_ROOT || (in->cf && in->cf->dirty))
+        return 0; /* the root has no object; pending data uploads with them */
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc)
+        return rc == -ENOENT ? 0 : rc;
+    char key[S3_MAX_KEY_LEN + 1];
+    int is_dir = S_ISDIR(in->st.st_mode);
+    rc = ops_key(fs, path, is_dir, key);
+    if (rc)
+        goto done;
+    if (is_dir && !in->has_marker) {
+        struct upload_body empty = {.fd = -1};
+        rc = upload_put(fs, path, 1, &empty, &in->st, NULL);
+        if (!rc)
+            in->has_marker = 1;
+        goto done;
+    }
+    if ((uint64_t)in->st.st_size > (5ull << 30)) {
+        rc = -EFBIG; /* documented: no metadata change above 5 GiB */
+        goto done;
+    }
+    struct meta_set ms;
+    meta_from_stat(&in->st, &ms);
+    struct s3_put_opts opts = meta_put_opts(&ms);
+    char etag[S3_ETAG_MAX];
+    int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
+    if (s != S3_OK) {
+        rc = s3_err("change the attributes of", key, s);
+        goto done;
+    }
+    snprintf(in->etag, sizeof(in->etag), "%s", etag);
+    if (in->cf && !in->cf->dirty)
+        snprintf(in->cf->etag, sizeof(in->cf->etag), "%s", etag);
+done:
+    free(path);
+    return rc;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    pthread_mutex_lock(&in->lock);
+    int rc = read_only(fs);
+    if (!rc)
+        rc = ops_stat(fs, in, &st);
+    if (!rc && (to_set & FUSE_SET_ATTR_SIZE)) {
+        if (!S_ISREG(in->st.st_mode))
+            rc = -EISDIR;
+        else
+            rc = ops_truncate(fs, in, (uint64_t)attr->st_size, fi != NULL || in->opens > 0);
+    }
+    int meta = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (!rc && (to_set & FUSE_SET_ATTR_MODE)) {
+        in->st.st_mode = (in->st.st_mode & S_IFMT) | (attr->st_mode & 07777);
+        meta = 1;
+    }
+    if (!rc && (to_set & FUSE_SET_ATTR_UID)) {
+        in->st.st_uid = attr->st_uid;
+        meta = 1;
+    }
+    if (!rc && (to_set & FUSE_SET_ATTR_GID)) {
+        in->st.st_gid = attr->st_gid;
+        meta = 1;
+    }
+    if (!rc && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
+        in->st.st_mtim = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
+        meta = 1;
+    }
+    if (!rc && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)))
+        in->st.st_atim = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : attr->st_atim;
+    if (!rc && meta) {
+        in->st.st_ctim = now;
+        in->meta_known = 1;
+        rc = store_meta(fs, in);
+        if (rc) /* what S3 holds is unchanged: read it again next time */
+            in->attr_expire = 0;
+    }
+    if (!rc)
+        rc = ops_stat(fs, in, &st);
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_attr(req, &st, fs->opt.attr_timeout);
+}
+
+static void new_stat(fuse_req_t req, mode_t mode, struct stat *st)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    memset(st, 0, sizeof(*st));
+    st->st_mode = mode;
+    st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+    st->st_size = S_ISDIR(mode) ? 4096 : 0;
+    st->st_uid = ctx->uid;
+    st->st_gid = ctx->gid;
+    st->st_blksize = 4096;
+    clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+    st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+/* Reply with a new inode at path holding st (just stored in S3). */
+static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const struct stat *st,
+                      const char *etag, int has_marker)
+{
+    struct inode *in = inode_make(&fs->inodes, path, NULL);
+    if (!in) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&in->lock);
+    ops_set_attr(fs, in, st, etag, has_marker, 1);
+    pthread_mutex_unlock(&in->lock);
+    ops_dir_changed(fs, path);
+    reply_entry_of(req, fs, in);
+    inode_put(&fs->inodes, in);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, key[S3_MAX_KEY_LEN + 1], etag[S3_ETAG_MAX] = "";
+    int rc = read_only(fs);
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &path);
+    if (!rc)
+        rc = ops_key(fs, path, 1, key);
+    struct stat st;
+    new_stat(req, S_IFDIR | (mode & 07777), &st);
+    struct upload_body empty = {.fd = -1};
+    if (!rc)
+        rc = upload_put(fs, path, 1, &empty, &st, etag);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        reply_new(req, fs, path, &st, etag, 1);
+    free(path);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, etag[S3_ETAG_MAX] = "";
+    size_t len = strlen(link);
+    int rc = read_only(fs);
+    if (!rc && len >= LINK_MAX_BYTES)
+        rc = -ENAMETOOLONG;
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &path);
+    struct stat st;
+    new_stat(req, S_IFLNK | 0777, &st);
+    st.st_size = (off_t)len;
+    struct upload_body body = {.fd = -1, .data = link, .size = len};
+    if (!rc)
+        rc = upload_put(fs, path, 0, &body, &st, etag);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        free(path);
+        return;
+    }
+    struct inode *in = inode_make(&fs->inodes, path, NULL);
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        free(in->link);
+        in->link = strdup(link);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    reply_new(req, fs, path, &st, etag, 0);
+    free(path);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    int rc = 0;
+    char *path = NULL, key[S3_MAX_KEY_LEN + 1];
+    pthread_mutex_lock(&in->lock);
+    if (!in->link) {
+        rc = inode_path(&fs->inodes, in, &path);
+        if (!rc)
+            rc = ops_key(fs, path, 0, key);
+        char *buf = rc ? NULL : malloc(LINK_MAX_BYTES);
+        if (!rc && !buf)
+            rc = -ENOMEM;
+        if (!rc) {
+            struct s3_mem m = {.data = buf, .len = LINK_MAX_BYTES - 1};
+            struct s3_sink sink = s3_sink_mem(&m);
+            int s = s3_get_object(fs->s3, key, 0, 0, &sink, NULL, NULL);
+            if (s == S3_ERR_ABORTED)
+                rc = -ENAMETOOLONG;
+            else if (s != S3_OK)
+                rc = s3_err("read", key, s);
+            if (!rc) {
+                buf[m.used] = '\0';
+                in->link = buf;
+                buf = NULL;
+            }
+        }
+        free(buf);
+    }
+    char *target = !rc ? strdup(in->link) : NULL;
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    free(path);
+    if (!rc && !target)
+        rc = -ENOMEM;
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_readlink(req, target);
+    free(target);
+}
+
+static void report_deleted(struct fs *fs, const char *const *keys, size_t n)
+{
+    int rc = remote_deleted(fs->remote, keys, n);
+    if (rc)
+        log_warn("cannot report %zu deletion(s) to the server: %s (reconciliation will)", n,
+                 strerror(-rc));
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, key[S3_MAX_KEY_LEN + 1];
+    int rc = read_only(fs);
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &path);
+    if (!rc)
+        rc = ops_key(fs, path, 0, key);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        free(path);
+        return;
+    }
+    struct inode *in = inode_get_path(&fs->inodes, path);
+    int local = in && inode_is_local(&fs->inodes, in);
+    if (!local) {
+        int s = s3_delete_object(fs->s3, key);
+        if (s != S3_OK) {
+            fuse_reply_err(req, -s3_err("delete", key, s));
+            inode_put(&fs->inodes, in);
+            free(path);
+            return;
+        }
+        const char *keys[1] = {path};
+        report_deleted(fs, keys, 1);
+    }
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        if (in->cf && in->cf->journaled) {
+            journal_remove(fs->journal, path);
+            in->cf->journaled = 0;
+        }
+        if (in->cf && in->opens == 0) {
+            cfile_free(&fs->cache, in->cf, 1);
+            in->cf = NULL;
+        }
+        inode_set_flags(&fs->inodes, in, 0, 0);
+        inode_detach(&fs->inodes, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    ops_dir_changed(fs, path);
+    free(path);
+    fuse_reply_err(req, 0);
+}
+
+/* Whether the directory at path holds anything besides its marker. */
+static int dir_empty(struct fs *fs, const char *path)
+{
+    char key[S3_MAX_KEY_LEN + 1];
+    int rc = ops_key(fs, path, 1, key);
+    if (rc)
+        return rc;
+    if (inode_has_local_under(&fs->inodes, path))
+        return -ENOTEMPTY;
+    struct s3_list_page page = {0};
+    int s = s3_list_objects(fs->s3, key, NULL, NULL, NULL, 2, &page);
+    if (s != S3_OK)
+        return s3_err("list", key, s);
+    for (size_t i = 0; i < page.n_objects && !rc; i++)
+        if (strcmp(page.objects[i].key, key) != 0)
+            rc = -ENOTEMPTY;
+    s3_list_page_release(&page);
+    return rc;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL, key[S3_MAX_KEY_LEN + 1];
+    int rc = read_only(fs);
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &path);
+    if (!rc)
+        rc = ops_key(fs, path, 1, key);
+    if (!rc)
+        rc = dir_empty(fs, path);
+    if (!rc) {
+        int s = s3_delete_object(fs->s3, key);
+        if (s != S3_OK)
+            rc = s3_err("delete", key, s);
+    }
+    if (!rc) {
+        char *qkey = malloc(strlen(path) + 2);
+        if (qkey) {
+            sprintf(qkey, "%s/", path);
+            const char *keys[1] = {qkey};
+            report_deleted(fs, keys, 1);
+            free(qkey);
+        }
+        struct inode *in = inode_get_path(&fs->inodes, path);
+        if (in) {
+            inode_detach(&fs->inodes, in);
+            inode_put(&fs->inodes, in);
+        }
+        ops_dir_changed(fs, path);
+    }
+    free(path);
+    fuse_reply_err(req, -rc);
+}
+
+/* Upload the pending content of the file at path before it is copied.
+ * Files below a renamed directory need not: their inodes move with it and
+ * upload under the new names. */
+static int sync_file(struct fs *fs, const char *path)
+{
+    struct inode *in = inode_get_path(&fs->inodes, path);
+    int rc = 0;
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        if (in->cf && in->cf->dirty)
+            rc = ops_sync(fs, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    return rc;
+}
+
+/* Move every object under from/ to to/ (copy then delete, not atomic). */
+static int move_tree(struct fs *fs, const char *from, const char *to)
+{
+    char key[S3_MAX_KEY_LEN + 1];
+    int rc = ops_key(fs, from, 1, key);
+    if (rc)
+        return rc;
+    size_t plen = strlen(fs->session.prefix), flen = strlen(from);
+    char *token = NULL;
+    do {
+        struct s3_list_page page = {0};
+        int s = s3_list_objects(fs->s3, key, NULL, token, NULL, 1000, &page);
+        free(token);
+        token = NULL;
+        if (s != S3_OK)
+            return s3_err("list", key, s);
+        const char **done = calloc(page.n_objects + 1, sizeof(*done));
+        const char **rels = calloc(page.n_objects + 1, sizeof(*rels));
+        size_t n_done = 0;
+        if (!done || !rels)
+            rc = -ENOMEM;
+        for (size_t i = 0; i < page.n_objects && !rc; i++) {
+            const char *full = page.objects[i].key;
+            if (strncmp(full, fs->session.prefix, plen) != 0)
+                continue;
+            const char *rel = full + plen;
+            size_t n = strlen(to) + strlen(rel) - flen + 1;
+            char *dst = malloc(n);
+            if (!dst) {
+                rc = -ENOMEM;
+                break;
+            }
+            snprintf(dst, n, "%s%s", to, rel + flen);
+            char dkey[S3_MAX_KEY_LEN + 1];
+            rc = ops_key(fs, dst, 0, dkey);
+            if (!rc)
+                rc = upload_copy(fs, rel, dst, page.objects[i].size);
+            free(dst);
+            if (!rc) {
+                done[n_done] = full;
+                rels[n_done++] = rel;
+            }
+        }
+        if (n_done) {
+            struct s3_delete_result res = {0};
+            int s2 = s3_delete_objects(fs->s3, done, n_done, &res);
+            if (s2 != S3_OK || res.n_failures) {
+                /* keys XML cannot carry, or a partial failure: one by one */
+                for (size_t i = 0; i < n_done; i++)
+                    s3_delete_object(fs->s3, done[i]);
+            }
+            s3_delete_result_release(&res);
+            report_deleted(fs, rels, n_done);
+        }
+        free(done);
+        free(rels);
+        if (!rc && page.is_truncated && page.next_token && !(token = strdup(page.next_token)))
+            rc = -ENOMEM;
+        s3_list_page_release(&page);
+    } while (!rc && token);
+    free(token);
+    return rc;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct fs *fs = fs_of(req);
+    char *from = NULL, *to = NULL;
+    struct inode *src = NULL;
+    int rc = read_only(fs);
+    if (!rc && (flags & ~RENAME_NOREPLACE))
+        rc = -EINVAL; /* RENAME_EXCHANGE and RENAME_WHITEOUT: S3 cannot */
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &from);
+    if (!rc)
+        rc = ops_child_path(fs, newparent, newname, &to);
+    if (rc)
+        goto done;
+    if (strcmp(from, to) == 0)
+        goto done;
+    size_t fl = strlen(from);
+    if (strncmp(to, from, fl) == 0 && to[fl] == '/') {
+        rc = -EINVAL; /* into itself */
+        goto done;
+    }
+    src = inode_get_path(&fs->inodes, from);
+    struct stat sst, dst;
+    char etag[S3_ETAG_MAX];
+    int marker;
+    if (src) {
+        pthread_mutex_lock(&src->lock);
+        rc = ops_stat(fs, src, &sst);
+        pthread_mutex_unlock(&src->lock);
+    } else {
+        rc = ops_resolve(fs, from, &sst, etag, &marker);
+    }
+    if (rc)
+        goto done;
+    int is_dir = S_ISDIR(sst.st_mode);
+    struct inode *dn = inode_get_path(&fs->inodes, to);
+    if (dn) {
+        pthread_mutex_lock(&dn->lock);
+        rc = ops_stat(fs, dn, &dst);
+        pthread_mutex_unlock(&dn->lock);
+        inode_put(&fs->inodes, dn);
+    } else {
+        rc = ops_resolve(fs, to, &dst, etag, &marker);
+    }
+    int exists = rc == 0;
+    if (rc && rc != -ENOENT && rc != -ESTALE)
+        goto done;
+    rc = 0;
+    if (exists && (flags & RENAME_NOREPLACE))
+        rc = -EEXIST;
+    else if (exists && is_dir && !S_ISDIR(dst.st_mode))
+        rc = -ENOTDIR;
+    else if (exists && !is_dir && S_ISDIR(dst.st_mode))
+        rc = -EISDIR;
+    else if (exists && is_dir)
+        rc = dir_empty(fs, to);
+    if (!rc && !is_dir)
+        rc = sync_file(fs, from);
+    if (rc)
+        goto done;
+    if (exists && is_dir) {
+        char key[S3_MAX_KEY_LEN + 1];
+        if (ops_key(fs, to, 1, key) == 0)
+            s3_delete_object(fs->s3, key);
+    }
+    if (is_dir) {
+        rc = move_tree(fs, from, to);
+    } else {
+        char key[S3_MAX_KEY_LEN + 1];
+        rc = ops_key(fs, from, 0, key);
+        if (!rc)
+            rc = upload_copy(fs, from, to, (uint64_t)sst.st_size);
+        if (!rc) {
+            int s = s3_delete_object(fs->s3, key);
+            if (s != S3_OK)
+                log_warn("renamed '%s' but cannot delete the old name: %s", key, s3_strerror(s));
+            const char *keys[1] = {from};
+            report_deleted(fs, keys, 1);
+        }
+    }
+    if (rc)
+        goto done;
+    rc = inode_move(&fs->inodes, from, to);
+    if (src) {
+        pthread_mutex_lock(&src->lock);
+        clock_gettime(CLOCK_REALTIME, &src->st.st_ctim);
+        pthread_mutex_unlock(&src->lock);
+    }
+    ops_dir_changed(fs, from);
+    ops_dir_changed(fs, to);
+done:
+    inode_put(&fs->inodes, src);
+    free(from);
+    free(to);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)ino;
+    (void)newparent;
+    (void)newname;
+    fuse_reply_err(req, EPERM); /* objects cannot share data: documented */
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct fs *fs = fs_of(req);
+    struct remote_usage u = {0};
+    if (remote_usage(fs->remote, &u) != 0 && u.max_bytes == 0) {
+        u.max_bytes = fs->session.max_bytes;
+        u.max_objects = fs->session.max_objects;
+        u.used_bytes = fs->session.used_bytes;
+        u.used_objects = fs->session.used_objects;
+    }
+    struct statvfs sv = {0};
+    sv.f_bsize = sv.f_frsize = 4096;
+    sv.f_blocks = u.max_bytes / 4096;
+    uint64_t used = (u.used_bytes + 4095) / 4096;
+    sv.f_bfree = sv.f_bavail = sv.f_blocks > used ? sv.f_blocks - used : 0;
+    sv.f_files = u.max_objects;
+    sv.f_ffree = sv.f_favail = u.max_objects > u.used_objects ? u.max_objects - u.used_objects : 0;
+    sv.f_namemax = META_NAME_MAX;
+    fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+    conn->max_write = 1u << 20;
+    conn->max_readahead = 1u << 20;
+}
+
+void fs_inode_free(struct inode *inode, void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&inode->lock);
+    cfile_free(&fs->cache, inode->cf, !inode->cf || !inode->cf->journaled);
+    inode->cf = NULL;
+    free(inode->link);
+    inode->link = NULL;
+    pthread_mutex_unlock(&inode->lock);
+    pthread_mutex_lock(&fs->dir_lock);
+    listing_unref(inode->dir);
+    inode->dir = NULL;
+    pthread_mutex_unlock(&fs->dir_lock);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+        .init = op_init,
+        .lookup = op_lookup,
+        .forget = op_forget,
+        .forget_multi = op_forget_multi,
+        .getattr = op_getattr,
+        .setattr = op_setattr,
+        .readlink = op_readlink,
+        .mkdir = op_mkdir,
+        .unlink = op_unlink,
+        .rmdir = op_rmdir,
+        .symlink = op_symlink,
+        .rename = op_rename,
+        .link = op_link,
+        .open = ops_open,
+        .read = ops_read,
+        .write = ops_write,
+        .flush = ops_flush,
+        .release = ops_release,
+        .fsync = ops_fsync,
+        .opendir = ops_opendir,
+        .readdir = ops_readdir,
+        .releasedir = ops_releasedir,
+        .statfs = op_statfs,
+        .create = ops_create,
+        .readdirplus = ops_readdirplus,
+};

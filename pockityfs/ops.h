@@ -1,0 +1,84 @@
+/* ops: helpers shared by the FUSE operations (ops.c for names and
+ * attributes, ops_dir.c for listings, ops_file.c for data). */
+#ifndef POCKITYFS_OPS_H
+#define POCKITYFS_OPS_H
+
+#include "fs.h"
+
+/* One entry of a directory listing. */
+struct dent {
+    char *name;
+    uint64_t size;
+    time_t mtime;
+    int is_dir;
+};
+
+/* A directory's entries from S3, sorted by name, without duplicates (a
+ * file wins over a directory of the same name). Immutable; shared by
+ * reference count. */
+struct listing {
+    int refs; /* atomic */
+    size_t n;
+    struct dent *e;
+};
+void listing_unref(struct listing *l);
+
+static inline struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+/* Find what path is in S3: a file or symlink (HEAD path), a directory with
+ * a marker (HEAD path/), or a directory implied by keys under it (or by
+ * local files not yet uploaded). Returns 0 or -errno (-ENOENT). */
+int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
+                int *has_marker);
+
+/* The inode's attributes, refreshed from S3 when stale. Caller holds
+ * in->lock. Returns 0 or -errno. */
+int ops_stat(struct fs *fs, struct inode *in, struct stat *out);
+
+/* Install fresh attributes. Caller holds in->lock. */
+void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,
+                  int has_marker, int meta_known);
+
+/* The entry reply for in (caller holds in->lock). */
+void ops_entry(struct fs *fs, struct inode *in, struct fuse_entry_param *e);
+
+/* Forget the cached listing of the directory holding path. */
+void ops_dir_changed(struct fs *fs, const char *path);
+
+/* Upload in's dirty content. Caller holds in->lock. On failure the content
+ * stays in the cache and is journaled. Returns 0 or -errno. */
+int ops_sync(struct fs *fs, struct inode *in);
+
+/* The full key of path into key; -ENAMETOOLONG when it does not fit. */
+int ops_key(struct fs *fs, const char *path, int as_dir, char key[S3_MAX_KEY_LEN + 1]);
+
+/* The path of a child of the directory inode parent. */
+int ops_child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **out);
+
+/* Build the listing of path (every page). Returns 0 or -errno. */
+int ops_list(struct fs *fs, const char *path, struct listing **out);
+
+/* Directory operations (ops_dir.c). */
+void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ops_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void ops_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                     struct fuse_file_info *fi);
+void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+
+/* File operations (ops_file.c). */
+void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                struct fuse_file_info *fi);
+void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+               struct fuse_file_info *fi);
+void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+/* Truncate in to size (setattr). Caller holds in->lock. */
+int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle);
+
+#endif

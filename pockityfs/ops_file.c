@@ -1,0 +1,423 @@
+/* ops_file: file data — create, open, read, write, truncate, flush, fsync,
+ * release — through the local cache file of each inode, uploaded on flush
+ * and fsync; and the replay of the journal at start-up. */
+#include "ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "upload.h"
+
+/* The source of in's missing blocks; key is filled. */
+static int src_of(struct fs *fs, struct inode *in, char key[S3_MAX_KEY_LEN + 1],
+                  struct cfile_src *src)
+{
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc == -ENOENT) {
+        /* unlinked while open: the old key is gone too; blocks are local */
+        key[0] = '\0';
+        rc = 0;
+    } else if (!rc) {
+        rc = ops_key(fs, path, 0, key);
+        free(path);
+    }
+    src->s3 = fs->s3;
+    src->key = key;
+    return rc;
+}
+
+/* Make sure in has a cfile for its current object. Caller holds in->lock. */
+static int ensure_cfile(struct fs *fs, struct inode *in)
+{
+    if (in->cf)
+        return 0;
+    return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, &in->cf);
+}
+
+int ops_sync(struct fs *fs, struct inode *in)
+{
+    struct cfile *cf = in->cf;
+    if (!cf || !cf->dirty)
+        return 0;
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc == -ENOENT) { /* unlinked: nothing to keep */
+        cf->dirty = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    char key[S3_MAX_KEY_LEN + 1];
+    struct cfile_src src;
+    int local = inode_is_local(&fs->inodes, in);
+    rc = src_of(fs, in, key, &src);
+    int fd = rc ? rc : cfile_fd(&fs->cache, cf);
+    if (fd < 0)
+        rc = fd;
+    if (!rc)
+        rc = cfile_fill(cf, &src);
+    char etag[S3_ETAG_MAX] = "";
+    struct stat st = in->st;
+    st.st_size = (off_t)cf->size;
+    if (!rc) {
+        struct upload_body body = {.fd = fd, .size = cf->size};
+        rc = upload_put(fs, path, 0, &body, &st, etag);
+    }
+    if (!rc) {
+        cfile_set_clean(&fs->cache, cf, etag);
+        snprintf(in->etag, sizeof(in->etag), "%s", etag);
+        in->attr_expire = inode_now() + fs->opt.attr_timeout;
+        journal_remove(fs->journal, path);
+        inode_set_flags(&fs->inodes, in, 0, 0);
+        if (local)
+            ops_dir_changed(fs, path);
+    } else if (fd >= 0) {
+        /* keep the data: durable on disk and in the journal */
+        struct journal_entry e = {.path = path,
+                                  .file = cf->name,
+                                  .size = cf->size,
+                                  .mode = st.st_mode,
+                                  .uid = st.st_uid,
+                                  .gid = st.st_gid,
+                                  .mtime = st.st_mtim.tv_sec};
+        if (fdatasync(fd) == 0 && journal_put(fs->journal, &e) == 0) {
+            cf->journaled = 1;
+            inode_set_flags(&fs->inodes, in, 1, local);
+            log_warn("'%s' stays in the cache, not uploaded: %s", path, strerror(-rc));
+        } else {
+            log_error("cannot journal '%s': its data lives only in this process", path);
+        }
+    }
+    free(path);
+    return rc;
+}
+
+int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle)
+{
+    int rc = ensure_cfile(fs, in);
+    if (!rc)
+        rc = cfile_truncate(&fs->cache, in->cf, size);
+    if (rc)
+        return rc;
+    clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
+    in->st.st_ctim = in->st.st_mtim;
+    in->st.st_size = (off_t)size;
+    /* truncate(2) by name: no flush will follow */
+    if (!open_handle)
+        rc = ops_sync(fs, in);
+    return rc;
+}
+
+void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    char *path = NULL;
+    int rc = fs->read_only ? -EROFS : ops_child_path(fs, parent, name, &path);
+    struct inode *in = NULL;
+    if (!rc && !(in = inode_make(&fs->inodes, path, NULL)))
+        rc = -ENOMEM;
+    if (rc) {
+        free(path);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct stat st = {0};
+    st.st_mode = S_IFREG | (mode & 07777);
+    st.st_nlink = 1;
+    st.st_uid = ctx->uid;
+    st.st_gid = ctx->gid;
+    st.st_blksize = 4096;
+    clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+    st.st_atim = st.st_ctim = st.st_mtim;
+    pthread_mutex_lock(&in->lock);
+    if (in->cf) {
+        rc = cfile_truncate(&fs->cache, in->cf, 0);
+    } else {
+        rc = cfile_new(&fs->cache, in, 0, "", &in->cf);
+        if (!rc)
+            cfile_set_dirty(&fs->cache, in->cf);
+    }
+    struct fuse_entry_param e = {0};
+    if (!rc) {
+        ops_set_attr(fs, in, &st, "", 0, 1);
+        in->opens++;
+        ops_entry(fs, in, &e);
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (!rc) {
+        inode_set_flags(&fs->inodes, in, 0, 1);
+        ops_dir_changed(fs, path);
+        inode_count_lookup(&fs->inodes, in);
+        fi->fh = 1;
+        if (fuse_reply_create(req, &e, fi) != 0) {
+            pthread_mutex_lock(&in->lock);
+            in->opens--;
+            pthread_mutex_unlock(&in->lock);
+            inode_forget(&fs->inodes, in->ino, 1);
+        }
+    } else {
+        fuse_reply_err(req, -rc);
+    }
+    inode_put(&fs->inodes, in);
+    free(path);
+}
+
+void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    int rc = 0;
+    if (fs->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
+        rc = -EROFS;
+    pthread_mutex_lock(&in->lock);
+    struct stat st;
+    /* close-to-open: look at the object again, unless a lookup just did */
+    if (!rc && !(in->cf && in->cf->dirty) && in->opens == 0 &&
+        in->attr_expire - fs->opt.attr_timeout < inode_now() - 1.0)
+        in->attr_expire = 0;
+    if (!rc)
+        rc = ops_stat(fs, in, &st);
+    if (!rc && S_ISDIR(st.st_mode))
+        rc = -EISDIR;
+    int keep = 0;
+    if (!rc && in->cf && !in->cf->dirty) {
+        if (strcmp(in->cf->etag, in->etag) != 0 || in->cf->size != (uint64_t)st.st_size) {
+            if (in->opens == 0) {
+                cfile_free(&fs->cache, in->cf, 1);
+                in->cf = NULL;
+            }
+        } else {
+            keep = 1;
+        }
+    } else if (!rc && in->cf) {
+        keep = 1; /* our own pending data */
+    }
+    if (!rc)
+        rc = ensure_cfile(fs, in);
+    if (!rc && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
+        rc = ops_truncate(fs, in, 0, 1);
+    if (!rc)
+        in->opens++;
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (fi->flags & O_ACCMODE) != O_RDONLY; /* 1: may write */
+    fi->keep_cache = keep;
+    if (fuse_reply_open(req, fi) != 0) {
+        in = inode_get(&fs->inodes, ino);
+        if (in) {
+            pthread_mutex_lock(&in->lock);
+            in->opens--;
+            pthread_mutex_unlock(&in->lock);
+            inode_put(&fs->inodes, in);
+        }
+    }
+}
+
+void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    char *buf = malloc(size ? size : 1);
+    long n = !in ? -ENOENT : !buf ? -ENOMEM : 0;
+    if (!n) {
+        char key[S3_MAX_KEY_LEN + 1];
+        struct cfile_src src;
+        pthread_mutex_lock(&in->lock);
+        n = ensure_cfile(fs, in);
+        if (!n)
+            n = src_of(fs, in, key, &src);
+        if (!n)
+            n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, buf);
+        pthread_mutex_unlock(&in->lock);
+    }
+    inode_put(&fs->inodes, in);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+    cache_trim(&fs->cache);
+}
+
+void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+               struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    long n = !in ? -ENOENT : fs->read_only ? -EROFS : 0;
+    if (!n) {
+        char key[S3_MAX_KEY_LEN + 1];
+        struct cfile_src src;
+        pthread_mutex_lock(&in->lock);
+        n = ensure_cfile(fs, in);
+        if (!n)
+            n = src_of(fs, in, key, &src);
+        if (!n && (uint64_t)off + size > (5ull << 40))
+            n = -EFBIG; /* S3's largest object */
+        if (!n)
+            n = cfile_write(&fs->cache, in->cf, &src, (uint64_t)off, buf, size);
+        if (n >= 0) {
+            in->st.st_size = (off_t)in->cf->size;
+            clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
+            in->st.st_ctim = in->st.st_mtim;
+        }
+        pthread_mutex_unlock(&in->lock);
+    }
+    inode_put(&fs->inodes, in);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_write(req, (size_t)n);
+}
+
+static void sync_reply(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    int rc = 0;
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        if (in->cf && in->cf->dirty)
+            rc = ops_sync(fs, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    fuse_reply_err(req, -rc);
+}
+
+void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    /* closing a read-only handle does not retry a refused upload */
+    if (!fi->fh)
+        fuse_reply_err(req, 0);
+    else
+        sync_reply(req, ino);
+}
+
+void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    sync_reply(req, ino);
+}
+
+static int inode_still_named(struct fs *fs, struct inode *in)
+{
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    free(path);
+    return rc != -ENOENT;
+}
+
+void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        if (in->opens > 0)
+            in->opens--;
+        if (in->opens == 0 && in->cf) {
+            if (!in->cf->dirty)
+                cfile_idle(&fs->cache, in->cf);
+            else if (!inode_still_named(fs, in))
+                in->cf->dirty = 0; /* unlinked while open */
+        }
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    fuse_reply_err(req, 0);
+    cache_trim(&fs->cache);
+}
+
+/* Upload one journaled file; on failure adopt it so the mount serves it. */
+static int replay_one(struct fs *fs, const struct journal_entry *e)
+{
+    char file[PATH_MAX + 64];
+    snprintf(file, sizeof(file), "%s/%s", fs->cache.dir, e->file);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("pending upload of '%s' lost its cache file '%s': %s", e->path, file,
+                  strerror(errno));
+        journal_remove(fs->journal, e->path);
+        return 0;
+    }
+    struct stat fst;
+    fstat(fd, &fst);
+    struct stat st = {0};
+    st.st_mode = e->mode;
+    st.st_uid = e->uid;
+    st.st_gid = e->gid;
+    st.st_mtim.tv_sec = (time_t)e->mtime;
+    struct upload_body body = {.fd = fd, .size = (uint64_t)fst.st_size};
+    int rc = upload_put(fs, e->path, 0, &body, &st, NULL);
+    close(fd);
+    if (!rc) {
+        log_info("uploaded pending '%s' (%llu bytes)", e->path, (unsigned long long)body.size);
+        journal_remove(fs->journal, e->path);
+        unlink(file);
+        return 0;
+    }
+    log_warn("pending '%s' still not uploaded: %s", e->path, strerror(-rc));
+    struct inode *in = inode_make(&fs->inodes, e->path, NULL);
+    if (!in)
+        return 1;
+    pthread_mutex_lock(&in->lock);
+    if (!in->cf && cfile_adopt(&fs->cache, in, e->file, &in->cf) == 0) {
+        st.st_nlink = 1;
+        st.st_size = (off_t)in->cf->size;
+        st.st_blksize = 4096;
+        st.st_ctim = st.st_atim = st.st_mtim;
+        ops_set_attr(fs, in, &st, "", 0, 1);
+    }
+    pthread_mutex_unlock(&in->lock);
+    inode_set_flags(&fs->inodes, in, 1, 1);
+    inode_put(&fs->inodes, in);
+    return 1;
+}
+
+size_t fs_replay(struct fs *fs)
+{
+    struct journal_entry *v = NULL;
+    size_t n = 0, left = 0;
+    if (journal_list(fs->journal, &v, &n) != 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        left += (size_t)replay_one(fs, &v[i]);
+    /* cache files no row names are leftovers of the previous run */
+    DIR *d = opendir(fs->cache.dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        int named = 0;
+        for (size_t i = 0; i < n && !named; i++)
+            named = strcmp(v[i].file, de->d_name) == 0;
+        if (!named)
+            unlinkat(dirfd(d), de->d_name, 0);
+    }
+    if (d)
+        closedir(d);
+    journal_entries_free(v, n);
+    return left;
+}

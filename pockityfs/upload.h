@@ -1,0 +1,42 @@
+/* upload: putting objects of the pocket with the quota protocol around
+ * them — remote_reserve before, remote_commit after success,
+ * remote_release after failure — as one PUT or as a parallel multipart
+ * upload for large bodies, and server-side copies (rename). */
+#ifndef POCKITYFS_UPLOAD_H
+#define POCKITYFS_UPLOAD_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "s3.h"
+
+struct fs;
+
+#define UPLOAD_MULTIPART_MIN (16ull << 20) /* bodies from this size go multipart */
+#define UPLOAD_PART_MIN      (8ull << 20)
+
+/* Where the body comes from: a descriptor (fd >= 0, read with pread) or
+ * memory (fd < 0, data may be NULL when size is 0). */
+struct upload_body {
+    int fd;
+    const void *data;
+    uint64_t size;
+};
+
+/* Upload path (relative to the pocket prefix; as_dir adds the '/' of a
+ * directory marker) with st's mode, uid, gid and mtime as metadata. etag
+ * (optional) receives the new ETag. Returns 0 or -errno: -EDQUOT when the
+ * reservation is refused, -EACCES when the key may not write, -EIO. */
+int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
+               const struct stat *st, char etag[S3_ETAG_MAX]);
+
+/* Server-side copy of from to to (both relative; as_dir for markers), size
+ * bytes, keeping the metadata; multipart copy above 5 GiB. Reserves and
+ * commits like an upload. Returns 0 or -errno. */
+int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size);
+
+/* Part size for a multipart upload of size bytes: at least 8 MiB, and
+ * large enough to stay within 10000 parts; whole MiB. */
+uint64_t upload_part_size(uint64_t size);
+
+#endif

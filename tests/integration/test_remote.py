@@ -1,0 +1,501 @@
+"""The mount's client of pockityd (pockityfs/remote.c), end to end through
+tests/remotetool: sessions, errors, quota calls and their retries against a
+real pockityd (and RGW), and renewal, validation and timeouts against a small
+fake pockityd whose answers the test controls.
+"""
+
+import errno
+import http.server
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import harness
+
+D = None  # the shared daemon of this run (started in main)
+TOOL = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ToolResult:
+    def __init__(self, code, out, err, seconds):
+        self.code, self.out, self.err, self.seconds = code, out, err, seconds
+
+    def __repr__(self):
+        return "<exit %d out=%r err=%r>" % (self.code, self.out, self.err)
+
+
+def tool(url, key, *args, opts=(), timeout=60):
+    """Run remotetool; assert the key never shows in its output."""
+    env = dict(os.environ, POCKITY_KEY=key)
+    t0 = time.monotonic()
+    r = subprocess.run([TOOL] + list(opts) + [url] + [str(a) for a in args], env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    res = ToolResult(r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+    secret = key[-43:]  # the secret part of a real key (base64url of 32 bytes)
+    for text in (r.stdout, r.stderr):
+        assert key not in text and secret not in text, "the API key leaked: %r" % (res,)
+    return res
+
+
+class Base(unittest.TestCase):
+    def expect_ok(self, res):
+        self.assertEqual(res.code, 0, res)
+        return res.out
+
+    def expect_errno(self, res, code, *words):
+        self.assertEqual(res.code, code, res)
+        lines = res.err.strip().splitlines()
+        self.assertTrue(lines and lines[-1].startswith("error: "), res)
+        for w in words:
+            self.assertIn(w, res.err, res)
+
+
+# ---------------------------------------------------------------- real pockityd
+
+class TestSession(Base):
+    @classmethod
+    def setUpClass(cls):
+        cls.token = D.new_user()[0]
+        cls.pocket = D.new_pocket(cls.token)
+
+    def pocket_state(self):
+        r = D.request("GET", "/v1/pockets/" + self.pocket["id"], token=self.token)
+        self.assertEqual(r.status, 200, r)
+        return r.body
+
+    def test_session_rw(self):
+        key = D.new_key(self.token, self.pocket["id"], "rw")["key"]
+        s = json.loads(self.expect_ok(tool(D.url, key, "session")))
+        self.assertEqual(s["access"], "rw")
+        self.assertEqual(s["bucket"], os.environ["POCKITY_S3_BUCKET"])
+        self.assertEqual(s["endpoint"], os.environ["POCKITY_S3_ENDPOINT"])
+        self.assertEqual(s["prefix"], self.pocket["prefix"].rstrip("/") + "/")
+        self.assertEqual(s["pocket_id"], self.pocket["id"])
+        self.assertEqual(s["pocket_name"], self.pocket["name"])
+        self.assertEqual(s["quota"], self.pocket["quota"])
+        self.assertTrue(s["has_session_token"])
+        self.assertGreater(s["expiration"], time.time() + 600)
+        self.assertLess(s["expiration"], time.time() + 43200 + 60)
+        self.assertEqual(self.expect_ok(tool(D.url, key, "access")).strip(), "rw")
+
+    def test_session_ro(self):
+        key = D.new_key(self.token, self.pocket["id"], "ro")["key"]
+        s = json.loads(self.expect_ok(tool(D.url, key, "session")))
+        self.assertEqual(s["access"], "ro")
+        self.assertEqual(s["pocket_id"], self.pocket["id"])
+
+    def test_bad_key(self):
+        for key in ("pky_" + secrets.token_hex(20), "not-a-key-" + secrets.token_hex(8)):
+            res = tool(D.url, key, "session")
+            self.expect_errno(res, errno.EACCES, "API key")
+            self.assertEqual(len(res.err.strip().splitlines()), 1, res)
+            self.assertEqual(res.out, "")
+
+    def test_key_with_spaces_is_refused_locally(self):
+        self.expect_errno(tool(D.url, "pky_a b", "session"), errno.EINVAL, "malformed API key")
+
+    def test_revoked_key(self):
+        k = D.new_key(self.token, self.pocket["id"])
+        self.expect_ok(tool(D.url, k["key"], "session"))
+        r = D.request("DELETE", "/v1/keys/" + k["id"], token=self.token)
+        self.assertEqual(r.status, 204, r)
+        self.expect_errno(tool(D.url, k["key"], "session"), errno.EACCES, "revoked")
+
+    def test_pending_pocket(self):
+        tid = "gold-" + secrets.token_hex(3)
+        r = D.request("POST", "/v1/admin/tiers",
+                      {"id": tid, "name": "Gold " + tid, "max_bytes": 50 << 30,
+                       "max_objects": 100000, "price_minor": 900, "currency": "EUR",
+                       "needs_approval": True}, token=D.admin_token())
+        self.assertEqual(r.status, 201, r)
+        p = D.new_pocket(self.token, tier=tid)
+        self.assertEqual(p["status"], "pending")
+        key = D.new_key(self.token, p["id"])["key"]
+        self.expect_errno(tool(D.url, key, "session"), errno.EPERM, "pending")
+
+    def test_unreachable_server(self):
+        res = tool("http://127.0.0.1:%d" % free_port(), "pky_whatever", "session")
+        self.expect_errno(res, errno.ECONNREFUSED, "cannot reach pockityd")
+        self.assertLess(res.seconds, 5)
+
+    def test_malformed_url(self):
+        for url in ("ftp://127.0.0.1/", "127.0.0.1:1", "", "http://u:p@127.0.0.1:1",
+                    "http://127.0.0.1:1/?x=1"):
+            res = tool(url, "pky_whatever", "session")
+            self.expect_errno(res, errno.EINVAL, "server url")
+            self.assertNotIn("u:p", res.err)
+
+    def test_reserve_commit_release_deleted(self):
+        key = D.new_key(self.token, self.pocket["id"])["key"]
+        base = self.pocket_state()["usage"]
+        rid = self.expect_ok(tool(D.url, key, "reserve", "dir/a file.txt", 1000)).strip()
+        self.assertTrue(rid.startswith("rsv_"), rid)
+        st = self.pocket_state()
+        self.assertEqual(st["reserved"], {"bytes": 1000, "objects": 1})
+        self.expect_ok(tool(D.url, key, "commit", rid, 700, '"0123456789abcdef"'))
+        st = self.pocket_state()
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
+        self.assertEqual(st["usage"], {"bytes": base["bytes"] + 700,
+                                       "objects": base["objects"] + 1})
+        # committing twice: the reservation is gone
+        self.expect_errno(tool(D.url, key, "commit", rid, 700, '"x"'), errno.ENOENT)
+
+        rid2 = self.expect_ok(tool(D.url, key, "reserve", "dir/other", 5000)).strip()
+        self.assertEqual(self.pocket_state()["reserved"], {"bytes": 5000, "objects": 1})
+        self.expect_ok(tool(D.url, key, "release", rid2))
+        self.assertEqual(self.pocket_state()["reserved"], {"bytes": 0, "objects": 0})
+        self.expect_errno(tool(D.url, key, "release", rid2), errno.ENOENT)
+        self.expect_errno(tool(D.url, key, "release", "rsv_" + "a" * 20), errno.ENOENT)
+        self.expect_errno(tool(D.url, key, "release", "../etc"), errno.EINVAL)
+
+        self.expect_ok(tool(D.url, key, "deleted", "dir/a file.txt", "never/written"))
+        self.assertEqual(self.pocket_state()["usage"], base)
+
+    def test_usage(self):
+        key = D.new_key(self.token, self.pocket["id"])["key"]
+        probe = D.request("GET", "/v1/usage", token=key)
+        if probe.status == 404:
+            self.skipTest("pockityd has no GET /v1/usage yet")
+        rid = self.expect_ok(tool(D.url, key, "reserve", "usage/x", 321)).strip()
+        try:
+            u = json.loads(self.expect_ok(tool(D.url, key, "usage")))
+            st = self.pocket_state()
+            self.assertEqual(u["quota"], st["quota"])
+            self.assertEqual(u["usage"], st["usage"])
+            self.assertEqual(u["reserved"], st["reserved"])
+            self.assertGreaterEqual(u["reserved"]["bytes"], 321)
+        finally:
+            self.expect_ok(tool(D.url, key, "release", rid))
+
+    def test_quota_exceeded(self):
+        key = D.new_key(self.token, self.pocket["id"])["key"]
+        quota = self.pocket["quota"]["max_bytes"]
+        self.expect_errno(tool(D.url, key, "reserve", "huge", quota + 1), errno.EDQUOT)
+        self.assertEqual(self.pocket_state()["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_ro_key_cannot_reserve(self):
+        key = D.new_key(self.token, self.pocket["id"], "ro")["key"]
+        self.expect_errno(tool(D.url, key, "reserve", "k", 1), errno.EACCES)
+        self.expect_errno(tool(D.url, key, "deleted", "k"), errno.EACCES)
+
+    def test_refresh_is_shared_by_concurrent_callers(self):
+        key = D.new_key(self.token, self.pocket["id"])["key"]
+
+        def sessions():
+            text = D.request("GET", "/metrics").raw.decode()
+            for line in text.splitlines():
+                if line.startswith("pockityd_sessions_issued_total "):
+                    return int(float(line.split()[1]))
+            self.skipTest("pockityd exports no pockityd_sessions_issued_total")
+
+        before = sessions()
+        out = self.expect_ok(tool(D.url, key, "refresh", 16, "list"))
+        self.assertIn("list ok", out)
+        # one for remote_open, one for 16 concurrent refreshes and the follow-up
+        self.assertEqual(sessions() - before, 2)
+
+
+class TestOutage(Base):
+    """pockityd going away while a quota call is pending."""
+
+    def test_reserve_waits_for_pockityd_to_come_back(self):
+        port = free_port()
+        d = harness.Daemon(port=port)
+        try:
+            token = d.new_user()[0]
+            p = d.new_pocket(token)
+            key = d.new_key(token, p["id"])["key"]
+            env = dict(os.environ, POCKITY_KEY=key)
+            proc = subprocess.Popen([TOOL, "-p", "-w", "30000", "-t", "2000", d.url, "reserve",
+                                     "k", "42"], env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual(proc.stdout.readline().strip(), "connected")
+                self.assertEqual(d.stop(), 0)
+                t0 = time.monotonic()
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                time.sleep(2.5)
+                d.start()
+                self.assertEqual(d.port, port)
+                out, err = proc.communicate(timeout=40)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertGreater(time.monotonic() - t0, 2.5)
+            self.assertTrue(out.strip().startswith("rsv_"), out)
+            self.assertIn("retrying", err)
+            self.assertNotIn(key[-43:], out + err)
+            r = d.request("GET", "/v1/pockets/" + p["id"], token=token)
+            self.assertEqual(r.body["reserved"], {"bytes": 42, "objects": 1})
+        finally:
+            d.stop()
+
+    def test_reserve_gives_up_after_write_wait(self):
+        d = harness.Daemon()
+        try:
+            token = d.new_user()[0]
+            p = d.new_pocket(token)
+            key = d.new_key(token, p["id"])["key"]
+            env = dict(os.environ, POCKITY_KEY=key)
+            proc = subprocess.Popen([TOOL, "-p", "-w", "1500", d.url, "reserve", "k", "1"],
+                                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            self.assertEqual(proc.stdout.readline().strip(), "connected")
+            d.stop()
+            t0 = time.monotonic()
+            out, err = proc.communicate("go\n", timeout=30)
+            elapsed = time.monotonic() - t0
+            self.assertEqual(proc.returncode, errno.EIO, err)
+            self.assertGreaterEqual(elapsed, 1.4)
+            self.assertLess(elapsed, 6)
+            self.assertIn("gave up", err)
+        finally:
+            d.stop()
+
+
+# ---------------------------------------------------------------- fake pockityd
+
+def session_body(expires_in=900, **over):
+    body = {"endpoint": "http://127.0.0.1:9", "region": "us-east-1", "bucket": "pockity",
+            "prefix": "root/pkt_fake/", "access_key_id": "AKFAKE",
+            "secret_access_key": "fake-secret-" + secrets.token_hex(4),
+            "session_token": "fake-token", "expiration": int(time.time()) + expires_in,
+            "access": "rw", "quota": {"max_bytes": 1000, "max_objects": 10},
+            "usage": {"bytes": 1, "objects": 1}, "reserved": {"bytes": 0, "objects": 0},
+            "pocket": {"id": "pkt_fake", "name": "fake", "status": "active"}}
+    body.update(over)
+    return body
+
+
+class Fake:
+    """A pockityd stand-in: routes[(method, path)] is a function (n, body) ->
+    (status, payload, delay_s) where n counts calls of that route from 1;
+    payload is a dict (sent as JSON), bytes, or None."""
+
+    def __init__(self):
+        self.routes = {}
+        self.calls = {}
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                route = (self.command, self.path)
+                with fake.lock:
+                    fake.calls[route] = fake.calls.get(route, 0) + 1
+                    count = fake.calls[route]
+                fn = fake.routes.get(route)
+                status, payload, delay = fn(count, body) if fn else (404, None, 0)
+                if delay:
+                    time.sleep(delay)
+                data = payload if isinstance(payload, bytes) else \
+                    json.dumps(payload).encode() if payload is not None else b""
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+            do_GET = do_POST = do_DELETE = handle_any
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that gave up mid-answer is part of the tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self, method, path):
+        with self.lock:
+            return self.calls.get((method, path), 0)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SESSION = ("POST", "/v1/session")
+KEY = "pky_fakeid.fakesecret" + "0123456789"
+
+
+class TestFake(Base):
+    def setUp(self):
+        self.fake = Fake()
+
+    def tearDown(self):
+        self.fake.close()
+
+    def test_renewal_at_two_thirds_of_the_lifetime(self):
+        # 3 s credentials: renewed at about 2 s, 4 s; stopped at 5 s
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(expires_in=3), 0)
+        out = self.expect_ok(tool(self.fake.url, KEY, "renew-check", 5))
+        self.assertIn(self.fake.count(*SESSION), (3, 4))
+        self.assertLess(int(out.split()[2]), 1000, out)
+
+    def test_renewal_backs_off_on_failure(self):
+        def session(n, b):
+            if n == 1:
+                return 200, session_body(expires_in=3), 0
+            return 503, {"error": {"code": "unavailable", "message": "sts down"}}, 0
+        self.fake.routes[SESSION] = session
+        res = tool(self.fake.url, KEY, "renew-check", 6)
+        self.expect_ok(res)
+        # attempts at about 2, 3, 5 s (1 s, then 2 s pauses): no busy loop
+        self.assertIn(self.fake.count(*SESSION) - 1, (2, 3, 4))
+        self.assertIn("sts down", res.err)
+
+    def test_renewal_stops_promptly_during_a_hung_request(self):
+        self.fake.routes[SESSION] = lambda n, b: (
+            200, session_body(expires_in=3), 0 if n == 1 else 20)
+        out = self.expect_ok(tool(self.fake.url, KEY, "renew-check", 3, opts=("-t", "30000")))
+        self.assertLess(int(out.split()[2]), 2500, out)
+
+    def test_concurrent_refreshes_make_one_request(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 0.2)
+        self.expect_ok(tool(self.fake.url, KEY, "refresh", 16))
+        self.assertEqual(self.fake.count(*SESSION), 2)
+
+    def test_malformed_sessions(self):
+        bad = [session_body(prefix="root/pkt_fake"), session_body(prefix="/root/x/"),
+               session_body(expiration="soon"), session_body(access="admin"),
+               session_body(endpoint="file:///etc/passwd"), session_body(bucket="a/b"),
+               session_body(access_key_id=""), session_body(quota={"max_bytes": -1}),
+               session_body(pocket=None), session_body(secret_access_key=7), [1, 2]]
+        for body in bad:
+            self.fake.routes[SESSION] = lambda n, b, body=body: (200, body, 0)
+            self.expect_errno(tool(self.fake.url, KEY, "session"), errno.EPROTO, "malformed")
+        for raw in (b"not json", b"{" + b" " * (2 << 20) + b"}", b""):
+            self.fake.routes[SESSION] = lambda n, b, raw=raw: (200, raw, 0)
+            self.expect_errno(tool(self.fake.url, KEY, "session"), errno.EPROTO, "pockityd")
+
+    def test_not_pockityd(self):
+        self.expect_errno(tool(self.fake.url, KEY, "session"), errno.EPROTO, "http 404")
+
+    def test_server_message_never_echoes_the_key(self):
+        self.fake.routes[SESSION] = lambda n, b: (
+            401, {"error": {"code": "unauthenticated", "message": "bad key " + KEY}}, 0)
+        res = tool(self.fake.url, KEY, "session")  # tool() asserts the key is absent
+        self.expect_errno(res, errno.EACCES, "withheld")
+
+    def test_authorization_header(self):
+        seen = {}
+
+        class Capture(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                seen["auth"] = self.headers.get("Authorization")
+                seen["type"] = self.headers.get("Content-Type")
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), Capture)
+        t = threading.Thread(target=srv.handle_request, daemon=True)
+        t.start()
+        self.expect_errno(tool("http://127.0.0.1:%d/" % srv.server_address[1], KEY, "session"),
+                          errno.EACCES)
+        t.join(10)
+        srv.server_close()
+        self.assertEqual(seen.get("auth"), "Bearer " + KEY)
+
+    def test_timeout(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 5)
+        res = tool(self.fake.url, KEY, "session", opts=("-t", "700"))
+        self.expect_errno(res, errno.ETIMEDOUT)
+        self.assertLess(res.seconds, 3)
+
+    def test_quota_calls_retry_on_503_but_not_on_4xx(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 0)
+        reserve = ("POST", "/v1/reservations")
+        self.fake.routes[reserve] = lambda n, b: (
+            (503, {"error": {"code": "unavailable", "message": "busy"}}, 0) if n < 3 else
+            (201, {"id": "rsv_abc", "key": json.loads(b)["key"], "bytes": 5,
+                   "expires_at": 1}, 0))
+        out = self.expect_ok(tool(self.fake.url, KEY, "reserve", "k", 5))
+        self.assertEqual(out.strip(), "rsv_abc")
+        self.assertEqual(self.fake.count(*reserve), 3)
+
+        deleted = ("POST", "/v1/objects/deleted")
+        self.fake.routes[deleted] = lambda n, b: (
+            400, {"error": {"code": "invalid_request", "message": "nope"}}, 0)
+        self.expect_errno(tool(self.fake.url, KEY, "deleted", "a"), errno.EINVAL)
+        self.assertEqual(self.fake.count(*deleted), 1)
+
+    def test_deleted_is_sent_in_batches(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 0)
+        sizes = []
+        deleted = ("POST", "/v1/objects/deleted")
+
+        def on_deleted(n, b):
+            sizes.append(len(json.loads(b)["keys"]))
+            return 200, {"deleted": sizes[-1]}, 0
+        self.fake.routes[deleted] = on_deleted
+        keys = ["k%d" % i for i in range(2500)]
+        self.expect_ok(tool(self.fake.url, KEY, "deleted", *keys))
+        self.assertEqual(sizes, [1000, 1000, 500])
+
+    def test_bad_reservation_answer(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 0)
+        self.fake.routes[("POST", "/v1/reservations")] = lambda n, b: (
+            201, {"id": "../../x", "bytes": 1}, 0)
+        self.expect_errno(tool(self.fake.url, KEY, "reserve", "k", 1), errno.EIO)
+
+    def test_usage_answer(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(), 0)
+        figures = {"quota": {"max_bytes": 9, "max_objects": 8},
+                   "usage": {"bytes": 7, "objects": 6}, "reserved": {"bytes": 5, "objects": 4}}
+        self.fake.routes[("GET", "/v1/usage")] = lambda n, b: (200, figures, 0)
+        self.assertEqual(json.loads(self.expect_ok(tool(self.fake.url, KEY, "usage"))), figures)
+        self.fake.routes[("GET", "/v1/usage")] = lambda n, b: (200, {"quota": {}}, 0)
+        self.expect_errno(tool(self.fake.url, KEY, "usage"), errno.EIO)
+
+
+def main():
+    global D, TOOL
+    harness.require_services()
+    TOOL = harness.build_path("tests", "remotetool")
+    D = harness.Daemon()
+    ok = False
+    try:
+        prog = unittest.main(exit=False, verbosity=2)
+        ok = prog.result.wasSuccessful()
+        if D.proc.poll() is not None:
+            print("pockityd died:\n" + D.log()[-4000:])
+            ok = False
+    finally:
+        D.stop()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

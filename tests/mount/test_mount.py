@@ -1,0 +1,444 @@
+"""pockityfs end to end: a real pockityd and RGW, a real FUSE mount, shell tools
+and tests/mount/fsops for the system calls. Run by meson (suite integration)
+with the services of ./scripts/test; alone it exits 77. Arguments: names of
+tests to run (default: all)."""
+
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import harness
+import mountlib
+from mountlib import Mount, Pocket, sh
+
+D = None  # the pockityd of this run
+
+
+def build(*parts):
+    return harness.build_path(*parts)
+
+
+def root_s3(*args, input_bytes=None):
+    return harness.s3tool(None, *args, input_bytes=input_bytes)
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+# --- tests ---------------------------------------------------------------------------
+
+
+def test_shell_basics():
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        p = m.path
+        sh("echo hello > %s/a.txt" % p)
+        check(sh("cat %s/a.txt" % p).stdout == "hello\n", "read back")
+        sh("mkdir %s/d && echo x > %s/d/f && mkdir %s/d/sub" % (p, p, p))
+        check(sh("ls %s/d" % p).stdout.split() == ["f", "sub"], "ls of d")
+        r = sh("rmdir %s/d" % p, check=False)
+        check(r.returncode != 0 and "not empty" in r.stderr, "rmdir of a full dir: " + r.stderr)
+        sh("mv %s/a.txt %s/d/b.txt" % (p, p))
+        check(not os.path.exists(m.p("a.txt")) and open(m.p("d/b.txt")).read() == "hello\n",
+              "mv file")
+        sh("mv %s/d %s/e" % (p, p))
+        check(sorted(os.listdir(m.p("e"))) == ["b.txt", "f", "sub"], "mv dir")
+        check(not os.path.exists(m.p("d")), "old dir gone")
+        sh("ln -s e/b.txt %s/lnk" % p)
+        check(os.readlink(m.p("lnk")) == "e/b.txt", "readlink")
+        check(open(m.p("lnk")).read() == "hello\n", "follow symlink")
+        sh("chmod 640 %s/e/f && chown 1234:4321 %s/e/f && touch -d '2020-02-03 04:05:06 UTC' %s/e/f"
+           % (p, p, p))
+        sh("echo data > %s/e/g && chmod 600 %s/e/g" % (p, p))
+        check(sh("find %s | wc -l" % p).stdout.strip() == "7", "find")
+    # attributes and data persist in S3: read them through a new mount
+    with Mount(D, pk) as m:
+        st = os.stat(m.p("e/f"))
+        check(oct(st.st_mode & 0o7777) == "0o640", "mode persisted: %o" % st.st_mode)
+        check((st.st_uid, st.st_gid) == (1234, 4321), "owner persisted")
+        check(int(st.st_mtime) == 1580702706, "mtime persisted: %d" % st.st_mtime)
+        check(oct(os.stat(m.p("e/g")).st_mode & 0o777) == "0o600", "chmod of new file")
+        check(os.path.islink(m.p("lnk")) and os.readlink(m.p("lnk")) == "e/b.txt",
+              "symlink persisted")
+        check(open(m.p("e/b.txt")).read() == "hello\n", "data persisted")
+        sh("rm -r %s/e %s/lnk" % (m.path, m.path), timeout=600)
+        check(os.listdir(m.path) == [], "everything removed")
+    # s3fs-compatible metadata on the objects
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as m:
+        sh("mkdir %s/x && echo 1 > %s/x/y && chmod 604 %s/x/y" % (m.path, m.path, m.path))
+    rc, out, err = root_s3("head", prefix + "x/y")
+    check(rc == 0 and "meta mode %d" % (0o100604) in out and "meta mtime" in out
+          and "meta uid 0" in out, "metadata names: " + out + err)
+    rc, out, _ = root_s3("head", prefix + "x/")
+    check(rc == 0 and "meta mode %d" % (0o40755) in out, "directory marker: " + out)
+
+
+def test_syscalls():
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        for what in ("io", "rename"):
+            r = sh("%s %s %s" % (build("tests", "mount", "fsops"), what, m.path), check=False)
+            check(r.returncode == 0, "fsops %s:\n%s" % (what, r.stderr))
+        r = sh("%s names %s %d" % (build("tests", "mount", "fsops"), m.path,
+                                   len(pk.pocket["prefix"])), check=False)
+        check(r.returncode == 0, "fsops names:\n%s" % r.stderr)
+
+
+def under_asan(pid):
+    """AddressSanitizer's quarantine keeps freed memory: RSS says nothing then."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_large_file():
+    pk = Pocket(D)
+    tmp = tempfile.mkdtemp(prefix="pockityfs-big.")
+    try:
+        src = os.path.join(tmp, "src")
+        sh("head -c %d /dev/urandom > %s" % (256 << 20, src))
+        want = file_sha(src)
+        peak = [0]
+        with Mount(D, pk, options=["cache_size=64M"]) as m:
+            stop = threading.Event()
+
+            def watch():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss_kib(m.proc.pid))
+                    time.sleep(0.1)
+            t = threading.Thread(target=watch)
+            t.start()
+            try:
+                t0 = time.time()
+                sh("cp %s %s/big" % (src, m.path), timeout=900)
+                up = time.time() - t0
+            finally:
+                stop.set()
+                t.join()
+            check(os.path.getsize(m.p("big")) == 256 << 20, "size after copy")
+            print("  upload of 256 MiB: %.1f s, peak RSS %d MiB" % (up, peak[0] >> 10))
+            check(peak[0] < 100 << 10 or under_asan(m.proc.pid),
+                  "RSS stayed under 100 MiB: %d KiB" % peak[0])
+        # a fresh mount and cache: every byte comes back from S3
+        with Mount(D, pk, options=["cache_size=64M"]) as m:
+            t0 = time.time()
+            got = file_sha(m.p("big"))
+            print("  download of 256 MiB: %.1f s" % (time.time() - t0))
+            check(got == want, "checksum after download")
+            # random reads
+            with open(m.p("big"), "rb") as f, open(src, "rb") as g:
+                for off in (0, 12345, (100 << 20) + 7, (256 << 20) - 10):
+                    f.seek(off)
+                    g.seek(off)
+                    check(f.read(4096) == g.read(4096), "random read at %d" % off)
+            check(rss_kib(m.proc.pid) < 100 << 10 or under_asan(m.proc.pid), "RSS after reading")
+            # the data cache stays within its budget
+            used = int(sh("du -sk %s" % m.cache_dir).stdout.split()[0])
+            check(used < 128 << 10, "cache folder bounded: %d KiB" % used)
+            os.unlink(m.p("big"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_tar_tree():
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        sh("tar -C /usr/include -cf - linux | tar -C %s -xf -" % m.path, timeout=900)
+        r = sh("diff -r /usr/include/linux %s/linux" % m.path, check=False, timeout=600)
+        check(r.returncode == 0, "diff -r after tar x:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+        n_src = sh("find /usr/include/linux | wc -l").stdout
+        n_dst = sh("find %s/linux | wc -l" % m.path).stdout
+        check(n_src == n_dst, "same number of entries")
+        # rsync of the same tree: nothing to transfer the second time
+        if shutil.which("rsync"):
+            sh("rsync -a /usr/include/linux/ %s/copy/" % m.path, timeout=900)
+            r = sh("rsync -a --itemize-changes /usr/include/linux/ %s/copy/" % m.path)
+            check(r.stdout.strip() == "", "rsync found changes:\n" + r.stdout[:2000])
+    with Mount(D, pk) as m:
+        r = sh("diff -r /usr/include/linux %s/linux" % m.path, check=False, timeout=600)
+        check(r.returncode == 0, "diff -r after remount:\n" + r.stdout[-2000:])
+        sh("rm -rf %s/linux %s/copy" % (m.path, m.path), timeout=600)
+
+
+def test_git_sqlite():
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+                   GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com", HOME=m.dir)
+        repo = m.p("repo")
+        os.mkdir(repo)
+        sh("git init -q . && echo one > a && mkdir -p s && echo two > s/b && "
+           "git add -A && git commit -qm first && echo three >> a && git commit -qam second",
+           cwd=repo, env=env)
+        check(sh("git log --oneline | wc -l", cwd=repo, env=env).stdout.strip() == "2", "2 commits")
+        check(sh("git status --porcelain", cwd=repo, env=env).stdout == "", "clean tree")
+        sh("git fsck --strict", cwd=repo, env=env)
+        sh("git clone -q %s %s" % (repo, m.p("clone")), env=env)
+        check(open(m.p("clone", "a")).read() == "one\nthree\n", "clone content")
+        db = m.p("db.sqlite")
+        sh("sqlite3 %s 'CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);'" % db)
+        sh("sqlite3 %s 'INSERT INTO t SELECT x + 10 FROM t; DELETE FROM t WHERE x = 2;'" % db)
+        check(sh("sqlite3 %s 'SELECT sum(x) FROM t'" % db).stdout.strip() == "40", "sqlite sum")
+    with Mount(D, pk) as m:
+        check(sh("sqlite3 %s 'PRAGMA integrity_check'" % m.p("db.sqlite")).stdout.strip() == "ok",
+              "sqlite integrity after remount")
+        sh("git fsck --strict", cwd=m.p("repo"), env=dict(os.environ, HOME=m.dir))
+
+
+def tiny_tier(max_bytes, max_objects=50):
+    admin = D.admin_token()
+    tid = "tiny" + os.urandom(3).hex()
+    r = D.request("POST", "/v1/admin/tiers", {"id": tid, "name": tid, "max_bytes": max_bytes,
+                                              "max_objects": max_objects, "price_minor": 0,
+                                              "currency": "USD", "needs_approval": False},
+                  token=admin)
+    check(r.status in (200, 201), "create tier: %r" % (r,))
+    return tid
+
+
+def test_quota():
+    pk = Pocket(D, tier=tiny_tier(1 << 20))
+    with Mount(D, pk) as m:
+        out = sh("df -B1 --output=size %s" % m.path).stdout.split()
+        check(out[-1] == str(1 << 20), "df size is the quota: %r" % out)
+        out = sh("df --output=itotal %s" % m.path).stdout.split()
+        check(out[-1] == "50", "df inodes are the object quota: %r" % out)
+        with open(m.p("small"), "wb") as f:
+            f.write(b"s" * 1000)
+        data = os.urandom(2 << 20)
+        f = open(m.p("big"), "wb")
+        f.write(data)
+        try:
+            f.close()
+            raise AssertionError("close of an over-quota file succeeded")
+        except OSError as e:
+            check(e.errno == errno.EDQUOT, "close gives EDQUOT: %r" % e)
+        # nothing lost: the data is still served from the cache
+        with open(m.p("big"), "rb") as g:
+            check(g.read() == data, "data kept in the cache")
+        os.unlink(m.p("big"))
+        check(not os.path.exists(m.p("big")), "deleted")
+        check(open(m.p("small"), "rb").read() == b"s" * 1000, "small file fine")
+
+
+def test_crash_recovery():
+    pk = Pocket(D)
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        m = Mount(D, pk, cache_dir=cache, options=["write_timeout=2"])
+        try:
+            with open(m.p("before"), "w") as f:
+                f.write("uploaded\n")
+            D.stop()  # pockityd unreachable: uploads cannot reserve quota
+            f = open(m.p("pending"), "w")
+            f.write("written while the server was away\n")
+            try:
+                f.close()
+                raise AssertionError("close succeeded without the server")
+            except OSError as e:
+                check(e.errno == errno.EIO, "EIO without the server: %r" % e)
+            check(open(m.p("before")).read() == "uploaded\n", "cached reads keep working")
+            m.kill()
+        finally:
+            m.stop()
+        D.start()
+        # the same cache folder: the journal is replayed before serving
+        with Mount(D, pk, cache_dir=cache) as m2:
+            pass
+        with Mount(D, pk) as m3:  # a fresh cache: what S3 holds
+            check(open(m3.p("pending")).read() == "written while the server was away\n",
+                  "pending upload replayed")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_odd_names():
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    names = ["with space", "per%cent", "plus+sign", "hash#tag", "quest?ion", "ünïcødé ✓",
+             "semi;colon", "amp&ersand", "quote'\"", "tab\there", "=eq", "~tilde", "-dash"]
+    with Mount(D, pk) as m:
+        for n in names:
+            with open(m.p(n), "w") as f:
+                f.write(n)
+        os.mkdir(m.p("dir with space"))
+        with open(m.p("dir with space", "in #dir?"), "w") as f:
+            f.write("x")
+    # objects other clients may write
+    with tempfile.NamedTemporaryFile() as t:
+        t.write(b"odd")
+        t.flush()
+        for key in ("a//b", "withdata/", "same", "same/child", "deep/only/implied"):
+            rc, _, err = root_s3("put", prefix + key, t.name)
+            check(rc == 0, "put %s: %s" % (key, err))
+    with Mount(D, pk) as m:
+        listed = set(os.listdir(m.path))
+        for n in names:
+            check(n in listed, "listed: %r" % n)
+            check(open(m.p(n)).read() == n, "content of %r" % n)
+        check(open(m.p("dir with space", "in #dir?")).read() == "x", "nested odd name")
+        check(os.path.isdir(m.p("withdata")), "key ending in / is a directory")
+        check(os.path.isdir(m.p("deep")) and os.path.isdir(m.p("deep", "only")),
+              "implied directories")
+        check(open(m.p("deep", "only", "implied")).read() == "odd", "implied dir content")
+        check(os.path.isfile(m.p("same")), "a file wins over a directory of the same name")
+        check(os.path.isdir(m.p("a")), "a//b shows a")
+        os.listdir(m.p("a"))  # must not fail
+        sh("ls -lR %s > /dev/null" % m.path)
+        sh("find %s > /dev/null" % m.path)
+        for n in names:
+            os.unlink(m.p(n))
+
+
+def test_cli_errors():
+    exe = build("pockityfs", "pockityfs")
+    r = sh("%s --version" % exe)
+    check(r.stdout.startswith("pockityfs "), "--version")
+    r = sh("%s --help" % exe)
+    check("key_file=" in r.stdout and "cache_size=" in r.stdout, "--help")
+    pk = Pocket(D)
+    tmp = tempfile.mkdtemp(prefix="pockityfs-cli.")
+    try:
+        mnt = os.path.join(tmp, "mnt")
+        os.mkdir(mnt)
+        keyf = os.path.join(tmp, "key")
+        with open(keyf, "w") as f:
+            f.write("pk_this_is_not_a_key\n")
+        os.chmod(keyf, 0o600)
+
+        def run(url, mountpoint, opts, env=None):
+            return subprocess.run([exe, url, mountpoint, "-f", "-o", opts], capture_output=True,
+                                  text=True, timeout=60, env=env)
+
+        def one_line_error(r, what):
+            lines = [l for l in r.stderr.splitlines() if l.strip()]
+            check(r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "),
+                  "%s: rc %d, stderr %r" % (what, r.returncode, r.stderr))
+            check(not mountlib.is_mounted(mnt), what + ": not mounted")
+
+        one_line_error(run(D.url, mnt, "key_file=" + keyf), "bad key")
+        one_line_error(run("http://127.0.0.1:9", mnt, "key_file=" + keyf), "unreachable")
+        with open(keyf, "w") as f:
+            f.write(pk.secret)
+        one_line_error(run(D.url, os.path.join(tmp, "missing"), "key_file=" + keyf),
+                       "missing mount point")
+        one_line_error(run(D.url, mnt, "key=" + pk.secret), "key on the command line")
+        env = dict(os.environ)
+        env.pop("POCKITY_KEY", None)
+        one_line_error(run(D.url, mnt, "cache_dir=" + tmp, env=env), "no key")
+        # the key from the environment works and is not visible in ps
+        env["POCKITY_KEY"] = pk.secret
+        p = subprocess.Popen([exe, D.url, mnt, "-f", "-o", "cache_dir=" + os.path.join(tmp, "c")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.time() + 30
+            while not mountlib.is_mounted(mnt) and time.time() < deadline and p.poll() is None:
+                time.sleep(0.05)
+            check(mountlib.is_mounted(mnt), "mount with POCKITY_KEY")
+            ps = sh("ps -eo args").stdout
+            check(pk.secret not in ps, "key in ps output")
+            with open("/proc/%d/environ" % p.pid, "rb") as f:
+                check(pk.secret.encode() not in f.read(), "key in /proc/PID/environ")
+        finally:
+            subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+            p.wait(30)
+        # a suspended pocket gets no session
+        admin = D.admin_token()
+        r = D.request("POST", "/v1/admin/pockets/%s/suspend" % pk.id, {"reason": "test"},
+                      token=admin)
+        check(r.status in (200, 204), "suspend: %r" % (r,))
+        one_line_error(run(D.url, mnt, "key_file=" + keyf), "suspended pocket")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_listing_speed():
+    """ls -l of a large directory costs listings, not a HEAD per file."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    n = 1200  # more than one listing page
+    with Mount(D, pk) as m:
+        sh("mkdir %s/big && cd %s/big && for i in $(seq 1 %d); do echo $i > f$i; done"
+           % (m.path, m.path, n), timeout=900)
+    with Mount(D, pk) as m:
+        t0 = time.time()
+        out = sh("ls -l %s/big | wc -l" % m.path).stdout.strip()
+        t_ls = time.time() - t0
+        check(out == str(n + 1), "ls -l lines: %s" % out)
+    t0 = time.time()
+    rc, out, _ = root_s3("ls", prefix + "big/")
+    t_raw = time.time() - t0
+    check(rc == 0 and len(out.splitlines()) >= n, "raw listing")
+    print("  ls -l of %d files: %.2f s, raw listing %.2f s" % (n, t_ls, t_raw))
+    check(t_ls < 1.5 * t_raw + 0.5, "ls -l within 1.5x of a raw listing")
+
+
+TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
+         test_crash_recovery, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_large_file]
+
+
+def main():
+    global D
+    harness.require_services()
+    mountlib.require_fuse()
+    for tool in ("git", "sqlite3", "rsync"):
+        if not shutil.which(tool):
+            print("note: %s is not installed (scripts/lib/common.sh ensure_packages)" % tool)
+    wanted = sys.argv[1:]
+    D = harness.Daemon()
+    passed = failed = 0
+    try:
+        for t in TESTS:
+            if wanted and t.__name__ not in wanted and t.__name__[5:] not in wanted:
+                continue
+            if t is test_git_sqlite and not (shutil.which("git") and shutil.which("sqlite3")):
+                print("SKIP %s: git or sqlite3 missing" % t.__name__)
+                continue
+            t0 = time.time()
+            try:
+                t()
+                passed += 1
+                print("ok   %s (%.1f s)" % (t.__name__, time.time() - t0), flush=True)
+            except Exception:
+                failed += 1
+                print("FAIL %s" % t.__name__, flush=True)
+                traceback.print_exc()
+                if D.proc is None or D.proc.poll() is not None:
+                    D.start()
+    finally:
+        D.stop()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
