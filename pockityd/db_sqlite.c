@@ -96,12 +96,16 @@ static int sq_connect(struct db_conn *c, const char *path, const struct db_optio
         return DB_ERR_SQL;
     }
     /* Create the file ourselves so it is private: it holds password hashes. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    /* Only when it does not exist yet: closing any descriptor of an open
+     * database would drop this process's POSIX locks on it, SQLite's WAL lock
+     * included, and let another process delete the WAL under us. */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+    } else if (errno != EEXIST) {
         snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
         return DB_ERR_CONN;
     }
-    close(fd);
 
     struct sq_conn *sc = calloc(1, sizeof(*sc));
     if (!sc) {
