@@ -29,7 +29,7 @@ ensure_packages() {
 # Packages needed to build Pockity and run its unit tests.
 BUILD_PACKAGES=(build-essential meson ninja-build pkg-config libcurl4-openssl-dev libssl-dev
     libexpat1-dev libinih-dev libsqlite3-dev libpq-dev libfuse3-dev libmicrohttpd-dev
-    libjansson-dev libargon2-dev libcmocka-dev sqlite3 curl ca-certificates python3)
+    libjansson-dev libargon2-dev libcmocka-dev sqlite3 curl ca-certificates python3 git rsync)
 # Packages for the real local services (S3 on Ceph RGW, PostgreSQL, FUSE).
 SERVICE_PACKAGES=(ceph-mon ceph-osd radosgw ceph-common postgresql fuse3)
 
