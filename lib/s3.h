@@ -18,10 +18,10 @@
 #include "s3_status.h"
 #include "s3_xml.h"
 
-#define S3_ETAG_MAX     128 /* room for an ETag with its quotes */
-#define S3_MAX_KEY_LEN  1024
-#define S3_MAX_META     64  /* user metadata entries kept from a response */
-#define S3_MAX_DELETE   1000
+#define S3_ETAG_MAX    128 /* room for an ETag with its quotes */
+#define S3_MAX_KEY_LEN 1024
+#define S3_MAX_META    64 /* user metadata entries kept from a response */
+#define S3_MAX_DELETE  1000
 
 struct s3_client;
 
@@ -32,24 +32,24 @@ struct s3_client;
 typedef int (*s3_refresh_fn)(void *arg, struct s3_client *client);
 
 struct s3_config {
-    const char *endpoint;       /* "http://127.0.0.1:7480"; path-style addressing */
-    const char *region;         /* SigV4 region, e.g. "us-east-1" */
-    const char *bucket;         /* may be NULL for a client used only for STS */
-    const char *access_key;     /* initial credentials */
+    const char *endpoint;   /* "http://127.0.0.1:7480"; path-style addressing */
+    const char *region;     /* SigV4 region, e.g. "us-east-1" */
+    const char *bucket;     /* may be NULL for a client used only for STS */
+    const char *access_key; /* initial credentials */
     const char *secret_key;
-    const char *session_token;  /* NULL without STS */
-    int sign_payload;           /* 1: sign data bodies with their SHA-256 (two passes);
-                                   0: UNSIGNED-PAYLOAD for data (XML bodies are always signed) */
-    long connect_timeout_ms;    /* 0: 5000 */
-    long request_timeout_ms;    /* total cap of a request without a data body; 0: 60000 */
-    long stall_timeout_s;       /* a transfer moving no bytes this long fails; 0: 30 */
-    int max_retries;            /* retries after the first attempt; 0: 5; -1: none */
-    long backoff_base_ms;       /* first backoff ceiling, doubling each retry; 0: 100 */
-    long backoff_max_ms;        /* ceiling of one backoff; 0: 5000 */
-    size_t max_response_bytes;  /* cap of a non-data response body; 0: 16 MiB */
-    s3_refresh_fn refresh;      /* optional, see above */
+    const char *session_token; /* NULL without STS */
+    int sign_payload;          /* 1: sign data bodies with their SHA-256 (two passes);
+                                  0: UNSIGNED-PAYLOAD for data (XML bodies are always signed) */
+    long connect_timeout_ms;   /* 0: 5000 */
+    long request_timeout_ms;   /* total cap of a request without a data body; 0: 60000 */
+    long stall_timeout_s;      /* a transfer moving no bytes this long fails; 0: 30 */
+    int max_retries;           /* retries after the first attempt; 0: 5; -1: none */
+    long backoff_base_ms;      /* first backoff ceiling, doubling each retry; 0: 100 */
+    long backoff_max_ms;       /* ceiling of one backoff; 0: 5000 */
+    size_t max_response_bytes; /* cap of a non-data response body; 0: 16 MiB */
+    s3_refresh_fn refresh;     /* optional, see above */
     void *refresh_arg;
-    const char *ca_file;        /* optional CA bundle for https endpoints */
+    const char *ca_file; /* optional CA bundle for https endpoints */
 };
 
 /* Create a client. Copies everything it keeps from cfg. */
@@ -64,9 +64,9 @@ int s3_client_set_credentials(struct s3_client *client, const char *access_key,
 
 /* Counters since creation, for tests and metrics. */
 struct s3_stats {
-    uint64_t requests;   /* HTTP requests sent, retries included */
+    uint64_t requests; /* HTTP requests sent, retries included */
     uint64_t retries;
-    uint64_t connects;   /* new TCP connections (fewer than requests when reused) */
+    uint64_t connects; /* new TCP connections (fewer than requests when reused) */
 };
 void s3_client_stats(struct s3_client *client, struct s3_stats *out);
 
@@ -91,8 +91,8 @@ struct s3_sink {
  * to must outlive the request. */
 struct s3_mem {
     void *data;
-    size_t len;   /* sink: capacity; bytes past it abort the request */
-    size_t used;  /* sink: highest offset written */
+    size_t len;  /* sink: capacity; bytes past it abort the request */
+    size_t used; /* sink: highest offset written */
 };
 struct s3_fd {
     int fd;
@@ -111,19 +111,19 @@ struct s3_meta {
 
 /* Options of requests that create objects (PUT, copy with REPLACE, multipart create). */
 struct s3_put_opts {
-    const char *content_type;   /* NULL: application/octet-stream */
+    const char *content_type; /* NULL: application/octet-stream */
     const struct s3_meta *meta;
     size_t n_meta;
-    int if_none_match;          /* 1: fail with S3_ERR_PRECONDITION if the key exists */
+    int if_none_match; /* 1: fail with S3_ERR_PRECONDITION if the key exists */
 };
 
 /* What HEAD (and GET) tell about an object. Owns its strings. */
 struct s3_head {
-    uint64_t size;               /* whole object size (from Content-Range when ranged) */
+    uint64_t size; /* whole object size (from Content-Range when ranged) */
     char etag[S3_ETAG_MAX];
     time_t last_modified;
     char content_type[128];
-    struct s3_meta *meta;        /* owned: names and values malloc'd */
+    struct s3_meta *meta; /* owned: names and values malloc'd */
     size_t n_meta;
 };
 void s3_head_release(struct s3_head *head);
@@ -155,15 +155,14 @@ int s3_list_objects(struct s3_client *c, const char *prefix, const char *delimit
 
 /* Server-side copy of an object up to 5 GiB. replace_meta 0 copies the
  * source's metadata (opts ignored), 1 replaces it with opts'. */
-int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key,
-                   int replace_meta, const struct s3_put_opts *opts, char etag[S3_ETAG_MAX]);
+int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key, int replace_meta,
+                   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX]);
 
 /* Multipart uploads. *upload_id is malloc'd; the caller frees it. */
 int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
                         char **upload_id);
 int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *upload_id,
-                             int part_number, const struct s3_source *body,
-                             char etag[S3_ETAG_MAX]);
+                             int part_number, const struct s3_source *body, char etag[S3_ETAG_MAX]);
 /* Copy bytes [first, last] of src_key into a part. */
 int s3_multipart_copy_part(struct s3_client *c, const char *key, const char *upload_id,
                            int part_number, const char *src_key, uint64_t first, uint64_t last,
@@ -173,8 +172,8 @@ int s3_multipart_complete(struct s3_client *c, const char *key, const char *uplo
                           char etag[S3_ETAG_MAX]);
 int s3_multipart_abort(struct s3_client *c, const char *key, const char *upload_id);
 /* One page of the parts uploaded so far, after part number marker. */
-int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id,
-                            int marker, struct s3_part_list *out);
+int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id, int marker,
+                            struct s3_part_list *out);
 /* One page of the bucket's incomplete uploads under prefix. */
 int s3_multipart_list_uploads(struct s3_client *c, const char *prefix, const char *key_marker,
                               const char *upload_id_marker, struct s3_upload_list *out);

@@ -311,12 +311,12 @@ struct transfer {
     struct s3_req *r;
     CURL *h;
     struct s3_client *c;
-    long status;         /* HTTP status once headers are in, else 0 */
-    uint64_t sent;       /* body bytes handed to curl */
-    uint64_t skip;       /* leading bytes to drop (server ignored our Range) */
-    uint64_t limit;      /* bytes wanted when the server ignored our Range; 0: all */
-    int write_error;     /* s3_status that made the write callback stop */
-    struct buf errbody;  /* body of an error answer */
+    long status;        /* HTTP status once headers are in, else 0 */
+    uint64_t sent;      /* body bytes handed to curl */
+    uint64_t skip;      /* leading bytes to drop (server ignored our Range) */
+    uint64_t limit;     /* bytes wanted when the server ignored our Range; 0: all */
+    int write_error;    /* s3_status that made the write callback stop */
+    struct buf errbody; /* body of an error answer */
 };
 
 static long transfer_status(struct transfer *t)
@@ -649,8 +649,8 @@ static int answer_error(struct transfer *t, long status)
 {
     struct s3_error_info info;
     memset(&info, 0, sizeof(info));
-    int parsed = t->errbody.len && s3_xml_parse_error(t->errbody.data, t->errbody.len, &info) ==
-                                           S3_OK;
+    int parsed =
+            t->errbody.len && s3_xml_parse_error(t->errbody.data, t->errbody.len, &info) == S3_OK;
     enum s3_status st = s3_status_from_http(status, parsed ? info.code : NULL);
     if (parsed)
         s3_set_error_detail("http %ld %s: %s", status, info.code, info.message);
@@ -738,8 +738,7 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     }
     l = curl_slist_append(l, authline.data);
     buf_release(&authline);
-    if (!l || !(sh.list = l) ||
-        !(l = curl_slist_append(l, "Expect:")) || !(sh.list = l) ||
+    if (!l || !(sh.list = l) || !(l = curl_slist_append(l, "Expect:")) || !(sh.list = l) ||
         !(l = curl_slist_append(l, "Accept:")) || !(sh.list = l)) {
         rc = S3_ERR_NOMEM;
         goto out;

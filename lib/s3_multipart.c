@@ -44,8 +44,8 @@ int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_pu
             .headers = h,
             .n_headers = nh,
             .doc = "",
-            .content_type = opts && opts->content_type ? opts->content_type
-                                                       : "application/octet-stream",
+            .content_type =
+                    opts && opts->content_type ? opts->content_type : "application/octet-stream",
             .response = &resp,
     };
     int rc = s3_request(c, &r);
@@ -56,8 +56,7 @@ int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_pu
 }
 
 int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *upload_id,
-                             int part_number, const struct s3_source *body,
-                             char etag[S3_ETAG_MAX])
+                             int part_number, const struct s3_source *body, char etag[S3_ETAG_MAX])
 {
     if (!upload_id_valid(upload_id) || part_number < 1 || part_number > MAX_PART_NUMBER || !body)
         return S3_ERR_INVALID_ARG;
@@ -106,8 +105,7 @@ int s3_multipart_copy_part(struct s3_client *c, const char *key, const char *upl
     snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
              (unsigned long long)last);
     struct sigv4_param q[] = {{"partNumber", num}, {"uploadId", upload_id}};
-    struct sigv4_header h[] = {{"x-amz-copy-source", src.data},
-                               {"x-amz-copy-source-range", range}};
+    struct sigv4_header h[] = {{"x-amz-copy-source", src.data}, {"x-amz-copy-source-range", range}};
     struct buf resp;
     buf_init(&resp, 1u << 20);
     struct s3_req r = {
@@ -201,8 +199,8 @@ int s3_multipart_abort(struct s3_client *c, const char *key, const char *upload_
     return s3_request(c, &r);
 }
 
-int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id,
-                            int marker, struct s3_part_list *out)
+int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id, int marker,
+                            struct s3_part_list *out)
 {
     memset(out, 0, sizeof(*out));
     if (!upload_id_valid(upload_id) || marker < 0)

@@ -190,8 +190,8 @@ int s3_list_objects(struct s3_client *c, const char *prefix, const char *delimit
 {
     memset(out, 0, sizeof(*out));
     char mk[16];
-    snprintf(mk, sizeof(mk), "%d", max_keys > 0 && max_keys < LIST_MAX_KEYS ? max_keys
-                                                                             : LIST_MAX_KEYS);
+    snprintf(mk, sizeof(mk), "%d",
+             max_keys > 0 && max_keys < LIST_MAX_KEYS ? max_keys : LIST_MAX_KEYS);
     struct sigv4_param q[7];
     size_t n = 0;
     q[n++] = (struct sigv4_param){"list-type", "2"};
@@ -238,8 +238,8 @@ static char *copy_source(struct s3_client *c, const char *src_key)
     return out;
 }
 
-int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key,
-                   int replace_meta, const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
+int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key, int replace_meta,
+                   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
     if (!s3_key_valid(src_key))
         return S3_ERR_INVALID_ARG;
@@ -251,8 +251,8 @@ int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key
     if (!src)
         return S3_ERR_NOMEM;
     ph.h[ph.n++] = (struct sigv4_header){"x-amz-copy-source", src};
-    ph.h[ph.n++] = (struct sigv4_header){"x-amz-metadata-directive",
-                                         replace_meta ? "REPLACE" : "COPY"};
+    ph.h[ph.n++] =
+            (struct sigv4_header){"x-amz-metadata-directive", replace_meta ? "REPLACE" : "COPY"};
     struct buf resp;
     buf_init(&resp, 1u << 20);
     struct s3_req r = {

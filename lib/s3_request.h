@@ -18,33 +18,33 @@ enum s3_target {
 struct s3_req {
     const char *method;
     enum s3_target target;
-    const char *key;                   /* S3_TARGET_OBJECT only */
-    const struct sigv4_param *query;   /* raw query parameters */
+    const char *key;                 /* S3_TARGET_OBJECT only */
+    const struct sigv4_param *query; /* raw query parameters */
     size_t n_query;
     const struct sigv4_header *headers; /* extra headers, all signed */
     size_t n_headers;
-    const char *service;               /* NULL: "s3" */
+    const char *service; /* NULL: "s3" */
 
     /* At most one body: a data source, or a small document in memory. */
     const struct s3_source *body;
     const char *doc;
     size_t doc_len;
     const char *content_type;
-    int content_md5;                   /* send Content-MD5 of doc (DeleteObjects needs it) */
+    int content_md5; /* send Content-MD5 of doc (DeleteObjects needs it) */
 
     /* Where the answer goes. */
-    const struct s3_sink *sink;        /* data of a 2xx answer (GET) */
-    uint64_t range_offset;             /* the range requested, for a server ignoring it */
-    uint64_t range_length;             /* 0: to the end */
+    const struct s3_sink *sink; /* data of a 2xx answer (GET) */
+    uint64_t range_offset;      /* the range requested, for a server ignoring it */
+    uint64_t range_length;      /* 0: to the end */
     int has_range;
-    struct buf *response;              /* body of a 2xx answer without sink (XML) */
-    struct s3_head *head;              /* headers of the answer, when not NULL */
-    int no_body;                       /* HEAD */
+    struct buf *response; /* body of a 2xx answer without sink (XML) */
+    struct s3_head *head; /* headers of the answer, when not NULL */
+    int no_body;          /* HEAD */
 
     /* Filled by s3_request. */
     long http_status;
     int attempts;
-    uint64_t got;                      /* bytes written to sink by the last attempt */
+    uint64_t got; /* bytes written to sink by the last attempt */
 };
 
 /* Send r, retrying as configured. Returns an s3_status. On an error answer the

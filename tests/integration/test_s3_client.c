@@ -97,9 +97,8 @@ static size_t delete_prefix(struct s3_client *c, const char *prefix)
 
 static int setup(void **state)
 {
-    const char *need[] = {"POCKITY_S3_ENDPOINT", "POCKITY_S3_REGION", "POCKITY_S3_BUCKET",
-                          "POCKITY_S3_ACCESS_KEY", "POCKITY_S3_SECRET_KEY",
-                          "POCKITY_S3_ROLE_ARN"};
+    const char *need[] = {"POCKITY_S3_ENDPOINT",   "POCKITY_S3_REGION",     "POCKITY_S3_BUCKET",
+                          "POCKITY_S3_ACCESS_KEY", "POCKITY_S3_SECRET_KEY", "POCKITY_S3_ROLE_ARN"};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
         if (!getenv(need[i]))
             return -1;
@@ -158,8 +157,8 @@ static void test_put_get_head_delete(void **state)
 static void test_metadata_round_trip(void **state)
 {
     const char *key = key_of("meta/file");
-    struct s3_meta meta[] = {{"mode", "33188"}, {"uid", "1000"}, {"gid", "1000"},
-                             {"mtime", "1700000000.123456789"}};
+    struct s3_meta meta[] = {
+            {"mode", "33188"}, {"uid", "1000"}, {"gid", "1000"}, {"mtime", "1700000000.123456789"}};
     struct s3_put_opts opts = {.content_type = "text/plain", .meta = meta, .n_meta = 4};
     struct s3_mem m = {.data = "x", .len = 1};
     struct s3_source src = s3_source_mem(&m);
@@ -189,8 +188,7 @@ static void test_metadata_round_trip(void **state)
     assert_null(s3_head_meta(&h, "uid"));
     s3_head_release(&h);
     /* copying a missing object */
-    assert_int_equal(s3_copy_object(root, key_of("meta/missing"), key_of("meta/x"), 0, NULL,
-                                    etag2),
+    assert_int_equal(s3_copy_object(root, key_of("meta/missing"), key_of("meta/x"), 0, NULL, etag2),
                      S3_ERR_NOT_FOUND);
 }
 
@@ -301,8 +299,7 @@ static void test_list_pagination_and_delimiter(void **state)
     char *token = NULL;
     for (;;) {
         struct s3_list_page page;
-        assert_int_equal(s3_list_objects(root, key_of("many/"), "/", token, NULL, 0, &page),
-                         S3_OK);
+        assert_int_equal(s3_list_objects(root, key_of("many/"), "/", token, NULL, 0, &page), S3_OK);
         pages++;
         total += page.n_objects;
         prefixes += page.n_prefixes;
@@ -320,9 +317,9 @@ static void test_list_pagination_and_delimiter(void **state)
     assert_int_equal(pages, 2);
     /* start-after and a small page */
     struct s3_list_page page;
-    assert_int_equal(s3_list_objects(root, key_of("many/"), NULL, NULL, key_of("many/f01097"), 2,
-                                     &page),
-                     S3_OK);
+    assert_int_equal(
+            s3_list_objects(root, key_of("many/"), NULL, NULL, key_of("many/f01097"), 2, &page),
+            S3_OK);
     assert_int_equal(page.n_objects, 2);
     assert_string_equal(page.objects[0].key, key_of("many/f01098"));
     assert_true(page.is_truncated);
@@ -397,13 +394,13 @@ static void test_multipart_100mib(void **state)
         pthread_t th[4];
         int n = 0;
         for (int i = base; i < nparts && i < base + 4; i++, n++) {
-            jobs[i] = (struct part_job){.data = data,
-                                        .off = (size_t)i * part,
-                                        .len = (size_t)i * part + part > size ? size - (size_t)i * part
-                                                                              : part,
-                                        .number = i + 1,
-                                        .key = key,
-                                        .upload_id = upload_id};
+            jobs[i] = (struct part_job){
+                    .data = data,
+                    .off = (size_t)i * part,
+                    .len = (size_t)i * part + part > size ? size - (size_t)i * part : part,
+                    .number = i + 1,
+                    .key = key,
+                    .upload_id = upload_id};
             pthread_create(&th[n], NULL, upload_part_thread, &jobs[i]);
         }
         for (int i = 0; i < n; i++)
@@ -423,9 +420,9 @@ static void test_multipart_100mib(void **state)
     assert_int_equal(pl.parts[nparts - 1].number, nparts);
     s3_part_list_release(&pl);
     char etag[S3_ETAG_MAX];
-    assert_int_equal(s3_multipart_complete(root, key, upload_id, numbers, etags, (size_t)nparts,
-                                           etag),
-                     S3_OK);
+    assert_int_equal(
+            s3_multipart_complete(root, key, upload_id, numbers, etags, (size_t)nparts, etag),
+            S3_OK);
     assert_non_null(strchr(etag, '-')); /* multipart ETags end in -N */
 
     unsigned char *back;
@@ -444,9 +441,8 @@ static void test_multipart_100mib(void **state)
     const char *copy_key = strdup(key_of("mp/copy.bin"));
     assert_int_equal(s3_multipart_create(root, copy_key, NULL, &copy_id), S3_OK);
     char e1[S3_ETAG_MAX], e2[S3_ETAG_MAX];
-    assert_int_equal(s3_multipart_copy_part(root, copy_key, copy_id, 1, key, size / 2, size - 1,
-                                            e1),
-                     S3_OK);
+    assert_int_equal(
+            s3_multipart_copy_part(root, copy_key, copy_id, 1, key, size / 2, size - 1, e1), S3_OK);
     assert_int_equal(s3_multipart_copy_part(root, copy_key, copy_id, 2, key, 0, size / 2 - 1, e2),
                      S3_OK);
     int nums[] = {1, 2};
@@ -523,17 +519,18 @@ static void test_signed_payload(void **state)
 static char *pocket_policy(const char *prefix, int writable)
 {
     static char policy[2048];
-    snprintf(policy, sizeof(policy),
-             "{\"Version\":\"2012-10-17\",\"Statement\":["
-             "{\"Effect\":\"Allow\",\"Action\":[\"s3:ListBucket\"],\"Resource\":\"arn:aws:s3:::%s\","
-             "\"Condition\":{\"StringLike\":{\"s3:prefix\":[\"%s\",\"%s*\"]}}},"
-             "{\"Effect\":\"Allow\",\"Action\":[\"s3:GetObject\"%s],"
-             "\"Resource\":\"arn:aws:s3:::%s/%s*\"}]}",
-             cfg.bucket, prefix, prefix,
-             writable ? ",\"s3:PutObject\",\"s3:DeleteObject\",\"s3:AbortMultipartUpload\","
-                        "\"s3:ListMultipartUploadParts\""
-                      : "",
-             cfg.bucket, prefix);
+    snprintf(
+            policy, sizeof(policy),
+            "{\"Version\":\"2012-10-17\",\"Statement\":["
+            "{\"Effect\":\"Allow\",\"Action\":[\"s3:ListBucket\"],\"Resource\":\"arn:aws:s3:::%s\","
+            "\"Condition\":{\"StringLike\":{\"s3:prefix\":[\"%s\",\"%s*\"]}}},"
+            "{\"Effect\":\"Allow\",\"Action\":[\"s3:GetObject\"%s],"
+            "\"Resource\":\"arn:aws:s3:::%s/%s*\"}]}",
+            cfg.bucket, prefix, prefix,
+            writable ? ",\"s3:PutObject\",\"s3:DeleteObject\",\"s3:AbortMultipartUpload\","
+                       "\"s3:ListMultipartUploadParts\""
+                     : "",
+            cfg.bucket, prefix);
     return policy;
 }
 
@@ -636,9 +633,9 @@ static void test_sts_prefix_isolation(void **state)
 
     /* bad AssumeRole requests */
     assert_int_equal(sts_assume_role(root, role_arn, "x", "{not json", 900, &cr) == S3_OK, 0);
-    assert_int_equal(sts_assume_role(root, "arn:aws:iam:::role/no-such-role", "x", NULL, 900, &cr) ==
-                             S3_OK,
-                     0);
+    assert_int_equal(
+            sts_assume_role(root, "arn:aws:iam:::role/no-such-role", "x", NULL, 900, &cr) == S3_OK,
+            0);
     assert_int_equal(sts_assume_role(root, role_arn, "x", NULL, 10, &cr), S3_ERR_INVALID_ARG);
 }
 

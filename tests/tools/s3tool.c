@@ -29,17 +29,18 @@ static int fail(int rc)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
+        fprintf(stderr,
+                "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
         return 2;
     }
     struct s3_config cfg = {
-        .endpoint = getenv("POCKITY_S3_ENDPOINT"),
-        .region = getenv("POCKITY_S3_REGION"),
-        .bucket = getenv("POCKITY_S3_BUCKET"),
-        .access_key = getenv("POCKITY_S3_ACCESS_KEY"),
-        .secret_key = getenv("POCKITY_S3_SECRET_KEY"),
-        .session_token = getenv("POCKITY_S3_SESSION_TOKEN"),
-        .max_retries = 2,
+            .endpoint = getenv("POCKITY_S3_ENDPOINT"),
+            .region = getenv("POCKITY_S3_REGION"),
+            .bucket = getenv("POCKITY_S3_BUCKET"),
+            .access_key = getenv("POCKITY_S3_ACCESS_KEY"),
+            .secret_key = getenv("POCKITY_S3_SECRET_KEY"),
+            .session_token = getenv("POCKITY_S3_SESSION_TOKEN"),
+            .max_retries = 2,
     };
     struct s3_client *c;
     int rc = s3_client_new(&cfg, &c);
@@ -102,14 +103,14 @@ int main(int argc, char **argv)
                 break;
             }
             for (size_t i = 0; i < page.n_objects; i++)
-                printf("%llu %s\n", (unsigned long long)page.objects[i].size,
-                       page.objects[i].key);
+                printf("%llu %s\n", (unsigned long long)page.objects[i].size, page.objects[i].key);
             if (page.is_truncated && page.next_token)
                 token = strdup(page.next_token);
             s3_list_page_release(&page);
         } while (token);
     } else {
-        fprintf(stderr, "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
+        fprintf(stderr,
+                "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
         status = 2;
     }
     s3_client_free(c);

@@ -69,9 +69,9 @@ static void test_binary_and_empty(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grow_and_detach),
-        cmocka_unit_test(test_cap_is_hard),
-        cmocka_unit_test(test_binary_and_empty),
+            cmocka_unit_test(test_grow_and_detach),
+            cmocka_unit_test(test_cap_is_hard),
+            cmocka_unit_test(test_binary_and_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

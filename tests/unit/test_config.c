@@ -73,11 +73,11 @@ static void test_bad_files(void **state)
     static const struct {
         const char *text, *expect;
     } cases[] = {
-        {"[server]\nprot = 1\n", "unknown key 'prot'"},
-        {"[server]\nport = eighty\n", "bad value for 'server.port'"},
-        {"[server]\nsyslog = maybe\n", "bad value for 'server.syslog'"},
-        {"[nosuch]\nport = 1\n", "unknown key"},
-        {"not an ini line\n", "line 1"},
+            {"[server]\nprot = 1\n", "unknown key 'prot'"},
+            {"[server]\nport = eighty\n", "bad value for 'server.port'"},
+            {"[server]\nsyslog = maybe\n", "bad value for 'server.syslog'"},
+            {"[nosuch]\nport = 1\n", "unknown key"},
+            {"not an ini line\n", "line 1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         config_init(&cfg);
@@ -101,13 +101,13 @@ static void test_validation(void **state)
     static const struct {
         const char *extra, *expect;
     } cases[] = {
-        {"[s3]\nbucket =\n", "missing setting 's3.bucket'"},
-        {"[server]\nport = 70000\n", "server.port"},
-        {"[s3]\nroot_prefix = /abs\n", "root_prefix"},
-        {"[s3]\nroot_prefix = a//b\n", "root_prefix"},
-        {"[s3]\nsession_seconds = 60\n", "session_seconds"},
-        {"[auth]\ntoken_secret = short\n", "token_secret"},
-        {"[server]\nmax_body = 10\n", "max_body"},
+            {"[s3]\nbucket =\n", "missing setting 's3.bucket'"},
+            {"[server]\nport = 70000\n", "server.port"},
+            {"[s3]\nroot_prefix = /abs\n", "root_prefix"},
+            {"[s3]\nroot_prefix = a//b\n", "root_prefix"},
+            {"[s3]\nsession_seconds = 60\n", "session_seconds"},
+            {"[auth]\ntoken_secret = short\n", "token_secret"},
+            {"[server]\nmax_body = 10\n", "max_body"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[1024];
@@ -126,10 +126,10 @@ static void test_validation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_and_file),
-        cmocka_unit_test(test_environment_overrides_secrets),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_validation),
+            cmocka_unit_test(test_defaults_and_file),
+            cmocka_unit_test(test_environment_overrides_secrets),
+            cmocka_unit_test(test_bad_files),
+            cmocka_unit_test(test_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

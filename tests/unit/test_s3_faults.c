@@ -33,9 +33,9 @@ struct request {
 };
 
 enum action {
-    REPLY,        /* send reply, keep the connection */
-    REPLY_CLOSE,  /* send reply, then close */
-    HANG,         /* send nothing, hold the connection until the client goes */
+    REPLY,          /* send reply, keep the connection */
+    REPLY_CLOSE,    /* send reply, then close */
+    HANG,           /* send nothing, hold the connection until the client goes */
     STREAM_FOREVER, /* send reply head, then endless body bytes */
 };
 
@@ -49,9 +49,9 @@ struct server {
     pthread_t thread;
     scenario_fn scenario;
     volatile int stop;
-    int n_requests;        /* requests seen */
-    int n_connections;     /* connections accepted */
-    struct request last;   /* the last request seen */
+    int n_requests;      /* requests seen */
+    int n_connections;   /* connections accepted */
+    struct request last; /* the last request seen */
 };
 
 static int read_request(int fd, struct request *req)
@@ -261,8 +261,7 @@ static void test_4xx_never_retried(void **state)
     server_stop(s);
 }
 
-static enum action slow_down_twice(struct server *s, int i, const struct request *r,
-                                   struct buf *b)
+static enum action slow_down_twice(struct server *s, int i, const struct request *r, struct buf *b)
 {
     if (i < 2)
         reply_status(b, 503, NULL, error_xml("SlowDown"));
@@ -308,8 +307,7 @@ static void test_request_timeout_code_is_retried(void **state)
     server_stop(s);
 }
 
-static enum action closes_mid_body(struct server *s, int i, const struct request *r,
-                                   struct buf *b)
+static enum action closes_mid_body(struct server *s, int i, const struct request *r, struct buf *b)
 {
     buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
     return REPLY_CLOSE;
@@ -331,8 +329,7 @@ static void test_server_closes_mid_body(void **state)
     server_stop(s);
 }
 
-static enum action endless_listing(struct server *s, int i, const struct request *r,
-                                   struct buf *b)
+static enum action endless_listing(struct server *s, int i, const struct request *r, struct buf *b)
 {
     buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 268435456\r\n\r\n<ListBucketResult>");
     return STREAM_FOREVER;
@@ -367,16 +364,14 @@ static void test_malformed_xml_is_bad_response(void **state)
     struct s3_client *c = client_for(s, 3, 2000);
     for (int i = 0; i < 4; i++) {
         struct s3_list_page page;
-        assert_int_equal(s3_list_objects(c, NULL, NULL, NULL, NULL, 0, &page),
-                         S3_ERR_BAD_RESPONSE);
+        assert_int_equal(s3_list_objects(c, NULL, NULL, NULL, NULL, 0, &page), S3_ERR_BAD_RESPONSE);
     }
     assert_int_equal(s->n_requests, 4);
     s3_client_free(c);
     server_stop(s);
 }
 
-static enum action garbage_status(struct server *s, int i, const struct request *r,
-                                  struct buf *b)
+static enum action garbage_status(struct server *s, int i, const struct request *r, struct buf *b)
 {
     buf_adds(b, "NOT-HTTP garbage\r\n\r\n");
     return REPLY_CLOSE;
@@ -525,8 +520,7 @@ static void test_wire_encoding_and_signing_headers(void **state)
     server_stop(s);
 }
 
-static enum action signed_payload(struct server *s, int i, const struct request *r,
-                                  struct buf *b)
+static enum action signed_payload(struct server *s, int i, const struct request *r, struct buf *b)
 {
     reply_status(b, 200, "ETag: \"e\"\r\n", "");
     return REPLY;
@@ -559,9 +553,8 @@ static void test_signed_payload_hash(void **state)
 static enum action range_reply(struct server *s, int i, const struct request *r, struct buf *b)
 {
     if (i == 0) {
-        buf_addf(b,
-                 "HTTP/1.1 206 Partial\r\nContent-Length: 4\r\nContent-Range: bytes 5-8/100\r\n"
-                 "ETag: \"r\"\r\n\r\n5678");
+        buf_addf(b, "HTTP/1.1 206 Partial\r\nContent-Length: 4\r\nContent-Range: bytes 5-8/100\r\n"
+                    "ETag: \"r\"\r\n\r\n5678");
     } else {
         /* a server that ignores Range and sends everything */
         buf_addf(b, "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n0123456789abcdef");
@@ -601,8 +594,7 @@ static int refresh_ok(void *arg, struct s3_client *c)
     return s3_client_set_credentials(c, "NEWKEY", "newsecret", "newtoken");
 }
 
-static enum action expired_once(struct server *s, int i, const struct request *r,
-                                struct buf *b)
+static enum action expired_once(struct server *s, int i, const struct request *r, struct buf *b)
 {
     if (!strstr(r->headers, "NEWKEY"))
         reply_status(b, 400, NULL, error_xml("ExpiredToken"));
@@ -636,8 +628,7 @@ static void test_expired_token_refresh(void **state)
     server_stop(s);
 }
 
-static enum action always_expired(struct server *s, int i, const struct request *r,
-                                  struct buf *b)
+static enum action always_expired(struct server *s, int i, const struct request *r, struct buf *b)
 {
     reply_status(b, 400, NULL, error_xml("ExpiredToken"));
     return REPLY;
@@ -691,8 +682,8 @@ static void test_complete_200_with_error(void **state)
 static void test_bad_config(void **state)
 {
     struct s3_client *c = NULL;
-    struct s3_config cfg = {.endpoint = "ftp://x", .region = "r", .access_key = "a",
-                            .secret_key = "s"};
+    struct s3_config cfg = {
+            .endpoint = "ftp://x", .region = "r", .access_key = "a", .secret_key = "s"};
     assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);
     cfg.endpoint = "http://127.0.0.1:1/some/path";
     assert_int_equal(s3_client_new(&cfg, &c), S3_ERR_INVALID_ARG);

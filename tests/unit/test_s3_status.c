@@ -77,10 +77,10 @@ static void test_strerror_and_errno(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_codes_win_over_http_status),
-        cmocka_unit_test(test_http_status_alone),
-        cmocka_unit_test(test_retry_policy),
-        cmocka_unit_test(test_strerror_and_errno),
+            cmocka_unit_test(test_codes_win_over_http_status),
+            cmocka_unit_test(test_http_status_alone),
+            cmocka_unit_test(test_retry_policy),
+            cmocka_unit_test(test_strerror_and_errno),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
