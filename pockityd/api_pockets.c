@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "secret.h"
+#include "usage.h"
 
 #define POCKETS_PER_USER_MAX 100
 #define POCKET_NAME_MAX      64
@@ -224,7 +225,7 @@ static json_t *tier_json(const struct db_result *res, size_t row, size_t col, bo
 #define POCKET_SELECT                                                                              \
     "SELECT p.id, p.name, p.status, p.prefix, p.used_bytes, p.used_objects, p.reserved_bytes,"     \
     " p.reserved_objects, p.created_at, p.updated_at, p.user_id, u.email, " TIER_COLS ","          \
-    " r.id, r.from_tier, r.to_tier, r.reason, r.created_at"                                        \
+    " r.id, r.from_tier, r.to_tier, r.reason, r.created_at, p.hold"                                \
     " FROM pockets p JOIN tiers t ON t.id = p.tier_id JOIN users u ON u.id = p.user_id"            \
     " LEFT JOIN tier_requests r ON r.pocket_id = p.id AND r.status = 'pending'"
 enum {
@@ -246,6 +247,7 @@ enum {
     PC_REQ_TO,
     PC_REQ_REASON,
     PC_REQ_CREATED,
+    PC_HOLD,
 };
 
 static json_t *pocket_json(const struct db_result *res, size_t row, bool admin)
@@ -271,6 +273,14 @@ static json_t *pocket_json(const struct db_result *res, size_t row, bool admin)
             api_json_int(res, row, PC_TIER + TC_MAX_OBJECTS), "pending_request", pending,
             "created_at", api_json_int(res, row, PC_CREATED), "updated_at",
             api_json_int(res, row, PC_UPDATED));
+    if (p) {
+        int over = db_result_int(res, row, PC_USED_BYTES) >
+                           db_result_int(res, row, PC_TIER + TC_MAX_BYTES) ||
+                   db_result_int(res, row, PC_USED_OBJECTS) >
+                           db_result_int(res, row, PC_TIER + TC_MAX_OBJECTS);
+        json_object_set_new(p, "restriction",
+                            usage_restriction_json(db_result_text(res, row, PC_HOLD), over));
+    }
     if (p && admin)
         json_object_set_new(p, "owner_email", api_json_text(res, row, PC_EMAIL));
     return p;

@@ -65,9 +65,10 @@ static void h_session(struct http_request *req)
         http_reply_error(req, 403, "forbidden", "%s", usage_status_message(p.totals.status));
         return;
     }
-    enum policy_access access = !k.writable                   ? POLICY_RO
-                                : usage_over_quota(&p.totals) ? POLICY_READ_DELETE
-                                                              : POLICY_RW;
+    enum policy_access access = !k.writable ? POLICY_RO
+                                : p.totals.hold[0] || usage_over_quota(&p.totals)
+                                        ? POLICY_READ_DELETE
+                                        : POLICY_RW;
     char *policy = NULL;
     if (policy_session(cfg->s3_bucket, p.prefix, access, &policy) != 0) {
         log_error("request %s: cannot build the session policy of pocket '%s' (prefix '%s')",

@@ -67,6 +67,27 @@ static void reply_totals(struct http_request *req, int status, json_t *body,
     http_reply_json(req, status, body);
 }
 
+/* ---- GET /v1/usage: the key's pocket's quota and usage (statfs of a mount) */
+
+static void h_usage(struct http_request *req)
+{
+    struct key_principal k;
+    struct usage_pocket p;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_key(req, c, &k))
+        goto out;
+    int rc = usage_get(c, k.pocket_id, &p);
+    if (rc)
+        api_db_fail(req, c, rc, "read usage");
+    else
+        reply_totals(req, 200,
+                     json_pack("{s:s, s:s}", "pocket_id", k.pocket_id, "status", p.status), &p);
+out:
+    db_release(c);
+}
+
 /* ---- POST /v1/reservations */
 
 static void h_reserve(struct http_request *req)
@@ -108,6 +129,12 @@ static void h_reserve(struct http_request *req)
     } else if (rc == USAGE_INACTIVE) {
         metrics_counter_add("pockityd_reservations_total", "result", "refused", 1);
         http_reply_error(req, 403, "forbidden", "%s", usage_status_message(p.status));
+    } else if (rc == USAGE_HELD) {
+        metrics_counter_add("pockityd_reservations_total", "result", "refused", 1);
+        json_t *why = usage_restriction_json(p.hold, 0);
+        http_reply_error(req, 403, "read_only", "%s",
+                         json_string_value(json_object_get(why, "message")));
+        json_decref(why);
     } else if (rc) {
         api_db_fail(req, c, rc, "reserve");
     } else {
@@ -234,6 +261,7 @@ out:
 }
 
 const struct http_route api_usage_routes[] = {
+        {"GET", "/v1/usage", h_usage, "usage.get", 0},
         {"POST", "/v1/reservations", h_reserve, "reservations.create", HTTP_JSON},
         {"POST", "/v1/reservations/{id}/commit", h_commit, "reservations.commit", HTTP_JSON},
         {"DELETE", "/v1/reservations/{id}", h_release, "reservations.release", 0},

@@ -44,6 +44,58 @@ struct config {
     /* [quota] */
     int64_t reservation_ttl; /* seconds before an uncommitted reservation expires; 3600 */
     int64_t sweep_interval;  /* seconds between sweeps of expired reservations; 60 */
+
+    /* [server] public_url: how users reach this API (links in mail, payment
+     * return pages); default none */
+    char *public_url;
+
+    /* [billing] */
+    int64_t billing_grace;       /* seconds past an invoice's due date before past_due; 7 days */
+    int64_t billing_renew_ahead; /* seconds before a period ends to open the next invoice; 3 days */
+    int64_t billing_due_days;    /* days an opened invoice has before it is due; 7 */
+    int64_t billing_interval;    /* seconds between renewal/past-due rounds; 60 */
+
+    /* [stripe] */
+    char *stripe_api_base;       /* default https://api.stripe.com */
+    char *stripe_secret_key;     /* env POCKITYD_STRIPE_SECRET_KEY */
+    char *stripe_webhook_secret; /* whsec_..., several comma-separated while rotating;
+                                    env POCKITYD_STRIPE_WEBHOOK_SECRET */
+
+    /* [razorpay] */
+    char *razorpay_api_base; /* default https://api.razorpay.com */
+    char *razorpay_key_id;
+    char *razorpay_key_secret;     /* env POCKITYD_RAZORPAY_KEY_SECRET */
+    char *razorpay_webhook_secret; /* env POCKITYD_RAZORPAY_WEBHOOK_SECRET */
+
+    /* [btcpay] */
+    char *btcpay_url;     /* the BTCPay Server's base URL */
+    char *btcpay_api_key; /* Greenfield API key; env POCKITYD_BTCPAY_API_KEY */
+    char *btcpay_store_id;
+    char *btcpay_webhook_secret; /* env POCKITYD_BTCPAY_WEBHOOK_SECRET */
+
+    /* [crypto] receiving addresses for payments confirmed by an admin */
+    char *crypto_eth_address;
+    char *crypto_usdc_address;
+
+    /* [smtp] no url: email verification and notifications are off */
+    char *smtp_url; /* smtp://host:port or smtps://host:port */
+    char *smtp_user;
+    char *smtp_password;      /* env POCKITYD_SMTP_PASSWORD */
+    char *smtp_from;          /* envelope and From: address */
+    int64_t smtp_require_tls; /* 1: refuse to send without STARTTLS/TLS */
+
+    /* [events] S3 bucket notifications pushed to POST /v1/events/s3 */
+    int64_t events_enabled; /* configure the bucket's notifications at start-up */
+    char *events_token;     /* shared secret of the push endpoint; env POCKITYD_EVENTS_TOKEN */
+    char *events_push_url;  /* where RGW pushes; default public_url + /v1/events/s3 */
+    char *events_topic;     /* SNS topic name; default "pockity-events" */
+
+    /* [reconcile] */
+    int64_t reconcile_interval;  /* seconds between full reconciliations; 0: only on demand;
+                                    default 3600 */
+    int64_t reconcile_list_rate; /* ListObjectsV2 pages per second per replica; 20 */
+    int64_t multipart_max_age;   /* seconds before an incomplete multipart upload is aborted;
+                                    default 86400 */
 };
 
 /* Fill cfg with the defaults. */

@@ -3,6 +3,11 @@
 #include "migrations.h"
 #include "db_backend.h"
 
+#include "mig_billing.h"
+#include "mig_events.h"
+#include "mig_mail.h"
+#include "mig_payments.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <time.h>
@@ -149,6 +154,11 @@
     " needs_approval, active, created_at)"                                                         \
     " VALUES ('free', 'Free', 1073741824, 10000, 0, 'USD', 0, 1, " now ");\n"
 
+/* Migration 2: a hold on a pocket makes it read-only (its sessions may read
+ * and delete, its reservations are refused) without changing its status; the
+ * value says why ("past_due"). */
+#define MIG2 "ALTER TABLE pockets ADD COLUMN hold TEXT;\n"
+
 static const struct migration migrations[] = {
         {
                 .version = 1,
@@ -158,6 +168,23 @@ static const struct migration migrations[] = {
                 .sql_postgres = MIG1_COMMON MIG1_AUDIT("BIGSERIAL PRIMARY KEY")
                         MIG1_SEED("CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)"),
         },
+        {.version = 2, .name = "pocket holds", .sql_sqlite = MIG2, .sql_postgres = MIG2},
+        {.version = 3,
+         .name = "billing",
+         .sql_sqlite = MIG_BILLING_SQLITE,
+         .sql_postgres = MIG_BILLING_POSTGRES},
+        {.version = 4,
+         .name = "payments",
+         .sql_sqlite = MIG_PAYMENTS_SQLITE,
+         .sql_postgres = MIG_PAYMENTS_POSTGRES},
+        {.version = 5,
+         .name = "mail",
+         .sql_sqlite = MIG_MAIL_SQLITE,
+         .sql_postgres = MIG_MAIL_POSTGRES},
+        {.version = 6,
+         .name = "events",
+         .sql_sqlite = MIG_EVENTS_SQLITE,
+         .sql_postgres = MIG_EVENTS_POSTGRES},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

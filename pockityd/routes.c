@@ -10,9 +10,15 @@ struct http_route *routes_build(size_t *n)
         const struct http_route *rows;
         size_t n;
     } groups[] = {
-            {api_ops_routes, api_ops_n_routes},         {api_users_routes, api_users_n_routes},
-            {api_pockets_routes, api_pockets_n_routes}, {api_keys_routes, api_keys_n_routes},
-            {api_session_routes, api_session_n_routes}, {api_usage_routes, api_usage_n_routes},
+            {api_ops_routes, api_ops_n_routes},
+            {api_users_routes, api_users_n_routes},
+            {api_pockets_routes, api_pockets_n_routes},
+            {api_keys_routes, api_keys_n_routes},
+            {api_session_routes, api_session_n_routes},
+            {api_usage_routes, api_usage_n_routes},
+            {api_billing_routes, api_billing_n_routes},
+            {api_payments_routes, api_payments_n_routes},
+            {api_events_routes, api_events_n_routes},
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)

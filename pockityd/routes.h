@@ -17,6 +17,9 @@ ROUTE_GROUP(pockets);
 ROUTE_GROUP(keys);
 ROUTE_GROUP(session);
 ROUTE_GROUP(usage);
+ROUTE_GROUP(billing);
+ROUTE_GROUP(payments);
+ROUTE_GROUP(events);
 
 /* Build the full table into a malloc'd array (caller frees) of *n rows. */
 struct http_route *routes_build(size_t *n);

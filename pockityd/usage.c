@@ -53,7 +53,7 @@ int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out
     struct db_result *res = NULL;
     int rc = db_query_row(c,
                           "SELECT p.status, p.used_bytes, p.used_objects, p.reserved_bytes,"
-                          " p.reserved_objects, t.max_bytes, t.max_objects"
+                          " p.reserved_objects, t.max_bytes, t.max_objects, p.hold"
                           " FROM pockets p JOIN tiers t ON t.id = p.tier_id WHERE p.id = $1",
                           DB_ARGS(DB_TEXT(pocket_id)), &res);
     if (rc)
@@ -66,6 +66,8 @@ int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out
     out->reserved_objects = db_result_int(res, 0, 4);
     out->max_bytes = db_result_int(res, 0, 5);
     out->max_objects = db_result_int(res, 0, 6);
+    const char *hold = db_result_text(res, 0, 7); /* NULL: no hold */
+    snprintf(out->hold, sizeof(out->hold), "%s", hold ? hold : "");
     db_result_free(res);
     return DB_OK;
 }
@@ -88,7 +90,25 @@ int usage_json_add(json_t *obj, const struct usage_pocket *p)
     bad |= json_object_set_new(obj, "usage", usage) != 0;
     bad |= json_object_set_new(obj, "reserved", reserved) != 0;
     bad |= json_object_set_new(obj, "quota", quota) != 0;
+    json_t *restriction = usage_restriction_json(p->hold, usage_over_quota(p));
+    bad |= !restriction || json_object_set_new(obj, "restriction", restriction) != 0;
     return bad ? -1 : 0;
+}
+
+json_t *usage_restriction_json(const char *hold, int over_quota)
+{
+    if (hold && *hold) {
+        const char *why = !strcmp(hold, "past_due")
+                                  ? "payment is past due: the pocket is read-only until the"
+                                    " open invoice is paid"
+                                  : "the pocket is on hold and read-only";
+        return json_pack("{s:s, s:s}", "code", hold, "message", why);
+    }
+    if (over_quota)
+        return json_pack("{s:s, s:s}", "code", "over_quota", "message",
+                         "the pocket holds more than its tier allows: it is read-only until"
+                         " enough is deleted or the tier grows");
+    return json_null();
 }
 
 const char *usage_status_message(const char *status)
@@ -226,7 +246,7 @@ static int reserve_tx(struct db_conn *c, void *arg)
     rc = db_exec(c,
                  "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
                  " reserved_objects = reserved_objects + $3"
-                 " WHERE id = $1 AND status = 'active'"
+                 " WHERE id = $1 AND status = 'active' AND hold IS NULL"
                  " AND used_bytes + reserved_bytes + $2 <="
                  " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
                  " AND used_objects + reserved_objects + $3 <="
@@ -245,7 +265,9 @@ static int reserve_tx(struct db_conn *c, void *arg)
         a->out->bytes = bytes;
         a->out->objects = objects;
         a->out->size = a->size;
-        return strcmp(p.status, "active") != 0 ? USAGE_INACTIVE : USAGE_QUOTA_EXCEEDED;
+        return strcmp(p.status, "active") != 0 ? USAGE_INACTIVE
+               : p.hold[0]                     ? USAGE_HELD
+                                               : USAGE_QUOTA_EXCEEDED;
     }
 
     struct usage_reservation *r = a->out;

@@ -37,6 +37,7 @@
 enum {
     USAGE_QUOTA_EXCEEDED = 100, /* the reservation does not fit the quota */
     USAGE_INACTIVE,             /* the pocket is not active (status in struct usage_pocket) */
+    USAGE_HELD,                 /* the pocket is active but on hold (hold in struct usage_pocket) */
 };
 
 #define USAGE_MAX_OBJECT_SIZE ((int64_t)5 << 40) /* 5 TiB, S3's largest object */
@@ -44,6 +45,7 @@ enum {
 /* A pocket's totals and limits. */
 struct usage_pocket {
     char status[16]; /* pending, active, suspended, deleting */
+    char hold[32];   /* why the pocket is read-only ("past_due"), or "" */
     int64_t used_bytes;
     int64_t used_objects;
     int64_t reserved_bytes;
@@ -65,9 +67,14 @@ struct usage_reservation {
  * or a commit larger than reserved): its mounts may then only read and delete. */
 int usage_over_quota(const struct usage_pocket *p);
 
-/* Add the members "usage": {bytes, objects}, "reserved": {bytes, objects} and
- * "quota": {max_bytes, max_objects} describing p to the JSON object obj.
- * Returns 0, or -1 when out of memory. */
+/* Why the pocket's mounts may only read and delete, as JSON: null when they
+ * may write, else {"code": "past_due" | "over_quota" | ..., "message": "..."}.
+ * hold is the pocket's hold ("" or NULL for none); a hold wins over quota. */
+json_t *usage_restriction_json(const char *hold, int over_quota);
+
+/* Add the members "usage": {bytes, objects}, "reserved": {bytes, objects},
+ * "quota": {max_bytes, max_objects} and "restriction" (see above) describing
+ * p to the JSON object obj. Returns 0, or -1 when out of memory. */
 int usage_json_add(json_t *obj, const struct usage_pocket *p);
 
 /* Why a pocket in this status takes no new data, for a 403's message:
@@ -83,7 +90,7 @@ int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out
  * until now + ttl. Reserves max(size - current ledger size, 0) bytes and one
  * object when the key is absent from the ledger or a tombstone. Returns DB_OK
  * with *out filled and *pocket the totals after; USAGE_QUOTA_EXCEEDED or
- * USAGE_INACTIVE with *pocket describing the pocket (its totals unchanged) and
+ * USAGE_INACTIVE or USAGE_HELD with *pocket describing the pocket (its totals unchanged) and
  * out->bytes / out->objects / out->size what the upload needed (no id);
  * DB_ERR_NOT_FOUND for an unknown pocket; DB_ERR_INVALID for a bad argument;
  * or a db status. pocket may be NULL. */

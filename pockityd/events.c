@@ -1,0 +1,2 @@
+/* events: placeholder, being written. */
+typedef int events_placeholder;

@@ -1,0 +1,2 @@
+/* mail: placeholder, being written. */
+typedef int mail_placeholder;

@@ -1,0 +1,2 @@
+/* payments: placeholder, being written. */
+typedef int payments_placeholder;

@@ -1,0 +1,2 @@
+/* webhooks: placeholder, being written. */
+typedef int webhooks_placeholder;

@@ -1,0 +1,8 @@
+/* Placeholder: being written. */
+#include <stdio.h>
+
+int main(void)
+{
+    puts("skipped: not written yet");
+    return 77;
+}
