@@ -31,7 +31,7 @@ BUILD_PACKAGES=(build-essential meson ninja-build pkg-config libcurl4-openssl-de
     libexpat1-dev libinih-dev libsqlite3-dev libpq-dev libfuse3-dev libmicrohttpd-dev
     libjansson-dev libargon2-dev libcmocka-dev sqlite3 curl ca-certificates python3 git rsync)
 # Packages for the real local services (S3 on Ceph RGW, PostgreSQL, FUSE).
-SERVICE_PACKAGES=(ceph-mon ceph-osd radosgw ceph-common postgresql fuse3)
+SERVICE_PACKAGES=(ceph-mon ceph-osd radosgw ceph-common postgresql fuse3 python3-aiosmtpd)
 
 # pg_bin: directory holding initdb/pg_ctl of the newest installed PostgreSQL.
 pg_bin() {

@@ -123,6 +123,27 @@ static void test_validation(void **state)
     unlink(path);
 }
 
+/* etc/pockityd.ini, the example shipped with the source, loads: every key it
+ * names exists, and its values parse. */
+static void test_example_config(void **state)
+{
+    (void)state;
+    const char *root = getenv("POCKITY_SOURCE_ROOT");
+    if (!root)
+        skip();
+    char example[4096];
+    snprintf(example, sizeof(example), "%s/etc/pockityd.ini", root);
+    struct config cfg;
+    char err[512];
+    config_init(&cfg);
+    assert_int_equal(config_load(&cfg, example, err, sizeof(err)), 0);
+    assert_int_equal(cfg.port, 8080);
+    assert_int_equal(cfg.billing_grace, 604800);
+    assert_int_equal(cfg.reconcile_list_rate, 20);
+    assert_string_equal(cfg.events_topic, "pockity-events");
+    config_release(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -130,6 +151,7 @@ int main(void)
             cmocka_unit_test(test_environment_overrides_secrets),
             cmocka_unit_test(test_bad_files),
             cmocka_unit_test(test_validation),
+            cmocka_unit_test(test_example_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
