@@ -140,6 +140,13 @@ static void set_option(struct cli *cli, struct opt *o, const char *v)
             cli_usage_error(cli, "invalid number '%s' for '--%s'", v, o->name);
         *(int64_t *)o->value = n;
         break;
+    case OPT_LIST: {
+        struct opt_list *l = o->value;
+        if (l->n == OPT_LIST_MAX)
+            cli_usage_error(cli, "'--%s' may be given at most %d times", o->name, OPT_LIST_MAX);
+        l->items[l->n++] = v;
+        break;
+    }
     case OPT_BOOL: {
         int b = format_parse_bool(v);
         if (b < 0)
@@ -216,6 +223,19 @@ void cli_check_choice(const struct cli *cli, const char *name, const char *value
         snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
                  choices[i]);
     cli_usage_error(cli, "invalid value '%s' for '--%s' (one of: %s)", value, name, list);
+}
+
+void cli_currency(const struct cli *cli, const char *name, const char *value, char out[4])
+{
+    out[0] = '\0';
+    if (strlen(value) == 3) {
+        for (int i = 0; i < 3; i++)
+            out[i] = (char)(value[i] >= 'a' && value[i] <= 'z' ? value[i] - 'a' + 'A' : value[i]);
+        out[3] = '\0';
+    }
+    if (!format_is_currency(out))
+        cli_usage_error(cli, "invalid value '%s' for '--%s' (an ISO 4217 code such as USD)", value,
+                        name);
 }
 
 /* ---- The server */
@@ -405,9 +425,44 @@ void cli_kv(struct table *t, const char *key, const char *value)
     cli_row(t, cells);
 }
 
+const char *cli_time(json_t *root, const char *path, char *out, size_t outlen)
+{
+    json_t *v = cli_json(root, path);
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (!json_is_integer(v))
+        return NULL;
+    return format_time((int64_t)json_integer_value(v), out, outlen);
+}
+
+const char *cli_money(json_t *root, const char *amount_path, const char *currency_path, char *out,
+                      size_t outlen)
+{
+    json_t *v = cli_json(root, amount_path);
+    if (!json_is_integer(v))
+        return NULL;
+    return format_money((int64_t)json_integer_value(v), cli_str(root, currency_path), out, outlen);
+}
+
+json_t *cli_unwrap(json_t *answer, const char *key)
+{
+    json_t *inner = json_object_get(answer, key);
+    return json_is_object(inner) ? inner : answer;
+}
+
 void cli_more(json_t *answer)
 {
     json_t *next = json_object_get(answer, "next_offset");
     if (json_is_integer(next))
         fprintf(stderr, "(more: add --offset %lld)\n", (long long)json_integer_value(next));
+    const char *cursor = json_string_value(json_object_get(answer, "next_cursor"));
+    if (!cursor || !*cursor)
+        return;
+    /* The cursor is the server's text: print it only when harmless. */
+    for (const char *p = cursor; *p; p++)
+        if (*p <= ' ' || *p > '~' || p - cursor > 512) {
+            fprintf(stderr, "(more follow)\n");
+            return;
+        }
+    fprintf(stderr, "(more: add --cursor %s)\n", cursor);
 }

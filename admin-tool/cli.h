@@ -34,9 +34,10 @@ struct cmd {
     const char *details; /* the options, one per line, or NULL */
 };
 
-/* The tables, one per file. cmd_auth (login, logout), cmd_usage and
- * cmd_audit are top-level commands; the others are the subcommands of the
- * groups requests, tiers, users and pockets. */
+/* The tables, one per file. cmd_auth (login, logout), cmd_usage (usage,
+ * usage reconcile) and cmd_audit are top-level commands; the others are the
+ * subcommands of the groups requests, tiers, users, pockets, subscriptions,
+ * invoices and credits. */
 extern const struct cmd cmd_auth[];
 extern const struct cmd cmd_requests[];
 extern const struct cmd cmd_tiers[];
@@ -44,6 +45,9 @@ extern const struct cmd cmd_users[];
 extern const struct cmd cmd_pockets[];
 extern const struct cmd cmd_usage[];
 extern const struct cmd cmd_audit[];
+extern const struct cmd cmd_subscriptions[];
+extern const struct cmd cmd_invoices[];
+extern const struct cmd cmd_credits[];
 
 /* The state of one run. */
 struct cli {
@@ -76,6 +80,14 @@ enum opt_type {
     OPT_SIZE,   /* int64_t *: a byte size with units (format_parse_size) */
     OPT_COUNT,  /* int64_t *: an integer 0 or more */
     OPT_BOOL,   /* int *: true/false (1/0) */
+    OPT_LIST,   /* struct opt_list *: every value of a repeated option, in order */
+};
+
+#define OPT_LIST_MAX 100
+
+struct opt_list {
+    const char *items[OPT_LIST_MAX]; /* borrowed from argv */
+    size_t n;
 };
 
 struct opt {
@@ -113,6 +125,10 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Die unless value is one of choices (NULL-terminated); name is the option's. */
 void cli_check_choice(const struct cli *cli, const char *name, const char *value,
                       const char *const *choices);
+
+/* An ISO 4217 code from option name's value into out, upper-cased ("usd"
+ * gives "USD"). Dies with a usage error unless it is three letters. */
+void cli_currency(const struct cli *cli, const char *name, const char *value, char out[4]);
 
 /* ---- The server. */
 
@@ -160,8 +176,21 @@ void cli_row(struct table *t, const char *const *cells);
 struct table *cli_kv_table(void);
 void cli_kv(struct table *t, const char *key, const char *value);
 
-/* When a list answer says more follow ({"next_offset": N}), tell on stderr
- * how to get them. */
+/* A time member (Unix seconds) as format_time into out; NULL when it is null
+ * or absent (a table prints "-"). A string is returned as it is. */
+const char *cli_time(json_t *root, const char *path, char *out, size_t outlen);
+
+/* An amount in minor units with the currency member beside it, as
+ * format_money into out; NULL when the amount is not an integer. */
+const char *cli_money(json_t *root, const char *amount_path, const char *currency_path, char *out,
+                      size_t outlen);
+
+/* The object in answer under key when there is one ({"invoice": {...}}),
+ * else answer itself: actions answer either way. Borrowed. */
+json_t *cli_unwrap(json_t *answer, const char *key);
+
+/* When a list answer says more follow ({"next_offset": N} or
+ * {"next_cursor": "..."}), tell on stderr how to get them. */
 void cli_more(json_t *answer);
 
 #endif

@@ -11,7 +11,7 @@
 #define FOLLOW_PAGE        1000 /* the server's largest page */
 
 struct audit_args {
-    int64_t since, limit;
+    int64_t since, limit; /* since: an entry id */
     bool limit_set;
     const char *action, *target_type, *target_id;
 };
@@ -118,12 +118,69 @@ static int follow(struct cli *cli, const struct audit_args *a, struct table *t)
     return EXIT_OK;
 }
 
+/* Whether the first entry after the id since (the log unfiltered) was
+ * written at or after t, or there is none; when it is before t, *id is its
+ * id. One request for one entry. */
+static bool reached(struct cli *cli, int64_t since, int64_t t, int64_t *id)
+{
+    static const struct audit_args none;
+    struct buf *path = cli_path_buf(cli);
+    audit_path(path, &none, since, 1, true);
+    json_t *page = cli_call(cli, "GET", path->data, NULL);
+    json_t *e = json_array_get(json_object_get(page, "entries"), 0);
+    bool done = !e || cli_int(e, "at") >= t;
+    if (!done)
+        *id = cli_int(e, "id");
+    json_decref(page);
+    return done;
+}
+
+/* The id to read after so that the log starts at the first entry written at
+ * or after t. Ids grow with time, so this is a binary search over ids with
+ * one-entry pages: about 2 log2(entries) small requests. */
+static int64_t since_time(struct cli *cli, int64_t t)
+{
+    int64_t id = 0;
+    if (reached(cli, 0, t, &id))
+        return 0;
+    /* Invariant: reached(lo) is false; first find an hi where it is true. */
+    int64_t lo = 0, hi = 1;
+    while (!reached(cli, hi, t, &id)) {
+        lo = id - 1; /* entry id (> hi) is before t, so reached(id - 1) is false */
+        hi = id > INT64_MAX / 2 ? INT64_MAX : id * 2;
+    }
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (reached(cli, mid, t, &id))
+            hi = mid;
+        else
+            lo = mid;
+    }
+    /* reached(hi - 1) is false: entry hi exists and is the last before t. */
+    return hi;
+}
+
+/* --since: an entry id (digits alone) or a time (format_parse_time). */
+static int64_t parse_since(struct cli *cli, const char *s)
+{
+    int64_t v;
+    if (format_parse_int(s, 0, INT64_MAX, &v) == 0)
+        return v;
+    if (format_parse_time(s, (int64_t)time(NULL), &v) != 0)
+        cli_usage_error(cli,
+                        "invalid value '%s' for '--since': an entry id, a time (2026-01-02,"
+                        " '2026-01-02 15:04:05') or a duration ago (30m, 2h, 7d)",
+                        s);
+    return since_time(cli, v);
+}
+
 static int audit(struct cli *cli, int argc, char **argv)
 {
     struct audit_args a = {0};
     bool follow_flag = false;
+    const char *since = NULL;
     struct opt opts[] = {
-            {"since", OPT_COUNT, &a.since, false},
+            {"since", OPT_STRING, &since, false},
             {"limit", OPT_COUNT, &a.limit, false},
             {"follow", OPT_FLAG, &follow_flag, false},
             {"action", OPT_STRING, &a.action, false},
@@ -137,6 +194,8 @@ static int audit(struct cli *cli, int argc, char **argv)
         cli_usage_error(cli, "'--limit' must be from 1 to 1000");
     if (follow_flag && a.limit_set)
         cli_usage_error(cli, "'--limit' and '--follow' do not go together");
+    if (since)
+        a.since = parse_since(cli, since);
 
     static const char *const head[] = {"ID", "TIME", "ACTOR", "ACTION", "TARGET", "FROM", "DETAIL"};
     struct table *t = cli_table(7, head);
@@ -167,9 +226,13 @@ static int audit(struct cli *cli, int argc, char **argv)
 
 const struct cmd cmd_audit[] = {
         {"audit", audit,
-         "[--since ID] [--limit N] [--follow] [--action A] [--target-type T] [--target-id ID]",
+         "[--since ID|TIME] [--limit N] [--follow] [--action A] [--target-type T]"
+         " [--target-id ID]",
          "print the audit log, oldest first; --follow keeps printing new entries",
          "  --since ID       only entries after the id ID (default: from the start)\n"
+         "  --since TIME     only entries written at or after TIME, UTC: 2026-01-02,\n"
+         "                   '2026-01-02 15:04', 2026-01-02T15:04:05Z; or a duration\n"
+         "                   ago: 45s, 30m, 2h, 7d, 2w\n"
          "  --limit N        at most N entries (1 to 1000; the server's default is 100)\n"
          "  --follow         then poll every 2 s for new entries until interrupted;\n"
          "                   with --json, one JSON object per line\n"

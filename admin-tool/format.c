@@ -165,34 +165,162 @@ char *format_time(int64_t t, char *out, size_t outlen)
 }
 
 /* ISO 4217 currencies whose minor unit is not the cent. */
-static int currency_decimals(const char *cur)
+int format_currency_decimals(const char *currency)
 {
     static const char *const zero[] = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW",
                                        "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"};
     static const char *const three[] = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"};
+    if (!currency)
+        return 2;
     for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
-        if (strcmp(cur, zero[i]) == 0)
+        if (strcmp(currency, zero[i]) == 0)
             return 0;
     for (size_t i = 0; i < sizeof(three) / sizeof(three[0]); i++)
-        if (strcmp(cur, three[i]) == 0)
+        if (strcmp(currency, three[i]) == 0)
             return 3;
     return 2;
 }
 
+int format_is_currency(const char *s)
+{
+    if (!s)
+        return 0;
+    for (int i = 0; i < 3; i++)
+        if (s[i] < 'A' || s[i] > 'Z')
+            return 0;
+    return s[3] == '\0';
+}
+
 char *format_money(int64_t minor, const char *currency, char *out, size_t outlen)
 {
-    const char *cur = currency ? currency : "";
-    int dec = currency_decimals(cur);
+    int dec = format_currency_decimals(currency);
     uint64_t v = minor < 0 ? 0 - (uint64_t)minor : (uint64_t)minor;
     const char *sign = minor < 0 ? "-" : "";
+    const char *sep = currency ? " " : "", *cur = currency ? currency : "";
     if (dec == 0) {
-        snprintf(out, outlen, "%s%llu %s", sign, (unsigned long long)v, cur);
+        snprintf(out, outlen, "%s%llu%s%s", sign, (unsigned long long)v, sep, cur);
     } else {
         uint64_t div = dec == 3 ? 1000 : 100;
-        snprintf(out, outlen, "%s%llu.%0*llu %s", sign, (unsigned long long)(v / div), dec,
-                 (unsigned long long)(v % div), cur);
+        snprintf(out, outlen, "%s%llu.%0*llu%s%s", sign, (unsigned long long)(v / div), dec,
+                 (unsigned long long)(v % div), sep, cur);
     }
     return out;
+}
+
+int format_parse_money(const char *s, const char *currency, int64_t *out)
+{
+    int dec = format_currency_decimals(currency);
+    int neg = *s == '-';
+    const char *p = s + neg;
+    uint64_t v = 0, limit = (uint64_t)INT64_MAX + (uint64_t)neg;
+    int frac_digits = 0;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    for (; isdigit((unsigned char)*p); p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (limit - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+    }
+    /* The fraction's digits, then zeros up to the currency's decimals. */
+    for (; frac_digits < dec; frac_digits++) {
+        uint64_t d = 0;
+        if (isdigit((unsigned char)*p))
+            d = (uint64_t)(*p++ - '0');
+        if (v > (limit - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (*p) /* more decimals than the currency has, or anything else */
+        return -1;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+/* Read exactly n digits at *p into *out, advancing *p. */
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i]))
+            return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+static int parse_duration(const char *s, int64_t now, int64_t *out)
+{
+    static const struct {
+        char unit;
+        int64_t seconds;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}};
+    size_t n = strlen(s);
+    if (n < 2)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (s[n - 1] != units[i].unit)
+            continue;
+        char num[24];
+        int64_t count;
+        if (n - 1 >= sizeof(num))
+            return -1;
+        memcpy(num, s, n - 1);
+        num[n - 1] = '\0';
+        /* at most about 100 years back */
+        if (format_parse_int(num, 0, 3200000000LL / units[i].seconds, &count) != 0)
+            return -1;
+        *out = now - count * units[i].seconds;
+        return 0;
+    }
+    return -1;
+}
+
+int format_parse_time(const char *s, int64_t now, int64_t *out)
+{
+    const char *p = s;
+    struct tm tm = {0};
+    int year, mon, day, hour = 0, min = 0, sec = 0;
+    if (isdigit((unsigned char)s[0]) && parse_duration(s, now, out) == 0)
+        return 0;
+    if (digits(&p, 4, &year) || *p++ != '-' || digits(&p, 2, &mon) || *p++ != '-' ||
+        digits(&p, 2, &day))
+        return -1;
+    if (*p == ' ' || *p == 'T') {
+        p++;
+        if (digits(&p, 2, &hour) || *p++ != ':' || digits(&p, 2, &min))
+            return -1;
+        if (*p == ':') {
+            p++;
+            if (digits(&p, 2, &sec))
+                return -1;
+        }
+        if (*p == 'Z')
+            p++;
+    }
+    if (*p || year < 1970 || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
+        sec > 59)
+        return -1;
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    /* timegm normalises 2026-02-30 to March: refuse a date that moved */
+    struct tm back;
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != day || back.tm_mon != mon - 1)
+        return -1;
+    *out = (int64_t)t;
+    return 0;
 }
 
 char *format_percent(int64_t used, int64_t total, char *out, size_t outlen)

@@ -13,9 +13,11 @@ static const struct {
     const char *name;
     const struct cmd *cmds;
 } groups[] = {
-        {NULL, cmd_auth},     {"requests", cmd_requests}, {"tiers", cmd_tiers},
-        {"users", cmd_users}, {"pockets", cmd_pockets},   {NULL, cmd_usage},
-        {NULL, cmd_audit},
+        {NULL, cmd_auth},           {"requests", cmd_requests},
+        {"tiers", cmd_tiers},       {"users", cmd_users},
+        {"pockets", cmd_pockets},   {"subscriptions", cmd_subscriptions},
+        {"invoices", cmd_invoices}, {"credits", cmd_credits},
+        {NULL, cmd_usage},          {NULL, cmd_audit},
 };
 #define N_GROUPS (sizeof(groups) / sizeof(groups[0]))
 
@@ -34,7 +36,7 @@ static void list_commands(FILE *f, const struct cmd *cmds, const char *group)
     for (const struct cmd *c = cmds; c->name; c++) {
         char name[64];
         snprintf(name, sizeof(name), "%s%s%s", group ? group : "", group ? " " : "", c->name);
-        fprintf(f, "  %-20s %s\n", name, c->help);
+        fprintf(f, "  %-22s  %s\n", name, c->help);
     }
 }
 
