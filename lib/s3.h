@@ -142,7 +142,10 @@ int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_
 int s3_head_object(struct s3_client *c, const char *key, struct s3_head *head);
 /* Deleting a missing key succeeds, as in S3. */
 int s3_delete_object(struct s3_client *c, const char *key);
-/* Delete up to S3_MAX_DELETE keys in one request; out (optional) tells which failed. */
+/* Delete up to S3_MAX_DELETE keys in one request; out (optional) tells which
+ * failed. Keys a DeleteObjects body cannot name (control characters or
+ * invalid UTF-8, which XML 1.0 cannot carry) are deleted with one DELETE
+ * each; one the service refuses is listed among the failures all the same. */
 int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n,
                       struct s3_delete_result *out);
 
@@ -158,7 +161,9 @@ int s3_list_objects(struct s3_client *c, const char *prefix, const char *delimit
 int s3_copy_object(struct s3_client *c, const char *src_key, const char *dst_key, int replace_meta,
                    const struct s3_put_opts *opts, char etag[S3_ETAG_MAX]);
 
-/* Multipart uploads. *upload_id is malloc'd; the caller frees it. */
+/* Multipart uploads. *upload_id is malloc'd; the caller frees it. A request
+ * naming an upload that is gone (aborted, completed, never was) gives
+ * S3_ERR_NO_UPLOAD, whichever 404 the service used. */
 int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
                         char **upload_id);
 int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *upload_id,
@@ -167,6 +172,10 @@ int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *u
 int s3_multipart_copy_part(struct s3_client *c, const char *key, const char *upload_id,
                            int part_number, const char *src_key, uint64_t first, uint64_t last,
                            char etag[S3_ETAG_MAX]);
+/* Complete an upload; etag receives the object's ETag. When the answer's
+ * ETag is empty (RGW 16.2 does that) it is read with a HEAD of the object; if
+ * that ETag is not a multipart one of n parts ("...-n"), someone overwrote
+ * the object meanwhile and the result is S3_ERR_BAD_RESPONSE. */
 int s3_multipart_complete(struct s3_client *c, const char *key, const char *upload_id,
                           const int *numbers, const char *const *etags, size_t n,
                           char etag[S3_ETAG_MAX]);

@@ -43,9 +43,11 @@ struct s3_client {
     char *secret_key;    /* guarded by cred_lock */
     char *session_token; /* guarded by cred_lock; NULL without STS */
 
-    CURLSH *share;
+    CURLSH *share; /* DNS cache and TLS sessions */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
+    /* Idle easy handles, each holding its own kept-alive connection: the
+     * pool is a stack, so the most recently used (warm) one is reused first. */
     pthread_mutex_t pool_lock;
     CURL *idle[POOL_IDLE_MAX]; /* guarded by pool_lock */
     int n_idle;                /* guarded by pool_lock */
@@ -188,7 +190,13 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out)
     curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
     curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
     curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
-    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    /* Connections are not shared here: libcurl's shared connection cache is
+     * not thread-safe (its known bug 11.11), and it is capped at the
+     * MAXCONNECTS of whichever handle returns a connection (5 by default),
+     * so with more threads than that nearly every request opened a new
+     * connection. Instead each pooled easy handle keeps its own live
+     * connection across curl_easy_reset, and a thread taking a handle from
+     * the pool takes its kept-alive connection with it. */
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     *out = c;
@@ -644,13 +652,15 @@ static int header_add(struct signed_headers *sh, const char *name, const char *v
     return S3_OK;
 }
 
-/* Map an error answer to a status and record the detail. */
+/* Map an error answer to a status, record the detail and the error code. */
 static int answer_error(struct transfer *t, long status)
 {
     struct s3_error_info info;
     memset(&info, 0, sizeof(info));
     int parsed =
             t->errbody.len && s3_xml_parse_error(t->errbody.data, t->errbody.len, &info) == S3_OK;
+    if (parsed)
+        snprintf(t->r->error_code, sizeof(t->r->error_code), "%s", info.code);
     enum s3_status st = s3_status_from_http(status, parsed ? info.code : NULL);
     if (parsed)
         s3_set_error_detail("http %ld %s: %s", status, info.code, info.message);
@@ -671,6 +681,7 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
 
     r->got = 0;
     r->http_status = 0;
+    r->error_code[0] = '\0';
     if (r->head)
         head_reset(r->head);
 
@@ -756,6 +767,7 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sh.list);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall_timeout_s);

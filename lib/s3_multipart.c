@@ -13,6 +13,14 @@ static int upload_id_valid(const char *id)
     return id && *id && strlen(id) < 1024;
 }
 
+/* s3_request for a request naming an upload. A 404 there means the upload
+ * is gone: S3 says NoSuchUpload, but RGW (16.2) says NoSuchKey for ListParts. */
+static int upload_request(struct s3_client *c, struct s3_req *r)
+{
+    int rc = s3_request(c, r);
+    return rc == S3_ERR_NOT_FOUND ? S3_ERR_NO_UPLOAD : rc;
+}
+
 int s3_multipart_create(struct s3_client *c, const char *key, const struct s3_put_opts *opts,
                         char **upload_id)
 {
@@ -74,7 +82,7 @@ int s3_multipart_upload_part(struct s3_client *c, const char *key, const char *u
             .body = body,
             .head = &head,
     };
-    int rc = s3_request(c, &r);
+    int rc = upload_request(c, &r);
     if (rc == S3_OK) {
         if (!head.etag[0])
             rc = S3_ERR_BAD_RESPONSE;
@@ -135,6 +143,29 @@ out:
     return rc;
 }
 
+/* The ETag of key from a HEAD, into etag, for an upload of n parts just
+ * completed. A multipart object's ETag ends in "-n"; any other one belongs to
+ * an object written since, and is S3_ERR_BAD_RESPONSE as is none at all. */
+static int etag_from_head(struct s3_client *c, const char *key, size_t n, char etag[S3_ETAG_MAX])
+{
+    struct s3_head head;
+    int rc = s3_head_object(c, key, &head);
+    if (rc != S3_OK)
+        return rc;
+    char suffix[32];
+    int sl = snprintf(suffix, sizeof(suffix), "-%zu\"", n);
+    size_t el = strlen(head.etag);
+    if (el > (size_t)sl && strcmp(head.etag + el - (size_t)sl, suffix) == 0) {
+        s3_etag_copy(etag, head.etag);
+    } else {
+        s3_set_error_detail("complete: no etag in the answer, and '%s' has etag '%s'", key,
+                            head.etag);
+        rc = S3_ERR_BAD_RESPONSE;
+    }
+    s3_head_release(&head);
+    return rc;
+}
+
 int s3_multipart_complete(struct s3_client *c, const char *key, const char *upload_id,
                           const int *numbers, const char *const *etags, size_t n,
                           char etag[S3_ETAG_MAX])
@@ -159,25 +190,30 @@ int s3_multipart_complete(struct s3_client *c, const char *key, const char *uplo
             .content_type = "application/xml",
             .response = &resp,
     };
-    int rc = s3_request(c, &r);
+    int rc = upload_request(c, &r);
     if (rc == S3_OK) {
         char *e = NULL;
         struct s3_error_info info;
-        rc = s3_xml_parse_etag_result(resp.data ? resp.data : "", resp.len, &e, &info);
-        if (rc == S3_OK)
+        rc = s3_xml_parse_complete(resp.data ? resp.data : "", resp.len, &e, &info);
+        if (rc == S3_OK && e) {
             s3_etag_copy(etag, e);
-        else if (info.code[0])
+        } else if (rc == S3_OK) {
+            /* Completed, but RGW (16.2) can leave the result's ETag empty:
+             * the object's own ETag is the one to report. */
+            rc = etag_from_head(c, key, n, etag);
+        } else if (info.code[0]) {
             s3_set_error_detail("complete: %s: %s", info.code, info.message);
+        }
         free(e);
     } else if (rc == S3_ERR_NO_UPLOAD && r.attempts > 1) {
         /* An earlier attempt may have completed the upload before its answer
          * was lost: the object then exists and the upload is gone. */
-        struct s3_head head;
-        if (s3_head_object(c, key, &head) == S3_OK) {
-            s3_etag_copy(etag, head.etag);
-            s3_head_release(&head);
+        char saved[256];
+        snprintf(saved, sizeof(saved), "%s", s3_last_error_detail());
+        if (etag_from_head(c, key, n, etag) == S3_OK)
             rc = S3_OK;
-        }
+        else
+            s3_set_error_detail("%s", saved);
     }
     buf_release(&resp);
     free(doc);
@@ -196,7 +232,7 @@ int s3_multipart_abort(struct s3_client *c, const char *key, const char *upload_
             .query = q,
             .n_query = 1,
     };
-    return s3_request(c, &r);
+    return upload_request(c, &r);
 }
 
 int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id, int marker,
@@ -218,7 +254,7 @@ int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *up
             .n_query = marker ? 2 : 1,
             .response = &resp,
     };
-    int rc = s3_request(c, &r);
+    int rc = upload_request(c, &r);
     if (rc == S3_OK)
         rc = s3_xml_parse_parts(resp.data ? resp.data : "", resp.len, out);
     buf_release(&resp);

@@ -2,6 +2,8 @@
  * DeleteObjects, ListObjectsV2, CopyObject). */
 #include "s3_request.h"
 
+#include "xml.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,22 +138,25 @@ int s3_delete_object(struct s3_client *c, const char *key)
     return rc == S3_ERR_NOT_FOUND ? S3_OK : rc;
 }
 
-int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n,
-                      struct s3_delete_result *out)
+/* Whether key can be named in a DeleteObjects body: XML 1.0 cannot carry
+ * control characters or invalid UTF-8 (see xml_escape). */
+static int xml_can_carry(const char *key)
 {
-    if (out)
-        memset(out, 0, sizeof(*out));
-    if (n == 0)
-        return S3_OK;
-    if (n > S3_MAX_DELETE)
-        return S3_ERR_INVALID_ARG;
-    for (size_t i = 0; i < n; i++)
-        if (!s3_key_valid(keys[i]))
-            return S3_ERR_INVALID_ARG;
+    struct buf b;
+    buf_init(&b, 8 * S3_MAX_KEY_LEN);
+    int rc = xml_escape(&b, key, strlen(key));
+    buf_release(&b);
+    return rc == 0;
+}
+
+/* One DeleteObjects request in quiet mode; *res receives its failures. */
+static int delete_batch(struct s3_client *c, const char *const *keys, size_t n,
+                        struct s3_delete_result *res)
+{
     size_t len = 0;
     char *doc = s3_xml_build_delete(keys, n, 1, &len);
     if (!doc)
-        return S3_ERR_INVALID_ARG;
+        return S3_ERR_NOMEM; /* the keys were checked: only memory can fail */
     static const struct sigv4_param q[] = {{"delete", ""}};
     struct buf resp;
     buf_init(&resp, 16u << 20);
@@ -167,20 +172,82 @@ int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n,
             .response = &resp,
     };
     int rc = s3_request(c, &r);
-    if (rc == S3_OK) {
-        struct s3_delete_result res;
-        rc = s3_xml_parse_delete(resp.data ? resp.data : "", resp.len, &res);
-        if (rc == S3_OK) {
-            /* Quiet mode lists only failures; the rest were deleted. */
-            res.n_deleted = n - res.n_failures;
-            if (out)
-                *out = res;
-            else
-                s3_delete_result_release(&res);
-        }
-    }
+    if (rc == S3_OK)
+        rc = s3_xml_parse_delete(resp.data ? resp.data : "", resp.len, res);
     buf_release(&resp);
     free(doc);
+    return rc;
+}
+
+/* A single DELETE for a key a DeleteObjects body cannot name. A refusal is
+ * recorded in res->failures (which has room for it), as DeleteObjects would
+ * report it; any other failure fails the call. */
+static int delete_single(struct s3_client *c, const char *key, struct s3_delete_result *res)
+{
+    struct s3_req r = {.method = "DELETE", .target = S3_TARGET_OBJECT, .key = key};
+    int rc = s3_request(c, &r);
+    if (rc == S3_OK || rc == S3_ERR_NOT_FOUND)
+        return S3_OK;
+    if (rc != S3_ERR_ACCESS_DENIED && rc != S3_ERR_CONFLICT && rc != S3_ERR_INVALID)
+        return rc;
+    struct s3_delete_failure *f = &res->failures[res->n_failures];
+    f->key = strdup(key);
+    if (!f->key)
+        return S3_ERR_NOMEM;
+    snprintf(f->code, sizeof(f->code), "%s", r.error_code);
+    res->n_failures++;
+    return S3_OK;
+}
+
+int s3_delete_objects(struct s3_client *c, const char *const *keys, size_t n,
+                      struct s3_delete_result *out)
+{
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (n == 0)
+        return S3_OK;
+    if (!keys || n > S3_MAX_DELETE)
+        return S3_ERR_INVALID_ARG;
+    for (size_t i = 0; i < n; i++)
+        if (!s3_key_valid(keys[i]))
+            return S3_ERR_INVALID_ARG;
+    struct s3_delete_result res;
+    memset(&res, 0, sizeof(res));
+    const char **batch = calloc(n, sizeof(*batch));
+    const char **single = calloc(n, sizeof(*single));
+    int rc = S3_ERR_NOMEM;
+    if (!batch || !single)
+        goto out;
+    size_t nb = 0, ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (xml_can_carry(keys[i]))
+            batch[nb++] = keys[i];
+        else
+            single[ns++] = keys[i];
+    }
+    rc = nb ? delete_batch(c, batch, nb, &res) : S3_OK;
+    if (rc == S3_OK && ns) {
+        struct s3_delete_failure *f = realloc(res.failures, (res.n_failures + ns) * sizeof(*f));
+        if (!f) {
+            rc = S3_ERR_NOMEM;
+            goto out;
+        }
+        res.failures = f;
+        for (size_t i = 0; i < ns && rc == S3_OK; i++)
+            rc = delete_single(c, single[i], &res);
+    }
+    if (rc == S3_OK) {
+        /* Quiet mode lists only failures; the rest were deleted. */
+        res.n_deleted = n - res.n_failures;
+        if (out) {
+            *out = res;
+            memset(&res, 0, sizeof(res));
+        }
+    }
+out:
+    s3_delete_result_release(&res);
+    free(batch);
+    free(single);
     return rc;
 }
 

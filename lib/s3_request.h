@@ -43,6 +43,7 @@ struct s3_req {
 
     /* Filled by s3_request. */
     long http_status;
+    char error_code[64]; /* S3 error code of the last error answer, or "" */
     int attempts;
     uint64_t got; /* bytes written to sink by the last attempt */
 };

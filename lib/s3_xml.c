@@ -432,6 +432,22 @@ int s3_xml_parse_etag_result(const char *body, size_t len, char **etag, struct s
     return rc;
 }
 
+int s3_xml_parse_complete(const char *body, size_t len, char **etag, struct s3_error_info *err)
+{
+    static const char *const roots[] = {"CompleteMultipartUploadResult", NULL};
+    *etag = NULL;
+    if (err)
+        memset(err, 0, sizeof(*err));
+    struct xml_doc *doc;
+    const struct xml_node *root;
+    int rc = open_result(body, len, roots, &doc, &root, err);
+    if (rc)
+        return rc;
+    rc = take_text(xml_child_text(root, "ETag"), 0, 1, etag);
+    xml_doc_free(doc);
+    return rc;
+}
+
 void s3_part_list_release(struct s3_part_list *list)
 {
     for (size_t i = 0; i < list->n_parts; i++)

@@ -66,6 +66,11 @@ int s3_xml_parse_initiate(const char *body, size_t len, char **upload_id);
  * malloc'd string on S3_OK (a missing ETag is S3_ERR_BAD_RESPONSE). */
 int s3_xml_parse_etag_result(const char *body, size_t len, char **etag, struct s3_error_info *err);
 
+/* CompleteMultipartUploadResult, as s3_xml_parse_etag_result but for that
+ * root only, and a missing or empty ETag is S3_OK with *etag NULL (RGW 16.2
+ * answers <ETag></ETag>); *etag is NULL on any error too. */
+int s3_xml_parse_complete(const char *body, size_t len, char **etag, struct s3_error_info *err);
+
 struct s3_part_info {
     int number;
     uint64_t size;

@@ -43,15 +43,22 @@ struct server;
 typedef enum action (*scenario_fn)(struct server *s, int index, const struct request *req,
                                    struct buf *reply);
 
+#define SERVER_MAX_CONNS 64
+
 struct server {
     int fd;
     int port;
     pthread_t thread;
     scenario_fn scenario;
     volatile int stop;
-    int n_requests;      /* requests seen */
-    int n_connections;   /* connections accepted */
-    struct request last; /* the last request seen */
+    int concurrent; /* serve each connection on its own thread */
+    pthread_mutex_t lock;
+    int n_requests;                           /* requests seen; guarded by lock */
+    int n_connections;                        /* connections accepted; guarded by lock */
+    struct request last;                      /* the last request seen; guarded by lock */
+    pthread_t conn_threads[SERVER_MAX_CONNS]; /* concurrent mode */
+    int conn_fds[SERVER_MAX_CONNS];
+    int n_conn_threads;
 };
 
 static int read_request(int fd, struct request *req)
@@ -100,6 +107,64 @@ static void send_all(int fd, const char *p, size_t n)
     }
 }
 
+/* Answer requests on connection c until it closes; closes c. */
+static void serve_connection(struct server *s, int c)
+{
+    for (;;) {
+        struct request req;
+        if (read_request(c, &req) != 0)
+            break;
+        pthread_mutex_lock(&s->lock);
+        s->last = req;
+        int index = s->n_requests++;
+        pthread_mutex_unlock(&s->lock);
+        struct buf reply;
+        buf_init(&reply, 1 << 20);
+        enum action a = s->scenario(s, index, &req, &reply);
+        if (a == HANG) {
+            char tmp[256];
+            while (!s->stop && recv(c, tmp, sizeof(tmp), 0) > 0)
+                ;
+            buf_release(&reply);
+            break;
+        }
+        if (strcmp(req.method, "HEAD") == 0 && reply.data) {
+            /* a HEAD answer has headers only, whatever Content-Length says */
+            char *end = strstr(reply.data, "\r\n\r\n");
+            if (end)
+                reply.len = (size_t)(end + 4 - reply.data);
+        }
+        send_all(c, reply.data, reply.len);
+        buf_release(&reply);
+        if (a == STREAM_FOREVER) {
+            char chunk[65536];
+            memset(chunk, 'x', sizeof(chunk));
+            for (int i = 0; i < 4096 && !s->stop; i++) {
+                ssize_t w = send(c, chunk, sizeof(chunk), MSG_NOSIGNAL);
+                if (w <= 0)
+                    break;
+            }
+            break;
+        }
+        if (a == REPLY_CLOSE)
+            break;
+    }
+    close(c);
+}
+
+struct conn_arg {
+    struct server *s;
+    int fd;
+};
+
+static void *connection_main(void *arg)
+{
+    struct conn_arg a = *(struct conn_arg *)arg;
+    free(arg);
+    serve_connection(a.s, a.fd);
+    return NULL;
+}
+
 static void *server_main(void *arg)
 {
     struct server *s = arg;
@@ -110,53 +175,34 @@ static void *server_main(void *arg)
         int c = accept(s->fd, NULL, NULL);
         if (c < 0)
             continue;
+        pthread_mutex_lock(&s->lock);
         s->n_connections++;
-        for (;;) {
-            struct request req;
-            if (read_request(c, &req) != 0)
-                break;
-            s->last = req;
-            struct buf reply;
-            buf_init(&reply, 1 << 20);
-            enum action a = s->scenario(s, s->n_requests++, &req, &reply);
-            if (a == HANG) {
-                char tmp[256];
-                while (!s->stop && recv(c, tmp, sizeof(tmp), 0) > 0)
-                    ;
-                buf_release(&reply);
-                break;
-            }
-            if (strcmp(req.method, "HEAD") == 0 && reply.data) {
-                /* a HEAD answer has headers only, whatever Content-Length says */
-                char *end = strstr(reply.data, "\r\n\r\n");
-                if (end)
-                    reply.len = (size_t)(end + 4 - reply.data);
-            }
-            send_all(c, reply.data, reply.len);
-            buf_release(&reply);
-            if (a == STREAM_FOREVER) {
-                char chunk[65536];
-                memset(chunk, 'x', sizeof(chunk));
-                for (int i = 0; i < 4096 && !s->stop; i++) {
-                    ssize_t w = send(c, chunk, sizeof(chunk), MSG_NOSIGNAL);
-                    if (w <= 0)
-                        break;
-                }
-                break;
-            }
-            if (a == REPLY_CLOSE)
-                break;
+        pthread_mutex_unlock(&s->lock);
+        struct conn_arg *ca = s->concurrent ? malloc(sizeof(*ca)) : NULL;
+        if (!ca || s->n_conn_threads == SERVER_MAX_CONNS) {
+            free(ca);
+            serve_connection(s, c);
+            continue;
         }
-        close(c);
+        *ca = (struct conn_arg){.s = s, .fd = c};
+        s->conn_fds[s->n_conn_threads] = c;
+        if (pthread_create(&s->conn_threads[s->n_conn_threads], NULL, connection_main, ca) != 0) {
+            free(ca);
+            serve_connection(s, c);
+            continue;
+        }
+        s->n_conn_threads++;
     }
     return NULL;
 }
 
-static struct server *server_start(scenario_fn fn)
+static struct server *server_start_mode(scenario_fn fn, int concurrent)
 {
     struct server *s = calloc(1, sizeof(*s));
     assert_non_null(s);
     s->scenario = fn;
+    s->concurrent = concurrent;
+    pthread_mutex_init(&s->lock, NULL);
     s->fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -170,11 +216,22 @@ static struct server *server_start(scenario_fn fn)
     return s;
 }
 
+static struct server *server_start(scenario_fn fn)
+{
+    return server_start_mode(fn, 0);
+}
+
 static void server_stop(struct server *s)
 {
     s->stop = 1;
     pthread_join(s->thread, NULL);
+    /* connections the client left open end now (their threads close them) */
+    for (int i = 0; i < s->n_conn_threads; i++) {
+        shutdown(s->conn_fds[i], SHUT_RDWR);
+        pthread_join(s->conn_threads[i], NULL);
+    }
     close(s->fd);
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -679,6 +736,271 @@ static void test_complete_200_with_error(void **state)
     server_stop(s);
 }
 
+/* What a scenario saw, request by request ("METHOD target"). */
+static char seen[16][4200];
+
+static void see(int i, const struct request *r)
+{
+    if (i >= 0 && i < 16)
+        snprintf(seen[i], sizeof(seen[i]), "%s %s", r->method, r->target);
+}
+
+static const char *head_etag = "\"0123456789abcdef0123456789abcdef-2\"";
+
+static enum action complete_empty_etag(struct server *s, int i, const struct request *r,
+                                       struct buf *b)
+{
+    see(i, r);
+    if (strcmp(r->method, "HEAD") == 0) {
+        char extra[128];
+        snprintf(extra, sizeof(extra), "ETag: %s\r\n", head_etag);
+        reply_status(b, 200, extra, "");
+    } else {
+        reply_status(b, 200, NULL,
+                     "<?xml version=\"1.0\"?><CompleteMultipartUploadResult><Bucket>bkt</Bucket>"
+                     "<Key>k</Key><ETag></ETag></CompleteMultipartUploadResult>");
+    }
+    return REPLY;
+}
+
+static void test_complete_empty_etag_reads_head(void **state)
+{
+    struct server *s = server_start(complete_empty_etag);
+    struct s3_client *c = client_for(s, 0, 2000);
+    int nums[] = {1, 2};
+    const char *etags[] = {"\"a\"", "\"b\""};
+    char etag[S3_ETAG_MAX] = "";
+    assert_int_equal(s3_multipart_complete(c, "k", "up", nums, etags, 2, etag), S3_OK);
+    assert_string_equal(etag, head_etag);
+    assert_int_equal(s->n_requests, 2);
+    assert_string_equal(seen[0], "POST /bkt/k?uploadId=up");
+    assert_string_equal(seen[1], "HEAD /bkt/k");
+    /* the object HEAD finds is not this upload's (n parts): overwritten since */
+    const char *three[] = {"\"a\"", "\"b\"", "\"c\""};
+    int nums3[] = {1, 2, 3};
+    assert_int_equal(s3_multipart_complete(c, "k", "up", nums3, three, 3, etag),
+                     S3_ERR_BAD_RESPONSE);
+    assert_non_null(strstr(s3_last_error_detail(), "no etag"));
+    head_etag = "\"0123456789abcdef0123456789abcdef\"";
+    assert_int_equal(s3_multipart_complete(c, "k", "up", nums, etags, 2, etag),
+                     S3_ERR_BAD_RESPONSE);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action complete_empty_etag_then_gone(struct server *s, int i, const struct request *r,
+                                                 struct buf *b)
+{
+    if (strcmp(r->method, "HEAD") == 0)
+        reply_status(b, 404, NULL, "");
+    else
+        reply_status(b, 200, NULL,
+                     "<CompleteMultipartUploadResult><ETag/></CompleteMultipartUploadResult>");
+    return REPLY;
+}
+
+static void test_complete_empty_etag_object_gone(void **state)
+{
+    struct server *s = server_start(complete_empty_etag_then_gone);
+    struct s3_client *c = client_for(s, 0, 2000);
+    int nums[] = {1};
+    const char *etags[] = {"\"a\""};
+    char etag[S3_ETAG_MAX] = "";
+    assert_int_equal(s3_multipart_complete(c, "k", "up", nums, etags, 1, etag), S3_ERR_NOT_FOUND);
+    assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action rgw_upload_gone(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    /* RGW 16.2 answers ListParts of a gone upload with NoSuchKey */
+    reply_status(b, 404, NULL,
+                 error_xml(strcmp(r->method, "GET") == 0 ? "NoSuchKey" : "NoSuchUpload"));
+    return REPLY;
+}
+
+static void test_gone_upload_is_no_upload(void **state)
+{
+    struct server *s = server_start(rgw_upload_gone);
+    struct s3_client *c = client_for(s, 0, 2000);
+    struct s3_part_list pl;
+    assert_int_equal(s3_multipart_list_parts(c, "k", "up", 0, &pl), S3_ERR_NO_UPLOAD);
+    assert_int_equal(s3_multipart_abort(c, "k", "up"), S3_ERR_NO_UPLOAD);
+    struct s3_mem m = {.data = "x", .len = 1};
+    struct s3_source src = s3_source_mem(&m);
+    char etag[S3_ETAG_MAX];
+    assert_int_equal(s3_multipart_upload_part(c, "k", "up", 1, &src, etag), S3_ERR_NO_UPLOAD);
+    /* a plain object's 404 stays "no such key" */
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_NOT_FOUND);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static int refuse_single_deletes;
+
+static enum action delete_scenario(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    see(i, r);
+    if (strcmp(r->method, "POST") == 0)
+        reply_status(b, 200, NULL, "<DeleteResult></DeleteResult>");
+    else if (refuse_single_deletes == 1)
+        reply_status(b, 403, NULL, error_xml("AccessDenied"));
+    else if (refuse_single_deletes == 2)
+        reply_status(b, 500, NULL, error_xml("InternalError"));
+    else
+        reply_status(b, 204, NULL, "");
+    return REPLY;
+}
+
+static void test_delete_objects_unsendable_keys(void **state)
+{
+    /* XML 1.0 cannot name "\x01" or invalid UTF-8: those go one by one */
+    const char *keys[] = {"a", "ctrl\x01key", "b", "bad-utf8-\xff"};
+    struct server *s = server_start(delete_scenario);
+    struct s3_client *c = client_for(s, 0, 2000);
+    struct s3_delete_result res;
+    refuse_single_deletes = 0;
+    assert_int_equal(s3_delete_objects(c, keys, 4, &res), S3_OK);
+    assert_int_equal(res.n_deleted, 4);
+    assert_int_equal(res.n_failures, 0);
+    s3_delete_result_release(&res);
+    assert_int_equal(s->n_requests, 3);
+    assert_string_equal(seen[0], "POST /bkt?delete=");
+    assert_string_equal(seen[1], "DELETE /bkt/ctrl%01key");
+    assert_string_equal(seen[2], "DELETE /bkt/bad-utf8-%FF");
+
+    /* a refusal is reported like DeleteObjects reports one */
+    refuse_single_deletes = 1;
+    assert_int_equal(s3_delete_objects(c, keys, 4, &res), S3_OK);
+    assert_int_equal(res.n_deleted, 2);
+    assert_int_equal(res.n_failures, 2);
+    assert_string_equal(res.failures[0].key, "ctrl\x01key");
+    assert_string_equal(res.failures[0].code, "AccessDenied");
+    assert_string_equal(res.failures[1].key, "bad-utf8-\xff");
+    s3_delete_result_release(&res);
+    assert_int_equal(s3_delete_objects(c, keys, 4, NULL), S3_OK);
+
+    /* only unsendable keys: no DeleteObjects request at all */
+    refuse_single_deletes = 0;
+    int before = s->n_requests;
+    assert_int_equal(s3_delete_objects(c, keys + 1, 1, &res), S3_OK);
+    assert_int_equal(res.n_deleted, 1);
+    s3_delete_result_release(&res);
+    assert_int_equal(s->n_requests, before + 1);
+    assert_string_equal(seen[before], "DELETE /bkt/ctrl%01key");
+
+    /* a failure that is not a refusal fails the call */
+    refuse_single_deletes = 2;
+    assert_int_equal(s3_delete_objects(c, keys, 4, &res), S3_ERR_SERVER);
+    assert_int_equal(res.n_failures, 0);
+    assert_null(res.failures);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+struct head_job {
+    struct s3_client *c;
+    int rc;
+};
+
+static void *head_once(void *arg)
+{
+    struct head_job *j = arg;
+    struct s3_head h;
+    j->rc = s3_head_object(j->c, "k", &h);
+    if (j->rc == S3_OK)
+        s3_head_release(&h);
+    return NULL;
+}
+
+static void test_keepalive_across_threads(void **state)
+{
+    /* requests from one thread after another share one connection */
+    struct server *s = server_start(ok_keepalive);
+    struct s3_client *c = client_for(s, 0, 2000);
+    for (int i = 0; i < 6; i++) {
+        struct head_job j = {.c = c, .rc = -1};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, head_once, &j), 0);
+        pthread_join(th, NULL);
+        assert_int_equal(j.rc, S3_OK);
+    }
+    assert_int_equal(s->n_requests, 6);
+    assert_int_equal(s->n_connections, 1);
+    struct s3_stats st;
+    s3_client_stats(c, &st);
+    assert_int_equal(st.connects, 1);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action slow_ok(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    /* long enough for the client's threads to overlap */
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 2000000};
+    nanosleep(&ts, NULL);
+    reply_status(b, 200, "ETag: \"k\"\r\n", "");
+    return REPLY;
+}
+
+#define HAMMER_THREADS 8
+
+struct hammer_job {
+    struct s3_client *c;
+    pthread_barrier_t *start;
+    int failures;
+};
+
+static void *hammer_heads(void *arg)
+{
+    struct hammer_job *j = arg;
+    pthread_barrier_wait(j->start);
+    for (int i = 0; i < 25; i++) {
+        struct s3_head h;
+        if (s3_head_object(j->c, "k", &h) == S3_OK)
+            s3_head_release(&h);
+        else
+            j->failures++;
+    }
+    return NULL;
+}
+
+static void test_keepalive_under_concurrency(void **state)
+{
+    /* Each thread holds one connection at a time, so however the requests
+     * interleave, no more connections than threads are ever needed. */
+    struct server *s = server_start_mode(slow_ok, 1);
+    struct s3_client *c = client_for(s, 0, 5000);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, HAMMER_THREADS);
+    pthread_t th[HAMMER_THREADS];
+    struct hammer_job jobs[HAMMER_THREADS];
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        jobs[i] = (struct hammer_job){.c = c, .start = &start};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_heads, &jobs[i]), 0);
+    }
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].failures, 0);
+    }
+    pthread_barrier_destroy(&start);
+    struct s3_stats st;
+    s3_client_stats(c, &st);
+    assert_int_equal(st.requests, HAMMER_THREADS * 25);
+    if (st.connects > HAMMER_THREADS)
+        fail_msg("%llu connections for %d threads", (unsigned long long)st.connects,
+                 HAMMER_THREADS);
+    s3_client_free(c);
+    pthread_mutex_lock(&s->lock);
+    int conns = s->n_connections, reqs = s->n_requests;
+    pthread_mutex_unlock(&s->lock);
+    assert_int_equal(reqs, HAMMER_THREADS * 25);
+    assert_true(conns <= HAMMER_THREADS);
+    server_stop(s);
+}
+
 static void test_bad_config(void **state)
 {
     struct s3_client *c = NULL;
@@ -717,6 +1039,12 @@ int main(void)
             cmocka_unit_test(test_expired_token_refresh),
             cmocka_unit_test(test_expired_token_refresh_once_only),
             cmocka_unit_test(test_complete_200_with_error),
+            cmocka_unit_test(test_complete_empty_etag_reads_head),
+            cmocka_unit_test(test_complete_empty_etag_object_gone),
+            cmocka_unit_test(test_gone_upload_is_no_upload),
+            cmocka_unit_test(test_delete_objects_unsendable_keys),
+            cmocka_unit_test(test_keepalive_across_threads),
+            cmocka_unit_test(test_keepalive_under_concurrency),
             cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -522,6 +522,48 @@ static void test_etag_result_200_error(void **state)
     assert_string_equal(etag, "untouched");
 }
 
+static void test_complete_result(void **state)
+{
+    char *etag = (char *)"untouched";
+    struct s3_error_info err;
+    const char *ok = XMLDECL "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/"
+                             "2006-03-01/\"><Location>http://h/b/k</Location><Bucket>b</Bucket>"
+                             "<Key>k</Key><ETag>\"3858f62230ac3c915f300c664312c11f-9\"</ETag>"
+                             "</CompleteMultipartUploadResult>";
+    assert_int_equal(s3_xml_parse_complete(L(ok), &etag, &err), S3_OK);
+    assert_string_equal(etag, "\"3858f62230ac3c915f300c664312c11f-9\"");
+    assert_string_equal(err.code, "");
+    free(etag);
+    /* RGW 16.2's answer: completed, without the ETag */
+    const char *rgw = XMLDECL "<CompleteMultipartUploadResult><Location>http://h/b/k</Location>"
+                              "<Bucket>b</Bucket><Key>k</Key><ETag></ETag>"
+                              "</CompleteMultipartUploadResult>";
+    etag = (char *)"untouched";
+    assert_int_equal(s3_xml_parse_complete(L(rgw), &etag, NULL), S3_OK);
+    assert_null(etag);
+    etag = (char *)"untouched";
+    assert_int_equal(s3_xml_parse_complete(L("<CompleteMultipartUploadResult><Key>k</Key>"
+                                             "</CompleteMultipartUploadResult>"),
+                                           &etag, &err),
+                     S3_OK);
+    assert_null(etag);
+    /* an error after the 200, another result's document, broken XML */
+    assert_int_equal(
+            s3_xml_parse_complete(L("<Error><Code>InternalError</Code></Error>"), &etag, &err),
+            S3_ERR_SERVER);
+    assert_null(etag);
+    assert_string_equal(err.code, "InternalError");
+    assert_int_equal(s3_xml_parse_complete(L("<CopyObjectResult><ETag>\"e\"</ETag>"
+                                             "</CopyObjectResult>"),
+                                           &etag, &err),
+                     S3_ERR_BAD_RESPONSE);
+    assert_string_equal(err.code, "");
+    assert_int_equal(s3_xml_parse_complete(L("<CompleteMultipartUploadResult><ETag>"), &etag, &err),
+                     S3_ERR_BAD_RESPONSE);
+    assert_int_equal(s3_xml_parse_complete(L(""), &etag, &err), S3_ERR_BAD_RESPONSE);
+    assert_null(etag);
+}
+
 static void test_parts(void **state)
 {
     const char *body = XMLDECL
@@ -987,6 +1029,7 @@ int main(void)
             cmocka_unit_test(test_initiate),
             cmocka_unit_test(test_etag_results),
             cmocka_unit_test(test_etag_result_200_error),
+            cmocka_unit_test(test_complete_result),
             cmocka_unit_test(test_parts),
             cmocka_unit_test(test_parts_bad),
             cmocka_unit_test(test_delete_result),
