@@ -50,6 +50,7 @@ static const struct opt opts[] = {
         O("s3", "role_arn", OPT_STR, s3_role_arn, NULL, "POCKITYD_S3_ROLE_ARN", 0),
         O("s3", "root_prefix", OPT_STR, s3_root_prefix, "pockets", NULL, 0),
         O("s3", "session_seconds", OPT_INT, session_seconds, "900", NULL, 0),
+        O("s3", "scoped_roles", OPT_BOOL, s3_scoped_roles, "true", NULL, 0),
         O("auth", "token_secret", OPT_STR, token_secret, NULL, "POCKITYD_TOKEN_SECRET", 1),
         O("auth", "token_secret_previous", OPT_STR, token_secret_previous, NULL,
           "POCKITYD_TOKEN_SECRET_PREVIOUS", 1),

@@ -30,6 +30,9 @@ struct config {
     char *s3_role_arn;       /* the role AssumeRole narrows per pocket */
     char *s3_root_prefix;    /* pockets live under ROOT/ID/; default "pockets" */
     int64_t session_seconds; /* lifetime of mount credentials; default 900 (STS minimum) */
+    int64_t s3_scoped_roles; /* 1 (default): one role per pocket and access, whose own policy
+                                holds only that pocket's prefix, so a session never exceeds
+                                it even if the storage ignored the session policy */
 
     /* [auth] */
     char *token_secret; /* HMAC key of login tokens, >= 32 bytes; env POCKITYD_TOKEN_SECRET */

@@ -7,6 +7,7 @@
 #include "mig_events.h"
 #include "mig_mail.h"
 #include "mig_payments.h"
+#include "mig_roles.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -185,6 +186,10 @@ static const struct migration migrations[] = {
          .name = "events",
          .sql_sqlite = MIG_EVENTS_SQLITE,
          .sql_postgres = MIG_EVENTS_POSTGRES},
+        {.version = 7,
+         .name = "pocket roles",
+         .sql_sqlite = MIG_ROLES_SQLITE,
+         .sql_postgres = MIG_ROLES_POSTGRES},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

@@ -1,0 +1,2 @@
+/* iam: placeholder, being written. */
+typedef int iam_placeholder;

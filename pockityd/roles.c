@@ -1,0 +1,2 @@
+/* roles: placeholder, being written. */
+typedef int roles_placeholder;
