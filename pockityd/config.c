@@ -266,6 +266,22 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "error: 'auth.token_secret' must be at least 32 bytes");
         return -1;
     }
+    if (cfg->events_enabled && (!cfg->events_token || strlen(cfg->events_token) < 16 ||
+                                ((!cfg->events_push_url || !*cfg->events_push_url) &&
+                                 (!cfg->public_url || !*cfg->public_url)))) {
+        snprintf(err, errlen,
+                 "error: 'events.enabled' needs 'events.token' (16 bytes at least) and"
+                 " 'events.push_url' or 'server.public_url'");
+        return -1;
+    }
+    if (cfg->billing_grace < 0 || cfg->billing_renew_ahead < 0 || cfg->billing_due_days < 0 ||
+        cfg->billing_interval < 0 || cfg->reconcile_interval < 0 || cfg->reconcile_list_rate < 1 ||
+        cfg->multipart_max_age < 1) {
+        snprintf(err, errlen,
+                 "error: billing and reconcile durations must not be negative, "
+                 "'reconcile.list_rate' at least 1 and 'reconcile.multipart_max_age' at least 1");
+        return -1;
+    }
     if (cfg->login_ttl < 60 || cfg->login_max_attempts < 1 || cfg->login_window < 1 ||
         cfg->reservation_ttl < 10 || cfg->sweep_interval < 1) {
         snprintf(err, errlen, "error: auth and quota durations must be positive");

@@ -108,6 +108,10 @@ static void test_validation(void **state)
             {"[s3]\nsession_seconds = 60\n", "session_seconds"},
             {"[auth]\ntoken_secret = short\n", "token_secret"},
             {"[server]\nmax_body = 10\n", "max_body"},
+            {"[events]\nenabled = true\ntoken = 0123456789abcdef\n", "events.push_url"},
+            {"[events]\nenabled = true\npush_url = http://x/\n", "events.token"},
+            {"[reconcile]\nlist_rate = 0\n", "list_rate"},
+            {"[billing]\ngrace = -1\n", "billing"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[1024];
