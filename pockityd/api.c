@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mail.h"
 #include "metrics.h"
 #include "secret.h"
 
@@ -122,8 +123,8 @@ bool api_user(struct http_request *req, struct db_conn *c, struct principal *p)
         snprintf(p->email, sizeof(p->email), "%s", db_result_text(res, 0, 1));
         snprintf(p->session_id, sizeof(p->session_id), "%s", sid);
         p->admin = strcmp(db_result_text(res, 0, 2), "admin") == 0;
-        /* Email verification is not enforced without a mail server to send codes. */
-        p->verified = true;
+        /* Without a mail server no code can be sent, so verification is off. */
+        p->verified = db_result_int(res, 0, 4) != 0 || !mail_enabled(&app->cfg);
         ok = true;
     }
     db_result_free(res);

@@ -1,6 +1,6 @@
-/* api_users: user accounts — registration, login (rate limited in the shared
- * database), logout, the signed-in user, password changes, and the
- * administrators' user routes. */
+/* api_users: user accounts — registration, verification of the address by a
+ * code sent by mail, login (rate limited in the shared database), logout, the
+ * signed-in user, password changes, and the administrators' user routes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "mail.h"
 #include "password.h"
 #include "routes.h"
 #include "secret.h"
@@ -22,6 +23,15 @@
 #define REGISTER_FACTOR 10
 #define SCOPE_MAX       320 /* "login:acct:" + an address */
 #define LOGIN_FAILED    "invalid email or password"
+
+/* Email verification codes: VERIFY_DIGITS decimal digits, valid VERIFY_TTL
+ * seconds, VERIFY_GUESSES wrong guesses per code, and at most VERIFY_SENDS
+ * codes mailed per user and login window (the one sent at sign-up included). */
+#define VERIFY_DIGITS  8
+#define VERIFY_TTL     1800
+#define VERIFY_GUESSES 5
+#define VERIFY_SENDS   3
+#define VERIFY_RESEND  "POST /v1/auth/verify/resend"
 
 /* The columns user_json() reads, in order, from "users u". */
 #define USER_COLS "u.id, u.email, u.name, u.role, u.status, u.email_verified, u.created_at"
@@ -263,14 +273,111 @@ static const char *user_param(struct http_request *req)
     return id;
 }
 
+/* ---- Email verification codes */
+
+/* A fresh code of VERIFY_DIGITS uniformly random decimal digits. */
+static int code_new(char out[VERIFY_DIGITS + 1])
+{
+    for (int i = 0; i < VERIFY_DIGITS;) {
+        unsigned char b[16];
+        int rc = secret_random(b, sizeof(b));
+        if (rc)
+            return rc;
+        for (size_t j = 0; j < sizeof(b) && i < VERIFY_DIGITS; j++)
+            if (b[j] < 250) /* 250 = 25 * 10: no digit more likely than another */
+                out[i++] = (char)('0' + b[j] % 10);
+        secret_wipe(b, sizeof(b));
+    }
+    out[VERIFY_DIGITS] = '\0';
+    return 0;
+}
+
+static bool code_shape_ok(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return n == VERIFY_DIGITS;
+}
+
+/* The stored form of a code: HMAC-SHA256 under the login-token key over the
+ * user id and the code, in hex. Keyed, so a copy of the database alone does
+ * not let anyone try the 10^8 codes offline. */
+static int code_hash(struct http_request *req, const char *user_id, const char *code, char out[65])
+{
+    char msg[200];
+    uint8_t mac[32];
+    int n = snprintf(msg, sizeof(msg), "pockity-email-code|%s|%s", user_id, code);
+    int rc = n > 0 && (size_t)n < sizeof(msg)
+                     ? secret_hmac_sha256(api_app(req)->token_key.current, 32, msg, (size_t)n, mac)
+                     : -EINVAL;
+    if (rc == 0)
+        rc = secret_hex_encode(mac, sizeof(mac), out, 65);
+    secret_wipe(msg, sizeof(msg));
+    secret_wipe(mac, sizeof(mac));
+    return rc;
+}
+
+/* Replace the user's pending code by the one hashed, with a fresh expiry and
+ * no guesses counted. */
+static int code_store(struct db_conn *c, const char *user_id, const char *hash, int64_t now)
+{
+    return db_exec(c,
+                   "INSERT INTO email_verifications (user_id, code_hash, expires_at, attempts,"
+                   " sent_at) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_id) DO UPDATE SET"
+                   " code_hash = excluded.code_hash, expires_at = excluded.expires_at,"
+                   " attempts = 0, sent_at = excluded.sent_at",
+                   DB_ARGS(DB_TEXT(user_id), DB_TEXT(hash), DB_INT(now + VERIFY_TTL), DB_INT(now)),
+                   NULL);
+}
+
+/* Count one code mailed to the user; *retry_after is 0 when it may go, else
+ * the seconds until it may. */
+static int code_send_allowed(struct http_request *req, struct db_conn *c, const char *user_id,
+                             int64_t now, int64_t *retry_after)
+{
+    char scope[SCOPE_MAX];
+    int64_t count = 0, wait = 0, window = api_app(req)->cfg.login_window;
+    snprintf(scope, sizeof(scope), "verify:send:%s", user_id);
+    int rc = rate_hit(c, scope, now, window, &count, &wait);
+    *retry_after = rc == DB_OK && count > VERIFY_SENDS ? wait : 0;
+    return rc;
+}
+
+/* Mail the code (no database connection may be held: the server can be slow).
+ * Returns whether the server took it; failures are logged without the code. */
+static bool code_mail(struct http_request *req, const char *email, const char *name,
+                      const char *code)
+{
+    char body[1024], err[256];
+    snprintf(body, sizeof(body),
+             "Hello %s,\n\n"
+             "Your code to verify this email address for Pockity is:\n\n"
+             "    %s\n\n"
+             "It works for %d minutes: send it with POST /v1/auth/verify while signed in.\n"
+             "If you did not sign up for Pockity, ignore this message.\n",
+             name, code, VERIFY_TTL / 60);
+    int rc = mail_send(&api_app(req)->cfg, email, "Your Pockity verification code", body, err,
+                       sizeof(err));
+    secret_wipe(body, sizeof(body));
+    if (rc)
+        log_warn("request %s: cannot mail a verification code: %s", http_request_id(req), err);
+    return rc == 0;
+}
+
 /* ---- Handlers */
 
-/* POST /v1/auth/register {email, password, name} → 201 {"user": {...}} */
+/* POST /v1/auth/register {email, password, name} → 201 {"user": {...},
+ * "verification": {"required", "sent"}}. The address starts unverified; with
+ * a mail server a code is mailed to it, without one verification is not
+ * required (api_user() treats every account as verified). */
 static void h_register(struct http_request *req)
 {
     static const char *const keys[] = {"email", "password", "name", NULL};
     const struct config *cfg = &api_app(req)->cfg;
     char email[EMAIL_MAX_LEN + 1], name[NAME_MAX_BYTES + 1], hash[PASSWORD_HASH_MAX];
+    char code[VERIFY_DIGITS + 1] = "", code_h[65] = "";
     const char *password;
     if (!http_json_only_keys(req, keys) || !get_email(req, "email", email) ||
         !http_json_get_string(req, "password", 0, PASSWORD_MAX_BYTES, &password) ||
@@ -280,6 +387,7 @@ static void h_register(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
+    bool verify = mail_enabled(cfg), sent = false;
     char scope[SCOPE_MAX], id[64];
     int64_t now = api_now(), count = 0, wait = 0;
     snprintf(scope, sizeof(scope), "register:addr:%s", http_client_addr(req));
@@ -301,6 +409,11 @@ static void h_register(struct http_request *req)
         goto out;
     }
     api_new_id("usr", id, sizeof(id));
+    if (verify && (code_new(code) != 0 || code_hash(req, id, code, code_h) != 0)) {
+        log_error("request %s: cannot make a verification code", http_request_id(req));
+        http_reply_error(req, 500, "internal_error", "cannot make a verification code");
+        goto out;
+    }
     rc = db_begin(c, DB_TX_WRITE);
     if (rc == DB_OK) {
         /* The unique email column decides a race between two sign-ups. */
@@ -311,6 +424,10 @@ static void h_register(struct http_request *req)
                 " VALUES ($1, $2, $3, $4, 'user', 'active', 0, $5, $5)",
                 DB_ARGS(DB_TEXT(id), DB_TEXT(email), DB_TEXT(name), DB_TEXT(hash), DB_INT(now)),
                 NULL);
+        if (rc == DB_OK && verify)
+            rc = code_store(c, id, code_h, now);
+        if (rc == DB_OK && verify)
+            rc = code_send_allowed(req, c, id, now, &wait); /* counts this first code */
         if (rc == DB_OK)
             rc = api_audit(req, c, "user", id, "user.register", "user", id,
                            json_pack("{s:s}", "email", email));
@@ -324,12 +441,183 @@ static void h_register(struct http_request *req)
         api_db_fail(req, c, rc, "register");
         goto out;
     }
+    db_release(c); /* not held while the mail server answers */
+    c = NULL;
+    if (verify)
+        sent = code_mail(req, email, name, code);
     json_t *user = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I}", "id", id, "email", email,
                              "name", name, "role", "user", "status", "active", "email_verified", 0,
                              "created_at", (json_int_t)now);
-    http_reply_json(req, 201, json_pack("{s:o}", "user", user));
+    http_reply_json(req, 201,
+                    json_pack("{s:o, s:{s:b, s:b}}", "user", user, "verification", "required",
+                              verify, "sent", sent));
 out:
+    secret_wipe(code, sizeof(code));
     secret_wipe(hash, sizeof(hash));
+    db_release(c);
+}
+
+/* POST /v1/auth/verify {code} → 200 {"user": {...}}: the signed-in user proves
+ * the address with the code mailed to it. Each code allows VERIFY_GUESSES
+ * guesses (counted before the comparison, in one statement) and expires. */
+static void h_verify(struct http_request *req)
+{
+    static const char *const keys[] = {"code", NULL};
+    const char *code;
+    char code_h[65];
+    struct db_result *res = NULL;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    struct principal p;
+    if (!api_user(req, c, &p))
+        goto out;
+    if (!mail_enabled(&api_app(req)->cfg)) {
+        http_reply_error(req, 409, "conflict", "email verification is off on this server");
+        goto out;
+    }
+    if (p.verified) {
+        http_reply_error(req, 409, "conflict", "the email address is already verified");
+        goto out;
+    }
+    if (!http_json_only_keys(req, keys) || !http_json_get_string(req, "code", 1, 64, &code))
+        goto out;
+    if (!code_shape_ok(code)) {
+        http_reply_error(req, 400, "invalid_request",
+                         "field 'code' must be the %d digits sent by mail", VERIFY_DIGITS);
+        goto out;
+    }
+    if (code_hash(req, p.user_id, code, code_h) != 0) {
+        http_reply_error(req, 500, "internal_error", "cannot check the code");
+        goto out;
+    }
+    int64_t now = api_now();
+    int rc = db_query_row(c,
+                          "UPDATE email_verifications SET attempts = attempts + 1"
+                          " WHERE user_id = $1 AND attempts < $2"
+                          " RETURNING code_hash, expires_at, attempts",
+                          DB_ARGS(DB_TEXT(p.user_id), DB_INT(VERIFY_GUESSES)), &res);
+    if (rc == DB_ERR_NOT_FOUND) {
+        int64_t spent = 0;
+        rc = db_query_int(c, "SELECT COUNT(*) FROM email_verifications WHERE user_id = $1",
+                          DB_ARGS(DB_TEXT(p.user_id)), &spent);
+        if (rc == DB_OK && spent)
+            http_reply_error(req, 429, "rate_limited",
+                             "too many wrong codes: ask for a new one with " VERIFY_RESEND);
+        else if (rc == DB_OK)
+            http_reply_error(req, 409, "conflict",
+                             "no verification code is pending: ask for one with " VERIFY_RESEND);
+        else
+            api_db_fail(req, c, rc, "verify the email address");
+        goto out;
+    }
+    if (rc) {
+        api_db_fail(req, c, rc, "verify the email address");
+        goto out;
+    }
+    const char *stored = db_result_text(res, 0, 0);
+    bool match = stored && strlen(stored) == 64 && secret_equal(stored, code_h, 64);
+    if (db_result_int(res, 0, 1) <= now) {
+        http_reply_error(
+                req, 400, "invalid_request",
+                "the verification code has expired: ask for a new one with " VERIFY_RESEND);
+        goto out;
+    }
+    if (!match) {
+        int64_t left = VERIFY_GUESSES - db_result_int(res, 0, 2);
+        http_reply_error(req, 400, "invalid_request",
+                         "wrong verification code (%" PRId64 " attempt%s left)", left,
+                         left == 1 ? "" : "s");
+        goto out;
+    }
+    db_result_free(res);
+    res = NULL;
+    rc = db_begin(c, DB_TX_WRITE);
+    if (rc == DB_OK)
+        rc = db_exec(c, "UPDATE users SET email_verified = 1, updated_at = $2 WHERE id = $1",
+                     DB_ARGS(DB_TEXT(p.user_id), DB_INT(now)), NULL);
+    if (rc == DB_OK)
+        rc = db_exec(c, "DELETE FROM email_verifications WHERE user_id = $1",
+                     DB_ARGS(DB_TEXT(p.user_id)), NULL);
+    if (rc == DB_OK)
+        rc = api_audit(req, c, "user", p.user_id, "user.verify_email", "user", p.user_id,
+                       json_pack("{s:s}", "email", p.email));
+    if (rc == DB_OK)
+        rc = db_query_row(c, "SELECT " USER_COLS ", " POCKETS_COUNT " FROM users u WHERE u.id = $1",
+                          DB_ARGS(DB_TEXT(p.user_id)), &res);
+    rc = tx_end(c, rc);
+    if (rc)
+        api_db_fail(req, c, rc, "verify the email address");
+    else
+        http_reply_json(req, 200, json_pack("{s:o}", "user", user_json(res, 0, true)));
+out:
+    secret_wipe(code_h, sizeof(code_h));
+    db_result_free(res);
+    db_release(c);
+}
+
+/* POST /v1/auth/verify/resend → 200 {"expires_at"}: mail the signed-in user a
+ * new code (the previous one stops working); at most VERIFY_SENDS per login
+ * window, then 429 with Retry-After. */
+static void h_verify_resend(struct http_request *req)
+{
+    char code[VERIFY_DIGITS + 1] = "", code_h[65] = "", name[NAME_MAX_BYTES + 1] = "";
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    struct principal p;
+    if (!api_user(req, c, &p))
+        goto out;
+    if (!mail_enabled(&api_app(req)->cfg)) {
+        http_reply_error(req, 409, "conflict", "email verification is off on this server");
+        goto out;
+    }
+    if (p.verified) {
+        http_reply_error(req, 409, "conflict", "the email address is already verified");
+        goto out;
+    }
+    int64_t now = api_now(), wait = 0;
+    int rc = code_send_allowed(req, c, p.user_id, now, &wait);
+    if (rc) {
+        api_db_fail(req, c, rc, "send a verification code");
+        goto out;
+    }
+    if (wait) {
+        reply_rate_limited(req, wait, "verification codes");
+        goto out;
+    }
+    if (code_new(code) != 0 || code_hash(req, p.user_id, code, code_h) != 0) {
+        http_reply_error(req, 500, "internal_error", "cannot make a verification code");
+        goto out;
+    }
+    struct db_result *res = NULL;
+    rc = db_begin(c, DB_TX_WRITE);
+    if (rc == DB_OK)
+        rc = db_query_row(c, "SELECT name FROM users WHERE id = $1", DB_ARGS(DB_TEXT(p.user_id)),
+                          &res);
+    if (rc == DB_OK) {
+        snprintf(name, sizeof(name), "%s", db_result_text(res, 0, 0));
+        rc = code_store(c, p.user_id, code_h, now);
+    }
+    db_result_free(res);
+    if (rc == DB_OK)
+        rc = api_audit(req, c, "user", p.user_id, "user.verify_code_sent", "user", p.user_id, NULL);
+    rc = tx_end(c, rc);
+    if (rc) {
+        api_db_fail(req, c, rc, "send a verification code");
+        goto out;
+    }
+    db_release(c);
+    c = NULL;
+    if (!code_mail(req, p.email, name, code)) {
+        http_set_header(req, "Retry-After", "60");
+        http_reply_error(req, 503, "unavailable", "cannot send mail now, try again later");
+        goto out;
+    }
+    http_reply_json(req, 200, json_pack("{s:I}", "expires_at", (json_int_t)(now + VERIFY_TTL)));
+out:
+    secret_wipe(code, sizeof(code));
+    secret_wipe(code_h, sizeof(code_h));
     db_release(c);
 }
 
@@ -811,6 +1099,8 @@ out:
 
 const struct http_route api_users_routes[] = {
         {"POST", "/v1/auth/register", h_register, NULL, HTTP_JSON},
+        {"POST", "/v1/auth/verify", h_verify, NULL, HTTP_JSON},
+        {"POST", "/v1/auth/verify/resend", h_verify_resend, NULL, 0},
         {"POST", "/v1/auth/login", h_login, NULL, HTTP_JSON},
         {"POST", "/v1/auth/logout", h_logout, NULL, 0},
         {"GET", "/v1/me", h_me, NULL, 0},
