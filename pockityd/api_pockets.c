@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "billing.h"
 #include "log.h"
 #include "secret.h"
 #include "usage.h"
@@ -413,6 +414,34 @@ static int pocket_set_tier(struct db_conn *c, const char *pocket_id, const char 
     return DB_OK;
 }
 
+/* Move pocket_id to tier with its billing: the subscription side first
+ * (created, changed or scheduled, see billing.h), then the pocket itself
+ * unless the change waits for the period's end (bc->deferred). Refuses 409
+ * when billing refuses (a downgrade that does not fit, another currency). */
+static int pocket_change_tier(struct http_request *req, struct db_conn *c, const char *pocket_id,
+                              const char *tier, const struct tier_info *t, const char *actor_type,
+                              const char *actor_id, struct billing_change *bc, struct refusal *ref)
+{
+    int rc = billing_tier_change(req, c, pocket_id, tier, api_now(), actor_type, actor_id, bc);
+    if (rc == BILLING_REFUSED)
+        return refuse(ref, 409, "conflict", "%s", bc->message);
+    if (rc || bc->deferred)
+        return rc;
+    return pocket_set_tier(c, pocket_id, tier, t, ref);
+}
+
+/* What a tier change's audit detail says about its billing. */
+static void billing_detail(json_t *detail, const struct billing_change *bc)
+{
+    if (!detail || !bc->subscription_id[0])
+        return;
+    json_object_set_new(detail, "subscription_id", json_string(bc->subscription_id));
+    json_object_set_new(detail, "effective_at", json_integer(bc->effective_at));
+    json_object_set_new(detail, "deferred", json_boolean(bc->deferred));
+    if (bc->invoice_id[0])
+        json_object_set_new(detail, "invoice_id", json_string(bc->invoice_id));
+}
+
 /* After the pending request of a pending pocket was rejected or canceled: put
  * the pocket on the default tier, active, when that tier is offered and the
  * pocket fits; otherwise it stays pending and its owner may ask for another
@@ -522,6 +551,13 @@ static int create_pocket_tx(struct db_conn *c, void *arg, struct refusal *ref)
     rc = api_audit(
             a->req, c, "user", a->who->user_id, "pocket.create", "pocket", a->id,
             json_pack("{s:s, s:s, s:s}", "name", a->name, "tier", a->tier, "prefix", prefix));
+    if (rc == DB_OK && !t.needs_approval) {
+        /* Active at once: a paid tier starts its subscription now. */
+        struct billing_change bc;
+        rc = billing_tier_change(a->req, c, a->id, a->tier, now, "user", a->who->user_id, &bc);
+        if (rc == BILLING_REFUSED)
+            rc = refuse(ref, 409, "conflict", "%s", bc.message);
+    }
     if (rc || !t.needs_approval)
         return rc;
 
@@ -723,12 +759,16 @@ static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
                              "to_tier", a->tier, "automatic", !t.needs_approval));
     if (rc || t.needs_approval)
         return rc;
-    rc = pocket_set_tier(c, a->pocket_id, a->tier, &t, ref);
+    struct billing_change bc;
+    rc = pocket_change_tier(a->req, c, a->pocket_id, a->tier, &t, "system", NULL, &bc, ref);
     if (rc)
         return rc;
+    json_t *detail = json_pack("{s:s, s:s, s:s, s:s, s:s}", "pocket_id", a->pocket_id, "user_id",
+                               a->who->user_id, "from_tier", from, "to_tier", a->tier, "comment",
+                               "automatic");
+    billing_detail(detail, &bc);
     return api_audit(a->req, c, "system", NULL, "tier_request.approve", "tier_request", a->id,
-                     json_pack("{s:s, s:s, s:s, s:s}", "pocket_id", a->pocket_id, "from_tier", from,
-                               "to_tier", a->tier, "comment", "automatic"));
+                     detail);
 }
 
 /* Shared ending of the handlers that change a request: answer with it. */
@@ -861,8 +901,9 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
         return refuse(ref, 404, "not_found", "no tier request '%s'", a->id);
     if (rc)
         return rc;
-    char pocket[64], to[TIER_ID_MAX + 1], status[16], pocket_status[16];
+    char pocket[64], to[TIER_ID_MAX + 1], status[16], pocket_status[16], owner[64];
     snprintf(pocket, sizeof(pocket), "%s", db_result_text(res, 0, 0));
+    snprintf(owner, sizeof(owner), "%s", db_result_text(res, 0, 4));
     json_t *from = api_json_text(res, 0, 1);
     snprintf(to, sizeof(to), "%s", db_result_text(res, 0, 2));
     snprintf(status, sizeof(status), "%s", db_result_text(res, 0, 3));
@@ -884,13 +925,14 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
                  &changes);
     if (rc == DB_OK && changes != 1)
         rc = refuse(ref, 409, "conflict", "tier request '%s' was decided meanwhile", a->id);
+    struct billing_change bc = {0};
     if (rc == DB_OK && a->what == APPROVE) {
         struct tier_info t;
         rc = tier_get_active(c, to, &t, ref);
         if (rc == TX_REFUSED)
             refuse(ref, 409, "conflict", "tier '%s' is no longer offered: reject the request", to);
         if (rc == DB_OK)
-            rc = pocket_set_tier(c, pocket, to, &t, ref);
+            rc = pocket_change_tier(a->req, c, pocket, to, &t, "admin", a->who->user_id, &bc, ref);
     }
     bool fallback = false;
     if (rc == DB_OK && a->what != APPROVE && !strcmp(pocket_status, "pending"))
@@ -899,10 +941,11 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
         json_decref(from);
         return rc;
     }
-    json_t *detail = json_pack("{s:s, s:o, s:s, s:s*}", "pocket_id", pocket, "from_tier", from,
-                               "to_tier", to, "comment", a->comment);
+    json_t *detail = json_pack("{s:s, s:s, s:o, s:s, s:s*}", "pocket_id", pocket, "user_id", owner,
+                               "from_tier", from, "to_tier", to, "comment", a->comment);
     if (detail && fallback)
         json_object_set_new(detail, "pocket_moved_to", json_string(DEFAULT_TIER));
+    billing_detail(detail, &bc);
     return api_audit(a->req, c, a->what == CANCEL ? "user" : "admin", a->who->user_id,
                      action[a->what], "tier_request", a->id, detail);
 }
