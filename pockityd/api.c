@@ -3,6 +3,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,44 @@ int api_audit(struct http_request *req, struct db_conn *c, const char *actor_typ
                      NULL);
     free(text);
     return rc;
+}
+
+int api_refuse(struct api_refusal *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    r->status = status;
+    r->code = code;
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+    return API_TX_REFUSED;
+}
+
+bool api_tx_run(struct http_request *req, struct db_conn *c, api_tx_body body, void *arg,
+                const char *what)
+{
+    struct api_refusal ref;
+    int rc = DB_ERR_RETRY;
+    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+        memset(&ref, 0, sizeof(ref));
+        rc = db_begin(c, DB_TX_WRITE);
+        if (rc)
+            continue;
+        rc = body(c, arg, &ref);
+        if (rc == DB_OK)
+            rc = db_commit(c);
+        else
+            db_rollback(c);
+    }
+    if (rc == API_TX_REFUSED) {
+        http_reply_error(req, ref.status, ref.code, "%s", ref.message);
+        return false;
+    }
+    if (rc) {
+        api_db_fail(req, c, rc, what);
+        return false;
+    }
+    return true;
 }
 
 void api_new_id(const char *prefix, char *out, size_t outlen)

@@ -80,6 +80,30 @@ int api_audit(struct http_request *req, struct db_conn *c, const char *actor_typ
               const char *actor_id, const char *action, const char *target_type,
               const char *target_id, json_t *detail);
 
+/* Transactions that may refuse the request. A body either succeeds (DB_OK),
+ * fails with a db status, or refuses: it fills *ref with api_refuse() and
+ * returns API_TX_REFUSED, and the transaction is rolled back. */
+#define API_TX_REFUSED (DB_STATUS_COUNT + 100)
+
+struct api_refusal {
+    int status;       /* HTTP status of the answer */
+    const char *code; /* error code, a string literal */
+    char message[300];
+};
+
+/* Fill *r and return API_TX_REFUSED. */
+int api_refuse(struct api_refusal *r, int status, const char *code, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+typedef int (*api_tx_body)(struct db_conn *c, void *arg, struct api_refusal *ref);
+
+/* Run body in a write transaction on c, again on DB_ERR_RETRY (at most
+ * DB_TRANSACT_ATTEMPTS times), so body must only touch the database and reset
+ * whatever it records in arg. Returns true once committed; otherwise it has
+ * answered (the refusal, or the db failure named by what). */
+bool api_tx_run(struct http_request *req, struct db_conn *c, api_tx_body body, void *arg,
+                const char *what);
+
 /* Generate a new random id with the given prefix ("usr", "pkt", ...) into out
  * (at least 32 bytes). */
 void api_new_id(const char *prefix, char *out, size_t outlen);

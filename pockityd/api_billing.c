@@ -127,61 +127,6 @@ static json_t *page_json(const char *key, json_t *items, bool more, int64_t last
     return json_pack("{s:o, s:o}", key, items, "next_cursor", next);
 }
 
-/* ---- Transactions with refusals (as in api_pockets.c) */
-
-#define TX_REFUSED (DB_STATUS_COUNT + 1000)
-
-struct refusal {
-    int status;
-    const char *code;
-    char message[300];
-};
-
-static int refuse(struct refusal *r, int status, const char *code, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-
-static int refuse(struct refusal *r, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    r->status = status;
-    r->code = code;
-    vsnprintf(r->message, sizeof(r->message), fmt, ap);
-    va_end(ap);
-    return TX_REFUSED;
-}
-
-typedef int (*tx_body)(struct db_conn *c, void *arg, struct refusal *ref);
-
-/* Run body in a write transaction, again on DB_ERR_RETRY. True once
- * committed; otherwise it has answered. */
-static bool tx_run(struct http_request *req, struct db_conn *c, tx_body body, void *arg,
-                   const char *what)
-{
-    struct refusal ref;
-    int rc = DB_ERR_RETRY;
-    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        memset(&ref, 0, sizeof(ref));
-        rc = db_begin(c, DB_TX_WRITE);
-        if (rc)
-            continue;
-        rc = body(c, arg, &ref);
-        if (rc == DB_OK)
-            rc = db_commit(c);
-        else
-            db_rollback(c);
-    }
-    if (rc == TX_REFUSED) {
-        http_reply_error(req, ref.status, ref.code, "%s", ref.message);
-        return false;
-    }
-    if (rc) {
-        api_db_fail(req, c, rc, what);
-        return false;
-    }
-    return true;
-}
-
 /* ---- Invoices as JSON */
 
 #define INVOICE_COLS                                                                               \
@@ -456,7 +401,7 @@ struct renewal_change {
     const char *pocket_id, *renewal;
 };
 
-static int renewal_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int renewal_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct renewal_change *a = arg;
     struct db_result *res = NULL;
@@ -465,7 +410,7 @@ static int renewal_tx(struct db_conn *c, void *arg, struct refusal *ref)
                           " WHERE s.pocket_id = $1 AND p.user_id = $2",
                           DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->who->user_id)), &res);
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "pocket '%s' has no subscription", a->pocket_id);
+        return api_refuse(ref, 404, "not_found", "pocket '%s' has no subscription", a->pocket_id);
     if (rc)
         return rc;
     char id[64];
@@ -474,9 +419,9 @@ static int renewal_tx(struct db_conn *c, void *arg, struct refusal *ref)
     rc = billing_subscription_renewal(a->req, c, id, a->renewal, api_now(), "user",
                                       a->who->user_id);
     if (rc == BILLING_INVALID_STATE)
-        return refuse(ref, 409, "invalid_state",
-                      "subscription '%s' is canceled: its renewal cannot become %s", id,
-                      a->renewal);
+        return api_refuse(ref, 409, "invalid_state",
+                          "subscription '%s' is canceled: its renewal cannot become %s", id,
+                          a->renewal);
     return rc;
 }
 
@@ -501,7 +446,7 @@ static void h_pocket_sub_set(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "field 'renewal' must be manual or credit");
         goto out;
     }
-    if (tx_run(req, c, renewal_tx, &a, "set renewal"))
+    if (api_tx_run(req, c, renewal_tx, &a, "set renewal"))
         reply_pocket_sub(req, c, a.pocket_id, who.user_id);
 out:
     db_release(c);
@@ -562,16 +507,16 @@ struct sub_cancel {
     const char *id, *reason;
 };
 
-static int sub_cancel_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int sub_cancel_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct sub_cancel *a = arg;
     int rc = billing_subscription_cancel(a->req, c, a->id, a->reason, api_now(), "admin",
                                          a->who->user_id);
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "no subscription '%s'", a->id);
+        return api_refuse(ref, 404, "not_found", "no subscription '%s'", a->id);
     if (rc == BILLING_INVALID_STATE)
-        return refuse(ref, 409, "invalid_state",
-                      "subscription '%s' is canceled: it cannot become canceled again", a->id);
+        return api_refuse(ref, 409, "invalid_state",
+                          "subscription '%s' is canceled: it cannot become canceled again", a->id);
     return rc;
 }
 
@@ -597,7 +542,7 @@ static void h_admin_sub_cancel(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "field 'reason' holds control characters");
         goto out;
     }
-    if (!tx_run(req, c, sub_cancel_tx, &a, "cancel subscription"))
+    if (!api_tx_run(req, c, sub_cancel_tx, &a, "cancel subscription"))
         goto out;
     int rc = db_query_row(c, "SELECT " SUB_COLS " FROM subscriptions s WHERE s.id = $1",
                           DB_ARGS(DB_TEXT(a.id)), &res);
@@ -716,17 +661,17 @@ struct grant {
     char id[64];
 };
 
-static int grant_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int grant_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct grant *a = arg;
     int rc = billing_credit_grant(a->req, c, a->user_id, a->amount, a->currency, a->reason,
                                   api_now(), a->who->user_id, a->id);
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "no user '%s'", a->user_id);
+        return api_refuse(ref, 404, "not_found", "no user '%s'", a->user_id);
     if (rc == BILLING_REFUSED)
-        return refuse(ref, 409, "conflict",
-                      "the balance in %s would exceed %" PRId64 " minor units", a->currency,
-                      BILLING_BALANCE_MAX);
+        return api_refuse(ref, 409, "conflict",
+                          "the balance in %s would exceed %" PRId64 " minor units", a->currency,
+                          BILLING_BALANCE_MAX);
     return rc;
 }
 
@@ -759,7 +704,7 @@ static void h_admin_grant(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "field 'reason' holds control characters");
         goto out;
     }
-    if (!tx_run(req, c, grant_tx, &a, "grant credit"))
+    if (!api_tx_run(req, c, grant_tx, &a, "grant credit"))
         goto out;
     int rc = db_query_row(c,
                           "SELECT id, user_id, amount_minor, currency, kind, reason, invoice_id,"
@@ -796,7 +741,7 @@ struct new_invoice {
     char id[64];
 };
 
-static int new_invoice_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int new_invoice_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct new_invoice *a = arg;
     if (a->inv.pocket_id) {
@@ -806,15 +751,15 @@ static int new_invoice_tx(struct db_conn *c, void *arg, struct refusal *ref)
         if (rc)
             return rc;
         if (!n)
-            return refuse(ref, 404, "not_found", "user '%s' has no pocket '%s'", a->inv.user_id,
-                          a->inv.pocket_id);
+            return api_refuse(ref, 404, "not_found", "user '%s' has no pocket '%s'", a->inv.user_id,
+                              a->inv.pocket_id);
     }
     int rc = billing_invoice_create(a->req, c, &a->inv, api_now(), a->actor_type, a->actor_id,
                                     a->id);
     if (rc == DB_ERR_INVALID)
-        return refuse(ref, 400, "invalid_request",
-                      "the invoice's total must be from 1 to %" PRId64 " minor units",
-                      BILLING_AMOUNT_MAX);
+        return api_refuse(ref, 400, "invalid_request",
+                          "the invoice's total must be from 1 to %" PRId64 " minor units",
+                          BILLING_AMOUNT_MAX);
     return rc;
 }
 
@@ -845,7 +790,7 @@ static void h_top_up(struct http_request *req)
     a.inv.n_lines = 1;
     a.inv.due_days = default_due_days(req);
     a.inv.open = true;
-    if (tx_run(req, c, new_invoice_tx, &a, "create top-up invoice"))
+    if (api_tx_run(req, c, new_invoice_tx, &a, "create top-up invoice"))
         reply_invoice(req, c, a.id, NULL, 201);
 out:
     db_release(c);
@@ -929,7 +874,7 @@ static void h_admin_invoice_create(struct http_request *req)
     }
     if (!user_exists(req, c, a.inv.user_id))
         goto out;
-    if (tx_run(req, c, new_invoice_tx, &a, "create invoice"))
+    if (api_tx_run(req, c, new_invoice_tx, &a, "create invoice"))
         reply_invoice(req, c, a.id, NULL, 201);
 out:
     db_release(c);
@@ -945,18 +890,18 @@ struct inv_action {
 };
 
 /* 404 for an unknown invoice, 409 invalid_state naming both states. */
-static int inv_refusal(struct refusal *ref, int rc, const char *id, const char *from,
+static int inv_refusal(struct api_refusal *ref, int rc, const char *id, const char *from,
                        const char *to)
 {
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "no invoice '%s'", id);
+        return api_refuse(ref, 404, "not_found", "no invoice '%s'", id);
     if (rc == BILLING_INVALID_STATE)
-        return refuse(ref, 409, "invalid_state", "invoice '%s' is %s: it cannot become %s", id,
-                      from, to);
+        return api_refuse(ref, 409, "invalid_state", "invoice '%s' is %s: it cannot become %s", id,
+                          from, to);
     return rc;
 }
 
-static int inv_action_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int inv_action_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct inv_action *a = arg;
     char from[16] = "";
@@ -965,7 +910,7 @@ static int inv_action_tx(struct db_conn *c, void *arg, struct refusal *ref)
     return inv_refusal(ref, rc, a->id, from, a->to);
 }
 
-static int mark_paid_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int mark_paid_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct inv_action *a = arg;
     struct billing_invoice inv;
@@ -1017,7 +962,7 @@ static void inv_action(struct http_request *req, const char *to)
             goto out;
         }
     }
-    if (tx_run(req, c, paying ? mark_paid_tx : inv_action_tx, &a, "change invoice"))
+    if (api_tx_run(req, c, paying ? mark_paid_tx : inv_action_tx, &a, "change invoice"))
         reply_invoice(req, c, a.id, NULL, 200);
 out:
     db_release(c);

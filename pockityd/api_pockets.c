@@ -127,66 +127,6 @@ static json_t *page_json(const char *key, json_t *items, int64_t limit, int64_t 
                      more ? json_integer(offset + limit) : json_null());
 }
 
-/* ---- Transactions with refusals */
-
-/* A transaction body either succeeds (DB_OK), fails with a db status, or
- * refuses the request: it fills a struct refusal and returns TX_REFUSED, and the
- * transaction is rolled back. */
-#define TX_REFUSED (DB_STATUS_COUNT + 100)
-
-struct refusal {
-    int status;
-    const char *code;
-    char message[256];
-};
-
-static int refuse(struct refusal *r, int status, const char *code, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-
-static int refuse(struct refusal *r, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    r->status = status;
-    r->code = code;
-    vsnprintf(r->message, sizeof(r->message), fmt, ap);
-    va_end(ap);
-    return TX_REFUSED;
-}
-
-typedef int (*tx_body)(struct db_conn *c, void *arg, struct refusal *ref);
-
-/* Run body in a write transaction on c, again on DB_ERR_RETRY (at most
- * DB_TRANSACT_ATTEMPTS times), so body must only touch the database and reset
- * whatever it records in arg. Returns true once committed; otherwise it has
- * answered (the refusal, or the db failure named by what). */
-static bool tx_run(struct http_request *req, struct db_conn *c, tx_body body, void *arg,
-                   const char *what)
-{
-    struct refusal ref;
-    int rc = DB_ERR_RETRY;
-    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        memset(&ref, 0, sizeof(ref));
-        rc = db_begin(c, DB_TX_WRITE);
-        if (rc)
-            continue;
-        rc = body(c, arg, &ref);
-        if (rc == DB_OK)
-            rc = db_commit(c);
-        else
-            db_rollback(c);
-    }
-    if (rc == TX_REFUSED) {
-        http_reply_error(req, ref.status, ref.code, "%s", ref.message);
-        return false;
-    }
-    if (rc) {
-        api_db_fail(req, c, rc, what);
-        return false;
-    }
-    return true;
-}
-
 /* ---- Row shapes */
 
 #define TIER_COLS                                                                                  \
@@ -372,7 +312,7 @@ struct tier_info {
 };
 
 static int tier_get_active(struct db_conn *c, const char *id, struct tier_info *t,
-                           struct refusal *ref)
+                           struct api_refusal *ref)
 {
     struct db_result *res = NULL;
     int rc = db_query_row(c,
@@ -380,7 +320,7 @@ static int tier_get_active(struct db_conn *c, const char *id, struct tier_info *
                           " WHERE id = $1 AND active = 1",
                           DB_ARGS(DB_TEXT(id)), &res);
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 400, "invalid_request", "unknown tier '%s'", id);
+        return api_refuse(ref, 400, "invalid_request", "unknown tier '%s'", id);
     if (rc)
         return rc;
     t->max_bytes = db_result_int(res, 0, 0);
@@ -394,7 +334,7 @@ static int tier_get_active(struct db_conn *c, const char *id, struct tier_info *
  * it holds and has reserved fits the tier: one conditional UPDATE, so a
  * concurrent reservation cannot slip past. Refuses 409 otherwise. */
 static int pocket_set_tier(struct db_conn *c, const char *pocket_id, const char *tier,
-                           const struct tier_info *t, struct refusal *ref)
+                           const struct tier_info *t, struct api_refusal *ref)
 {
     int64_t changes = 0;
     int rc = db_exec(c,
@@ -408,9 +348,9 @@ static int pocket_set_tier(struct db_conn *c, const char *pocket_id, const char 
     if (rc)
         return rc;
     if (changes != 1)
-        return refuse(ref, 409, "conflict",
-                      "pocket '%s' holds more than tier '%s' allows: free space first", pocket_id,
-                      tier);
+        return api_refuse(ref, 409, "conflict",
+                          "pocket '%s' holds more than tier '%s' allows: free space first",
+                          pocket_id, tier);
     return DB_OK;
 }
 
@@ -420,11 +360,12 @@ static int pocket_set_tier(struct db_conn *c, const char *pocket_id, const char 
  * when billing refuses (a downgrade that does not fit, another currency). */
 static int pocket_change_tier(struct http_request *req, struct db_conn *c, const char *pocket_id,
                               const char *tier, const struct tier_info *t, const char *actor_type,
-                              const char *actor_id, struct billing_change *bc, struct refusal *ref)
+                              const char *actor_id, struct billing_change *bc,
+                              struct api_refusal *ref)
 {
     int rc = billing_tier_change(req, c, pocket_id, tier, api_now(), actor_type, actor_id, bc);
     if (rc == BILLING_REFUSED)
-        return refuse(ref, 409, "conflict", "%s", bc->message);
+        return api_refuse(ref, 409, "conflict", "%s", bc->message);
     if (rc || bc->deferred)
         return rc;
     return pocket_set_tier(c, pocket_id, tier, t, ref);
@@ -504,7 +445,7 @@ struct create_pocket {
     char request_id[64];
 };
 
-static int create_pocket_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int create_pocket_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct create_pocket *a = arg;
     int64_t now = api_now(), count = 0;
@@ -522,14 +463,14 @@ static int create_pocket_tx(struct db_conn *c, void *arg, struct refusal *ref)
     if (rc)
         return rc;
     if (count >= POCKETS_PER_USER_MAX)
-        return refuse(ref, 409, "conflict", "pocket limit reached: at most %d pockets per user",
-                      POCKETS_PER_USER_MAX);
+        return api_refuse(ref, 409, "conflict", "pocket limit reached: at most %d pockets per user",
+                          POCKETS_PER_USER_MAX);
     rc = db_query_int(c, "SELECT COUNT(*) FROM pockets WHERE user_id = $1 AND name = $2",
                       DB_ARGS(DB_TEXT(a->who->user_id), DB_TEXT(a->name)), &count);
     if (rc)
         return rc;
     if (count)
-        return refuse(ref, 409, "conflict", "you already have a pocket named '%s'", a->name);
+        return api_refuse(ref, 409, "conflict", "you already have a pocket named '%s'", a->name);
     struct tier_info t;
     rc = tier_get_active(c, a->tier, &t, ref);
     if (rc)
@@ -556,7 +497,7 @@ static int create_pocket_tx(struct db_conn *c, void *arg, struct refusal *ref)
         struct billing_change bc;
         rc = billing_tier_change(a->req, c, a->id, a->tier, now, "user", a->who->user_id, &bc);
         if (rc == BILLING_REFUSED)
-            rc = refuse(ref, 409, "conflict", "%s", bc.message);
+            rc = api_refuse(ref, 409, "conflict", "%s", bc.message);
     }
     if (rc || !t.needs_approval)
         return rc;
@@ -619,7 +560,7 @@ static void h_pocket_create(struct http_request *req)
     }
     root_prefix(req, root, sizeof(root));
     a.root = root;
-    if (!tx_run(req, c, create_pocket_tx, &a, "create pocket"))
+    if (!api_tx_run(req, c, create_pocket_tx, &a, "create pocket"))
         goto out;
     int rc = pocket_load(c, a.id, NULL, false, &body);
     if (rc) {
@@ -693,7 +634,7 @@ struct ask_tier {
     char id[64];
 };
 
-static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int ask_tier_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct ask_tier *a = arg;
     int64_t now = api_now();
@@ -705,7 +646,7 @@ static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
                           " WHERE id = $1 AND user_id = $2",
                           DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->who->user_id)), &res);
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "no pocket '%s'", a->pocket_id);
+        return api_refuse(ref, 404, "not_found", "no pocket '%s'", a->pocket_id);
     if (rc)
         return rc;
     char from[TIER_ID_MAX + 1], status[16];
@@ -715,7 +656,7 @@ static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
     db_result_free(res);
 
     if (!strcmp(status, "deleting"))
-        return refuse(ref, 409, "conflict", "pocket '%s' is being deleted", a->pocket_id);
+        return api_refuse(ref, 409, "conflict", "pocket '%s' is being deleted", a->pocket_id);
     int64_t pending = 0;
     rc = db_query_int(c,
                       "SELECT COUNT(*) FROM tier_requests WHERE pocket_id = $1"
@@ -724,20 +665,20 @@ static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
     if (rc)
         return rc;
     if (pending)
-        return refuse(ref, 409, "conflict", "a request is already pending for pocket '%s'",
-                      a->pocket_id);
+        return api_refuse(ref, 409, "conflict", "a request is already pending for pocket '%s'",
+                          a->pocket_id);
     struct tier_info t;
     rc = tier_get_active(c, a->tier, &t, ref);
     if (rc)
         return rc;
     /* A pending pocket (its first request refused) may ask again for its tier. */
     if (!strcmp(from, a->tier) && strcmp(status, "pending") != 0)
-        return refuse(ref, 409, "conflict", "pocket '%s' is already on tier '%s'", a->pocket_id,
-                      a->tier);
+        return api_refuse(ref, 409, "conflict", "pocket '%s' is already on tier '%s'", a->pocket_id,
+                          a->tier);
     if (used_bytes > t.max_bytes || used_objects > t.max_objects)
-        return refuse(ref, 409, "conflict",
-                      "pocket '%s' holds more than tier '%s' allows: free space first",
-                      a->pocket_id, a->tier);
+        return api_refuse(ref, 409, "conflict",
+                          "pocket '%s' holds more than tier '%s' allows: free space first",
+                          a->pocket_id, a->tier);
 
     rc = db_exec(c,
                  "INSERT INTO tier_requests (id, pocket_id, user_id, from_tier, to_tier, reason,"
@@ -750,8 +691,8 @@ static int ask_tier_tx(struct db_conn *c, void *arg, struct refusal *ref)
                          t.needs_approval ? DB_NULL() : DB_INT(now)),
                  NULL);
     if (rc == DB_ERR_CONSTRAINT) /* the one-pending index, raced */
-        return refuse(ref, 409, "conflict", "a request is already pending for pocket '%s'",
-                      a->pocket_id);
+        return api_refuse(ref, 409, "conflict", "a request is already pending for pocket '%s'",
+                          a->pocket_id);
     if (rc)
         return rc;
     rc = api_audit(a->req, c, "user", a->who->user_id, "tier_request.create", "tier_request", a->id,
@@ -809,7 +750,7 @@ static void h_tier_request_create(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "field 'reason' holds control characters");
         goto out;
     }
-    if (tx_run(req, c, ask_tier_tx, &a, "request tier"))
+    if (api_tx_run(req, c, ask_tier_tx, &a, "request tier"))
         reply_request(req, c, a.id, false, 201);
 out:
     db_release(c);
@@ -881,7 +822,7 @@ struct decide {
     const char *id, *comment;
 };
 
-static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int decide_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     static const char *const state[] = {"approved", "rejected", "canceled"};
     static const char *const action[] = {"tier_request.approve", "tier_request.reject",
@@ -898,7 +839,7 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
         rc = DB_ERR_NOT_FOUND; /* someone else's request does not exist for this user */
     }
     if (rc == DB_ERR_NOT_FOUND)
-        return refuse(ref, 404, "not_found", "no tier request '%s'", a->id);
+        return api_refuse(ref, 404, "not_found", "no tier request '%s'", a->id);
     if (rc)
         return rc;
     char pocket[64], to[TIER_ID_MAX + 1], status[16], pocket_status[16], owner[64];
@@ -911,7 +852,7 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
     db_result_free(res);
     if (strcmp(status, "pending") != 0) {
         json_decref(from);
-        return refuse(ref, 409, "conflict", "tier request '%s' is already %s", a->id, status);
+        return api_refuse(ref, 409, "conflict", "tier request '%s' is already %s", a->id, status);
     }
 
     /* Only the first decision wins, also against a concurrent one. */
@@ -924,13 +865,14 @@ static int decide_tx(struct db_conn *c, void *arg, struct refusal *ref)
                          DB_INT(api_now())),
                  &changes);
     if (rc == DB_OK && changes != 1)
-        rc = refuse(ref, 409, "conflict", "tier request '%s' was decided meanwhile", a->id);
+        rc = api_refuse(ref, 409, "conflict", "tier request '%s' was decided meanwhile", a->id);
     struct billing_change bc = {0};
     if (rc == DB_OK && a->what == APPROVE) {
         struct tier_info t;
         rc = tier_get_active(c, to, &t, ref);
-        if (rc == TX_REFUSED)
-            refuse(ref, 409, "conflict", "tier '%s' is no longer offered: reject the request", to);
+        if (rc == API_TX_REFUSED)
+            api_refuse(ref, 409, "conflict", "tier '%s' is no longer offered: reject the request",
+                       to);
         if (rc == DB_OK)
             rc = pocket_change_tier(a->req, c, pocket, to, &t, "admin", a->who->user_id, &bc, ref);
     }
@@ -976,7 +918,7 @@ static void decide(struct http_request *req, enum decision what)
             goto out;
         }
     }
-    if (tx_run(req, c, decide_tx, &a, "decide tier request"))
+    if (api_tx_run(req, c, decide_tx, &a, "decide tier request"))
         reply_request(req, c, a.id, what != CANCEL, 200);
 out:
     db_release(c);
@@ -1087,7 +1029,7 @@ struct tier_change {
     bool approval_set, active_set;
 };
 
-static int tier_create_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int tier_create_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct tier_change *a = arg;
     int64_t exists = 0;
@@ -1096,7 +1038,7 @@ static int tier_create_tx(struct db_conn *c, void *arg, struct refusal *ref)
     if (rc)
         return rc;
     if (exists)
-        return refuse(ref, 409, "conflict", "tier '%s' already exists", a->id);
+        return api_refuse(ref, 409, "conflict", "tier '%s' already exists", a->id);
     rc = db_exec(c,
                  "INSERT INTO tiers (id, name, max_bytes, max_objects, price_minor, currency,"
                  " needs_approval, active, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1105,7 +1047,7 @@ static int tier_create_tx(struct db_conn *c, void *arg, struct refusal *ref)
                          DB_INT(a->f.needs_approval), DB_INT(a->f.active), DB_INT(api_now())),
                  NULL);
     if (rc == DB_ERR_CONSTRAINT)
-        return refuse(ref, 409, "conflict", "tier '%s' already exists", a->id);
+        return api_refuse(ref, 409, "conflict", "tier '%s' already exists", a->id);
     if (rc)
         return rc;
     return api_audit(a->req, c, "admin", a->who->user_id, "tier.create", "tier", a->id,
@@ -1157,13 +1099,13 @@ static void h_admin_tier_create(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "missing field '%s'", missing);
         goto out;
     }
-    if (tx_run(req, c, tier_create_tx, &a, "create tier"))
+    if (api_tx_run(req, c, tier_create_tx, &a, "create tier"))
         reply_tier(req, c, a.id, 201);
 out:
     db_release(c);
 }
 
-static int tier_update_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int tier_update_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct tier_change *a = arg;
     struct tier_fields *f = &a->f;
@@ -1188,7 +1130,7 @@ static int tier_update_tx(struct db_conn *c, void *arg, struct refusal *ref)
     if (rc)
         return rc;
     if (changes != 1)
-        return refuse(ref, 404, "not_found", "no tier '%s'", a->id);
+        return api_refuse(ref, 404, "not_found", "no tier '%s'", a->id);
     json_t *detail = json_object();
     if (f->name)
         json_object_set_new(detail, "name", json_string(f->name));
@@ -1233,7 +1175,7 @@ static void h_admin_tier_update(struct http_request *req)
         http_reply_error(req, 400, "invalid_request", "nothing to change: give at least one field");
         goto out;
     }
-    if (tx_run(req, c, tier_update_tx, &a, "update tier"))
+    if (api_tx_run(req, c, tier_update_tx, &a, "update tier"))
         reply_tier(req, c, a.id, 200);
 out:
     db_release(c);
@@ -1289,7 +1231,7 @@ struct suspend {
     bool suspend;
 };
 
-static int suspend_tx(struct db_conn *c, void *arg, struct refusal *ref)
+static int suspend_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
 {
     struct suspend *a = arg;
     const char *from = a->suspend ? "active" : "suspended",
@@ -1307,13 +1249,13 @@ static int suspend_tx(struct db_conn *c, void *arg, struct refusal *ref)
         rc = db_query_row(c, "SELECT status FROM pockets WHERE id = $1", DB_ARGS(DB_TEXT(a->id)),
                           &res);
         if (rc == DB_ERR_NOT_FOUND)
-            return refuse(ref, 404, "not_found", "no pocket '%s'", a->id);
+            return api_refuse(ref, 404, "not_found", "no pocket '%s'", a->id);
         if (rc)
             return rc;
-        refuse(ref, 409, "conflict", "pocket '%s' is %s, not %s", a->id, db_result_text(res, 0, 0),
-               from);
+        api_refuse(ref, 409, "conflict", "pocket '%s' is %s, not %s", a->id,
+                   db_result_text(res, 0, 0), from);
         db_result_free(res);
-        return TX_REFUSED;
+        return API_TX_REFUSED;
     }
     return api_audit(a->req, c, "admin", a->who->user_id,
                      a->suspend ? "pocket.suspend" : "pocket.unsuspend", "pocket", a->id,
@@ -1342,7 +1284,7 @@ static void suspend(struct http_request *req, bool on)
         http_reply_error(req, 400, "invalid_request", "field 'reason' holds control characters");
         goto out;
     }
-    if (!tx_run(req, c, suspend_tx, &a, on ? "suspend pocket" : "unsuspend pocket"))
+    if (!api_tx_run(req, c, suspend_tx, &a, on ? "suspend pocket" : "unsuspend pocket"))
         goto out;
     int rc = pocket_load(c, a.id, NULL, true, &body);
     if (rc)
