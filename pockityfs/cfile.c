@@ -180,6 +180,7 @@ int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct c
     cf->fd = fd;
     cf->size = (uint64_t)st.st_size;
     cf->dirty = cf->journaled = 1;
+    cf->dirty_since = cf->last_write = inode_now();
     *out = cf;
     return 0;
 }
@@ -345,6 +346,7 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
     if (off + len > cf->size)
         cf->size = off + len;
     cfile_set_dirty(c, cf);
+    cf->last_write = inode_now();
     return (long)len;
 }
 
@@ -364,6 +366,7 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
     }
     cf->size = size;
     cfile_set_dirty(c, cf);
+    cf->last_write = inode_now();
     return 0;
 }
 
@@ -381,6 +384,7 @@ void cfile_set_dirty(struct cache *c, struct cfile *cf)
     if (cf->dirty)
         return;
     cf->dirty = 1;
+    cf->dirty_since = cf->last_write = inode_now();
     pthread_mutex_lock(&c->lock);
     lru_unlink(c, cf);
     pthread_mutex_unlock(&c->lock);

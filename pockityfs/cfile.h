@@ -40,6 +40,8 @@ struct cfile {
     size_t nblocks; /* blocks covering remote_size */
     size_t npresent;
     int dirty;          /* differs from the object */
+    double dirty_since; /* monotonic time it became dirty */
+    double last_write;  /* monotonic time of the last write or truncate */
     int journaled;      /* has a journal row */
     uint64_t ra_next;   /* where a sequential read would continue */
     uint64_t ra_window; /* current read-ahead */

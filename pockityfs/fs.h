@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "cfile.h"
+#include "flusher.h"
 #include "inode.h"
 #include "journal.h"
 #include "meta.h"
@@ -22,8 +23,9 @@ struct fs_options {
     char *cache_size; /* as given; parsed into fs.cache.limit */
     double attr_timeout;
     double dir_timeout;
-    int write_timeout;  /* seconds quota calls wait for an unreachable pockityd */
-    int upload_threads; /* parts in flight per multipart upload */
+    int write_timeout;   /* seconds quota calls wait for an unreachable pockityd */
+    int upload_threads;  /* parts in flight per multipart upload */
+    double upload_after; /* seconds open files stay dirty before a background upload */
     char *log_level;
     int ro;
 };
@@ -36,6 +38,7 @@ struct fs {
     struct inode_table inodes;
     struct cache cache;
     struct journal *journal;
+    struct flusher *flusher; /* NULL until the mount serves */
     struct meta_defaults defaults;
     int read_only;            /* ro mount or read-only key */
     char dir[PATH_MAX];       /* the pocket's cache folder */
@@ -52,5 +55,9 @@ void fs_inode_free(struct inode *inode, void *arg);
  * What cannot be uploaded stays journaled and is served from the cache.
  * Returns the number left pending. */
 size_t fs_replay(struct fs *fs);
+
+/* Hand the files still pending after fs_replay to the flusher, which
+ * retries them while the mount runs. */
+void fs_watch_pending(struct fs *fs);
 
 #endif

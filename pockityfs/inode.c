@@ -113,6 +113,7 @@ static struct inode *inode_alloc(uint64_t ino, const char *path)
     in->ino = ino;
     in->st.st_ino = (ino_t)ino;
     pthread_mutex_init(&in->lock, NULL);
+    pthread_cond_init(&in->cond, NULL);
     return in;
 }
 
@@ -121,6 +122,7 @@ static void inode_destroy(struct inode_table *t, struct inode *in)
     if (t->on_free)
         t->on_free(in, t->on_free_arg);
     pthread_mutex_destroy(&in->lock);
+    pthread_cond_destroy(&in->cond);
     free(in->path);
     free(in);
 }

@@ -39,8 +39,18 @@ struct inode {
     char *link;             /* symlink target, once read */
     struct cfile *cf;       /* local content (open files, cached data, pending upload) */
     int opens;              /* open file handles */
+    int flush_watched;      /* the flusher has it on its list */
     struct listing *dir;    /* cached listing of a directory (fs dir_lock) */
     double dir_expire;      /* (fs dir_lock) */
+    /* Names known to be absent (fs dir_lock): a name that is neither in neg
+     * nor in added (names this mount created or removed since neg was
+     * listed) does not exist, until neg_expire. Spares the S3 requests of
+     * a negative lookup, the common case of tar x, cp -r and shell loops. */
+    struct listing *neg;
+    double neg_expire;
+    char **added;
+    size_t n_added, cap_added;
+    pthread_cond_t cond; /* with lock: signalled when background fetches end */
 };
 
 struct inode_table {

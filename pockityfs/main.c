@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 
 #define KEY_MAX 4096
@@ -37,6 +38,7 @@ static const struct fuse_opt option_table[] = {
         OPT("dir_timeout=%lf", dir_timeout),
         OPT("write_timeout=%d", write_timeout),
         OPT("upload_threads=%d", upload_threads),
+        OPT("upload_after=%lf", upload_after),
         OPT("log_level=%s", log_level),
         FUSE_OPT_KEY("key=", KEY_INLINE_KEY),
         FUSE_OPT_KEY("ro", KEY_RO),
@@ -108,6 +110,7 @@ static void usage(const char *prog)
            "Mount the pocket an API key opens as a local directory.\n"
            "\n"
            "pockityfs options:\n"
+           "    -o config=PATH         defaults file (default " CONFIG_DEFAULT_PATH ", if any)\n"
            "    -o key_file=PATH       file holding the API key (else $POCKITY_KEY)\n"
            "    -o cache_dir=DIR       cache folder (default /var/cache/pockityfs for root,\n"
            "                           else ~/.cache/pockityfs)\n"
@@ -116,6 +119,7 @@ static void usage(const char *prog)
            "    -o dir_timeout=SECS    how long names and listings are cached (default 5)\n"
            "    -o write_timeout=SECS  how long uploads wait for an unreachable server (30)\n"
            "    -o upload_threads=N    parts in flight per multipart upload (default 4)\n"
+           "    -o upload_after=SECS   upload files kept open with unsaved data after (30)\n"
            "    -o log_level=LEVEL     error, warn, info (default) or debug\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
@@ -297,6 +301,9 @@ static int add_opt(struct fuse_args *args, const char *name, const char *value)
 
 int main(int argc, char **argv)
 {
+    char **config_owned = NULL;
+    if (config_apply(&argc, &argv, &config_owned) != 0)
+        return 1;
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fs fs;
     memset(&fs, 0, sizeof(fs));
@@ -304,6 +311,7 @@ int main(int argc, char **argv)
     fs.opt.dir_timeout = 5;
     fs.opt.write_timeout = 30;
     fs.opt.upload_threads = 4;
+    fs.opt.upload_after = 30;
     struct cmdline c = {.opt = &fs.opt};
     cmdline = c;
     struct fuse_cmdline_opts copts = {0};
@@ -350,8 +358,10 @@ int main(int argc, char **argv)
         log_setup("pockityfs", (enum log_level)level, 0);
     }
     if (fs.opt.attr_timeout < 0 || fs.opt.dir_timeout < 0 || fs.opt.write_timeout < 0 ||
+        !(fs.opt.upload_after >= 0.5 && fs.opt.upload_after <= 86400) ||
         fs.opt.upload_threads < 1 || fs.opt.upload_threads > 16) {
-        fprintf(stderr, "error: a timeout is negative or upload_threads is not 1..16\n");
+        fprintf(stderr, "error: a timeout is negative, upload_after is not 0.5..86400 or "
+                        "upload_threads is not 1..16\n");
         goto out;
     }
     if (read_key(fs.opt.key_file, key) != 0)
@@ -424,6 +434,9 @@ int main(int argc, char **argv)
                   1);
     if (remote_start_renewal(fs.remote, fs.s3) != 0)
         log_warn("cannot start renewing credentials; they will be renewed on expiry");
+    if (flusher_start(&fs, fs.opt.upload_after, &fs.flusher) != 0)
+        log_warn("cannot start background uploads; files upload on close and fsync only");
+    fs_watch_pending(&fs);
     log_info("mounted pocket '%s' (%s) on '%s'", fs.session.pocket_name, fs.session.pocket_id,
              copts.mountpoint);
     if (copts.singlethread) {
@@ -448,7 +461,8 @@ out:
         fuse_remove_signal_handlers(se);
         fuse_session_destroy(se);
     }
-    remote_free(fs.remote); /* stops the renewal thread before the client goes */
+    flusher_free(fs.flusher); /* before the inodes and the remote it uses */
+    remote_free(fs.remote);   /* stops the renewal thread before the client goes */
     if (table)
         inode_table_release(&fs.inodes);
     journal_free(fs.journal);
@@ -464,5 +478,6 @@ out:
     free(fs.opt.cache_size);
     free(fs.opt.log_level);
     fuse_opt_free_args(&args);
+    config_argv_free(config_owned);
     return rc;
 }

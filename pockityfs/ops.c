@@ -95,12 +95,17 @@ int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_E
     }
     if (s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
-    struct s3_list_page page = {0};
-    s = s3_list_objects(fs->s3, key, "/", NULL, NULL, 1, &page);
-    if (s != S3_OK)
-        return s3_err("list", key, s);
-    int found = page.n_objects > 0 || page.n_prefixes > 0;
-    s3_list_page_release(&page);
+    int found = ops_dir_probe(fs, path);
+    if (found < 0)
+        return found;
+    if (found == 2) {
+        struct s3_list_page page = {0};
+        s = s3_list_objects(fs->s3, key, "/", NULL, NULL, 1, &page);
+        if (s != S3_OK)
+            return s3_err("list", key, s);
+        found = page.n_objects > 0 || page.n_prefixes > 0;
+        s3_list_page_release(&page);
+    }
     if (found || inode_has_local_under(&fs->inodes, path)) {
         meta_default_stat(1, 0, time(NULL), &fs->defaults, st);
         return 0;
@@ -189,16 +194,18 @@ void ops_dir_changed(struct fs *fs, const char *path)
     free(dir);
     if (!p)
         return;
-    pthread_mutex_lock(&fs->dir_lock);
-    listing_unref(p->dir);
-    p->dir = NULL;
-    pthread_mutex_unlock(&fs->dir_lock);
+    ops_dir_note(fs, p, meta_basename(path));
     inode_put(&fs->inodes, p);
 }
 
 static int read_only(struct fs *fs)
 {
     return fs->read_only ? -EROFS : 0;
+}
+
+int ops_write_check(struct fs *fs)
+{
+    return fs->read_only ? -EROFS : remote_write_check(fs->remote);
 }
 
 static void reply_entry_of(fuse_req_t req, struct fs *fs, struct inode *in)
@@ -237,7 +244,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         struct stat st;
         char etag[S3_ETAG_MAX];
         int has_marker;
-        rc = ops_resolve(fs, path, &st, etag, &has_marker);
+        struct inode *p = inode_get(&fs->inodes, parent);
+        rc = p && ops_dir_absent(fs, p, name) ? -ENOENT : 0;
+        inode_put(&fs->inodes, p);
+        if (!rc)
+            rc = ops_resolve(fs, path, &st, etag, &has_marker);
         if (rc)
             goto fail;
         int created;
@@ -301,8 +312,35 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_attr(req, &st, fs->opt.attr_timeout);
 }
 
+#define REPUT_MAX (8u << 20) /* files up to this size are PUT again from the cache */
+
+/* Whether in's whole content is in its clean cache file and small enough to
+ * PUT again, which is cheaper than a server-side copy (whose answer has a
+ * body). Fills body. Caller holds in->lock. */
+static int cached_body(struct fs *fs, struct inode *in, struct upload_body *body)
+{
+    struct cfile *cf = in->cf;
+    if (!cf || cf->dirty || !S_ISREG(in->st.st_mode) || cf->size > REPUT_MAX ||
+        cf->size != (uint64_t)in->st.st_size || cf->npresent != cf->nblocks ||
+        cf->remote_size != cf->size || strcmp(cf->etag, in->etag) != 0)
+        return 0;
+    int fd = cfile_fd(&fs->cache, cf);
+    if (fd < 0)
+        return 0;
+    *body = (struct upload_body){.fd = fd, .size = cf->size};
+    return 1;
+}
+
+/* Close the cache file again after cached_body when no handle is open. */
+static void cached_done(struct fs *fs, struct inode *in)
+{
+    if (in->cf && in->opens == 0)
+        cfile_idle(&fs->cache, in->cf);
+}
+
 /* Store in's attributes in its object: a copy onto itself with new
- * metadata (a PUT of the marker for a directory without one). Caller holds
+ * metadata (a PUT of the marker for a directory without one, a PUT of the
+ * content for a small file held whole in the cache). Caller holds
  * in->lock. */
 static int store_meta(struct fs *fs, struct inode *in)
 {
@@ -328,10 +366,20 @@ static int store_meta(struct fs *fs, struct inode *in)
         rc = -EFBIG; /* documented: no metadata change above 5 GiB */
         goto done;
     }
+    char etag[S3_ETAG_MAX];
+    struct upload_body body;
+    if (!is_dir && cached_body(fs, in, &body)) {
+        rc = upload_put(fs, path, 0, &body, &in->st, etag);
+        cached_done(fs, in);
+        if (!rc) {
+            snprintf(in->etag, sizeof(in->etag), "%s", etag);
+            snprintf(in->cf->etag, sizeof(in->cf->etag), "%s", etag);
+        }
+        goto done;
+    }
     struct meta_set ms;
     meta_from_stat(&in->st, &ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
-    char etag[S3_ETAG_MAX];
     int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
     if (s != S3_OK) {
         rc = s3_err("change the attributes of", key, s);
@@ -355,8 +403,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         return;
     }
     struct stat st;
+    int rc = ops_write_check(fs);
     pthread_mutex_lock(&in->lock);
-    int rc = read_only(fs);
     if (!rc)
         rc = ops_stat(fs, in, &st);
     if (!rc && (to_set & FUSE_SET_ATTR_SIZE)) {
@@ -429,6 +477,8 @@ static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const str
     pthread_mutex_lock(&in->lock);
     ops_set_attr(fs, in, st, etag, has_marker, 1);
     pthread_mutex_unlock(&in->lock);
+    if (S_ISDIR(st->st_mode))
+        ops_dir_set_empty(fs, in); /* lookups inside need not ask S3 */
     ops_dir_changed(fs, path);
     reply_entry_of(req, fs, in);
     inode_put(&fs->inodes, in);
@@ -438,7 +488,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1], etag[S3_ETAG_MAX] = "";
-    int rc = read_only(fs);
+    int rc = ops_write_check(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     if (!rc)
@@ -460,7 +510,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     struct fs *fs = fs_of(req);
     char *path = NULL, etag[S3_ETAG_MAX] = "";
     size_t len = strlen(link);
-    int rc = read_only(fs);
+    int rc = ops_write_check(fs);
     if (!rc && len >= LINK_MAX_BYTES)
         rc = -ENAMETOOLONG;
     if (!rc)
@@ -732,7 +782,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     struct fs *fs = fs_of(req);
     char *from = NULL, *to = NULL;
     struct inode *src = NULL;
-    int rc = read_only(fs);
+    int rc = ops_write_check(fs);
     if (!rc && (flags & ~RENAME_NOREPLACE))
         rc = -EINVAL; /* RENAME_EXCHANGE and RENAME_WHITEOUT: S3 cannot */
     if (!rc)
@@ -797,7 +847,24 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     } else {
         char key[S3_MAX_KEY_LEN + 1];
         rc = ops_key(fs, from, 0, key);
-        if (!rc)
+        int copied = 0;
+        if (!rc && src) {
+            /* a small file held whole in the cache: PUT it under the new name */
+            pthread_mutex_lock(&src->lock);
+            struct upload_body body;
+            if (cached_body(fs, src, &body)) {
+                char etag2[S3_ETAG_MAX];
+                rc = upload_put(fs, to, 0, &body, &src->st, etag2);
+                cached_done(fs, src);
+                if (!rc) {
+                    snprintf(src->etag, sizeof(src->etag), "%s", etag2);
+                    snprintf(src->cf->etag, sizeof(src->cf->etag), "%s", etag2);
+                }
+                copied = 1;
+            }
+            pthread_mutex_unlock(&src->lock);
+        }
+        if (!rc && !copied)
             rc = upload_copy(fs, from, to, (uint64_t)sst.st_size);
         if (!rc) {
             int s = s3_delete_object(fs->s3, key);
@@ -873,10 +940,7 @@ void fs_inode_free(struct inode *inode, void *arg)
     free(inode->link);
     inode->link = NULL;
     pthread_mutex_unlock(&inode->lock);
-    pthread_mutex_lock(&fs->dir_lock);
-    listing_unref(inode->dir);
-    inode->dir = NULL;
-    pthread_mutex_unlock(&fs->dir_lock);
+    ops_dir_release(fs, inode);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
@@ -899,6 +963,7 @@ const struct fuse_lowlevel_ops fs_ops = {
         .flush = ops_flush,
         .release = ops_release,
         .fsync = ops_fsync,
+        .fsyncdir = ops_fsyncdir,
         .opendir = ops_opendir,
         .readdir = ops_readdir,
         .releasedir = ops_releasedir,

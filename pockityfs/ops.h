@@ -52,6 +52,11 @@ void ops_dir_changed(struct fs *fs, const char *path);
  * stays in the cache and is journaled. Returns 0 or -errno. */
 int ops_sync(struct fs *fs, struct inode *in);
 
+/* Whether the mount may write now: 0, -EROFS (a read-only mount, or a
+ * pocket on hold: payment past due) or -EDQUOT (the pocket holds more than
+ * its tier allows). See remote_write_check. */
+int ops_write_check(struct fs *fs);
+
 /* The full key of path into key; -ENAMETOOLONG when it does not fit. */
 int ops_key(struct fs *fs, const char *path, int as_dir, char key[S3_MAX_KEY_LEN + 1]);
 
@@ -60,6 +65,25 @@ int ops_child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **ou
 
 /* Build the listing of path (every page). Returns 0 or -errno. */
 int ops_list(struct fs *fs, const char *path, struct listing **out);
+
+/* Names known in the directory inode d (ops_dir.c; each takes fs dir_lock):
+ * set_names installs l (a reference is taken) as every name d holds, for
+ * dir_timeout; set_empty says d was just created empty; note records that
+ * this mount created or removed name in d (and drops d's cached listing);
+ * absent tells whether name is known not to exist in d; release forgets
+ * everything (the inode goes away). */
+void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l);
+int ops_dir_set_empty(struct fs *fs, struct inode *d);
+void ops_dir_note(struct fs *fs, struct inode *d, const char *name);
+int ops_dir_absent(struct fs *fs, struct inode *d, const char *name);
+void ops_dir_release(struct fs *fs, struct inode *d);
+
+/* After path was found to be neither an object nor a marker: list its
+ * parent (one page) to learn whether it is a directory implied by keys
+ * under it, remembering the parent's names for later lookups. Returns 0
+ * (absent), 1 (a directory), 2 (cannot tell from one page: ask S3 about
+ * the name itself) or -errno. */
+int ops_dir_probe(struct fs *fs, const char *path);
 
 /* Directory operations (ops_dir.c). */
 void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -78,6 +102,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 /* Truncate in to size (setattr). Caller holds in->lock. */
 int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle);
 

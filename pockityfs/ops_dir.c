@@ -47,7 +47,10 @@ static int add_dent(struct listing *l, size_t *cap, const char *name, size_t len
     return 0;
 }
 
-int ops_list(struct fs *fs, const char *path, struct listing **out)
+/* The listing of path, at most max_pages pages (0: every page); *complete
+ * says whether it holds every entry. */
+static int list_dir(struct fs *fs, const char *path, int max_pages, struct listing **out,
+                    int *complete)
 {
     char key[S3_MAX_KEY_LEN + 1];
     int rc = ops_key(fs, path, 1, key);
@@ -59,7 +62,13 @@ int ops_list(struct fs *fs, const char *path, struct listing **out)
         return -ENOMEM;
     l->refs = 1;
     char *token = NULL;
+    int pages = 0;
+    *complete = 1;
     do {
+        if (max_pages && pages++ == max_pages) {
+            *complete = 0;
+            break;
+        }
         struct s3_list_page page = {0};
         int st = s3_list_objects(fs->s3, key, "/", token, NULL, 1000, &page);
         free(token);
@@ -108,6 +117,128 @@ int ops_list(struct fs *fs, const char *path, struct listing **out)
     l->n = w;
     *out = l;
     return 0;
+}
+
+int ops_list(struct fs *fs, const char *path, struct listing **out)
+{
+    int complete;
+    return list_dir(fs, path, 0, out, &complete);
+}
+
+static int name_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct dent *)elem)->name);
+}
+
+static const struct dent *listing_find(const struct listing *l, const char *name)
+{
+    return l && l->n ? bsearch(name, l->e, l->n, sizeof(*l->e), name_cmp) : NULL;
+}
+
+/* With fs dir_lock held. */
+static void neg_clear(struct inode *d)
+{
+    listing_unref(d->neg);
+    d->neg = NULL;
+    for (size_t i = 0; i < d->n_added; i++)
+        free(d->added[i]);
+    free(d->added);
+    d->added = NULL;
+    d->n_added = d->cap_added = 0;
+}
+
+void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
+{
+    __atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(&fs->dir_lock);
+    neg_clear(d);
+    d->neg = l;
+    d->neg_expire = inode_now() + fs->opt.dir_timeout;
+    pthread_mutex_unlock(&fs->dir_lock);
+}
+
+int ops_dir_set_empty(struct fs *fs, struct inode *d)
+{
+    struct listing *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->refs = 1;
+    ops_dir_set_names(fs, d, l);
+    pthread_mutex_lock(&fs->dir_lock);
+    listing_unref(d->dir);
+    d->dir = l; /* our reference */
+    d->dir_expire = d->neg_expire;
+    pthread_mutex_unlock(&fs->dir_lock);
+    return 0;
+}
+
+#define ADDED_MAX 8192 /* past this many changes a directory is listed again */
+
+void ops_dir_note(struct fs *fs, struct inode *d, const char *name)
+{
+    pthread_mutex_lock(&fs->dir_lock);
+    listing_unref(d->dir);
+    d->dir = NULL;
+    if (d->neg) {
+        char *s = NULL;
+        if (d->n_added == d->cap_added) {
+            size_t nc = d->cap_added ? d->cap_added * 2 : 16;
+            char **a = nc <= ADDED_MAX ? realloc(d->added, nc * sizeof(*a)) : NULL;
+            if (a) {
+                d->added = a;
+                d->cap_added = nc;
+            }
+        }
+        if (d->n_added < d->cap_added && (s = strdup(name)))
+            d->added[d->n_added++] = s;
+        else
+            neg_clear(d); /* cannot keep track: forget instead */
+    }
+    pthread_mutex_unlock(&fs->dir_lock);
+}
+
+int ops_dir_absent(struct fs *fs, struct inode *d, const char *name)
+{
+    int absent = 0;
+    pthread_mutex_lock(&fs->dir_lock);
+    if (d->neg && d->neg_expire > inode_now() && !listing_find(d->neg, name)) {
+        absent = 1;
+        for (size_t i = 0; i < d->n_added && absent; i++)
+            absent = strcmp(d->added[i], name) != 0;
+    }
+    pthread_mutex_unlock(&fs->dir_lock);
+    return absent;
+}
+
+void ops_dir_release(struct fs *fs, struct inode *d)
+{
+    pthread_mutex_lock(&fs->dir_lock);
+    listing_unref(d->dir);
+    d->dir = NULL;
+    neg_clear(d);
+    pthread_mutex_unlock(&fs->dir_lock);
+}
+
+int ops_dir_probe(struct fs *fs, const char *path)
+{
+    size_t plen = meta_parent_len(path);
+    char *parent = strndup(path, plen);
+    if (!parent)
+        return -ENOMEM;
+    struct inode *d = inode_get_path(&fs->inodes, parent);
+    struct listing *l = NULL;
+    int complete = 0, rc = d ? list_dir(fs, parent, 1, &l, &complete) : 1;
+    free(parent);
+    if (rc == 0 && complete) {
+        ops_dir_set_names(fs, d, l);
+        const struct dent *e = listing_find(l, path + plen + (plen ? 1 : 0));
+        rc = !e ? 0 : e->is_dir ? 1 : 2;
+    } else if (rc == 0) {
+        rc = 2; /* too large to hold: ask about the name itself */
+    }
+    listing_unref(l);
+    inode_put(&fs->inodes, d);
+    return rc;
 }
 
 /* An open directory: the listing plus local files not uploaded yet. */
@@ -179,6 +310,7 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         __atomic_add_fetch(&d->l->refs, 1, __ATOMIC_ACQ_REL);
         in->dir_expire = now + fs->opt.dir_timeout;
         pthread_mutex_unlock(&fs->dir_lock);
+        ops_dir_set_names(fs, in, d->l);
     }
     inode_local_children(&fs->inodes, d->path, collect_local, d);
     if (d->oom)

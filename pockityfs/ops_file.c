@@ -58,11 +58,14 @@ int ops_sync(struct fs *fs, struct inode *in)
     struct cfile_src src;
     int local = inode_is_local(&fs->inodes, in);
     rc = src_of(fs, in, key, &src);
+    int refused = rc ? 0 : remote_write_check(fs->remote);
     int fd = rc ? rc : cfile_fd(&fs->cache, cf);
     if (fd < 0)
         rc = fd;
     if (!rc)
         rc = cfile_fill(cf, &src);
+    if (!rc && refused)
+        rc = refused; /* journaled below; uploaded once writes are allowed again */
     char etag[S3_ETAG_MAX] = "";
     struct stat st = in->st;
     st.st_size = (off_t)cf->size;
@@ -90,6 +93,7 @@ int ops_sync(struct fs *fs, struct inode *in)
         if (fdatasync(fd) == 0 && journal_put(fs->journal, &e) == 0) {
             cf->journaled = 1;
             inode_set_flags(&fs->inodes, in, 1, local);
+            flusher_note(fs->flusher, in);
             log_warn("'%s' stays in the cache, not uploaded: %s", path, strerror(-rc));
         } else {
             log_error("cannot journal '%s': its data lives only in this process", path);
@@ -109,6 +113,7 @@ int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle
     clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
     in->st.st_ctim = in->st.st_mtim;
     in->st.st_size = (off_t)size;
+    flusher_note(fs->flusher, in);
     /* truncate(2) by name: no flush will follow */
     if (!open_handle)
         rc = ops_sync(fs, in);
@@ -120,7 +125,9 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
 {
     struct fs *fs = fs_of(req);
     char *path = NULL;
-    int rc = fs->read_only ? -EROFS : ops_child_path(fs, parent, name, &path);
+    int rc = ops_write_check(fs);
+    if (!rc)
+        rc = ops_child_path(fs, parent, name, &path);
     struct inode *in = NULL;
     if (!rc && !(in = inode_make(&fs->inodes, path, NULL)))
         rc = -ENOMEM;
@@ -151,6 +158,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
         ops_set_attr(fs, in, &st, "", 0, 1);
         in->opens++;
         ops_entry(fs, in, &e);
+        flusher_note(fs->flusher, in);
     }
     pthread_mutex_unlock(&in->lock);
     if (!rc) {
@@ -182,6 +190,8 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = 0;
     if (fs->read_only && (fi->flags & O_ACCMODE) != O_RDONLY)
         rc = -EROFS;
+    else if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
+        rc = ops_write_check(fs);
     pthread_mutex_lock(&in->lock);
     struct stat st;
     /* close-to-open: look at the object again, unless a lookup just did */
@@ -263,7 +273,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
     (void)fi;
     struct fs *fs = fs_of(req);
     struct inode *in = inode_get(&fs->inodes, ino);
-    long n = !in ? -ENOENT : fs->read_only ? -EROFS : 0;
+    long n = !in ? -ENOENT : ops_write_check(fs);
     if (!n) {
         char key[S3_MAX_KEY_LEN + 1];
         struct cfile_src src;
@@ -276,6 +286,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
         if (!n)
             n = cfile_write(&fs->cache, in->cf, &src, (uint64_t)off, buf, size);
         if (n >= 0) {
+            flusher_note(fs->flusher, in);
             in->st.st_size = (off_t)in->cf->size;
             clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
             in->st.st_ctim = in->st.st_mtim;
@@ -315,9 +326,36 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    (void)datasync;
+    (void)datasync; /* data and attributes go up together: one PUT */
     (void)fi;
     sync_reply(req, ino);
+}
+
+void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    fuse_reply_err(req, 0); /* directory changes are in S3 when they return */
+}
+
+void fs_watch_pending(struct fs *fs)
+{
+    struct journal_entry *v = NULL;
+    size_t n = 0;
+    if (journal_list(fs->journal, &v, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct inode *in = inode_get_path(&fs->inodes, v[i].path);
+        if (!in)
+            continue;
+        pthread_mutex_lock(&in->lock);
+        if (in->cf && in->cf->dirty)
+            flusher_note(fs->flusher, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&fs->inodes, in);
+    }
+    journal_entries_free(v, n);
 }
 
 static int inode_still_named(struct fs *fs, struct inode *in)

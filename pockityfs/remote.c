@@ -51,6 +51,7 @@ struct remote {
     int n_idle;                /* guarded by pool_lock */
 
     _Atomic(const char *) access; /* one of the static strings in access_names */
+    atomic_int restriction;       /* RESTRICT_*: the latest word of pockityd on writes */
     atomic_bool stopping;         /* remote_free has begun: abort transfers */
 
     /* Serialises session fetches, so a burst of ExpiredToken errors costs one. */
@@ -75,6 +76,12 @@ struct remote {
 };
 
 static const char *const access_names[] = {"rw", "ro", "read-delete"};
+
+enum {
+    RESTRICT_NONE,
+    RESTRICT_OVER_QUOTA, /* writes fail with EDQUOT */
+    RESTRICT_HELD        /* payment past due or another hold: EROFS */
+};
 
 /* ---- small helpers ---- */
 
@@ -490,6 +497,27 @@ static bool parse_totals(json_t *body, struct remote_usage *u, bool need_reserve
     return true;
 }
 
+/* Remember the "restriction" member of an answer carrying the totals
+ * (null, or {"code": "over_quota" | "past_due" | ...}); absent: no change. */
+static void restriction_from(struct remote *r, json_t *body)
+{
+    json_t *v = json_is_object(body) ? json_object_get(body, "restriction") : NULL;
+    if (!v)
+        return;
+    int x = RESTRICT_NONE;
+    if (json_is_object(v)) {
+        const char *code = json_string_value(json_object_get(v, "code"));
+        x = code && !strcmp(code, "over_quota") ? RESTRICT_OVER_QUOTA : RESTRICT_HELD;
+    }
+    int old = atomic_exchange(&r->restriction, x);
+    if (old != x && x != RESTRICT_NONE)
+        log_warn("the pocket is read-only: %s", x == RESTRICT_OVER_QUOTA
+                                                        ? "it holds more than its quota allows"
+                                                        : "payment is past due or it is on hold");
+    else if (old != x)
+        log_info("the pocket is writable again");
+}
+
 static const char *access_static(const char *s)
 {
     for (size_t i = 0; i < sizeof(access_names) / sizeof(access_names[0]); i++)
@@ -625,12 +653,13 @@ static int session_fetch(struct remote *r, struct remote_session *s, char *err, 
             seterr(err, errlen, "pockityd at '%s' sent a malformed session: %s", r->base_url, what);
         else if (rc)
             seterr(err, errlen, "out of memory");
-        json_decref(body);
         if (rc == 0) {
             /* The session's totals are not cached for statfs: the first
              * remote_usage asks GET /v1/usage, which also counts reservations. */
             atomic_store(&r->access, access_static(s->access));
+            restriction_from(r, body);
         }
+        json_decref(body);
         return rc;
     }
     error_message(r, body, msg, code);
@@ -945,8 +974,15 @@ static int quota_errno(struct remote *r, const char *what, long status, json_t *
     int rc;
     switch (status) {
     case 401:
+        rc = -EACCES;
+        break;
     case 403:
         rc = -EACCES;
+        if (!strcmp(code, "read_only")) { /* a hold: payment past due */
+            rc = -EROFS;
+            if (atomic_exchange(&r->restriction, RESTRICT_HELD) != RESTRICT_HELD)
+                log_warn("the pocket is read-only: %s", *msg ? msg : code);
+        }
         break;
     case 404:
         rc = -ENOENT;
@@ -962,7 +998,7 @@ static int quota_errno(struct remote *r, const char *what, long status, json_t *
     default:
         rc = -EIO;
     }
-    if (rc == -EDQUOT || rc == -ENOENT)
+    if (rc == -EDQUOT || rc == -ENOENT || rc == -EROFS)
         log_info("%s: %s", what, *msg ? msg : code);
     else
         log_warn("%s: pockityd answered http %ld: %s", what, status, *msg ? msg : code);
@@ -973,8 +1009,10 @@ static int quota_errno(struct remote *r, const char *what, long status, json_t *
 static void usage_from_answer(struct remote *r, json_t *body)
 {
     struct remote_usage u;
-    if (json_is_object(body) && parse_totals(body, &u, true))
+    if (json_is_object(body) && parse_totals(body, &u, true)) {
         usage_store(r, &u);
+        restriction_from(r, body);
+    }
 }
 
 static bool key_valid(const char *key)
@@ -1147,16 +1185,42 @@ int remote_usage(struct remote *r, struct remote_usage *u)
                  r->base_url);
         rc = -EIO;
     }
-    json_decref(body);
     now = mono_now();
     if (rc == 0) {
         r->usage = fresh;
         r->have_usage = true;
         r->usage_at = now;
+        restriction_from(r, body);
     } else {
         r->usage_retry = ts_add_ms(now, USAGE_TTL_MS);
     }
+    json_decref(body);
     *u = r->usage;
     pthread_mutex_unlock(&r->usage_lock);
     return rc;
+}
+
+int remote_write_check(struct remote *r)
+{
+    if (!r)
+        return -EINVAL;
+    const char *access = atomic_load(&r->access);
+    int x = atomic_load(&r->restriction);
+    if (x == RESTRICT_NONE && access != access_names[2])
+        return 0;
+    /* Restricted, or holding the credentials of a restricted session: ask
+     * again (GET /v1/usage, at most every USAGE_TTL_MS) whether that ended. */
+    struct remote_usage u;
+    remote_usage(r, &u);
+    x = atomic_load(&r->restriction);
+    if (x == RESTRICT_NONE && atomic_load(&r->access) == access_names[2]) {
+        pthread_mutex_lock(&r->state_lock);
+        struct s3_client *client = r->client;
+        pthread_mutex_unlock(&r->state_lock);
+        if (client && remote_refresh(r, client) == 0)
+            log_info("new storage credentials: the pocket is writable again");
+        if (atomic_load(&r->access) == access_names[2])
+            x = RESTRICT_HELD; /* pockityd still grants read and delete only */
+    }
+    return x == RESTRICT_OVER_QUOTA ? -EDQUOT : x == RESTRICT_HELD ? -EROFS : 0;
 }

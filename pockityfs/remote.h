@@ -89,8 +89,8 @@ const char *remote_access(struct remote *r);
 
 /* Reserve quota before uploading key (relative to the pocket prefix) with its
  * new full size. On success writes the reservation id (at most 64 bytes with
- * its NUL) into id_out. Quota calls (this, commit, release, deleted) retry
- * with backoff while pockityd is unreachable or answers 429/502/503/504, up
+ * its NUL) into id_out. -EROFS when the pocket is on hold (read_only). Quota calls (this, commit,
+ * release, deleted) retry with backoff while pockityd is unreachable or answers 429/502/503/504, up
  * to write_wait_ms; other answers are final. A retried reservation whose
  * first answer was lost expires on the server. Returns 0, -EDQUOT
  * (quota_exceeded), -EACCES (the key may not write, or the pocket is not
@@ -112,6 +112,14 @@ int remote_release(struct remote *r, const char *reservation_id);
  * of at most 1000 (a failed batch stops the rest). Returns 0, -EACCES (the key
  * may not write), -EINVAL (an empty, over-long or non-UTF-8 key) or -EIO. */
 int remote_deleted(struct remote *r, const char *const *keys, size_t n);
+
+/* Whether the pocket takes writes now: 0, -EDQUOT (it holds more than its
+ * tier allows) or -EROFS (payment past due, or another hold). Learnt from
+ * sessions, usage and quota answers; while restricted it asks pockityd again
+ * at most every 2 s, and once the restriction is lifted it fetches new
+ * credentials (a restricted session's only read and delete) into the client
+ * given to remote_start_renewal. Cheap when not restricted. */
+int remote_write_check(struct remote *r);
 
 /* Quota and usage for statfs (GET /v1/usage), cached for 2 s and refreshed
  * too by the totals that reserve/commit/deleted answers carry. One attempt,

@@ -119,12 +119,15 @@ def rss_kib(pid):
     return 0
 
 
+BIG = 1 << 30  # the 1 GiB copy of the issue's "Done means"
+
+
 def test_large_file():
     pk = Pocket(D)
     tmp = tempfile.mkdtemp(prefix="pockityfs-big.")
     try:
         src = os.path.join(tmp, "src")
-        sh("head -c %d /dev/urandom > %s" % (256 << 20, src))
+        sh("head -c %d /dev/urandom > %s" % (BIG, src))
         want = file_sha(src)
         peak = [0]
         with Mount(D, pk, options=["cache_size=64M"]) as m:
@@ -143,19 +146,19 @@ def test_large_file():
             finally:
                 stop.set()
                 t.join()
-            check(os.path.getsize(m.p("big")) == 256 << 20, "size after copy")
-            print("  upload of 256 MiB: %.1f s, peak RSS %d MiB" % (up, peak[0] >> 10))
+            check(os.path.getsize(m.p("big")) == BIG, "size after copy")
+            print("  upload of %d MiB: %.1f s, peak RSS %d MiB" % (BIG >> 20, up, peak[0] >> 10))
             check(peak[0] < 100 << 10 or under_asan(m.proc.pid),
                   "RSS stayed under 100 MiB: %d KiB" % peak[0])
         # a fresh mount and cache: every byte comes back from S3
         with Mount(D, pk, options=["cache_size=64M"]) as m:
             t0 = time.time()
             got = file_sha(m.p("big"))
-            print("  download of 256 MiB: %.1f s" % (time.time() - t0))
+            print("  download of %d MiB: %.1f s" % (BIG >> 20, time.time() - t0))
             check(got == want, "checksum after download")
             # random reads
             with open(m.p("big"), "rb") as f, open(src, "rb") as g:
-                for off in (0, 12345, (100 << 20) + 7, (256 << 20) - 10):
+                for off in (0, 12345, (100 << 20) + 7, BIG - 10):
                     f.seek(off)
                     g.seek(off)
                     check(f.read(4096) == g.read(4096), "random read at %d" % off)
@@ -177,15 +180,20 @@ def test_tar_tree():
         n_src = sh("find /usr/include/linux | wc -l").stdout
         n_dst = sh("find %s/linux | wc -l" % m.path).stdout
         check(n_src == n_dst, "same number of entries")
-        # rsync of the same tree: nothing to transfer the second time
+        # rsync of a part of it (temporary names, attributes, renames): nothing
+        # to transfer the second time
         if shutil.which("rsync"):
-            sh("rsync -a /usr/include/linux/ %s/copy/" % m.path, timeout=900)
-            r = sh("rsync -a --itemize-changes /usr/include/linux/ %s/copy/" % m.path)
+            src = "/usr/include/linux/netfilter/"
+            sh("rsync -a %s %s/copy/" % (src, m.path), timeout=900)
+            r = sh("rsync -a --itemize-changes %s %s/copy/" % (src, m.path))
             check(r.stdout.strip() == "", "rsync found changes:\n" + r.stdout[:2000])
+            r = sh("diff -r %s %s/copy" % (src, m.path), check=False)
+            check(r.returncode == 0, "diff -r after rsync:\n" + r.stdout[-2000:])
     with Mount(D, pk) as m:
         r = sh("diff -r /usr/include/linux %s/linux" % m.path, check=False, timeout=600)
         check(r.returncode == 0, "diff -r after remount:\n" + r.stdout[-2000:])
-        sh("rm -rf %s/linux %s/copy" % (m.path, m.path), timeout=600)
+        sh("rm -rf %s/copy" % m.path, timeout=600)
+        check(not os.path.exists(m.p("copy")), "rm -rf of a tree")
 
 
 def test_git_sqlite():
@@ -224,15 +232,72 @@ def tiny_tier(max_bytes, max_objects=50):
     return tid
 
 
+def s3_get(key):
+    """The body of key as the root S3 user reads it, or None."""
+    with tempfile.NamedTemporaryFile() as t:
+        rc, _, _ = root_s3("get", key, t.name)
+        return open(t.name, "rb").read() if rc == 0 else None
+
+
+def wait_for(pred, what, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out: " + what)
+
+
+def df(path, field):
+    return sh("df -B1 --output=%s %s" % (field, path)).stdout.split()[-1]
+
+
+def set_tier_bytes(tid, max_bytes):
+    r = D.request("PATCH", "/v1/admin/tiers/" + tid, {"max_bytes": max_bytes},
+                  token=D.admin_token())
+    check(r.status == 200, "tier update: %r" % (r,))
+
+
+def set_hold(pocket_id, hold):
+    """Put a pocket on hold ('past_due', as billing does) or lift it (None)."""
+    if D.db_url.startswith("sqlite:"):
+        import sqlite3
+        db = sqlite3.connect(D.db_url[len("sqlite:"):], timeout=10)
+        db.execute("UPDATE pockets SET hold = ? WHERE id = ?", (hold, pocket_id))
+        db.commit()
+        db.close()
+    else:
+        harness._psql(D.db_url, "UPDATE pockets SET hold = %s WHERE id = '%s'"
+                      % ("NULL" if hold is None else "'%s'" % hold, pocket_id))
+
+
+def expect_errno(fn, want, what):
+    try:
+        fn()
+    except OSError as e:
+        check(e.errno == want, "%s: %r, want %s" % (what, e, errno.errorcode[want]))
+        return
+    raise AssertionError("%s succeeded, want %s" % (what, errno.errorcode[want]))
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def test_quota():
-    pk = Pocket(D, tier=tiny_tier(1 << 20))
+    tid = tiny_tier(1 << 20)
+    pk = Pocket(D, tier=tid)
     with Mount(D, pk) as m:
-        out = sh("df -B1 --output=size %s" % m.path).stdout.split()
-        check(out[-1] == str(1 << 20), "df size is the quota: %r" % out)
+        check(df(m.path, "size") == str(1 << 20), "df size is the quota")
         out = sh("df --output=itotal %s" % m.path).stdout.split()
         check(out[-1] == "50", "df inodes are the object quota: %r" % out)
+        check(df(m.path, "used") == "0", "df used of an empty pocket")
         with open(m.p("small"), "wb") as f:
             f.write(b"s" * 1000)
+        # used = the ledger's bytes (in 4 KiB blocks), inodes used = its objects
+        wait_for(lambda: df(m.path, "used") == "4096", "df used after a write")
+        check(sh("df --output=iused %s" % m.path).stdout.split()[-1] == "1", "df iused")
         data = os.urandom(2 << 20)
         f = open(m.p("big"), "wb")
         f.write(data)
@@ -244,9 +309,88 @@ def test_quota():
         # nothing lost: the data is still served from the cache
         with open(m.p("big"), "rb") as g:
             check(g.read() == data, "data kept in the cache")
+        check(open(m.p("small"), "rb").read() == b"s" * 1000, "small file fine")
+        # a larger tier: the mount retries the pending upload by itself
+        set_tier_bytes(tid, 4 << 20)
+        key = pk.pocket["prefix"] + "big"
+        wait_for(lambda: root_s3("head", key)[0] == 0, "background retry of 'big'", 30)
+        check(s3_get(key) == data, "retried upload is the data")
         os.unlink(m.p("big"))
         check(not os.path.exists(m.p("big")), "deleted")
-        check(open(m.p("small"), "rb").read() == b"s" * 1000, "small file fine")
+
+
+def test_restriction():
+    """Over quota: writes fail with EDQUOT; payment past due (a hold): EROFS.
+    Reads and deletes go on, data written is kept, and writes come back."""
+    tid = tiny_tier(1 << 20)
+    pk = Pocket(D, tier=tid)
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as m:
+        write_file(m.p("a"), b"a" * 5000)
+        write_file(m.p("b"), b"b" * 5000)
+        set_tier_bytes(tid, 4096)  # the pocket now holds more than its tier
+        f = open(m.p("c"), "wb")
+        f.write(b"c" * 100)
+        expect_errno(f.close, errno.EDQUOT, "close over quota")
+        check(open(m.p("c"), "rb").read() == b"c" * 100, "data kept over quota")
+        wait_for(lambda: df(m.path, "size") == "4096", "df shows the smaller quota")
+        expect_errno(lambda: write_file(m.p("d"), b"d"), errno.EDQUOT, "create over quota")
+        expect_errno(lambda: os.mkdir(m.p("dir")), errno.EDQUOT, "mkdir over quota")
+        check(open(m.p("a"), "rb").read() == b"a" * 5000, "reads go on")
+        os.unlink(m.p("b"))  # deletes go on
+        check(root_s3("head", prefix + "b")[0] == 4, "deleted in S3")
+        set_tier_bytes(tid, 1 << 20)
+        wait_for(lambda: root_s3("head", prefix + "c")[0] == 0, "pending 'c' uploaded", 30)
+        write_file(m.p("d"), b"d")
+        # payment past due: a hold makes the pocket read-only
+        set_hold(pk.id, "past_due")
+        f = open(m.p("e"), "wb")
+        f.write(b"e" * 10)
+        expect_errno(f.close, errno.EROFS, "close on hold")
+        expect_errno(lambda: os.mkdir(m.p("dir")), errno.EROFS, "mkdir on hold")
+        check(open(m.p("e"), "rb").read() == b"e" * 10, "data kept on hold")
+        os.unlink(m.p("d"))
+        set_hold(pk.id, None)
+        wait_for(lambda: root_s3("head", prefix + "e")[0] == 0, "pending 'e' uploaded", 30)
+    # a mount made while on hold gets read-and-delete credentials
+    set_hold(pk.id, "past_due")
+    with Mount(D, pk) as m:
+        check(open(m.p("a"), "rb").read() == b"a" * 5000, "reads on hold")
+        expect_errno(lambda: write_file(m.p("f"), b"f"), errno.EROFS, "write on hold")
+        set_hold(pk.id, None)
+        # lifted: the mount fetches read-write credentials itself
+        wait_for(lambda: os.path.isdir(m.p("dir")) or
+                 subprocess.run(["mkdir", m.p("dir")], capture_output=True).returncode == 0,
+                 "mkdir once the hold is lifted")
+        write_file(m.p("f"), b"f")
+        check(s3_get(prefix + "f") == b"f", "write after the hold")
+
+
+def test_background_upload():
+    """A file kept open uploads without waiting for close; fsync uploads
+    what changed and is quick when nothing did."""
+    pk = Pocket(D)
+    key = pk.pocket["prefix"] + "log"
+    with Mount(D, pk, options=["upload_after=1"]) as m:
+        f = open(m.p("log"), "wb")
+        f.write(b"line 1\n")
+        f.flush()
+        wait_for(lambda: s3_get(key) == b"line 1\n", "background upload of an open file")
+        f.write(b"line 2\n")
+        f.flush()
+        os.fsync(f.fileno())
+        check(s3_get(key) == b"line 1\nline 2\n", "fsync uploaded")
+        t0 = time.time()
+        for _ in range(20):
+            os.fsync(f.fileno())
+        check(time.time() - t0 < 1.0, "fsync without changes is cheap")
+        f.close()
+        check(s3_get(key) == b"line 1\nline 2\n", "content after close")
+        fd = os.open(m.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # fsync of a directory works
+        finally:
+            os.close(fd)
 
 
 def test_crash_recovery():
@@ -380,13 +524,82 @@ def test_cli_errors():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def procs_with(text):
+    """Processes whose command line holds text (other than this one)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_fstab_config():
+    """mount.fuse3 / mount -t fuse.pockityfs (what an /etc/fstab line runs),
+    with defaults from a config file that the command line overrides."""
+    pk = Pocket(D)
+    tmp = tempfile.mkdtemp(prefix="pockityfs-fstab.")
+    mnt = os.path.join(tmp, "mnt")
+    os.mkdir(mnt)
+    keyf = os.path.join(tmp, "key")
+    with open(keyf, "w") as f:
+        f.write(pk.secret + "\n")
+    os.chmod(keyf, 0o600)
+    cache = os.path.join(tmp, "cache")
+    conf = os.path.join(tmp, "pockityfs.ini")
+    with open(conf, "w") as f:
+        f.write("; test defaults\n[pockityfs]\nkey_file = %s\ncache_dir = %s\n"
+                "cache_size = not-a-size\nattr_timeout = 2\n" % (keyf, cache))
+    env = dict(os.environ, PATH=os.path.dirname(build("pockityfs", "pockityfs")) + ":"
+               + os.environ.get("PATH", ""))
+
+    def unmount():
+        subprocess.run(["umount", mnt], capture_output=True)
+        wait_for(lambda: not mountlib.is_mounted(mnt), "unmounted")
+        # the daemon exits by itself once unmounted (its cache folder lock goes)
+        wait_for(lambda: not procs_with(cache) and not procs_with(conf), "pockityfs exited")
+    try:
+        # a bad value in the file is an error...
+        r = subprocess.run(["mount.fuse3", "pockityfs#" + D.url, mnt, "-o", "config=" + conf],
+                           env=env, capture_output=True, text=True, timeout=60)
+        check(r.returncode != 0 and "cache_size" in r.stderr, "bad config value: %r" % (r,))
+        check(not mountlib.is_mounted(mnt), "not mounted with a bad config")
+        # ...that the command line overrides
+        r = subprocess.run(["mount.fuse3", "pockityfs#" + D.url, mnt, "-o",
+                            "config=%s,cache_size=64M,_netdev" % conf],
+                           env=env, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "mount.fuse3: %r" % (r,))
+        check(mountlib.is_mounted(mnt), "mounted by mount.fuse3")
+        write_file(os.path.join(mnt, "via-fstab"), b"hello")
+        check(os.path.isdir(os.path.join(cache, pk.id)), "cache_dir from the config file")
+        unmount()
+        # what mount(8) runs for the /etc/fstab line
+        # "SERVER MNT fuse.pockityfs key_file=...,_netdev,nofail 0 0"
+        r = subprocess.run(["mount.fuse3", D.url, mnt, "-t", "pockityfs", "-o",
+                            "key_file=%s,cache_dir=%s,_netdev,nofail" % (keyf, cache)],
+                           env=env, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, "mount.fuse3 -t pockityfs: %r" % (r,))
+        check(open(os.path.join(mnt, "via-fstab"), "rb").read() == b"hello", "read back")
+        check(pk.secret not in sh("ps -eo args").stdout, "key in ps output")
+        unmount()
+    finally:
+        if mountlib.is_mounted(mnt):
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_listing_speed():
     """ls -l of a large directory costs listings, not a HEAD per file."""
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
     n = 1200  # more than one listing page
     with Mount(D, pk) as m:
-        sh("mkdir %s/big && cd %s/big && for i in $(seq 1 %d); do echo $i > f$i; done"
+        sh("mkdir %s/big && cd %s/big && seq 1 %d | xargs -P 6 -I{} sh -c 'echo {} > f{}'"
            % (m.path, m.path, n), timeout=900)
     with Mount(D, pk) as m:
         t0 = time.time()
@@ -402,7 +615,7 @@ def test_listing_speed():
 
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
-         test_crash_recovery, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_restriction, test_background_upload, test_crash_recovery, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
