@@ -1,5 +1,7 @@
 /* api_session: POST /v1/session, where a mount trades its API key for
- * short-lived S3 credentials (STS AssumeRole) confined to its pocket's prefix. */
+ * short-lived S3 credentials (STS AssumeRole) confined to its pocket's prefix,
+ * by the pocket's own role (s3.scoped_roles, see roles.h) and the session
+ * policy. */
 #include "api.h"
 #include "routes.h"
 
@@ -10,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
+#include "roles.h"
 #include "s3.h"
 #include "usage.h"
 
@@ -58,10 +61,8 @@ static void h_session(struct http_request *req)
         db_release(c);
         return;
     }
-    /* No database connection is held across the STS call. */
-    db_release(c);
-
     if (strcmp(p.totals.status, "active") != 0) {
+        db_release(c);
         http_reply_error(req, 403, "forbidden", "%s", usage_status_message(p.totals.status));
         return;
     }
@@ -71,18 +72,58 @@ static void h_session(struct http_request *req)
                                         : POLICY_RW;
     char *policy = NULL;
     if (policy_session(cfg->s3_bucket, p.prefix, access, &policy) != 0) {
+        db_release(c);
         log_error("request %s: cannot build the session policy of pocket '%s' (prefix '%s')",
                   http_request_id(req), k.pocket_id, p.prefix);
         http_reply_error(req, 500, "internal_error", "cannot build the session policy");
         return;
     }
+    /* The role: the pocket's own for this access (found on this connection
+     * when it was made before with this very policy), else the configured
+     * shared one, for storage that authenticates its session tokens. */
+    char role_arn[ROLES_ARN_MAX];
+    int role_found = 1;
+    if (cfg->s3_scoped_roles) {
+        rc = roles_lookup(c, k.pocket_id, access, policy, role_arn);
+        if (rc != DB_OK && rc != DB_ERR_NOT_FOUND) {
+            api_db_fail(req, c, rc, "read pocket role");
+            db_release(c);
+            free(policy);
+            return;
+        }
+        role_found = rc == DB_OK;
+    } else {
+        snprintf(role_arn, sizeof(role_arn), "%s", cfg->s3_role_arn ? cfg->s3_role_arn : "");
+    }
+    /* No database connection is held across the IAM and STS calls. */
+    db_release(c);
+
+    if (!role_found) {
+        rc = roles_arn_for(app, k.pocket_id, p.prefix, access, role_arn);
+        if (rc) {
+            log_error("request %s: no role for pocket '%s' (%s): %s", http_request_id(req),
+                      k.pocket_id, policy_access_name(access), strerror(-rc));
+            free(policy);
+            http_set_header(req, "Retry-After", "5");
+            http_reply_error(req, 503, "unavailable",
+                             "cannot obtain storage credentials right now, try again");
+            return;
+        }
+    }
     /* RoleSessionName: 2..64 characters of [\w+=,.@-]; key ids are base32. */
     char session_name[64];
     snprintf(session_name, sizeof(session_name), "pky-%.59s", k.key_id);
     struct sts_credentials creds;
-    rc = app->s3 ? sts_assume_role(app->s3, cfg->s3_role_arn, session_name, policy,
+    rc = app->s3 ? sts_assume_role(app->s3, role_arn, session_name, policy,
                                    (int)cfg->session_seconds, &creds)
                  : S3_ERR_INVALID_ARG;
+    if (rc == S3_ERR_NOT_FOUND && cfg->s3_scoped_roles) {
+        /* The recorded role was deleted behind our back: make it again, once. */
+        if (roles_invalidate(app, k.pocket_id, access) == 0 &&
+            roles_arn_for(app, k.pocket_id, p.prefix, access, role_arn) == 0)
+            rc = sts_assume_role(app->s3, role_arn, session_name, policy, (int)cfg->session_seconds,
+                                 &creds);
+    }
     free(policy);
     if (rc != S3_OK) {
         log_error("request %s: STS AssumeRole for pocket '%s' failed: %s (%s)",

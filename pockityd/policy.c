@@ -21,6 +21,19 @@ const char *policy_access_name(enum policy_access access)
     return "ro";
 }
 
+const char *policy_access_code(enum policy_access access)
+{
+    switch (access) {
+    case POLICY_RW:
+        return "rw";
+    case POLICY_RO:
+        return "ro";
+    case POLICY_READ_DELETE:
+        return "rd";
+    }
+    return NULL;
+}
+
 /* Whether s could widen the grant if placed in an ARN or a StringLike pattern. */
 static bool has_wildcard(const char *s)
 {

@@ -1,5 +1,6 @@
 /* Unit tests for policy: the STS session policy, parsed back and checked
- * structurally for each access, with prefixes that need JSON escaping. */
+ * structurally for each access, with prefixes that need JSON escaping; and the
+ * pure parts of the per-pocket roles built on it (role names, IAM answers). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdbool.h>
@@ -13,7 +14,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "iam.h"
 #include "policy.h"
+#include "roles.h"
 
 /* Assert that array holds exactly the n strings of want, in order. */
 static void assert_strings(json_t *array, const char *const *want, size_t n)
@@ -199,6 +202,180 @@ static void test_access_names(void **state)
     assert_string_equal(policy_access_name(POLICY_READ_DELETE), "read-delete");
 }
 
+static void test_access_codes(void **state)
+{
+    (void)state;
+    assert_string_equal(policy_access_code(POLICY_RW), "rw");
+    assert_string_equal(policy_access_code(POLICY_RO), "ro");
+    assert_string_equal(policy_access_code(POLICY_READ_DELETE), "rd");
+    assert_null(policy_access_code((enum policy_access)42));
+}
+
+static void test_role_names(void **state)
+{
+    (void)state;
+    char name[IAM_ROLE_NAME_MAX + 1];
+    assert_int_equal(roles_name("pkt_abc234", POLICY_RW, name, sizeof(name)), 0);
+    assert_string_equal(name, "pky-pkt.abc234-rw");
+    assert_true(iam_role_name_valid(name));
+    assert_int_equal(roles_name("pkt_abc234", POLICY_RO, name, sizeof(name)), 0);
+    assert_string_equal(name, "pky-pkt.abc234-ro");
+    assert_int_equal(roles_name("pkt_abc234", POLICY_READ_DELETE, name, sizeof(name)), 0);
+    assert_string_equal(name, "pky-pkt.abc234-rd");
+
+    /* The longest id that fits: 64 characters in all. */
+    char id[64];
+    memset(id, 'a', 56);
+    id[56] = '\0';
+    assert_int_equal(roles_name(id, POLICY_RW, name, sizeof(name)), 0);
+    assert_int_equal(strlen(name), 63);
+    assert_true(iam_role_name_valid(name));
+    id[56] = 'a';
+    id[57] = '\0';
+    assert_int_equal(roles_name(id, POLICY_RW, name, sizeof(name)), -EINVAL);
+
+    /* Anything that could make two ids share a name, or that IAM refuses. */
+    const char *bad[] = {"",        "pkt.abc", "PKT_abc",      "pkt-abc",  "pkt abc",
+                         "pkt/abc", "pkt+abc", "pkt_\xc3\xa9", "pkt_abc\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(roles_name(bad[i], POLICY_RW, name, sizeof(name)), -EINVAL);
+    assert_int_equal(roles_name(NULL, POLICY_RW, name, sizeof(name)), -EINVAL);
+    assert_int_equal(roles_name("pkt_a", (enum policy_access)7, name, sizeof(name)), -EINVAL);
+    assert_int_equal(roles_name("pkt_abc", POLICY_RW, name, 14), -EINVAL);
+    assert_int_equal(roles_name("pkt_abc", POLICY_RW, name, 15), 0);
+}
+
+static void test_iam_names(void **state)
+{
+    (void)state;
+    assert_true(iam_role_name_valid("pockity"));
+    assert_true(iam_role_name_valid("a=b,c.d@e-f"));
+    assert_false(iam_role_name_valid(""));
+    assert_false(iam_role_name_valid(NULL));
+    assert_false(iam_role_name_valid("under_score")); /* RGW 16.2 refuses '_' */
+    assert_false(iam_role_name_valid("plus+"));
+    assert_false(iam_role_name_valid("sla/sh"));
+    char long_name[70];
+    memset(long_name, 'r', 65);
+    long_name[65] = '\0';
+    assert_false(iam_role_name_valid(long_name));
+    long_name[64] = '\0';
+    assert_true(iam_role_name_valid(long_name));
+
+    char name[IAM_ROLE_NAME_MAX + 1];
+    assert_int_equal(iam_arn_role_name("arn:aws:iam:::role/pockity", name, sizeof(name)), S3_OK);
+    assert_string_equal(name, "pockity");
+    assert_int_equal(
+            iam_arn_role_name("arn:aws:iam::123456789012:role/a/b/c-d", name, sizeof(name)), S3_OK);
+    assert_string_equal(name, "c-d");
+    const char *bad[] = {"",
+                         "pockity",
+                         "arn:aws:s3:::bucket",
+                         "arn:aws:iam:::user/pockity",
+                         "arn:aws:iam:::role/",
+                         "arn:aws:iam:::role/a/",
+                         "arn:aws:iam:::role/bad_name",
+                         "arn:aws:sts:::role/x",
+                         "arn:aws:iam::role/x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(iam_arn_role_name(bad[i], name, sizeof(name)), S3_ERR_INVALID_ARG);
+        assert_string_equal(name, "");
+    }
+    assert_int_equal(iam_arn_role_name(NULL, name, sizeof(name)), S3_ERR_INVALID_ARG);
+    assert_int_equal(iam_arn_role_name("arn:aws:iam:::role/pockity", name, 7), S3_ERR_INVALID_ARG);
+}
+
+/* A GetRole answer as RGW 16.2 sends it (the trust policy XML-escaped). */
+static const char get_role_xml[] =
+        "<GetRoleResponse><ResponseMetadata><RequestId>tx1</RequestId></ResponseMetadata>"
+        "<GetRoleResult><Role><RoleId>8039ff19</RoleId><RoleName>pockity</RoleName>"
+        "<Path>/</Path><Arn>arn:aws:iam:::role/pockity</Arn>"
+        "<CreateDate>2026-11-26T02:18:57.632Z</CreateDate>"
+        "<MaxSessionDuration>3600</MaxSessionDuration><AssumeRolePolicyDocument>"
+        "{&quot;Version&quot;:&quot;2012-10-17&quot;,&quot;Statement&quot;:[{&quot;Effect&quot;:"
+        "&quot;Allow&quot;,&quot;Principal&quot;:{&quot;AWS&quot;:[&quot;arn:aws:iam:::user/"
+        "pockity-root&quot;]},&quot;Action&quot;:[&quot;sts:AssumeRole&quot;]}]}"
+        "</AssumeRolePolicyDocument></Role></GetRoleResult></GetRoleResponse>";
+
+static void test_iam_parse_role(void **state)
+{
+    (void)state;
+    struct iam_role r;
+    assert_int_equal(iam_parse_role(get_role_xml, strlen(get_role_xml), "GetRoleResponse", &r),
+                     S3_OK);
+    assert_string_equal(r.name, "pockity");
+    assert_string_equal(r.path, "/");
+    assert_string_equal(r.arn, "arn:aws:iam:::role/pockity");
+    assert_int_equal(r.max_session_s, 3600);
+    assert_string_equal(r.trust_policy,
+                        "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\","
+                        "\"Principal\":{\"AWS\":[\"arn:aws:iam:::user/pockity-root\"]},"
+                        "\"Action\":[\"sts:AssumeRole\"]}]}");
+    assert_int_equal(r.existed, 0);
+    iam_role_release(&r);
+    assert_null(r.name);
+    iam_role_release(&r); /* twice is fine */
+
+    const char create[] = "<CreateRoleResponse><CreateRoleResult><Role><RoleName>pky-a-rw"
+                          "</RoleName><Path>/pockity/</Path><Arn>arn:aws:iam:::role/pockity/"
+                          "pky-a-rw</Arn></Role></CreateRoleResult></CreateRoleResponse>";
+    assert_int_equal(iam_parse_role(create, strlen(create), "CreateRoleResponse", &r), S3_OK);
+    assert_string_equal(r.arn, "arn:aws:iam:::role/pockity/pky-a-rw");
+    assert_null(r.trust_policy);
+    assert_int_equal(r.max_session_s, 0);
+    iam_role_release(&r);
+
+    /* The wrong answer, a missing ARN or name, a bad name or duration, garbage. */
+    assert_int_equal(iam_parse_role(create, strlen(create), "GetRoleResponse", &r),
+                     S3_ERR_BAD_RESPONSE);
+    assert_null(r.name);
+    const char *bad[] = {
+            "<GetRoleResponse><GetRoleResult><Role><RoleName>x</RoleName></Role>"
+            "</GetRoleResult></GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult><Role><Arn>arn:aws:iam:::role/x</Arn></Role>"
+            "</GetRoleResult></GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult><Role><RoleName>a_b</RoleName><Arn>a</Arn></Role>"
+            "</GetRoleResult></GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult><Role><RoleName>x</RoleName><Arn>a</Arn>"
+            "<MaxSessionDuration>-1</MaxSessionDuration></Role></GetRoleResult>"
+            "</GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult><Role><RoleName>x</RoleName><Arn>a</Arn>"
+            "<MaxSessionDuration>12ab</MaxSessionDuration></Role></GetRoleResult>"
+            "</GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult></GetRoleResult></GetRoleResponse>",
+            "<GetRoleResponse><GetRoleResult><Role><RoleName>x</RoleName><Arn>a</Arn>",
+            "not xml",
+            "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(iam_parse_role(bad[i], strlen(bad[i]), "GetRoleResponse", &r),
+                         S3_ERR_BAD_RESPONSE);
+        assert_null(r.name);
+        assert_null(r.arn);
+    }
+    /* A DOCTYPE is refused before anything is expanded. */
+    const char dtd[] = "<!DOCTYPE a [<!ENTITY x \"y\">]><GetRoleResponse/>";
+    assert_int_equal(iam_parse_role(dtd, strlen(dtd), "GetRoleResponse", &r), S3_ERR_BAD_RESPONSE);
+}
+
+static void test_iam_refuses_bad_arguments(void **state)
+{
+    (void)state;
+    /* Checked before any request: a NULL client is never reached. */
+    struct iam_role r;
+    assert_int_equal(iam_role_get(NULL, "x", &r), S3_ERR_INVALID_ARG);
+    assert_int_equal(iam_role_create(NULL, "x", "/", "{}", 0, &r), S3_ERR_INVALID_ARG);
+    assert_int_equal(iam_role_policy_put(NULL, "x", "p", "{}"), S3_ERR_INVALID_ARG);
+    assert_int_equal(iam_role_policy_delete(NULL, "x", "p"), S3_ERR_INVALID_ARG);
+    assert_int_equal(iam_role_delete(NULL, "x"), S3_ERR_INVALID_ARG);
+    char **names = (char **)1;
+    size_t n = 5;
+    assert_int_equal(iam_role_policy_list(NULL, "x", &names, &n), S3_ERR_INVALID_ARG);
+    assert_null(names);
+    assert_int_equal(n, 0);
+    iam_names_free(NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +387,11 @@ int main(void)
             cmocka_unit_test(test_escaping),
             cmocka_unit_test(test_refused),
             cmocka_unit_test(test_access_names),
+            cmocka_unit_test(test_access_codes),
+            cmocka_unit_test(test_role_names),
+            cmocka_unit_test(test_iam_names),
+            cmocka_unit_test(test_iam_parse_role),
+            cmocka_unit_test(test_iam_refuses_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
