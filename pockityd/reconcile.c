@@ -2,6 +2,7 @@
  * at a bounded listing rate; abandoned multipart uploads aborted; pockets
  * being deleted emptied in the background. */
 #include "reconcile.h"
+#include "roles.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -524,6 +525,13 @@ static int purge_pocket(struct app *app, struct db_conn *c, const struct lease *
     char *token = NULL;
     int64_t purged = 0;
     int result = PASS_OK;
+    /* End the pocket's sessions first (deleting its roles revokes them), so
+     * nothing writes while it is emptied. */
+    if (app->cfg.s3_scoped_roles && roles_forget(app, l->pocket_id) != 0) {
+        log_warn("reconcile: cannot delete the roles of pocket '%s' yet; retrying later",
+                 l->pocket_id);
+        return PASS_S3;
+    }
     for (;;) {
         if (rate_wait(app) != 0) {
             result = PASS_STOPPED;
