@@ -1,5 +1,6 @@
 /* db_pg: the PostgreSQL backend of the database layer, over libpq: one PGconn per
- * pooled connection, reset when found broken. */
+ * pooled connection, reset when found broken, with a small cache of named prepared
+ * statements so that a statement is parsed and planned once per connection. */
 #include "db_backend.h"
 #include "log.h"
 
@@ -9,11 +10,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define INT8_OID 20 /* pg_type.oid of bigint */
+#define INT8_OID        20 /* pg_type.oid of bigint */
+#define STMT_CACHE_SIZE 64 /* prepared statements kept per connection */
+#define STMT_MAX_PARAMS 64 /* statements with more parameters are not prepared */
+
+/* A statement prepared on the server as "pky_<serial>": the key is its SQL text
+ * and the types its parameters were prepared with (int8 or unspecified). */
+struct pg_stmt {
+    char *sql; /* NULL: free slot */
+    size_t n;
+    Oid types[STMT_MAX_PARAMS];
+    uint64_t serial;
+    uint64_t last_used;
+};
+
+struct pg_conn {
+    PGconn *pg;
+    uint64_t tick;
+    uint64_t next_serial;
+    struct pg_stmt cache[STMT_CACHE_SIZE];
+};
 
 static PGconn *pg_of(struct db_conn *c)
 {
-    return c->handle;
+    return ((struct pg_conn *)c->handle)->pg;
+}
+
+/* Forget every cached statement (the server forgot them: a new session). */
+static void cache_clear(struct pg_conn *pc)
+{
+    for (size_t i = 0; i < STMT_CACHE_SIZE; i++) {
+        free(pc->cache[i].sql);
+        pc->cache[i].sql = NULL;
+    }
 }
 
 /* Copy a libpq message into buf without its trailing newline. */
@@ -101,14 +130,25 @@ static int pg_connect(struct db_conn *c, const char *url, const struct db_option
         return DB_ERR_CONN;
     }
     PQsetNoticeProcessor(pg, quiet_notice, NULL);
-    c->handle = pg;
+    struct pg_conn *pc = calloc(1, sizeof(*pc));
+    if (!pc) {
+        PQfinish(pg);
+        snprintf(err, errlen, "out of memory");
+        return DB_ERR_NOMEM;
+    }
+    pc->pg = pg;
+    c->handle = pc;
     return DB_OK;
 }
 
 static void pg_disconnect(struct db_conn *c)
 {
-    if (c->handle)
-        PQfinish(c->handle);
+    struct pg_conn *pc = c->handle;
+    if (pc) {
+        PQfinish(pc->pg);
+        cache_clear(pc);
+        free(pc);
+    }
     c->handle = NULL;
 }
 
@@ -117,6 +157,7 @@ static void pg_check(struct db_conn *c)
     PGconn *pg = pg_of(c);
     if (PQstatus(pg) != CONNECTION_BAD)
         return;
+    cache_clear(c->handle); /* a new session has no prepared statements */
     PQreset(pg);
     if (PQstatus(pg) == CONNECTION_OK) {
         log_info("database connection re-established");
@@ -188,6 +229,64 @@ static int start_result(struct db_conn *c, const PGresult *r, struct db_result *
     return DB_OK;
 }
 
+/* Find or prepare (one round trip, the first time on this connection) the
+ * statement sql with these parameter types; *name receives its name, or NULL when
+ * it is not to be cached (the caller then runs it unnamed). Returns DB_OK, or the
+ * status of a failed preparation (a bad statement) with the server's message. */
+static int prepared(struct db_conn *c, const char *sql, const Oid *types, size_t n, char buf[32],
+                    const char **name)
+{
+    struct pg_conn *pc = c->handle;
+    *name = NULL;
+    if (n > STMT_MAX_PARAMS)
+        return DB_OK;
+    struct pg_stmt *victim = &pc->cache[0];
+    for (size_t i = 0; i < STMT_CACHE_SIZE; i++) {
+        struct pg_stmt *st = &pc->cache[i];
+        if (st->sql && st->n == n && strcmp(st->sql, sql) == 0 &&
+            (n == 0 || memcmp(st->types, types, n * sizeof(*types)) == 0)) {
+            st->last_used = ++pc->tick;
+            snprintf(buf, 32, "pky_%" PRIu64, st->serial);
+            *name = buf;
+            return DB_OK;
+        }
+        if (!st->sql || (victim->sql && st->last_used < victim->last_used))
+            victim = st;
+    }
+    /* Inside a failed transaction the server refuses everything: run it unnamed
+     * to get that error. */
+    if (PQtransactionStatus(pc->pg) == PQTRANS_INERROR)
+        return DB_OK;
+    char *copy = strdup(sql);
+    if (!copy)
+        return DB_OK;
+    if (victim->sql) {
+        char old[64];
+        snprintf(old, sizeof(old), "DEALLOCATE pky_%" PRIu64, victim->serial);
+        PQclear(PQexec(pc->pg, old)); /* a failure only leaves it allocated */
+        free(victim->sql);
+        victim->sql = NULL;
+    }
+    uint64_t serial = ++pc->next_serial;
+    snprintf(buf, 32, "pky_%" PRIu64, serial);
+    PGresult *r = PQprepare(pc->pg, buf, sql, (int)n, types);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        int rc = fail(c, r);
+        PQclear(r);
+        free(copy);
+        return rc;
+    }
+    PQclear(r);
+    victim->sql = copy;
+    victim->n = n;
+    if (n)
+        memcpy(victim->types, types, n * sizeof(*types));
+    victim->serial = serial;
+    victim->last_used = ++pc->tick;
+    *name = buf;
+    return DB_OK;
+}
+
 static int pg_run(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
                   int64_t *changes, struct db_result **out)
 {
@@ -233,7 +332,13 @@ static int pg_run(struct db_conn *c, const char *sql, const struct db_param *par
         }
     }
 
-    if (!PQsendQueryParams(pg, sql, (int)n, types, values, NULL, NULL, 0)) {
+    char name_buf[32];
+    const char *name = NULL;
+    rc = prepared(c, sql, types, n, name_buf, &name);
+    if (rc)
+        goto done;
+    if (!(name ? PQsendQueryPrepared(pg, name, (int)n, values, NULL, NULL, 0)
+               : PQsendQueryParams(pg, sql, (int)n, types, values, NULL, NULL, 0))) {
         rc = fail(c, NULL);
         goto done;
     }

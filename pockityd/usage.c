@@ -48,16 +48,16 @@ static int lock_pocket(struct db_conn *c, const char *pocket_id)
     return rc;
 }
 
-int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out)
+/* The pocket's totals as usage_get and the RETURNING clauses below read them,
+ * in the order pocket_read expects. TOTALS_RETURNING follows an UPDATE of pockets. */
+#define TOTALS_COLUMNS                                                                             \
+    "status, used_bytes, used_objects, reserved_bytes, reserved_objects,"                          \
+    " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id),"                                   \
+    " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id), hold"
+#define TOTALS_RETURNING " RETURNING " TOTALS_COLUMNS
+
+static void pocket_read(const struct db_result *res, struct usage_pocket *out)
 {
-    struct db_result *res = NULL;
-    int rc = db_query_row(c,
-                          "SELECT p.status, p.used_bytes, p.used_objects, p.reserved_bytes,"
-                          " p.reserved_objects, t.max_bytes, t.max_objects, p.hold"
-                          " FROM pockets p JOIN tiers t ON t.id = p.tier_id WHERE p.id = $1",
-                          DB_ARGS(DB_TEXT(pocket_id)), &res);
-    if (rc)
-        return rc;
     memset(out, 0, sizeof(*out));
     snprintf(out->status, sizeof(out->status), "%s", db_result_text(res, 0, 0));
     out->used_bytes = db_result_int(res, 0, 1);
@@ -68,6 +68,16 @@ int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out
     out->max_objects = db_result_int(res, 0, 6);
     const char *hold = db_result_text(res, 0, 7); /* NULL: no hold */
     snprintf(out->hold, sizeof(out->hold), "%s", hold ? hold : "");
+}
+
+int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out)
+{
+    struct db_result *res = NULL;
+    int rc = db_query_row(c, "SELECT " TOTALS_COLUMNS " FROM pockets WHERE id = $1",
+                          DB_ARGS(DB_TEXT(pocket_id)), &res);
+    if (rc)
+        return rc;
+    pocket_read(res, out);
     db_result_free(res);
     return DB_OK;
 }
@@ -179,23 +189,33 @@ static int ledger_apply(struct db_conn *c, const char *pocket_id, const char *ke
 
 /* Move the pocket's totals: used by (ub, uo), reserved down by (rb, ro). Never
  * below zero, so totals that drifted from the ledger cannot break the update
- * (reconciliation repairs them). */
+ * (reconciliation repairs them). after (may be NULL) receives the new totals,
+ * read by the same statement. */
 static int totals_adjust(struct db_conn *c, const char *pocket_id, int64_t ub, int64_t uo,
-                         int64_t rb, int64_t ro)
+                         int64_t rb, int64_t ro, struct usage_pocket *after)
 {
-    return db_exec(c,
-                   "UPDATE pockets SET"
-                   " used_bytes = CASE WHEN used_bytes + $2 < 0 THEN 0"
-                   " ELSE used_bytes + $2 END,"
-                   " used_objects = CASE WHEN used_objects + $3 < 0 THEN 0"
-                   " ELSE used_objects + $3 END,"
-                   " reserved_bytes = CASE WHEN reserved_bytes < $4 THEN 0"
-                   " ELSE reserved_bytes - $4 END,"
-                   " reserved_objects = CASE WHEN reserved_objects < $5 THEN 0"
-                   " ELSE reserved_objects - $5 END"
-                   " WHERE id = $1",
-                   DB_ARGS(DB_TEXT(pocket_id), DB_INT(ub), DB_INT(uo), DB_INT(rb), DB_INT(ro)),
-                   NULL);
+    struct db_result *res = NULL;
+    int rc = db_query(c,
+                      "UPDATE pockets SET"
+                      " used_bytes = CASE WHEN used_bytes + $2 < 0 THEN 0"
+                      " ELSE used_bytes + $2 END,"
+                      " used_objects = CASE WHEN used_objects + $3 < 0 THEN 0"
+                      " ELSE used_objects + $3 END,"
+                      " reserved_bytes = CASE WHEN reserved_bytes < $4 THEN 0"
+                      " ELSE reserved_bytes - $4 END,"
+                      " reserved_objects = CASE WHEN reserved_objects < $5 THEN 0"
+                      " ELSE reserved_objects - $5 END"
+                      " WHERE id = $1" TOTALS_RETURNING,
+                      DB_ARGS(DB_TEXT(pocket_id), DB_INT(ub), DB_INT(uo), DB_INT(rb), DB_INT(ro)),
+                      &res);
+    if (rc == DB_OK && after) {
+        if (db_result_rows(res) == 0)
+            rc = DB_ERR_NOT_FOUND;
+        else
+            pocket_read(res, after);
+    }
+    db_result_free(res);
+    return rc;
 }
 
 /* Delete a reservation of the pocket that expires at or before until, and
@@ -215,7 +235,7 @@ static int reservation_drop(struct db_conn *c, const char *pocket_id, const char
     }
     int64_t bytes = db_result_int(res, 0, 0), objects = db_result_int(res, 0, 1);
     db_result_free(res);
-    return totals_adjust(c, pocket_id, 0, 0, bytes, objects);
+    return totals_adjust(c, pocket_id, 0, 0, bytes, objects, NULL);
 }
 
 /* ---- reserve ---- */
@@ -241,20 +261,25 @@ static int reserve_tx(struct db_conn *c, void *arg)
     int64_t objects = live ? 0 : 1;
 
     /* The quota check and the reservation in one statement: nothing can slip
-     * in between, whatever the engine and the number of replicas. */
-    int64_t changes = 0;
-    rc = db_exec(c,
-                 "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
-                 " reserved_objects = reserved_objects + $3"
-                 " WHERE id = $1 AND status = 'active' AND hold IS NULL"
-                 " AND used_bytes + reserved_bytes + $2 <="
-                 " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
-                 " AND used_objects + reserved_objects + $3 <="
-                 " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)",
-                 DB_ARGS(DB_TEXT(a->pocket_id), DB_INT(bytes), DB_INT(objects)), &changes);
+     * in between, whatever the engine and the number of replicas. It also
+     * reads the new totals back. */
+    struct db_result *res = NULL;
+    rc = db_query(c,
+                  "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
+                  " reserved_objects = reserved_objects + $3"
+                  " WHERE id = $1 AND status = 'active' AND hold IS NULL"
+                  " AND used_bytes + reserved_bytes + $2 <="
+                  " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
+                  " AND used_objects + reserved_objects + $3 <="
+                  " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)" TOTALS_RETURNING,
+                  DB_ARGS(DB_TEXT(a->pocket_id), DB_INT(bytes), DB_INT(objects)), &res);
     if (rc)
         return rc;
-    if (changes == 0) {
+    size_t granted = db_result_rows(res);
+    if (granted && a->pocket)
+        pocket_read(res, a->pocket);
+    db_result_free(res);
+    if (granted == 0) {
         struct usage_pocket p;
         rc = usage_get(c, a->pocket_id, &p);
         if (rc)
@@ -283,8 +308,6 @@ static int reserve_tx(struct db_conn *c, void *arg)
                  DB_ARGS(DB_TEXT(r->id), DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(bytes),
                          DB_INT(objects), DB_INT(a->size), DB_INT(a->now), DB_INT(r->expires_at)),
                  NULL);
-    if (rc == DB_OK && a->pocket)
-        rc = usage_get(c, a->pocket_id, a->pocket);
     return rc;
 }
 
@@ -330,9 +353,7 @@ static int commit_tx(struct db_conn *c, void *arg)
                       &dobjects);
     db_result_free(res);
     if (rc == DB_OK)
-        rc = totals_adjust(c, a->pocket_id, dbytes, dobjects, rbytes, robjects);
-    if (rc == DB_OK && a->after)
-        rc = usage_get(c, a->pocket_id, a->after);
+        rc = totals_adjust(c, a->pocket_id, dbytes, dobjects, rbytes, robjects, a->after);
     return rc;
 }
 
@@ -393,8 +414,8 @@ static int deleted_tx(struct db_conn *c, void *arg)
         objects += dobj;
     }
     if (rc == DB_OK && objects != 0)
-        rc = totals_adjust(c, a->pocket_id, bytes, objects, 0, 0);
-    if (rc == DB_OK && a->after)
+        rc = totals_adjust(c, a->pocket_id, bytes, objects, 0, 0, a->after);
+    else if (rc == DB_OK && a->after)
         rc = usage_get(c, a->pocket_id, a->after);
     if (rc == DB_OK)
         *a->deleted = -objects;
@@ -424,7 +445,7 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
     if (rc == DB_OK)
         rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
     if (rc == DB_OK && (db || dobj))
-        rc = totals_adjust(c, pocket_id, db, dobj, 0, 0);
+        rc = totals_adjust(c, pocket_id, db, dobj, 0, 0, NULL);
     if (bytes_delta)
         *bytes_delta = rc == DB_OK ? db : 0;
     if (objects_delta)
