@@ -12,6 +12,7 @@
 
 #include "inode.h"
 #include "log.h"
+#include "readahead.h"
 
 static int bit_get(const struct cfile *cf, size_t b)
 {
@@ -32,6 +33,31 @@ static void bit_clear(struct cfile *cf, size_t b)
         cf->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
         cf->npresent--;
     }
+}
+
+static int busy_get(const struct cfile *cf, size_t b)
+{
+    return b < cf->busy_cap && ((cf->busy[b / 8] >> (b % 8)) & 1);
+}
+
+static void busy_set(struct cfile *cf, size_t b, int on)
+{
+    if (b >= cf->busy_cap)
+        return;
+    if (on)
+        cf->busy[b / 8] |= (uint8_t)(1u << (b % 8));
+    else
+        cf->busy[b / 8] &= (uint8_t) ~(1u << (b % 8));
+}
+
+/* The blocks change meaning (truncate, upload): fetches running now land
+ * nothing, and read-ahead starts over. */
+static void gen_bump(struct cfile *cf)
+{
+    cf->gen++;
+    if (cf->busy)
+        memset(cf->busy, 0, cf->busy_cap / 8 + 1);
+    cf->ra_sched = 0;
 }
 
 static size_t blocks_for(uint64_t size)
@@ -124,7 +150,11 @@ static struct cfile *cfile_alloc(struct inode *owner, uint64_t remote_size)
         return NULL;
     cf->nblocks = blocks_for(remote_size);
     cf->bits = calloc(cf->nblocks / 8 + 1, 1);
-    if (!cf->bits) {
+    cf->busy_cap = cf->nblocks;
+    cf->busy = calloc(cf->busy_cap / 8 + 1, 1);
+    if (!cf->bits || !cf->busy) {
+        free(cf->bits);
+        free(cf->busy);
         free(cf);
         return NULL;
     }
@@ -144,6 +174,7 @@ int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const 
     pthread_mutex_lock(&c->lock);
     uint64_t seq = ++c->seq;
     pthread_mutex_unlock(&c->lock);
+    cf->id = seq;
     snprintf(cf->name, sizeof(cf->name), "f%lld-%ld-%llu", c->run, (long)getpid(),
              (unsigned long long)seq);
     snprintf(cf->etag, sizeof(cf->etag), "%s", etag ? etag : "");
@@ -167,6 +198,9 @@ int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct c
     struct cfile *cf = cfile_alloc(owner, 0);
     if (!cf)
         return -ENOMEM;
+    pthread_mutex_lock(&c->lock);
+    cf->id = ++c->seq;
+    pthread_mutex_unlock(&c->lock);
     snprintf(cf->name, sizeof(cf->name), "%s", name);
     int fd = open_local(c, cf, 0);
     struct stat st;
@@ -200,6 +234,8 @@ void cfile_free(struct cache *c, struct cfile *cf, int remove_file)
         unlink(path);
     }
     free(cf->bits);
+    free(cf->busy);
+    free(cf->resv_path);
     free(cf);
 }
 
@@ -267,6 +303,89 @@ static int ensure(struct cfile *cf, const struct cfile_src *src, uint64_t off, u
     return 0;
 }
 
+/* Hand the missing, idle blocks of [b0, b1) to the background fetches, in
+ * chunks, while cf has room for more. */
+static void schedule(struct cfile *cf, const struct cfile_src *src, size_t b0, size_t b1)
+{
+    const size_t chunk = RA_CHUNK / CFILE_BLOCK;
+    if (b1 > cf->nblocks)
+        b1 = cf->nblocks;
+    if (cf->ra_sched > b0)
+        b0 = cf->ra_sched;
+    size_t b = b0;
+    while (b < b1 && cf->inflight < RA_PER_FILE) {
+        if (bit_get(cf, b) || busy_get(cf, b)) {
+            b++;
+            continue;
+        }
+        size_t e = b + 1;
+        while (e < b1 && e - b < chunk && !bit_get(cf, e) && !busy_get(cf, e))
+            e++;
+        uint64_t start = (uint64_t)b * CFILE_BLOCK, end = (uint64_t)e * CFILE_BLOCK;
+        if (end > cf->remote_size)
+            end = cf->remote_size;
+        if (readahead_queue(src->ra, cf, src->key, start, end - start) != 0)
+            break;
+        for (size_t i = b; i < e; i++)
+            busy_set(cf, i, 1);
+        cf->inflight++;
+        b = e;
+    }
+    cf->ra_sched = b;
+}
+
+void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
+                   const char *data, const char *etag)
+{
+    size_t b0 = (size_t)(start / CFILE_BLOCK), b1 = blocks_for(start + len);
+    if (cf->inflight > 0)
+        cf->inflight--;
+    if (gen == cf->gen) {
+        for (size_t b = b0; b < b1; b++)
+            busy_set(cf, b, 0);
+        if (cf->ra_sched > b0)
+            cf->ra_sched = b0; /* what did not land may be asked again */
+    }
+    int same = !cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0;
+    if (data && gen == cf->gen && same && cfile_fd(c, cf) >= 0) {
+        size_t before = cf->npresent;
+        for (size_t b = b0; b < b1 && b < cf->nblocks; b++) {
+            if (bit_get(cf, b))
+                continue; /* written here, or fetched by the reader */
+            uint64_t bs = (uint64_t)b * CFILE_BLOCK, be = bs + CFILE_BLOCK;
+            if (be > cf->remote_size)
+                be = cf->remote_size;
+            if (be > start + len || bs < start)
+                break;
+            size_t done = 0, n = (size_t)(be - bs);
+            while (done < n) {
+                ssize_t w =
+                        pwrite(cf->fd, data + (bs - start) + done, n - done, (off_t)(bs + done));
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    break;
+                done += (size_t)w;
+            }
+            if (done == n)
+                bit_set(cf, b);
+        }
+        if (!cf->dirty && cf->npresent != before)
+            lru_touch(c, cf);
+    }
+    pthread_cond_broadcast(&cf->owner->cond);
+}
+
+/* Whether off continues the sequential read that ended at ra_next: reads
+ * the kernel sends in parallel may arrive slightly out of order. */
+static int sequential(const struct cfile *cf, uint64_t off, size_t len)
+{
+    if (off == cf->ra_next)
+        return 1;
+    return cf->ra_next > 0 && off <= cf->ra_next + 2 * (uint64_t)CFILE_BLOCK &&
+           off + len + 2 * (uint64_t)CFILE_BLOCK >= cf->ra_next;
+}
+
 long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
                 size_t len, char *buf)
 {
@@ -278,16 +397,51 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     if (fd < 0)
         return fd;
     /* sequential reads double the read-ahead, a jump starts over */
-    if (off == cf->ra_next) {
-        cf->ra_window *= 2;
+    if (sequential(cf, off, len)) {
+        cf->ra_window = cf->ra_window ? cf->ra_window * 2 : CFILE_BLOCK;
         if (cf->ra_window > CFILE_RA_MAX)
             cf->ra_window = CFILE_RA_MAX;
+        if (off + len > cf->ra_next)
+            cf->ra_next = off + len;
     } else {
         cf->ra_window = off == 0 ? CFILE_BLOCK : 0;
+        cf->ra_next = off + len;
+        cf->ra_sched = 0;
+        if (src->ra)
+            readahead_cancel(src->ra, cf);
     }
-    cf->ra_next = off + len;
     size_t before = cf->npresent;
-    int rc = ensure(cf, src, off, len, cf->ra_window);
+    int rc = 0;
+    if (!src->ra) {
+        rc = ensure(cf, src, off, len, cf->ra_window);
+    } else {
+        for (;;) {
+            size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
+            if (last > cf->nblocks)
+                last = cf->nblocks;
+            if (cf->ra_window && src->key[0])
+                schedule(cf, src, last, blocks_for(off + len + cf->ra_window));
+            size_t b = first;
+            while (b < last && bit_get(cf, b))
+                b++;
+            if (b >= last) /* present, or past the object: local only */
+                break;
+            if (busy_get(cf, b)) { /* a background fetch brings it */
+                pthread_cond_wait(&cf->owner->cond, &cf->owner->lock);
+                if (off >= cf->size)
+                    return 0;
+                if (len > cf->size - off)
+                    len = (size_t)(cf->size - off);
+                continue;
+            }
+            size_t e = b + 1;
+            while (e < last && !bit_get(cf, e) && !busy_get(cf, e))
+                e++;
+            rc = fetch(cf, src, b, e);
+            if (rc)
+                break;
+        }
+    }
     if (rc)
         return rc;
     size_t done = 0;
@@ -358,6 +512,7 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
     if (ftruncate(fd, (off_t)size) != 0)
         return -errno;
     if (size < cf->remote_size) {
+        gen_bump(cf);
         cf->remote_size = size;
         size_t nb = blocks_for(size);
         for (size_t b = nb; b < cf->nblocks; b++)
@@ -394,6 +549,15 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag)
 {
     size_t nb = blocks_for(cf->size);
     uint8_t *bits = malloc(nb / 8 + 1);
+    if (bits && nb > cf->busy_cap) {
+        uint8_t *busy = calloc(nb / 8 + 1, 1);
+        if (busy) {
+            free(cf->busy);
+            cf->busy = busy;
+            cf->busy_cap = nb;
+        }
+    }
+    gen_bump(cf);
     if (bits) {
         memset(bits, 0xff, nb / 8 + 1);
         free(cf->bits);
@@ -436,6 +600,8 @@ static int evict(struct cache *c, struct cfile *cf)
         snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
         unlink(path);
         free(cf->bits);
+        free(cf->busy);
+        free(cf->resv_path);
         free(cf);
         return 1;
     }

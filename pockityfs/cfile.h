@@ -18,6 +18,7 @@
 #define CFILE_RA_MAX (32u << 20) /* largest read-ahead */
 
 struct inode;
+struct readahead;
 
 struct cache {
     pthread_mutex_t lock; /* guards used, head, tail, seq and each cfile's lru fields */
@@ -45,6 +46,18 @@ struct cfile {
     int journaled;      /* has a journal row */
     uint64_t ra_next;   /* where a sequential read would continue */
     uint64_t ra_window; /* current read-ahead */
+    /* background read-ahead (readahead.c) */
+    uint64_t id;     /* unique in the mount: background fetches name their cfile by it */
+    uint64_t gen;    /* bumped when the block layout changes (truncate, upload) */
+    uint8_t *busy;   /* blocks a background fetch is bringing (one bit each) */
+    size_t busy_cap; /* blocks busy can describe */
+    int inflight;    /* background fetches of this cfile not yet ended */
+    size_t ra_sched; /* first block not yet handed to background fetches */
+    /* the quota reservation close took for the queued upload (ops_file.c) */
+    char resv_id[64]; /* "" when none */
+    uint64_t resv_size;
+    char *resv_path;
+    int queued; /* in the flusher's upload queue */
     /* guarded by cache->lock */
     int in_lru;
     uint64_t counted; /* bytes counted in cache->used */
@@ -54,7 +67,8 @@ struct cfile {
 /* Where missing blocks come from. */
 struct cfile_src {
     struct s3_client *s3;
-    const char *key; /* full object key */
+    const char *key;      /* full object key */
+    struct readahead *ra; /* background read-ahead; NULL: fetch inline */
 };
 
 /* Set up the cache over dir (which must exist). */
@@ -98,6 +112,13 @@ int cfile_fd(struct cache *c, struct cfile *cf);
  * upload that produced etag: everything is present and is the object. */
 void cfile_set_dirty(struct cache *c, struct cfile *cf);
 void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag);
+
+/* A background fetch of bytes [start, start + len) for cf ended: data
+ * (NULL when it failed or was cancelled) lands in the blocks still missing
+ * if the layout is still gen and the object's ETag etag; the blocks stop
+ * being busy and waiting readers wake. Caller holds the owner's lock. */
+void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
+                   const char *data, const char *etag);
 
 /* The last handle was closed: close the descriptor, count a clean cfile in
  * the cache budget. */

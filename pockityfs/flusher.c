@@ -30,7 +30,112 @@ struct flusher {
     int stopping;
     struct watched *v;
     size_t n, cap;
+    /* the upload queue: a ring of inode numbers */
+    pthread_t workers[FLUSHER_WORKERS];
+    int n_workers;
+    pthread_cond_t work; /* something queued, or stopping */
+    pthread_cond_t idle; /* busy dropped to 0 */
+    uint64_t *q;
+    size_t q_head, q_len, q_cap;
+    size_t busy;       /* queued plus running */
+    uint64_t failures; /* uploads of the queue that failed */
+    int draining;      /* workers exit once the queue is empty */
 };
+
+void flusher_queue(struct flusher *f, struct inode *in)
+{
+    if (!f || !in->cf || in->cf->queued)
+        return;
+    pthread_mutex_lock(&f->lock);
+    if (f->q_len == f->q_cap) {
+        size_t nc = f->q_cap ? f->q_cap * 2 : 256;
+        uint64_t *q = malloc(nc * sizeof(*q));
+        if (q) {
+            for (size_t i = 0; i < f->q_len; i++)
+                q[i] = f->q[(f->q_head + i) % f->q_cap];
+            free(f->q);
+            f->q = q;
+            f->q_head = 0;
+            f->q_cap = nc;
+        }
+    }
+    if (f->q_len < f->q_cap) {
+        f->q[(f->q_head + f->q_len) % f->q_cap] = in->ino;
+        f->q_len++;
+        f->busy++;
+        in->cf->queued = 1;
+        pthread_cond_signal(&f->work);
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (!in->cf->queued)
+        flusher_note(f, in); /* out of memory: the retry list uploads it */
+}
+
+int flusher_wait(struct flusher *f)
+{
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->lock);
+    uint64_t failures = f->failures;
+    while (f->busy > 0)
+        pthread_cond_wait(&f->idle, &f->lock);
+    int rc = f->failures != failures ? -EIO : 0;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+/* Upload the file numbered ino if it still needs it. Returns 0 or -errno. */
+static int upload_queued(struct fs *fs, uint64_t ino)
+{
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&in->lock);
+    if (in->cf) {
+        in->cf->queued = 0;
+        if (in->cf->dirty)
+            rc = ops_sync(fs, in);
+        else
+            ops_resv_drop(fs, in->cf);
+    }
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    return rc;
+}
+
+static void *worker_main(void *arg)
+{
+    struct flusher *f = arg;
+    double delay = 0;
+    const char *d = getenv("POCKITYFS_UPLOAD_DELAY_MS"); /* tests: widen the window */
+    if (d)
+        delay = atof(d) / 1000.0;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        while (!f->q_len && !f->draining)
+            pthread_cond_wait(&f->work, &f->lock);
+        if (!f->q_len)
+            break;
+        uint64_t ino = f->q[f->q_head];
+        f->q_head = (f->q_head + 1) % f->q_cap;
+        f->q_len--;
+        int draining = f->draining;
+        pthread_mutex_unlock(&f->lock);
+        if (delay > 0 && !draining) {
+            struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        int rc = upload_queued(f->fs, ino);
+        pthread_mutex_lock(&f->lock);
+        if (rc)
+            f->failures++;
+        if (--f->busy == 0)
+            pthread_cond_broadcast(&f->idle);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
 
 void flusher_note(struct flusher *f, struct inode *in)
 {
@@ -73,6 +178,8 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
     if (!cf || !cf->dirty) {
         in->flush_watched = 0;
         r = DROP;
+    } else if (cf->queued) {
+        /* the workers upload it */
     } else if (cf->journaled || in->opens == 0) {
         /* a failed upload: retry with backoff, or at once when the pocket
          * that refused writes takes them again */
@@ -161,12 +268,23 @@ int flusher_start(struct fs *fs, double upload_after, struct flusher **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&f->cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&f->work, NULL);
+    pthread_cond_init(&f->idle, NULL);
     int e = pthread_create(&f->thread, NULL, flusher_main, f);
     if (e) {
         pthread_mutex_destroy(&f->lock);
         pthread_cond_destroy(&f->cond);
+        pthread_cond_destroy(&f->work);
+        pthread_cond_destroy(&f->idle);
         free(f);
         return -e;
+    }
+    for (int i = 0; i < FLUSHER_WORKERS; i++)
+        if (pthread_create(&f->workers[f->n_workers], NULL, worker_main, f) == 0)
+            f->n_workers++;
+    if (!f->n_workers) { /* closes then upload at once */
+        flusher_free(f);
+        return -EAGAIN;
     }
     *out = f;
     return 0;
@@ -177,12 +295,21 @@ void flusher_free(struct flusher *f)
     if (!f)
         return;
     pthread_mutex_lock(&f->lock);
+    f->draining = 1; /* the workers empty the queue, then end */
+    pthread_cond_broadcast(&f->work);
+    pthread_mutex_unlock(&f->lock);
+    for (int i = 0; i < f->n_workers; i++)
+        pthread_join(f->workers[i], NULL);
+    pthread_mutex_lock(&f->lock);
     f->stopping = 1;
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
     pthread_join(f->thread, NULL);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
+    pthread_cond_destroy(&f->work);
+    pthread_cond_destroy(&f->idle);
+    free(f->q);
     free(f->v);
     free(f);
 }

@@ -1,8 +1,10 @@
-/* flusher: the mount's background uploads — uploads that failed and were
+/* flusher: the mount's background uploads — files closed with data not yet
+ * uploaded (journaled and queued by close, uploaded by a pool of workers,
+ * many small files in flight at once), uploads that failed and were
  * journaled (retried while mounted, with backoff, not only at the next
  * mount) and files kept open with data not uploaded for a while (uploaded
- * without waiting for their close). One thread; it takes each inode's lock
- * for the upload, so writers of that file wait meanwhile. */
+ * without waiting for their close). Each upload holds the inode's lock, so
+ * writers of that file wait meanwhile. */
 #ifndef POCKITYFS_FLUSHER_H
 #define POCKITYFS_FLUSHER_H
 
@@ -15,14 +17,27 @@ struct flusher;
 #define FLUSHER_QUIET     2.0   /* seconds without writes before a background upload */
 #define FLUSHER_RETRY_MIN 2.0   /* first pause before retrying a failed upload */
 #define FLUSHER_RETRY_MAX 120.0 /* longest pause between retries */
+#define FLUSHER_WORKERS   8     /* uploads of closed files in flight at once */
 
 /* Start the thread over fs. upload_after: seconds an open file's data may
  * stay dirty before it is uploaded while quiet (FLUSHER_QUIET without
  * writes), or in any case after four times as long. Returns 0 or -errno. */
 int flusher_start(struct fs *fs, double upload_after, struct flusher **out);
 
-/* Stop and join the thread; NULL is fine. */
+/* Upload what is queued (flusher_wait), then stop and join the threads;
+ * NULL is fine. */
 void flusher_free(struct flusher *f);
+
+/* Queue in for upload by the workers: its cfile is dirty and journaled (and
+ * may hold a reservation). Caller holds in->lock. Cheap when already
+ * queued. A worker runs ops_sync; a failure leaves the file journaled and
+ * retried like any failed upload. */
+void flusher_queue(struct flusher *f, struct inode *in);
+
+/* Wait until no queued upload is left or running. Returns 0, or -EIO when
+ * an upload ended in failure meanwhile (the file stays journaled). NULL is
+ * fine (0). */
+int flusher_wait(struct flusher *f);
 
 /* in holds data not uploaded (its cfile is dirty). Caller holds in->lock.
  * Cheap when in is already watched. */

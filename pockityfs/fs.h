@@ -14,6 +14,7 @@
 #include "inode.h"
 #include "journal.h"
 #include "meta.h"
+#include "readahead.h"
 #include "remote.h"
 #include "s3.h"
 
@@ -38,7 +39,8 @@ struct fs {
     struct inode_table inodes;
     struct cache cache;
     struct journal *journal;
-    struct flusher *flusher; /* NULL until the mount serves */
+    struct flusher *flusher;     /* NULL until the mount serves */
+    struct readahead *readahead; /* NULL: reads fetch inline */
     struct meta_defaults defaults;
     int read_only;            /* ro mount or read-only key */
     char dir[PATH_MAX];       /* the pocket's cache folder */

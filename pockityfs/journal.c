@@ -18,7 +18,7 @@ struct journal {
 
 static const char *const schema =
         "PRAGMA journal_mode=WAL;"
-        "PRAGMA synchronous=FULL;"
+        "PRAGMA synchronous=NORMAL;"
         "CREATE TABLE IF NOT EXISTS pending ("
         " path TEXT PRIMARY KEY, file TEXT NOT NULL, size INTEGER NOT NULL,"
         " mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
@@ -71,11 +71,15 @@ static int step_done(struct journal *j, sqlite3_stmt *st, const char *what)
     return 0;
 }
 
-int journal_put(struct journal *j, const struct journal_entry *e)
+int journal_put(struct journal *j, const struct journal_entry *e, int durable)
 {
     sqlite3_stmt *st = NULL;
     int rc = -EIO;
     pthread_mutex_lock(&j->lock);
+    /* WAL with synchronous=NORMAL commits without an fsync: enough for a
+     * crash of the process; FULL syncs the WAL at commit */
+    if (durable)
+        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     if (sqlite3_prepare_v2(j->db,
                            "INSERT OR REPLACE INTO pending"
                            " (path, file, size, mode, uid, gid, mtime, updated)"
@@ -93,6 +97,8 @@ int journal_put(struct journal *j, const struct journal_entry *e)
     } else {
         log_error("journal: %s", sqlite3_errmsg(j->db));
     }
+    if (durable)
+        sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     pthread_mutex_unlock(&j->lock);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* journal: the pending-upload journal of a mount, an SQLite database in the
- * cache folder (WAL, synchronous=FULL). A row names a path of the pocket
- * whose newest content sits in a local file and is not in S3 yet; it is
- * written durably before the failure of an upload is reported, and removed
+ * cache folder (WAL). A row names a path of the pocket whose newest content
+ * sits in a local file and is not in S3 yet: written when close hands the
+ * file to the background uploads (it survives a kill -9 of the mount), made
+ * durable on disk before the failure of an upload is reported, and removed
  * once the content is in S3 (or the file is deleted). Thread-safe. */
 #ifndef POCKITYFS_JOURNAL_H
 #define POCKITYFS_JOURNAL_H
@@ -29,8 +30,10 @@ int journal_open(const char *path, struct journal **out, char *err, size_t errle
 /* Close; NULL is fine. */
 void journal_free(struct journal *j);
 
-/* Insert or replace the row of e->path and make it durable. Returns 0 or -EIO. */
-int journal_put(struct journal *j, const struct journal_entry *e);
+/* Insert or replace the row of e->path. The row survives the end of the
+ * process (kill -9) once this returns; durable also makes it survive a
+ * power loss (an fsync of the journal). Returns 0 or -EIO. */
+int journal_put(struct journal *j, const struct journal_entry *e, int durable);
 
 /* Remove the row of path (none is fine). Returns 0 or -EIO. */
 int journal_remove(struct journal *j, const char *path);

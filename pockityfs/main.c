@@ -436,6 +436,8 @@ int main(int argc, char **argv)
         log_warn("cannot start renewing credentials; they will be renewed on expiry");
     if (flusher_start(&fs, fs.opt.upload_after, &fs.flusher) != 0)
         log_warn("cannot start background uploads; files upload on close and fsync only");
+    if (readahead_start(&fs, &fs.readahead) != 0)
+        log_warn("cannot start background read-ahead; reads fetch what they need only");
     fs_watch_pending(&fs);
     log_info("mounted pocket '%s' (%s) on '%s'", fs.session.pocket_name, fs.session.pocket_id,
              copts.mountpoint);
@@ -461,6 +463,7 @@ out:
         fuse_remove_signal_handlers(se);
         fuse_session_destroy(se);
     }
+    readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
     remote_free(fs.remote);   /* stops the renewal thread before the client goes */
     if (table)

@@ -608,11 +608,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     struct inode *in = inode_get_path(&fs->inodes, path);
+    /* under the inode's lock: a background upload of a file only local so
+     * far either has ended (the object exists: delete it) or will not run */
+    if (in)
+        pthread_mutex_lock(&in->lock);
     int local = in && inode_is_local(&fs->inodes, in);
     if (!local) {
         int s = s3_delete_object(fs->s3, key);
         if (s != S3_OK) {
             fuse_reply_err(req, -s3_err("delete", key, s));
+            if (in)
+                pthread_mutex_unlock(&in->lock);
             inode_put(&fs->inodes, in);
             free(path);
             return;
@@ -621,7 +627,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         report_deleted(fs, keys, 1);
     }
     if (in) {
-        pthread_mutex_lock(&in->lock);
+        ops_resv_drop(fs, in->cf);
         if (in->cf && in->cf->journaled) {
             journal_remove(fs->journal, path);
             in->cf->journaled = 0;
@@ -935,6 +941,7 @@ void fs_inode_free(struct inode *inode, void *arg)
 {
     struct fs *fs = arg;
     pthread_mutex_lock(&inode->lock);
+    ops_resv_drop(fs, inode->cf);
     cfile_free(&fs->cache, inode->cf, !inode->cf || !inode->cf->journaled);
     inode->cf = NULL;
     free(inode->link);

@@ -52,6 +52,10 @@ void ops_dir_changed(struct fs *fs, const char *path);
  * stays in the cache and is journaled. Returns 0 or -errno. */
 int ops_sync(struct fs *fs, struct inode *in);
 
+/* Give back the quota reservation cf holds for a queued upload (none is
+ * fine). Caller holds the owner's lock. */
+void ops_resv_drop(struct fs *fs, struct cfile *cf);
+
 /* Whether the mount may write now: 0, -EROFS (a read-only mount, or a
  * pocket on hold: payment past due) or -EDQUOT (the pocket holds more than
  * its tier allows). See remote_write_check. */

@@ -1,6 +1,7 @@
 /* ops_file: file data — create, open, read, write, truncate, flush, fsync,
- * release — through the local cache file of each inode, uploaded on flush
- * and fsync; and the replay of the journal at start-up. */
+ * release — through the local cache file of each inode; close journals
+ * small files and queues them for the flusher's upload workers, fsync
+ * uploads; and the replay of the journal at start-up. */
 #include "ops.h"
 
 #include <dirent.h>
@@ -30,6 +31,7 @@ static int src_of(struct fs *fs, struct inode *in, char key[S3_MAX_KEY_LEN + 1],
     }
     src->s3 = fs->s3;
     src->key = key;
+    src->ra = fs->readahead;
     return rc;
 }
 
@@ -41,6 +43,57 @@ static int ensure_cfile(struct fs *fs, struct inode *in)
     return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, &in->cf);
 }
 
+void ops_resv_drop(struct fs *fs, struct cfile *cf)
+{
+    if (!cf)
+        return;
+    if (cf->resv_id[0])
+        remote_release(fs->remote, cf->resv_id);
+    cf->resv_id[0] = '\0';
+    free(cf->resv_path);
+    cf->resv_path = NULL;
+}
+
+/* The held reservation when it covers path at the cfile's size (it is then
+ * handed over: the upload consumes it); else drop it. */
+static const char *resv_take(struct fs *fs, struct cfile *cf, const char *path, char id[64])
+{
+    if (!cf->resv_id[0])
+        return NULL;
+    if (!cf->resv_path || strcmp(cf->resv_path, path) != 0 || cf->size > cf->resv_size) {
+        ops_resv_drop(fs, cf);
+        return NULL;
+    }
+    memcpy(id, cf->resv_id, 64);
+    cf->resv_id[0] = '\0';
+    free(cf->resv_path);
+    cf->resv_path = NULL;
+    return id;
+}
+
+/* An upload of in failed with rc: keep the data, durable on disk and in the
+ * journal, and let the flusher retry it. */
+static void keep_pending(struct fs *fs, struct inode *in, const char *path, int fd, int local,
+                         int rc)
+{
+    struct cfile *cf = in->cf;
+    struct journal_entry e = {.path = (char *)path,
+                              .file = cf->name,
+                              .size = cf->size,
+                              .mode = in->st.st_mode,
+                              .uid = in->st.st_uid,
+                              .gid = in->st.st_gid,
+                              .mtime = in->st.st_mtim.tv_sec};
+    if (fd >= 0 && fdatasync(fd) == 0 && journal_put(fs->journal, &e, 1) == 0) {
+        cf->journaled = 1;
+        inode_set_flags(&fs->inodes, in, 1, local);
+        flusher_note(fs->flusher, in);
+        log_warn("'%s' stays in the cache, not uploaded: %s", path, strerror(-rc));
+    } else {
+        log_error("cannot journal '%s': its data lives only in this process", path);
+    }
+}
+
 int ops_sync(struct fs *fs, struct inode *in)
 {
     struct cfile *cf = in->cf;
@@ -49,6 +102,7 @@ int ops_sync(struct fs *fs, struct inode *in)
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc == -ENOENT) { /* unlinked: nothing to keep */
+        ops_resv_drop(fs, cf);
         cf->dirty = 0;
         return 0;
     }
@@ -66,12 +120,12 @@ int ops_sync(struct fs *fs, struct inode *in)
         rc = cfile_fill(cf, &src);
     if (!rc && refused)
         rc = refused; /* journaled below; uploaded once writes are allowed again */
-    char etag[S3_ETAG_MAX] = "";
+    char etag[S3_ETAG_MAX] = "", id[64];
     struct stat st = in->st;
     st.st_size = (off_t)cf->size;
     if (!rc) {
         struct upload_body body = {.fd = fd, .size = cf->size};
-        rc = upload_put(fs, path, 0, &body, &st, etag);
+        rc = upload_put_reserved(fs, path, &body, &st, resv_take(fs, cf, path, id), etag);
     }
     if (!rc) {
         cfile_set_clean(&fs->cache, cf, etag);
@@ -82,25 +136,71 @@ int ops_sync(struct fs *fs, struct inode *in)
         if (local)
             ops_dir_changed(fs, path);
     } else if (fd >= 0) {
-        /* keep the data: durable on disk and in the journal */
-        struct journal_entry e = {.path = path,
-                                  .file = cf->name,
-                                  .size = cf->size,
-                                  .mode = st.st_mode,
-                                  .uid = st.st_uid,
-                                  .gid = st.st_gid,
-                                  .mtime = st.st_mtim.tv_sec};
-        if (fdatasync(fd) == 0 && journal_put(fs->journal, &e) == 0) {
-            cf->journaled = 1;
-            inode_set_flags(&fs->inodes, in, 1, local);
-            flusher_note(fs->flusher, in);
-            log_warn("'%s' stays in the cache, not uploaded: %s", path, strerror(-rc));
-        } else {
-            log_error("cannot journal '%s': its data lives only in this process", path);
-        }
+        keep_pending(fs, in, path, fd, local, rc);
     }
     free(path);
     return rc;
+}
+
+/* Close of a written file: a small file is journaled and queued for the
+ * flusher's upload workers, after a quota reservation taken now so that a
+ * refusal still fails the close with EDQUOT; a large one (or any file while
+ * the flusher is not running) uploads at once. Caller holds in->lock. */
+static int close_sync(struct fs *fs, struct inode *in)
+{
+    struct cfile *cf = in->cf;
+    if (!cf || !cf->dirty)
+        return 0;
+    if (!fs->flusher || cf->size >= UPLOAD_MULTIPART_MIN || remote_write_check(fs->remote))
+        return ops_sync(fs, in); /* the refusal path journals and reports */
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc)
+        return ops_sync(fs, in); /* unlinked (nothing to do) or out of memory */
+    int local = inode_is_local(&fs->inodes, in);
+    int fd = cfile_fd(&fs->cache, cf);
+    if (fd < 0) {
+        free(path);
+        return fd;
+    }
+    /* a held reservation for this name and at least this size serves; an
+     * empty file not yet in S3 (the first close of `echo x > f`) reserves
+     * when it uploads */
+    if (cf->resv_id[0] &&
+        (!cf->resv_path || strcmp(cf->resv_path, path) != 0 || cf->size > cf->resv_size))
+        ops_resv_drop(fs, cf);
+    if (!cf->resv_id[0] && !(local && cf->size == 0)) {
+        rc = remote_reserve(fs->remote, path, cf->size, cf->resv_id);
+        if (rc) {
+            cf->resv_id[0] = '\0';
+            if (rc != -EDQUOT)
+                log_error("cannot reserve %llu bytes for '%s': %s", (unsigned long long)cf->size,
+                          path, strerror(-rc));
+            keep_pending(fs, in, path, fd, local, rc);
+            free(path);
+            return rc;
+        }
+        cf->resv_size = cf->size;
+        cf->resv_path = strdup(path);
+        if (!cf->resv_path)
+            ops_resv_drop(fs, cf);
+    }
+    struct journal_entry e = {.path = path,
+                              .file = cf->name,
+                              .size = cf->size,
+                              .mode = in->st.st_mode,
+                              .uid = in->st.st_uid,
+                              .gid = in->st.st_gid,
+                              .mtime = in->st.st_mtim.tv_sec};
+    if (journal_put(fs->journal, &e, 0) != 0) {
+        free(path);
+        return ops_sync(fs, in); /* cannot journal: upload now */
+    }
+    cf->journaled = 1;
+    inode_set_flags(&fs->inodes, in, 1, local);
+    flusher_queue(fs->flusher, in);
+    free(path);
+    return 0;
 }
 
 int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle)
@@ -300,7 +400,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
         fuse_reply_write(req, (size_t)n);
 }
 
-static void sync_reply(fuse_req_t req, fuse_ino_t ino)
+static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
 {
     struct fs *fs = fs_of(req);
     struct inode *in = inode_get(&fs->inodes, ino);
@@ -308,7 +408,7 @@ static void sync_reply(fuse_req_t req, fuse_ino_t ino)
     if (in) {
         pthread_mutex_lock(&in->lock);
         if (in->cf && in->cf->dirty)
-            rc = ops_sync(fs, in);
+            rc = closing ? close_sync(fs, in) : ops_sync(fs, in);
         pthread_mutex_unlock(&in->lock);
         inode_put(&fs->inodes, in);
     }
@@ -321,14 +421,14 @@ void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (!fi->fh)
         fuse_reply_err(req, 0);
     else
-        sync_reply(req, ino);
+        sync_reply(req, ino, 1);
 }
 
 void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync; /* data and attributes go up together: one PUT */
     (void)fi;
-    sync_reply(req, ino);
+    sync_reply(req, ino, 0); /* waits for this file's upload */
 }
 
 void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -336,7 +436,9 @@ void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file
     (void)ino;
     (void)datasync;
     (void)fi;
-    fuse_reply_err(req, 0); /* directory changes are in S3 when they return */
+    /* directory changes are in S3 when they return; `sync DIR` waits for
+     * the uploads closed files still wait for */
+    fuse_reply_err(req, -flusher_wait(fs_of(req)->flusher));
 }
 
 void fs_watch_pending(struct fs *fs)
@@ -378,8 +480,10 @@ void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         if (in->opens == 0 && in->cf) {
             if (!in->cf->dirty)
                 cfile_idle(&fs->cache, in->cf);
-            else if (!inode_still_named(fs, in))
+            else if (!inode_still_named(fs, in)) {
+                ops_resv_drop(fs, in->cf);
                 in->cf->dirty = 0; /* unlinked while open */
+            }
         }
         pthread_mutex_unlock(&in->lock);
         inode_put(&fs->inodes, in);

@@ -159,15 +159,21 @@ static void commit(struct fs *fs, const char *qkey, char id[64], uint64_t size, 
                  strerror(-rc));
 }
 
-int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
-               const struct stat *st, char etag_out[S3_ETAG_MAX])
+static int put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
+               const struct stat *st, const char *reservation, char etag_out[S3_ETAG_MAX])
 {
     char key[S3_MAX_KEY_LEN + 1], qkey[S3_MAX_KEY_LEN + 2], id[64], etag[S3_ETAG_MAX] = "";
     int rc = meta_key(fs->session.prefix, path, as_dir, key);
-    if (rc)
+    if (rc) {
+        if (reservation)
+            remote_release(fs->remote, reservation);
         return rc;
+    }
     snprintf(qkey, sizeof(qkey), "%s%s", path, as_dir ? "/" : "");
-    rc = remote_reserve(fs->remote, qkey, body->size, id);
+    if (reservation)
+        snprintf(id, sizeof(id), "%s", reservation);
+    else
+        rc = remote_reserve(fs->remote, qkey, body->size, id);
     if (rc) {
         if (rc != -EDQUOT)
             log_error("cannot reserve %llu bytes for '%s': %s", (unsigned long long)body->size,
@@ -194,6 +200,18 @@ int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_
     if (etag_out)
         memcpy(etag_out, etag, S3_ETAG_MAX);
     return 0;
+}
+
+int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
+               const struct stat *st, char etag[S3_ETAG_MAX])
+{
+    return put(fs, path, as_dir, body, st, NULL, etag);
+}
+
+int upload_put_reserved(struct fs *fs, const char *path, const struct upload_body *body,
+                        const struct stat *st, const char *reservation, char etag[S3_ETAG_MAX])
+{
+    return put(fs, path, 0, body, st, reservation, etag);
 }
 
 static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,

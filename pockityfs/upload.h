@@ -30,6 +30,13 @@ struct upload_body {
 int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
                const struct stat *st, char etag[S3_ETAG_MAX]);
 
+/* upload_put of a file (not a marker) with a reservation the caller took
+ * already for path and at least body->size bytes (NULL: reserve here). The
+ * reservation is consumed either way: committed after success, released
+ * after failure. */
+int upload_put_reserved(struct fs *fs, const char *path, const struct upload_body *body,
+                        const struct stat *st, const char *reservation, char etag[S3_ETAG_MAX]);
+
 /* Server-side copy of from to to (both relative; as_dir for markers), size
  * bytes, keeping the metadata; multipart copy above 5 GiB. Reserves and
  * commits like an upload. Returns 0 or -errno. */

@@ -27,14 +27,14 @@ static void test_roundtrip(void **state)
                               .uid = 1,
                               .gid = 2,
                               .mtime = 99};
-    assert_int_equal(journal_put(j, &e), 0);
+    assert_int_equal(journal_put(j, &e, 1), 0);
     e.path = "other";
     e.file = "f2";
-    assert_int_equal(journal_put(j, &e), 0);
+    assert_int_equal(journal_put(j, &e, 0), 0);
     e.path = "a/b c";
     e.file = "f3"; /* replaces the first row */
     e.size = 11;
-    assert_int_equal(journal_put(j, &e), 0);
+    assert_int_equal(journal_put(j, &e, 0), 0);
     journal_free(j);
 
     assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);

@@ -328,6 +328,7 @@ def test_restriction():
     with Mount(D, pk) as m:
         write_file(m.p("a"), b"a" * 5000)
         write_file(m.p("b"), b"b" * 5000)
+        sh("sync %s" % m.path)  # a and b in S3 (close queues their uploads)
         set_tier_bytes(tid, 4096)  # the pocket now holds more than its tier
         f = open(m.p("c"), "wb")
         f.write(b"c" * 100)
@@ -614,8 +615,150 @@ def test_listing_speed():
     check(t_ls < 1.5 * t_raw + 0.5, "ls -l within 1.5x of a raw listing")
 
 
+DELAY_ENV = dict(os.environ, POCKITYFS_UPLOAD_DELAY_MS="4000")
+
+
+def in_s3(key):
+    return root_s3("head", key)[0] == 0
+
+
+def test_close_then_kill():
+    """close returns once the file is journaled; a kill -9 before the
+    background upload loses nothing: the next mount uploads it."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV)
+        try:
+            want = {}
+            for i in range(20):
+                want["k%d" % i] = os.urandom(4096 + i)
+                write_file(m.p("k%d" % i), want["k%d" % i])  # close returned 0
+            sh("echo shell > %s/echoed" % m.path)
+            want["echoed"] = b"shell\n"
+            check(not in_s3(prefix + "k0"), "upload is in the background (delayed)")
+            check(open(m.p("k3"), "rb").read() == want["k3"], "served before upload")
+            m.kill()
+        finally:
+            m.stop()
+        check(not any(in_s3(prefix + k) for k in want), "nothing uploaded before the kill")
+        with Mount(D, pk, cache_dir=cache) as m2:
+            for k, v in want.items():
+                check(s3_get(prefix + k) == v, "replayed %s before serving" % k)
+            check(open(m2.p("k7"), "rb").read() == want["k7"], "read after replay")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_async_uploads():
+    """Background uploads of closed files: fsync waits for its file, sync
+    of a directory (fsyncdir) for all, unmount drains the queue, an unlink
+    before the upload leaves nothing in S3, EDQUOT still comes from close."""
+    tid = tiny_tier(64 << 10)
+    pk = Pocket(D, tier=tid)
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk, env=DELAY_ENV) as m:
+        write_file(m.p("a"), b"a" * 100)
+        check(not in_s3(prefix + "a"), "queued, not yet uploaded")
+        with open(m.p("b"), "wb") as f:
+            f.write(b"b" * 200)
+            f.flush()
+            os.fsync(f.fileno())
+            check(s3_get(prefix + "b") == b"b" * 200, "fsync waited for the upload")
+        for i in range(10):
+            write_file(m.p("c%d" % i), b"c" * i)
+        t0 = time.time()
+        sh("sync %s" % m.path)  # fsync of the directory
+        check(all(s3_get(prefix + "c%d" % i) == b"c" * i for i in range(10)), "sync DIR waited")
+        check(s3_get(prefix + "a") == b"a" * 100, "a uploaded by then")
+        check(time.time() - t0 < 30, "sync took %.1f s" % (time.time() - t0))
+        write_file(m.p("gone"), b"g" * 10)
+        os.unlink(m.p("gone"))
+        # over quota: the reservation taken at close is refused
+        f = open(m.p("huge"), "wb")
+        f.write(os.urandom(100 << 10))
+        expect_errno(f.close, errno.EDQUOT, "close over quota (async path)")
+        check(len(open(m.p("huge"), "rb").read()) == 100 << 10, "refused data kept")
+        os.unlink(m.p("huge"))
+        write_file(m.p("last"), b"last")
+    # unmounted: the queue was drained before the mount ended
+    check(s3_get(prefix + "last") == b"last", "unmount uploaded the queue")
+    check(not in_s3(prefix + "gone"), "unlinked before upload: never in S3")
+    check(not in_s3(prefix + "huge"), "refused file not in S3")
+    r = D.request("GET", "/v1/pockets/%s" % pk.id, token=pk.token)
+    body = r.body.get("pocket", r.body) if isinstance(r.body, dict) else {}
+    check(r.status == 200 and "reserved" in body, "pocket: %r" % (r,))
+    check(body["reserved"]["bytes"] == 0, "no reservation left: %r" % body)
+
+
+def test_readahead():
+    """Background read-ahead: sequential, random and mixed reads, reads
+    while writing, all by checksum against the source."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-ra.")
+    try:
+        size = 48 << 20
+        src = os.path.join(tmp, "src")
+        sh("head -c %d /dev/urandom > %s" % (size, src))
+        data = open(src, "rb").read()
+        check(root_s3("put", prefix + "r", src)[0] == 0, "put the source")
+        with Mount(D, pk, options=["cache_size=16M"]) as m:
+            check(file_sha(m.p("r")) == file_sha(src), "sequential read")
+        with Mount(D, pk, options=["cache_size=16M"]) as m:
+            import random
+            rnd = random.Random(4)
+            with open(m.p("r"), "rb") as f:
+                for _ in range(60):
+                    if rnd.random() < 0.5:  # a sequential run from somewhere
+                        off = rnd.randrange(0, size)
+                        f.seek(off)
+                        n = rnd.randrange(1, 6 << 20)
+                        got = b""
+                        while len(got) < n:
+                            b = f.read(min(128 << 10, n - len(got)))
+                            if not b:
+                                break
+                            got += b
+                        check(got == data[off:off + n], "run at %d (%d bytes)" % (off, n))
+                    else:
+                        off = rnd.randrange(0, size)
+                        n = rnd.randrange(1, 300 << 10)
+                        check(os.pread(f.fileno(), n, off) == data[off:off + n],
+                              "random read at %d" % off)
+        with Mount(D, pk, options=["cache_size=16M"]) as m:
+            # writes land while read-ahead fetches around them
+            model = bytearray(data)
+            fd = os.open(m.p("r"), os.O_RDWR)
+            try:
+                os.read(fd, 4 << 20)  # start a sequential streak
+                for off in (5 << 20, (9 << 20) + 77, 20 << 20):
+                    os.pwrite(fd, b"W" * 70000, off)
+                    model[off:off + 70000] = b"W" * 70000
+                os.lseek(fd, 4 << 20, os.SEEK_SET)
+                got = bytearray()
+                while True:
+                    b = os.read(fd, 1 << 20)
+                    if not b:
+                        break
+                    got += b
+                check(bytes(got) == bytes(model[4 << 20:]), "reads see local writes")
+                os.ftruncate(fd, 30 << 20)
+                del model[30 << 20:]
+                os.ftruncate(fd, 31 << 20)
+                model += b"\0" * (1 << 20)
+            finally:
+                os.close(fd)
+            check(open(m.p("r"), "rb").read() == bytes(model), "content after close")
+        check(s3_get(prefix + "r") == bytes(model), "uploaded content")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
-         test_restriction, test_background_upload, test_crash_recovery, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_restriction, test_background_upload, test_crash_recovery, test_close_then_kill,
+         test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
