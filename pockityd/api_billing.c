@@ -898,6 +898,11 @@ static int inv_refusal(struct api_refusal *ref, int rc, const char *id, const ch
     if (rc == BILLING_INVALID_STATE)
         return api_refuse(ref, 409, "invalid_state", "invoice '%s' is %s: it cannot become %s", id,
                           from, to);
+    if (rc == BILLING_REFUSED) /* a top-up that would pass the balance cap */
+        return api_refuse(ref, 409, "conflict",
+                          "paying invoice '%s' would take the credit balance past %" PRId64
+                          " minor units",
+                          id, BILLING_BALANCE_MAX);
     return rc;
 }
 

@@ -223,6 +223,7 @@ struct hook {
     const char *code;
     char message[256];
     bool duplicate;
+    bool unapplied; /* paid for an invoice that could not take it: credited */
     char invoice_id[64];
 };
 
@@ -269,9 +270,67 @@ static int attempt_find(struct db_conn *c, const char *provider, const char *ref
     return DB_OK;
 }
 
+/* Set the event's final row: outcome, invoice and (for paid and unapplied)
+ * the payment it recorded. */
+static int event_finish(struct db_conn *c, const struct hook *h, const char *outcome,
+                        const char *invoice_id, const char *payment_ref)
+{
+    return db_exec(c,
+                   "UPDATE webhook_events SET outcome = $3, invoice_id = $4, payment_ref = $5"
+                   " WHERE provider = $1 AND event_id = $2",
+                   DB_ARGS(DB_TEXT(h->provider), DB_TEXT(h->ev.event_id), DB_TEXT(outcome),
+                           DB_TEXT(invoice_id), DB_TEXT(payment_ref)),
+                   NULL);
+}
+
+/* The money of a verified payment whose invoice can no longer take it (void,
+ * or paid meanwhile by credit, an admin or another session): recorded as an
+ * 'unapplied' event, the attempt marked paid, the amount added to the
+ * owner's credit as a top-up tied to no invoice, audited. The invoice is left
+ * as it is. */
+static int hook_unapplied(struct db_conn *c, struct hook *h, const struct attempt *a,
+                          const struct billing_invoice *inv)
+{
+    const struct webhook_event *ev = &h->ev;
+    h->unapplied = true;
+    int rc = event_finish(c, h, "unapplied", inv->id, ev->payment_ref);
+    if (rc == DB_OK && strcmp(a->status, "paid") != 0)
+        rc = db_exec(c,
+                     "UPDATE payment_attempts SET status = 'paid', paid_ref = $2, paid_at = $3"
+                     " WHERE id = $1 AND status = 'pending'",
+                     DB_ARGS(DB_TEXT(a->id), DB_TEXT(ev->payment_ref), DB_INT(h->now)), NULL);
+    if (rc)
+        return rc;
+    char reason[256], entry[64] = "";
+    snprintf(reason, sizeof(reason), "%s payment %.64s of invoice %s, which was %s", h->provider,
+             ev->payment_ref, inv->id, inv->status);
+    rc = billing_credit_topup(h->req, c, inv->user_id, ev->amount_minor, ev->currency, reason,
+                              h->now, "system", h->provider, entry);
+    bool credited = rc == DB_OK;
+    if (rc == BILLING_REFUSED) {
+        /* Past the balance cap: the audit row below is the record an
+         * operator refunds from. */
+        log_error("request %s: %s payment '%s' of invoice '%s' could not be credited: the "
+                  "balance cap is reached; refund it",
+                  http_request_id(h->req), h->provider, ev->payment_ref, inv->id);
+        rc = DB_OK;
+    }
+    if (rc)
+        return rc;
+    json_t *d = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "user_id", inv->user_id,
+                          "total_minor", (json_int_t)ev->amount_minor, "currency", ev->currency,
+                          "provider", h->provider, "payment_ref", ev->payment_ref, "event_id",
+                          ev->event_id, "attempt_id", a->id, "invoice_status", inv->status,
+                          "credited", credited);
+    if (d && credited)
+        json_object_set_new(d, "credit_entry_id", json_string(entry));
+    return api_audit(h->req, c, "system", h->provider, "payment.unapplied", "invoice", inv->id, d);
+}
+
 /* Everything a paid event changes, in the caller's write transaction: the
- * event's row (the deduplication), the attempt and the invoice. Refusals set
- * h->status and leave the caller to roll back. */
+ * event's row (the deduplication), the attempt and the invoice, or the
+ * user's credit when the invoice cannot take the payment any more. Refusals
+ * set h->status and leave the caller to roll back. */
 static int hook_tx(struct db_conn *c, struct hook *h)
 {
     const struct webhook_event *ev = &h->ev;
@@ -313,19 +372,18 @@ static int hook_tx(struct db_conn *c, struct hook *h)
         return refuse(h, 400, "unknown_invoice",
                       "the event names invoice '%s' but %s payment '%s' is for invoice '%s'",
                       ev->invoice_id, h->provider, ev->ref, a.invoice_id);
-    if (strcmp(a.status, "paid") == 0) {
-        if (strcmp(a.paid_ref, ev->payment_ref) == 0) {
-            /* The same payment told by another event (Razorpay sends both
-             * payment.captured and order.paid): applied already. */
-            h->duplicate = true;
-            return db_exec(
-                    c,
-                    "UPDATE webhook_events SET outcome = 'ignored', invoice_id = $3"
-                    " WHERE provider = $1 AND event_id = $2",
-                    DB_ARGS(DB_TEXT(h->provider), DB_TEXT(ev->event_id), DB_TEXT(a.invoice_id)),
-                    NULL);
-        }
-        return refuse(h, 409, "invalid_state", "invoice '%s' is already paid", a.invoice_id);
+    /* The same payment told again by another event (Razorpay sends both
+     * payment.captured and order.paid; BTCPay one per webhook): recorded
+     * already, whether it paid the invoice or went to credit. */
+    int64_t known = 0;
+    rc = db_query_int(
+            c, "SELECT COUNT(*) FROM webhook_events WHERE provider = $1 AND payment_ref = $2",
+            DB_ARGS(DB_TEXT(h->provider), DB_TEXT(ev->payment_ref)), &known);
+    if (rc)
+        return rc;
+    if (known || (strcmp(a.status, "paid") == 0 && strcmp(a.paid_ref, ev->payment_ref) == 0)) {
+        h->duplicate = true;
+        return event_finish(c, h, "ignored", a.invoice_id, NULL);
     }
     struct billing_invoice inv;
     rc = billing_invoice_read(c, a.invoice_id, &inv);
@@ -338,13 +396,18 @@ static int hook_tx(struct db_conn *c, struct hook *h)
         return refuse(h, 400, "amount_mismatch",
                       "paid %" PRId64 " %s but invoice '%s' is %" PRId64 " %s", ev->amount_minor,
                       ev->currency, inv.id, inv.total_minor, inv.currency);
-    if (!payable(inv.status))
-        return refuse(h, 409, "invalid_state", "invoice '%s' is '%s', not open", inv.id,
-                      inv.status);
+    /* Another payment of this attempt already paid it, or the invoice is no
+     * longer payable: the money goes to credit. */
+    if (strcmp(a.status, "paid") == 0 || !payable(inv.status))
+        return hook_unapplied(c, h, &a, &inv);
     rc = billing_invoice_mark_paid(h->req, c, inv.id, h->provider, ev->payment_ref,
                                    ev->amount_minor, ev->currency, h->now, "system", h->provider);
-    if (rc == BILLING_INVALID_STATE)
-        return refuse(h, 409, "invalid_state", "invoice '%s' is not open", inv.id);
+    if (rc == BILLING_INVALID_STATE || rc == BILLING_REFUSED) {
+        /* Changed meanwhile, or a top-up past the balance cap: nothing was
+         * written; record the money as unapplied. */
+        int rc2 = billing_invoice_read(c, a.invoice_id, &inv);
+        return rc2 ? rc2 : hook_unapplied(c, h, &a, &inv);
+    }
     if (rc == BILLING_AMOUNT_MISMATCH)
         return refuse(h, 400, "amount_mismatch", "the amount paid does not match invoice '%s'",
                       inv.id);
@@ -355,10 +418,7 @@ static int hook_tx(struct db_conn *c, struct hook *h)
                  " WHERE id = $1",
                  DB_ARGS(DB_TEXT(a.id), DB_TEXT(ev->payment_ref), DB_INT(h->now)), NULL);
     if (rc == DB_OK)
-        rc = db_exec(c,
-                     "UPDATE webhook_events SET invoice_id = $3 WHERE provider = $1 AND"
-                     " event_id = $2",
-                     DB_ARGS(DB_TEXT(h->provider), DB_TEXT(ev->event_id), DB_TEXT(inv.id)), NULL);
+        rc = event_finish(c, h, "paid", inv.id, ev->payment_ref);
     return rc;
 }
 
@@ -369,6 +429,7 @@ static int hook_apply(struct db_conn *c, struct hook *h)
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
         h->status = 0;
         h->duplicate = false;
+        h->unapplied = false;
         h->invoice_id[0] = '\0';
         rc = db_begin(c, DB_TX_WRITE);
         if (rc)
@@ -464,6 +525,14 @@ static void hook_handle(struct http_request *req, struct hook *h, hook_confirm c
         log_info("request %s: %s event '%s' (%s) already applied", http_request_id(req),
                  h->provider, h->ev.event_id, h->ev.type);
         http_reply_json(req, 200, json_pack("{s:b, s:b}", "received", 1, "duplicate", 1));
+    } else if (h->unapplied) {
+        hook_count("unapplied");
+        log_warn("request %s: %s event '%s' paid invoice '%s', which could not take it: "
+                 "credited to its owner",
+                 http_request_id(req), h->provider, h->ev.event_id, h->invoice_id);
+        http_reply_json(req, 200,
+                        json_pack("{s:b, s:b, s:s}", "received", 1, "unapplied", 1, "invoice_id",
+                                  h->invoice_id));
     } else if (!h->ev.paid) {
         hook_count("ignored");
         log_info("request %s: %s event '%s' (%s) ignored", http_request_id(req), h->provider,
@@ -532,11 +601,17 @@ static void h_razorpay(struct http_request *req)
         return;
     }
     char err[256] = "";
-    if (webhook_razorpay_parse(body, len, http_header(req, "X-Razorpay-Event-Id"), &h.ev, err,
-                               sizeof(err))) {
+    if (webhook_razorpay_parse(body, len, &h.ev, err, sizeof(err))) {
         bad_event(req, "razorpay", err);
         return;
     }
+    /* Razorpay's own event id is unsigned: logged, never the key. */
+    char header_id[65] = "";
+    const char *hid = http_header(req, "X-Razorpay-Event-Id");
+    for (size_t i = 0; hid && hid[i] && i + 1 < sizeof(header_id); i++)
+        header_id[i] = hid[i] > 0x20 && hid[i] < 0x7f ? hid[i] : '?';
+    log_info("request %s: razorpay event '%s' (X-Razorpay-Event-Id '%s')", http_request_id(req),
+             h.ev.event_id, header_id);
     hook_handle(req, &h, NULL);
 }
 
@@ -590,10 +665,78 @@ static void h_btcpay(struct http_request *req)
     hook_handle(req, &h, btcpay_confirm);
 }
 
+/* ---- GET /v1/admin/invoices/{id}/payments */
+
+#define PAYMENTS_LIST_MAX 200 /* attempts, and events, listed per invoice */
+
+/* rows as objects with the given keys, one per column (ints where is_int). */
+static json_t *rows_json(const struct db_result *res, const char *const *keys, const bool *is_int)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < db_result_rows(res); i++) {
+        json_t *o = json_object();
+        for (size_t k = 0; o && keys[k]; k++)
+            json_object_set_new(o, keys[k],
+                                is_int[k] ? api_json_int(res, i, k) : api_json_text(res, i, k));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static void h_admin_payments(struct http_request *req)
+{
+    static const char *const attempt_keys[] = {
+            "id",     "provider", "provider_ref", "amount_minor", "currency",
+            "status", "paid_ref", "created_at",   "paid_at",      NULL};
+    static const bool attempt_int[] = {false, false, false, true, false, false, false, true, true};
+    static const char *const event_keys[] = {"provider",    "event_id",    "type", "outcome",
+                                             "payment_ref", "received_at", NULL};
+    static const bool event_int[] = {false, false, false, false, false, true};
+    const char *id = http_param(req, "id");
+    struct db_result *attempts = NULL, *events = NULL;
+    struct principal who;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_admin(req, c, &who))
+        goto out;
+    struct billing_invoice inv;
+    int rc = id_ok(id) ? billing_invoice_read(c, id, &inv) : DB_ERR_NOT_FOUND;
+    if (rc == DB_ERR_NOT_FOUND) {
+        http_reply_error(req, 404, "not_found", "no invoice '%.64s'", id);
+        goto out;
+    }
+    if (rc == DB_OK)
+        rc = db_query(c,
+                      "SELECT id, provider, provider_ref, amount_minor, currency, status, paid_ref,"
+                      " created_at, paid_at FROM payment_attempts WHERE invoice_id = $1"
+                      " ORDER BY created_at, id LIMIT $2",
+                      DB_ARGS(DB_TEXT(id), DB_INT(PAYMENTS_LIST_MAX)), &attempts);
+    if (rc == DB_OK)
+        rc = db_query(c,
+                      "SELECT provider, event_id, type, outcome, payment_ref, received_at"
+                      " FROM webhook_events WHERE invoice_id = $1"
+                      " ORDER BY received_at, provider, event_id LIMIT $2",
+                      DB_ARGS(DB_TEXT(id), DB_INT(PAYMENTS_LIST_MAX)), &events);
+    if (rc) {
+        api_db_fail(req, c, rc, "list payments");
+        goto out;
+    }
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:o, s:o}", "invoice_id", inv.id, "attempts",
+                              rows_json(attempts, attempt_keys, attempt_int), "events",
+                              rows_json(events, event_keys, event_int)));
+out:
+    db_result_free(attempts);
+    db_result_free(events);
+    db_release(c);
+}
+
 const struct http_route api_payments_routes[] = {
         {"POST", "/v1/invoices/{id}/pay", h_pay, "invoice_pay", HTTP_JSON},
         {"POST", "/v1/webhooks/stripe", h_stripe, "webhook_stripe", 0},
         {"POST", "/v1/webhooks/razorpay", h_razorpay, "webhook_razorpay", 0},
         {"POST", "/v1/webhooks/btcpay", h_btcpay, "webhook_btcpay", 0},
+        {"GET", "/v1/admin/invoices/{id}/payments", h_admin_payments, "admin_invoice_payments", 0},
 };
 const size_t api_payments_n_routes = sizeof(api_payments_routes) / sizeof(api_payments_routes[0]);

@@ -354,6 +354,10 @@ static int pocket_set_tier(struct db_conn *c, const char *pocket_id, const char 
     return DB_OK;
 }
 
+/* Why billing_tier_change() answers DB_ERR_INVALID: an invoice it would open
+ * is out of range (a tier priced above the cap, set before it existed). */
+#define BILLING_INVALID_TIER "its price is outside what an invoice may hold"
+
 /* Move pocket_id to tier with its billing: the subscription side first
  * (created, changed or scheduled, see billing.h), then the pocket itself
  * unless the change waits for the period's end (bc->deferred). Refuses 409
@@ -366,6 +370,9 @@ static int pocket_change_tier(struct http_request *req, struct db_conn *c, const
     int rc = billing_tier_change(req, c, pocket_id, tier, api_now(), actor_type, actor_id, bc);
     if (rc == BILLING_REFUSED)
         return api_refuse(ref, 409, "conflict", "%s", bc->message);
+    if (rc == DB_ERR_INVALID)
+        return api_refuse(ref, 409, "conflict", "tier '%s' cannot be billed: %s", tier,
+                          BILLING_INVALID_TIER);
     if (rc || bc->deferred)
         return rc;
     return pocket_set_tier(c, pocket_id, tier, t, ref);
@@ -498,6 +505,9 @@ static int create_pocket_tx(struct db_conn *c, void *arg, struct api_refusal *re
         rc = billing_tier_change(a->req, c, a->id, a->tier, now, "user", a->who->user_id, &bc);
         if (rc == BILLING_REFUSED)
             rc = api_refuse(ref, 409, "conflict", "%s", bc.message);
+        else if (rc == DB_ERR_INVALID)
+            rc = api_refuse(ref, 409, "conflict", "tier '%s' cannot be billed: %s", a->tier,
+                            BILLING_INVALID_TIER);
     }
     if (rc || !t.needs_approval)
         return rc;
@@ -1001,7 +1011,7 @@ static bool tier_fields_read(struct http_request *req, struct tier_fields *f, bo
         !http_json_opt_string(req, "currency", 3, 3, &f->currency) ||
         !http_json_opt_int(req, "max_bytes", 0, INT64_MAX, &f->max_bytes) ||
         !http_json_opt_int(req, "max_objects", 0, INT64_MAX, &f->max_objects) ||
-        !http_json_opt_int(req, "price_minor", 0, INT64_MAX, &f->price_minor) ||
+        !http_json_opt_int(req, "price_minor", 0, BILLING_AMOUNT_MAX, &f->price_minor) ||
         !http_json_opt_bool(req, "needs_approval", &f->needs_approval) ||
         !http_json_opt_bool(req, "active", &f->active))
         return false;

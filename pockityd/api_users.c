@@ -301,22 +301,29 @@ static bool code_shape_ok(const char *s)
     return n == VERIFY_DIGITS;
 }
 
-/* The stored form of a code: HMAC-SHA256 under the login-token key over the
+/* The stored form of a code: HMAC-SHA256 under a login-token key over the
  * user id and the code, in hex. Keyed, so a copy of the database alone does
- * not let anyone try the 10^8 codes offline. */
-static int code_hash(struct http_request *req, const char *user_id, const char *code, char out[65])
+ * not let anyone try the 10^8 codes offline. Stored under the current key;
+ * checked under the previous one too, so a secret rotation does not break
+ * the codes already mailed. */
+static int code_hash_with(const uint8_t key[32], const char *user_id, const char *code,
+                          char out[65])
 {
     char msg[200];
     uint8_t mac[32];
     int n = snprintf(msg, sizeof(msg), "pockity-email-code|%s|%s", user_id, code);
-    int rc = n > 0 && (size_t)n < sizeof(msg)
-                     ? secret_hmac_sha256(api_app(req)->token_key.current, 32, msg, (size_t)n, mac)
-                     : -EINVAL;
+    int rc = n > 0 && (size_t)n < sizeof(msg) ? secret_hmac_sha256(key, 32, msg, (size_t)n, mac)
+                                              : -EINVAL;
     if (rc == 0)
         rc = secret_hex_encode(mac, sizeof(mac), out, 65);
     secret_wipe(msg, sizeof(msg));
     secret_wipe(mac, sizeof(mac));
     return rc;
+}
+
+static int code_hash(struct http_request *req, const char *user_id, const char *code, char out[65])
+{
+    return code_hash_with(api_app(req)->token_key.current, user_id, code, out);
 }
 
 /* Replace the user's pending code by the one hashed, with a fresh expiry and
@@ -464,7 +471,7 @@ static void h_verify(struct http_request *req)
 {
     static const char *const keys[] = {"code", NULL};
     const char *code;
-    char code_h[65];
+    char code_h[65], prev_h[65] = "";
     struct db_result *res = NULL;
     struct db_conn *c = api_conn(req);
     if (!c)
@@ -487,7 +494,9 @@ static void h_verify(struct http_request *req)
                          "field 'code' must be the %d digits sent by mail", VERIFY_DIGITS);
         goto out;
     }
-    if (code_hash(req, p.user_id, code, code_h) != 0) {
+    const struct token_key *key = &api_app(req)->token_key;
+    if (code_hash(req, p.user_id, code, code_h) != 0 ||
+        (key->has_previous && code_hash_with(key->previous, p.user_id, code, prev_h) != 0)) {
         http_reply_error(req, 500, "internal_error", "cannot check the code");
         goto out;
     }
@@ -516,7 +525,11 @@ static void h_verify(struct http_request *req)
         goto out;
     }
     const char *stored = db_result_text(res, 0, 0);
-    bool match = stored && strlen(stored) == 64 && secret_equal(stored, code_h, 64);
+    /* Both compared in constant time, the previous key's always when set. */
+    bool ok = stored && strlen(stored) == 64;
+    bool cur = ok && secret_equal(stored, code_h, 64);
+    bool prev = ok && key->has_previous && secret_equal(stored, prev_h, 64);
+    bool match = cur | prev;
     if (db_result_int(res, 0, 1) <= now) {
         http_reply_error(
                 req, 400, "invalid_request",
@@ -552,6 +565,7 @@ static void h_verify(struct http_request *req)
         http_reply_json(req, 200, json_pack("{s:o}", "user", user_json(res, 0, true)));
 out:
     secret_wipe(code_h, sizeof(code_h));
+    secret_wipe(prev_h, sizeof(prev_h));
     db_result_free(res);
     db_release(c);
 }

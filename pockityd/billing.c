@@ -332,15 +332,26 @@ static int credit_insert(struct ctx *x, const char *user_id, int64_t amount, con
     char own[64];
     if (!id)
         id = own;
+    int rc = DB_OK;
+    if (amount > 0) {
+        int64_t balance = 0;
+        rc = lock_user(x->c, user_id);
+        if (rc == DB_OK)
+            rc = billing_credit_balance(x->c, user_id, currency, &balance);
+        if (rc)
+            return rc;
+        if (amount > BILLING_AMOUNT_MAX || balance > BILLING_BALANCE_MAX - amount)
+            return BILLING_REFUSED;
+    }
     api_new_id("crd", id, 64);
-    int rc = db_exec(x->c,
-                     "INSERT INTO credit_entries (id, user_id, amount_minor, currency, kind,"
-                     " reason, invoice_id, actor_id, created_at)"
-                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                     DB_ARGS(DB_TEXT(id), DB_TEXT(user_id), DB_INT(amount), DB_TEXT(currency),
-                             DB_TEXT(kind), DB_TEXT(reason ? reason : ""), DB_TEXT(invoice_id),
-                             DB_TEXT(x->actor_id), DB_INT(x->now)),
-                     NULL);
+    rc = db_exec(x->c,
+                 "INSERT INTO credit_entries (id, user_id, amount_minor, currency, kind,"
+                 " reason, invoice_id, actor_id, created_at)"
+                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 DB_ARGS(DB_TEXT(id), DB_TEXT(user_id), DB_INT(amount), DB_TEXT(currency),
+                         DB_TEXT(kind), DB_TEXT(reason ? reason : ""), DB_TEXT(invoice_id),
+                         DB_TEXT(x->actor_id), DB_INT(x->now)),
+                 NULL);
     if (rc)
         return rc;
     json_t *d = json_pack("{s:s, s:s, s:I, s:s, s:s}", "user_id", user_id, "entry_id", id,
@@ -360,15 +371,17 @@ int billing_credit_grant(struct http_request *req, struct db_conn *c, const char
     struct ctx x = ctx_of(req, c, now, "admin", actor_id);
     if (amount_minor < 1 || amount_minor > BILLING_AMOUNT_MAX || !currency_ok(currency))
         return DB_ERR_INVALID;
-    int rc = lock_user(c, user_id);
-    int64_t balance = 0;
-    if (rc == DB_OK)
-        rc = billing_credit_balance(c, user_id, currency, &balance);
-    if (rc)
-        return rc;
-    if (balance > BILLING_BALANCE_MAX - amount_minor)
-        return BILLING_REFUSED;
     return credit_insert(&x, user_id, amount_minor, currency, "grant", reason, NULL, id);
+}
+
+int billing_credit_topup(struct http_request *req, struct db_conn *c, const char *user_id,
+                         int64_t amount_minor, const char *currency, const char *reason,
+                         int64_t now, const char *actor_type, const char *actor_id, char *id)
+{
+    struct ctx x = ctx_of(req, c, now, actor_type, actor_id);
+    if (amount_minor < 1 || amount_minor > BILLING_AMOUNT_MAX || !currency_ok(currency))
+        return DB_ERR_INVALID;
+    return credit_insert(&x, user_id, amount_minor, currency, "topup", reason, NULL, id);
 }
 
 /* ---- Invoices */
@@ -428,13 +441,16 @@ int billing_invoice_create(struct http_request *req, struct db_conn *c,
     return rc;
 }
 
-/* The subscription's count of unpaid invoices past due_at + grace. */
+/* The subscription's count of unpaid invoices past due_at + grace, among
+ * those opened since it (re)started: a canceled subscription's old debts stay
+ * owed but do not hold a restarted one. */
 static int overdue_count(struct ctx *x, const char *sub_id, int64_t *n)
 {
     return db_query_int(x->c,
-                        "SELECT COUNT(*) FROM invoices WHERE subscription_id = $1"
-                        " AND status IN ('open', 'uncollectible') AND due_at IS NOT NULL"
-                        " AND due_at <= $2",
+                        "SELECT COUNT(*) FROM invoices i JOIN subscriptions s"
+                        " ON s.id = i.subscription_id WHERE i.subscription_id = $1"
+                        " AND i.status IN ('open', 'uncollectible') AND i.due_at IS NOT NULL"
+                        " AND i.due_at <= $2 AND i.created_at >= s.anchor_at",
                         DB_ARGS(DB_TEXT(sub_id), DB_INT(x->now - x->grace)), n);
 }
 
@@ -494,6 +510,17 @@ static int mark_paid(struct ctx *x, const char *invoice_id, const char *provider
             rc = billing_credit_balance(x->c, r.user_id, r.currency, &balance);
         if (rc == DB_OK && balance < r.total)
             rc = BILLING_NO_CREDIT;
+        if (rc)
+            goto out;
+    } else if (!strcmp(r.kind, "credit")) {
+        /* Refused before anything is written, so the caller may still
+         * record the payment otherwise. */
+        int64_t balance = 0;
+        rc = lock_user(x->c, r.user_id);
+        if (rc == DB_OK)
+            rc = billing_credit_balance(x->c, r.user_id, r.currency, &balance);
+        if (rc == DB_OK && balance > BILLING_BALANCE_MAX - r.total)
+            rc = BILLING_REFUSED;
         if (rc)
             goto out;
     }
@@ -663,8 +690,13 @@ static int open_proration(struct ctx *x, const struct sub_row *s, const char *cu
 }
 
 /* After s changed what its next period costs (now tier t): an unpaid invoice
- * already opened for the next period is voided and replaced; a paid one is
- * topped up by a proration invoice or its excess credited. */
+ * already opened for the next period is voided and replaced. When it (R) is
+ * paid, what is settled for that period is netted against the new price:
+ * settled = R's total + the paid proration invoices of that period − the
+ * grants already refunded against R; unpaid proration invoices of that period
+ * are voided first. A shortfall opens one proration invoice, an excess is
+ * granted back (tied to R), so any sequence of changes charges or refunds
+ * exactly the difference to the final price. */
 static int renewal_reprice(struct ctx *x, const struct sub_row *s, const struct tier_row *t)
 {
     struct db_result *res = NULL;
@@ -692,18 +724,45 @@ static int renewal_reprice(struct ctx *x, const struct sub_row *s, const struct 
         }
         return rc;
     }
-    if (t->price > paid && !strcmp(currency, t->currency)) {
+
+    /* Unpaid differences of earlier changes are replaced by the one below. */
+    rc = db_query(x->c,
+                  "SELECT id FROM invoices WHERE subscription_id = $1 AND kind = 'proration'"
+                  " AND period_start = $2 AND status IN ('open', 'uncollectible') ORDER BY id",
+                  DB_ARGS(DB_TEXT(s->id), DB_INT(s->end)), &res);
+    for (size_t i = 0; rc == DB_OK && i < db_result_rows(res); i++)
+        rc = transition(x, db_result_text(res, i, 0), "void",
+                        json_pack("{s:s}", "reason", "tier changed again"), NULL);
+    db_result_free(res);
+    int64_t topped = 0, refunded = 0;
+    if (rc == DB_OK)
+        rc = db_query_int(x->c,
+                          "SELECT COALESCE(SUM(total_minor), 0) FROM invoices"
+                          " WHERE subscription_id = $1 AND kind = 'proration'"
+                          " AND period_start = $2 AND status = 'paid'",
+                          DB_ARGS(DB_TEXT(s->id), DB_INT(s->end)), &topped);
+    if (rc == DB_OK)
+        rc = db_query_int(x->c,
+                          "SELECT COALESCE(SUM(amount_minor), 0) FROM credit_entries"
+                          " WHERE invoice_id = $1 AND kind = 'grant'",
+                          DB_ARGS(DB_TEXT(id)), &refunded);
+    if (rc)
+        return rc;
+    /* Each term is at most a few times BILLING_AMOUNT_MAX: no overflow. */
+    int64_t settled = paid + topped - refunded;
+    int64_t d = (t->price > 0 ? t->price : 0) - settled;
+    if (d > 0) {
         char desc[BILLING_DESC_MAX + 1], fresh[64];
-        snprintf(desc, sizeof(desc), "Tier '%s' for the next period: difference to %s paid",
-                 t->name, id);
-        return open_proration(x, s, t->currency, t->price - paid, s->end, end, desc, fresh);
+        snprintf(desc, sizeof(desc),
+                 "Tier '%.60s' for the next period, less %" PRId64 " already paid (%.40s)", t->name,
+                 settled, id);
+        return open_proration(x, s, currency, d, s->end, end, desc, fresh);
     }
-    int64_t refund = paid - (t->price > 0 ? t->price : 0);
-    if (refund <= 0)
+    if (d == 0)
         return DB_OK;
     char reason[128];
     snprintf(reason, sizeof(reason), "tier change: refund for the period paid by %s", id);
-    return credit_insert(x, s->user_id, refund, currency, "grant", reason, id, NULL);
+    return credit_insert(x, s->user_id, -d, currency, "grant", reason, id, NULL);
 }
 
 /* A new subscription (or a canceled one started afresh) for pocket_id on
@@ -851,6 +910,10 @@ int billing_tier_change(struct http_request *req, struct db_conn *c, const char 
     }
     if (rc) {
         json_decref(d);
+        if (rc == BILLING_REFUSED && !out->message[0])
+            snprintf(out->message, sizeof(out->message),
+                     "the refund would take the credit balance past %" PRId64 " minor units",
+                     BILLING_BALANCE_MAX);
         return rc;
     }
     return audit(&x, "subscription.change", "subscription", s.id, d);
@@ -1120,13 +1183,15 @@ void billing_job(struct app *app, int64_t now)
     job_step(app, now, "past due",
              "SELECT s.id FROM subscriptions s WHERE s.status = 'active' AND EXISTS"
              " (SELECT 1 FROM invoices i WHERE i.subscription_id = s.id"
-             " AND i.status IN ('open', 'uncollectible') AND i.due_at <= $1 - $3)"
+             " AND i.status IN ('open', 'uncollectible') AND i.due_at <= $1 - $3"
+             " AND i.created_at >= s.anchor_at)"
              " ORDER BY s.id LIMIT $2",
              cfg->billing_grace, past_due_one);
     job_step(app, now, "restore",
              "SELECT s.id FROM subscriptions s WHERE s.status = 'past_due' AND NOT EXISTS"
              " (SELECT 1 FROM invoices i WHERE i.subscription_id = s.id"
-             " AND i.status IN ('open', 'uncollectible') AND i.due_at <= $1 - $3)"
+             " AND i.status IN ('open', 'uncollectible') AND i.due_at <= $1 - $3"
+             " AND i.created_at >= s.anchor_at)"
              " ORDER BY s.id LIMIT $2",
              cfg->billing_grace, restore_one);
 }

@@ -30,9 +30,12 @@
  *  - to a cheaper tier: at the period's end (pending_tier_id), refused while
  *    the pocket's usage plus reservations exceeds the smaller tier; to a free
  *    tier the subscription is canceled at the period's end;
- *  - a renewal invoice already opened for the next period at the old price is
- *    voided and replaced when unpaid; when already paid, the difference is
- *    charged (proration invoice) or credited (grant).
+ *  - a renewal invoice R already opened for the next period at the old price
+ *    is voided and replaced when unpaid; when already paid, what is settled
+ *    for that period (R + its paid proration invoices − the grants refunded
+ *    against R; its unpaid proration invoices are voided) is netted against
+ *    the new price: a shortfall is charged (one proration invoice), an excess
+ *    credited (a grant tied to R). Changing down and back up thus nets to 0.
  * A pocket without a live subscription moving to a paid tier (including a
  * pending pocket approved for one) gets a new subscription starting now and
  * an open invoice for its first period; it can use the tier at once.
@@ -41,8 +44,9 @@
  * void. Every transition is one conditional UPDATE (so concurrent callers
  * apply it once), stamps its time and writes the audit log.
  *
- * Past due: an open or uncollectible invoice of a subscription whose due_at +
- * billing.grace has passed makes the subscription past_due and sets the
+ * Past due: an open or uncollectible invoice of a subscription, opened since
+ * it (re)started (created_at >= anchor_at), whose due_at + billing.grace has
+ * passed makes the subscription past_due and sets the
  * pocket's hold to 'past_due' (read + delete only, no reservations). Paying
  * (or voiding) the last such invoice restores it: status active, hold cleared.
  *
@@ -179,10 +183,21 @@ int billing_credit_balance(struct db_conn *c, const char *user_id, const char *c
 
 /* Add a `grant` entry (amount 1..BILLING_AMOUNT_MAX) with a reason, writing
  * "credit.grant". BILLING_REFUSED when the balance would pass
- * BILLING_BALANCE_MAX. id receives the entry's id (64 bytes). */
+ * BILLING_BALANCE_MAX (every credit to the ledger is so capped, also a paid
+ * top-up invoice and a tier change's refund). id receives the entry's id (64 bytes). */
 int billing_credit_grant(struct http_request *req, struct db_conn *c, const char *user_id,
                          int64_t amount_minor, const char *currency, const char *reason,
                          int64_t now, const char *actor_id, char *id);
+
+/* Add a `topup` entry tied to no invoice (amount 1..BILLING_AMOUNT_MAX):
+ * money that arrived for an invoice that could no longer take it (a provider's
+ * payment of an invoice already paid or voided), reason naming it. Writes
+ * "credit.topup" as actor_type/actor_id. BILLING_REFUSED when the balance
+ * would pass BILLING_BALANCE_MAX; DB_ERR_NOT_FOUND for an unknown user. id
+ * receives the entry's id (64 bytes; may be NULL). */
+int billing_credit_topup(struct http_request *req, struct db_conn *c, const char *user_id,
+                         int64_t amount_minor, const char *currency, const char *reason,
+                         int64_t now, const char *actor_type, const char *actor_id, char *id);
 
 /* ---- Calendar arithmetic (pure; exported for tests) */
 

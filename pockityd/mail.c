@@ -435,10 +435,13 @@ int mail_send(const struct config *cfg, const char *to, const char *subject, con
     curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
     curl_easy_setopt(h, CURLOPT_READDATA, &up);
     curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    /* A login is never sent in clear: with a user, TLS is required like
+     * with require_tls. */
+    bool login = cfg->smtp_user && *cfg->smtp_user;
     curl_easy_setopt(h, CURLOPT_USE_SSL,
-                     (cfg->smtp_require_tls || implicit_tls) ? (long)CURLUSESSL_ALL
-                                                             : (long)CURLUSESSL_TRY);
-    if (cfg->smtp_user && *cfg->smtp_user) {
+                     (cfg->smtp_require_tls || implicit_tls || login) ? (long)CURLUSESSL_ALL
+                                                                      : (long)CURLUSESSL_TRY);
+    if (login) {
         curl_easy_setopt(h, CURLOPT_USERNAME, cfg->smtp_user);
         curl_easy_setopt(h, CURLOPT_PASSWORD, cfg->smtp_password ? cfg->smtp_password : "");
     }
@@ -451,7 +454,9 @@ int mail_send(const struct config *cfg, const char *to, const char *subject, con
         long code = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         if (cc == CURLE_USE_SSL_FAILED)
-            snprintf(err, errlen, "the server offers no TLS and [smtp] require_tls is set");
+            snprintf(err, errlen, "the server offers no TLS and %s",
+                     login ? "[smtp] user is set (a login is never sent in clear)"
+                           : "[smtp] require_tls is set");
         else
             snprintf(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
         /* A 5xx reply is the server's final word on this message, except a

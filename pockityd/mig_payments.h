@@ -11,8 +11,14 @@
  * id once a webhook applied it.
  *
  * webhook_events: every verified event applied or ignored, keyed by the
- * provider's event id. Its insert shares the transaction that marks the
- * invoice paid, so a replay or concurrent deliveries apply once.
+ * provider's event id (for Razorpay one derived from the signed body). Its
+ * insert shares the transaction that marks the invoice paid, so a replay or
+ * concurrent deliveries apply once. outcome: 'paid' (the event paid its
+ * invoice), 'unapplied' (money arrived for an invoice that could no longer
+ * take it — voided, or paid otherwise meanwhile — and went to the user's
+ * credit instead), 'ignored' (nothing to do, or a payment already recorded).
+ * payment_ref is the provider's payment id of a paid or unapplied event: one
+ * payment is recorded once, whichever events tell it.
  */
 #define MIG_PAYMENTS_SQL                                                                           \
     "CREATE TABLE payment_attempts ("                                                              \
@@ -35,11 +41,14 @@
     " provider TEXT NOT NULL CHECK (provider IN ('stripe', 'razorpay', 'btcpay')),"                \
     " event_id TEXT NOT NULL CHECK (length(event_id) > 0),"                                        \
     " type TEXT NOT NULL,"                                                                         \
-    " outcome TEXT NOT NULL CHECK (outcome IN ('paid', 'ignored')),"                               \
+    " outcome TEXT NOT NULL CHECK (outcome IN ('paid', 'unapplied', 'ignored')),"                  \
     " invoice_id TEXT,"                                                                            \
+    " payment_ref TEXT,"                                                                           \
     " received_at BIGINT NOT NULL,"                                                                \
     " PRIMARY KEY (provider, event_id));\n"                                                        \
-    "CREATE INDEX webhook_events_received ON webhook_events (received_at);\n"
+    "CREATE INDEX webhook_events_received ON webhook_events (received_at);\n"                      \
+    "CREATE UNIQUE INDEX webhook_events_payment ON webhook_events (provider, payment_ref)"         \
+    " WHERE payment_ref IS NOT NULL;\n"
 
 #define MIG_PAYMENTS_SQLITE   MIG_PAYMENTS_SQL
 #define MIG_PAYMENTS_POSTGRES MIG_PAYMENTS_SQL

@@ -396,8 +396,8 @@ out:
     return rc;
 }
 
-int webhook_razorpay_parse(const void *body, size_t len, const char *event_id_header,
-                           struct webhook_event *ev, char *err, size_t errlen)
+int webhook_razorpay_parse(const void *body, size_t len, struct webhook_event *ev, char *err,
+                           size_t errlen)
 {
     event_init(ev);
     json_t *root = load_object(body, len, err, errlen);
@@ -415,23 +415,18 @@ int webhook_razorpay_parse(const void *body, size_t len, const char *event_id_he
         bad_event(err, errlen, "field 'payload.payment.entity.id' is invalid");
         goto out;
     }
-    if (event_id_header && *event_id_header) {
-        size_t n = strlen(event_id_header);
-        if (n >= sizeof(ev->event_id)) {
-            bad_event(err, errlen, "header 'X-Razorpay-Event-Id' is too long");
+    /* The key comes from the signed body only: the X-Razorpay-Event-Id
+     * header is not signed, so a replayed body under a fresh header must
+     * still be the same event. */
+    if (*payment_id) {
+        snprintf(ev->event_id, sizeof(ev->event_id), "%s:%s", ev->type, payment_id);
+    } else {
+        char hex[65];
+        if (secret_sha256_hex(body, len, hex) != 0) {
+            bad_event(err, errlen, "cannot digest the event");
             goto out;
         }
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)event_id_header[i] < 0x20 || event_id_header[i] == 0x7f) {
-                bad_event(err, errlen, "header 'X-Razorpay-Event-Id' is invalid");
-                goto out;
-            }
-        memcpy(ev->event_id, event_id_header, n + 1);
-    } else if (*payment_id) {
-        snprintf(ev->event_id, sizeof(ev->event_id), "%s", payment_id);
-    } else {
-        bad_event(err, errlen, "no event id: neither 'X-Razorpay-Event-Id' nor a payment id");
-        goto out;
+        snprintf(ev->event_id, sizeof(ev->event_id), "%s:body:%s", ev->type, hex);
     }
     if (strcmp(ev->type, "payment.captured") != 0 && strcmp(ev->type, "order.paid") != 0) {
         rc = WEBHOOK_OK;

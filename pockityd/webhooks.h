@@ -89,13 +89,15 @@ struct webhook_event {
 int webhook_stripe_parse(const void *body, size_t len, struct webhook_event *ev, char *err,
                          size_t errlen);
 
-/* Read a Razorpay event. event_id is event_id_header (X-Razorpay-Event-Id) when
- * given and non-empty, else the payment entity's id, else WEBHOOK_BAD_EVENT.
- * paid for "payment.captured" and "order.paid": ref is
- * payload.payment.entity.order_id, payment_ref its id, amount/currency its
- * amount/currency; invoice_id from payload.order.entity.receipt when present. */
-int webhook_razorpay_parse(const void *body, size_t len, const char *event_id_header,
-                           struct webhook_event *ev, char *err, size_t errlen);
+/* Read a Razorpay event. event_id, the deduplication key, comes from the
+ * signed body only (never from the unsigned X-Razorpay-Event-Id header):
+ * "<event>:<payload.payment.entity.id>" when the event carries a payment,
+ * else "<event>:body:<hex SHA-256 of the body>". paid for "payment.captured"
+ * and "order.paid": ref is payload.payment.entity.order_id, payment_ref its
+ * id, amount/currency its amount/currency; invoice_id from
+ * payload.order.entity.receipt when present. */
+int webhook_razorpay_parse(const void *body, size_t len, struct webhook_event *ev, char *err,
+                           size_t errlen);
 
 /* Read a BTCPay Server event. paid for "InvoiceSettled": ref and payment_ref
  * are invoiceId, event_id is "<webhookId>:<invoiceId>:InvoiceSettled" (a

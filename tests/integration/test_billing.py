@@ -313,6 +313,40 @@ class TestSubscriptions(Base):
         self.assertIn("EUR", body["error"]["message"])
         self.assertEqual(self.db.snapshot(), before)
 
+    def test_tier_price_cap(self):
+        before = self.db.snapshot()
+        tid = "t-%s" % secrets.token_hex(4)
+        body = {"id": tid, "name": "Huge", "max_bytes": 1 << 30, "max_objects": 10,
+                "price_minor": 10 ** 12 + 1, "currency": "USD", "needs_approval": True}
+        err = self.expect(self.req("POST", "/v1/admin/tiers", body, token=self.admin()), 400,
+                          "invalid_request")
+        self.assertIn("price_minor", err["error"]["message"])
+        self.expect(self.req("GET", "/v1/admin/tiers", token=self.admin()), 200)
+        ok = self.tier(10 ** 12)  # the cap itself is a valid price
+        err = self.expect(self.req("PATCH", "/v1/admin/tiers/" + ok,
+                                   {"price_minor": 10 ** 12 + 1}, token=self.admin()), 400,
+                          "invalid_request")
+        self.assertIn("price_minor", err["error"]["message"])
+        self.assertEqual(self.db.snapshot(), before)
+
+        # a tier priced past the cap before it existed: moving to it is a clear 409
+        bad = self.tier(1000)
+        free_bad = self.tier(1000, approval=False)
+        self.db.query("UPDATE tiers SET price_minor = %s WHERE id IN (%s, %s)",
+                      (str(10 ** 12 + 1), bad, free_bad))
+        token, _ = self.user()
+        p = self.pocket(token)
+        r = self.ask(token, p["id"], bad)
+        before = self.db.snapshot()
+        err = self.approve(r["id"], 409, "conflict")
+        self.assertIn("cannot be billed", err["error"]["message"])
+        self.assertEqual(self.db.snapshot(), before)
+        err = self.expect(self.req("POST", "/v1/pockets",
+                                   {"name": "p" + secrets.token_hex(4), "tier": free_bad},
+                                   token=token), 409, "conflict")
+        self.assertIn("cannot be billed", err["error"]["message"])
+        self.assertEqual(self.db.snapshot(), before)
+
     def test_renewal_mode(self):
         token, _, pid, _ = self.paid_tier_pocket()
         path = "/v1/pockets/%s/subscription" % pid
@@ -628,6 +662,24 @@ class TestCredit(Base):
                              token=self.admin()), 409, "conflict")
         self.assertEqual(self.db.snapshot(), before)
 
+    def test_balance_cap_on_topup_payment(self):
+        token, uid = self.user()
+        inv = self.expect(self.req("POST", "/v1/credits/top-up",
+                                   {"amount_minor": 5, "currency": "USD"}, token=token), 201)
+        self.db.query("INSERT INTO credit_entries (id, user_id, amount_minor, currency, kind,"
+                      " reason, created_at) VALUES (%s, %s, 999999999999998, 'USD', 'grant',"
+                      " 'seed', 1)", ("crd_" + secrets.token_hex(10), uid))
+        before = self.db.snapshot()
+        err = self.mark_paid(inv["id"], 409, "conflict")
+        self.assertIn("balance", err["error"]["message"])
+        self.assertEqual(self.db.snapshot(), before)
+        # within the cap it is paid
+        self.db.query("DELETE FROM credit_entries WHERE user_id = %s", (uid,))
+        self.assertEqual(self.mark_paid(inv["id"])["status"], "paid")
+        self.assertEqual(self.expect(self.req("GET", "/v1/credits", token=token),
+                                     200)["balances"],
+                         [{"currency": "USD", "balance_minor": 5}])
+
 
 class TestRenewals(Base):
     """On the fast daemon: renewals open at once, invoices are due at once,
@@ -763,6 +815,102 @@ class TestRenewals(Base):
         self.assertEqual(got["tier"]["id"], "free")
         self.assertIsNone(got["restriction"])
         self.assertEqual(self.db.audit("subscription.cancel", sub["id"])[-1][0], "system")
+
+    def balance(self, token):
+        bal = self.expect(self.req("GET", "/v1/credits", token=token), 200)["balances"]
+        return sum(b["balance_minor"] for b in bal if b["currency"] == "USD")
+
+    def next_period(self, token, pid):
+        """The subscription and its paid renewal invoice for the next period."""
+        sub = self.subscription(token, pid)
+        nxt = self.wait_for("the renewal invoice", lambda: [
+            i for i in self.invoices(token) if i["kind"] == "subscription"
+            and i["period_start"] == sub["current_period_end"] and i["status"] == "open"])
+        for inv in self.invoices(token, "?status=open"):
+            self.mark_paid(inv["id"])
+        return sub, nxt[0]
+
+    def next_open(self, token, sub):
+        """(kind, total) of the open invoices for the next period."""
+        return sorted((i["kind"], i["total_minor"]) for i in self.invoices(token, "?status=open")
+                      if i["period_start"] == sub["current_period_end"])
+
+    def test_down_up_after_paid_renewal_mints_nothing(self):
+        # two equally priced big tiers: a pocket cannot ask for the tier it is on
+        bigs, small = (self.tier(3000), self.tier(3000)), self.tier(1000)
+        token, _ = self.user()
+        pid = self.pocket(token)["id"]
+        self.approve(self.ask(token, pid, bigs[0])["id"])
+        sub, renewal = self.next_period(token, pid)
+        self.assertEqual(renewal["total_minor"], 3000)
+        self.assertEqual(self.balance(token), 0)
+        for cycle in range(2):
+            big = bigs[1 - cycle % 2]
+            # down (at the period's end): the excess paid for the next period comes back
+            self.approve(self.ask(token, pid, small)["id"])
+            self.assertEqual(self.subscription(token, pid)["pending_tier_id"], small)
+            self.assertEqual(self.balance(token), 2000, cycle)
+            self.assertEqual(self.next_open(token, sub), [], cycle)
+            # and up again: the refund is owed back, the balance does not grow
+            self.approve(self.ask(token, pid, big)["id"])
+            self.assertEqual(self.subscription(token, pid)["pending_tier_id"], None)
+            self.assertEqual(self.balance(token), 2000, cycle)
+            self.assertEqual(self.next_open(token, sub), [("proration", 2000)], cycle)
+        # that difference paid, the next period is settled at 3000 + 2000 - 2000
+        pro = [i for i in self.invoices(token, "?status=open")
+               if i["period_start"] == sub["current_period_end"]][0]
+        self.mark_paid(pro["id"])
+        self.approve(self.ask(token, pid, small)["id"])
+        self.assertEqual(self.balance(token), 4000)
+        self.assertEqual(self.next_open(token, sub), [])
+        voided = [i for i in self.invoices(token, "?status=void") if i["kind"] == "proration"]
+        self.assertEqual(len(voided), 1)
+
+    def test_up_down_after_paid_renewal_leaves_nothing_owed(self):
+        bigs, small = (self.tier(3000), self.tier(3000)), self.tier(1000)
+        token, _ = self.user()
+        pid = self.pocket(token)["id"]
+        self.approve(self.ask(token, pid, small)["id"])
+        sub, renewal = self.next_period(token, pid)
+        self.assertEqual(renewal["total_minor"], 1000)
+        for cycle in range(2):
+            self.approve(self.ask(token, pid, bigs[cycle])["id"])  # at once
+            self.assertEqual(self.next_open(token, sub), [("proration", 2000)], cycle)
+            self.approve(self.ask(token, pid, small)["id"])  # at the period's end
+            # the next period is spent on the small tier, paid already: nothing owed
+            self.assertEqual(self.next_open(token, sub), [], cycle)
+            self.assertEqual(self.balance(token), 0, cycle)
+
+    def test_restarted_subscription_not_held_by_old_debts(self):
+        tier = self.tier(500)
+        token, uid = self.user()
+        pid = self.pocket(token)["id"]
+        self.approve(self.ask(token, pid, tier)["id"])
+        sub = self.subscription(token, pid)
+        self.expect(self.req("POST", "/v1/admin/subscriptions/%s/cancel" % sub["id"], {},
+                             token=self.admin()), 200)
+        old = self.invoices(token, "?status=open")
+        self.assertTrue(old)
+        time.sleep(2.5)  # the old invoices are past their grace now
+        self.approve(self.ask(token, pid, tier)["id"])
+        again = self.subscription(token, pid)
+        self.assertEqual((again["id"], again["status"]), (sub["id"], "active"))
+        old_ids = {i["id"] for i in old}
+
+        def fresh_open():
+            return [i for i in self.invoices(token, "?status=open") if i["id"] not in old_ids]
+        # the restarted period's invoice and its renewal, paid
+        invs = self.wait_for("the new invoices", lambda: (
+            lambda v: len(v) == 2 and v)(fresh_open()))
+        for inv in invs:
+            self.mark_paid(inv["id"])
+        self.assertEqual(self.subscription(token, pid)["status"], "active")
+        time.sleep(3.5)  # job rounds with the old invoices overdue
+        self.assertEqual(self.subscription(token, pid)["status"], "active")
+        self.assertIsNone(self.req("GET", "/v1/pockets/" + pid, token=token)
+                          .body["restriction"])
+        # the old debts are still owed
+        self.assertEqual({i["id"] for i in self.invoices(token, "?status=open")}, old_ids)
 
     def test_void_of_overdue_invoice_restores(self):
         tier = self.tier(400)

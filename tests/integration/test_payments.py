@@ -130,12 +130,31 @@ class PaymentsTest(unittest.TestCase):
         return r.body
 
     def snapshot(self, token, inv):
-        """The invoice and the whole audit log: what a refusal must not change."""
+        """What a refusal must not change: the invoice, its payment attempts and
+        recorded webhook events, the user's credit and the whole audit log."""
         r = self.d.request("GET", "/v1/invoices/%s" % inv, token=token)
         self.assertEqual(r.status, 200, r)
         audit = self.d.request("GET", "/v1/admin/audit?limit=1000", token=self.admin)
         self.assertEqual(audit.status, 200, audit)
-        return r.body, [e["id"] for e in audit.body["entries"]]
+        return (r.body, [e["id"] for e in audit.body["entries"]], self.payments(inv),
+                self.credits(token))
+
+    def payments(self, inv):
+        r = self.d.request("GET", "/v1/admin/invoices/%s/payments" % inv, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["invoice_id"], inv)
+        return r.body
+
+    def credits(self, token):
+        r = self.d.request("GET", "/v1/credits", token=token)
+        self.assertEqual(r.status, 200, r)
+        return r.body
+
+    def audit_rows(self, action, target):
+        r = self.d.request("GET", "/v1/admin/audit?action=%s&target_id=%s&limit=1000"
+                           % (action, target), token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        return r.body["entries"]
 
     def paid_rows(self, inv):
         r = self.d.request("GET", "/v1/admin/audit?action=invoice.paid&target_id=" + inv
@@ -250,8 +269,11 @@ class PaymentsTest(unittest.TestCase):
         header = "t=%d, v1=%s, v1=%s" % (t, "ab" * 32, hexmac(STRIPE_WHSEC[0],
                                                                  b"%d." % t + body2))
         r = self.stripe_hook(body2, header)
-        self.assertEqual(r.status, 409, r)  # a valid signature: refused as already paid
-        self.assertEqual(r.body["error"]["code"], "invalid_state")
+        # a valid signature: another payment of a paid invoice goes to credit
+        self.assertEqual(r.status, 200, r)
+        self.assertIs(r.body.get("unapplied"), True)
+        self.assertEqual(self.credits(token)["balances"],
+                         [{"currency": "EUR", "balance_minor": 500}])
 
     def test_stripe_event_refusals(self):
         token, uid = self.user()
@@ -293,15 +315,102 @@ class PaymentsTest(unittest.TestCase):
         self.assertIs(r.body.get("duplicate"), True)
         self.assertEqual(self.snapshot(token, inv)[0], before[0])
 
-        # paid through the first session; the second session's payment is refused
-        body = stripe_event(sid, inv, 2500)
+        # paid through the first session; the second session's payment is kept
+        # as credit, the invoice stays as the first payment left it
+        body = stripe_event(sid, inv, 2500, pi="pi_first")
         self.assertEqual(self.stripe_hook(body, stripe_header(body)).status, 200)
-        before = self.snapshot(token, inv)
-        body = stripe_event(sid2, inv, 2500)
+        paid = self.d.request("GET", "/v1/invoices/" + inv, token=token).body
+        self.assertEqual(self.credits(token)["balances"], [])
+        body = stripe_event(sid2, inv, 2500, pi="pi_second")
         r = self.stripe_hook(body, stripe_header(body))
-        self.assertEqual(r.status, 409, r)
-        self.assertEqual(r.body["error"]["code"], "invalid_state")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, {"received": True, "unapplied": True, "invoice_id": inv})
+        self.assertEqual(self.d.request("GET", "/v1/invoices/" + inv, token=token).body, paid)
+        self.assert_unapplied(token, uid, inv, "stripe", "pi_second", 2500, "USD", sid2)
+        self.assertEqual(len(self.paid_rows(inv)), 1)
+        # its replay changes nothing
+        before = self.snapshot(token, inv)
+        r = self.stripe_hook(body, stripe_header(body))
+        self.assertIs(r.body.get("duplicate"), True)
         self.assertEqual(self.snapshot(token, inv), before)
+
+    def assert_unapplied(self, token, uid, inv, provider, payment_ref, amount, currency, ref,
+                         balance=None):
+        """One payment of inv recorded as unapplied: the attempt paid, the event
+        recorded, a top-up tied to no invoice, both audited."""
+        c = self.credits(token)
+        self.assertIn({"currency": currency, "balance_minor": balance or amount}, c["balances"])
+        tops = [e for e in c["entries"] if e["kind"] == "topup" and e["invoice_id"] is None
+                and inv in e["reason"] and payment_ref in e["reason"]]
+        self.assertEqual([(e["amount_minor"], e["currency"]) for e in tops], [(amount, currency)])
+        pays = self.payments(inv)
+        att = [a for a in pays["attempts"] if a["provider_ref"] == ref]
+        self.assertEqual([(a["status"], a["paid_ref"]) for a in att], [("paid", payment_ref)])
+        ev = [e for e in pays["events"] if e["payment_ref"] == payment_ref]
+        self.assertEqual([(e["provider"], e["outcome"]) for e in ev], [(provider, "unapplied")])
+        un = self.audit_rows("payment.unapplied", inv)
+        self.assertEqual(len(un), 1, un)
+        self.assertEqual((un[0]["actor_type"], un[0]["detail"]["user_id"],
+                          un[0]["detail"]["total_minor"], un[0]["detail"]["currency"],
+                          un[0]["detail"]["payment_ref"], un[0]["detail"]["credited"]),
+                         ("system", uid, amount, currency, payment_ref, True))
+        topped = [e for e in self.audit_rows("credit.topup", uid)
+                  if e["detail"].get("entry_id") == un[0]["detail"]["credit_entry_id"]]
+        self.assertEqual(len(topped), 1)
+
+    def test_unapplied_payments(self):
+        """A verified payment for an invoice that can no longer take it goes to credit."""
+        token, uid = self.user()
+        # voided after the session was opened
+        inv = self.invoice(uid, 900, "USD")
+        sid, _ = self.stripe_session(token, inv)
+        r = self.d.request("POST", "/v1/admin/invoices/%s/void" % inv, {}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        voided = self.d.request("GET", "/v1/invoices/" + inv, token=token).body
+        body = stripe_event(sid, inv, 900, pi="pi_void")
+        r = self.stripe_hook(body, stripe_header(body))
+        self.assertEqual((r.status, r.body.get("unapplied")), (200, True), r)
+        self.assertEqual(self.d.request("GET", "/v1/invoices/" + inv, token=token).body, voided)
+        self.assert_unapplied(token, uid, inv, "stripe", "pi_void", 900, "USD", sid)
+        # an amount that does not match is still refused, and records nothing
+        inv2 = self.invoice(uid, 400, "USD")
+        sid2, _ = self.stripe_session(token, inv2)
+        r = self.d.request("POST", "/v1/admin/invoices/%s/void" % inv2, {}, token=self.admin)
+        before = self.snapshot(token, inv2)
+        body = stripe_event(sid2, inv2, 399)
+        r = self.stripe_hook(body, stripe_header(body))
+        self.assertEqual((r.status, r.body["error"]["code"]), (400, "amount_mismatch"))
+        self.assertEqual(self.snapshot(token, inv2), before)
+
+        # paid by an admin meanwhile (Razorpay this time; both events of the payment)
+        inv = self.invoice(uid, 7000, "INR")
+        order_id = self.pay(token, inv, "razorpay")["order"]["id"]
+        r = self.d.request("POST", "/v1/admin/invoices/%s/mark-paid" % inv,
+                           {"network": "btc", "tx_hash": "ab" * 32}, token=self.admin)
+        self.assertEqual(r.status, 200, r)
+        paid = self.d.request("GET", "/v1/invoices/" + inv, token=token).body
+        r = self.razorpay_hook(razorpay_event(order_id, 7000, payment_id="pay_late"))
+        self.assertEqual((r.status, r.body.get("unapplied")), (200, True), r)
+        r = self.razorpay_hook(razorpay_event(order_id, 7000, payment_id="pay_late",
+                                              etype="order.paid"))
+        self.assertEqual((r.status, r.body.get("duplicate")), (200, True), r)
+        self.assertEqual(self.d.request("GET", "/v1/invoices/" + inv, token=token).body, paid)
+        self.assert_unapplied(token, uid, inv, "razorpay", "pay_late", 7000, "INR", order_id)
+
+        # a credit top-up invoice paid twice: the second payment is a top-up of its own
+        # (tied to no invoice, so the ledger's one-top-up-per-invoice rule holds)
+        r = self.d.request("POST", "/v1/credits/top-up", {"amount_minor": 300, "currency": "EUR"},
+                           token=token)
+        self.assertEqual(r.status, 201, r)
+        top = r.body["id"]
+        s1, _ = self.stripe_session(token, top)
+        s2, _ = self.stripe_session(token, top)
+        for sid, pi in ((s1, "pi_top1"), (s2, "pi_top2")):
+            body = stripe_event(sid, top, 300, "eur", pi=pi)
+            self.assertEqual(self.stripe_hook(body, stripe_header(body)).status, 200)
+        self.assert_unapplied(token, uid, top, "stripe", "pi_top2", 300, "EUR", s2, balance=600)
+        self.assertEqual(len([e for e in self.credits(token)["entries"]
+                              if e["invoice_id"] == top]), 1)
 
     def test_stripe_concurrent_deliveries(self):
         token, uid = self.user()
@@ -379,19 +488,35 @@ class PaymentsTest(unittest.TestCase):
         got = self.d.request("GET", "/v1/invoices/" + inv, token=token).body
         self.assertEqual((got["status"], got["provider"], got["provider_ref"]),
                          ("paid", "razorpay", "pay_rz1"))
+        # a replay changes nothing
         before = self.snapshot(token, inv)
-        # a replay, then order.paid for the same payment under another event id
         r = self.razorpay_hook(body, event_id="evt_rz1")
         self.assertIs(r.body.get("duplicate"), True)
+        self.assertEqual(self.snapshot(token, inv), before)
+        # order.paid for the same payment: recorded, but the payment applies once
         r = self.razorpay_hook(razorpay_event(order_id, 50000, payment_id="pay_rz1",
                                               etype="order.paid"), event_id="evt_rz2")
         self.assertEqual(r.status, 200, r)
         self.assertIs(r.body.get("duplicate"), True)
-        # without an event id header the payment id is the key
+        before = self.snapshot(token, inv)
+        # the key comes from the signed body: without the header, or with a fresh
+        # one, a replay is the same event
         r = self.razorpay_hook(body)
+        self.assertIs(r.body.get("duplicate"), True)
+        r = self.razorpay_hook(body, event_id="evt_fresh_" + secrets.token_hex(4))
         self.assertIs(r.body.get("duplicate"), True)
         self.assertEqual(self.snapshot(token, inv), before)
         self.assertEqual(len(self.paid_rows(inv)), 1)
+        self.assertEqual(sorted((e["event_id"], e["outcome"])
+                                for e in self.payments(inv)["events"]),
+                         [("order.paid:pay_rz1", "ignored"), ("payment.captured:pay_rz1", "paid")])
+        # so is an event that means nothing here, replayed under a fresh header
+        failed = razorpay_event(order_id, 50000, payment_id="pay_rz_failed",
+                                etype="payment.failed")
+        r = self.razorpay_hook(failed, event_id="evt_f1")
+        self.assertIs(r.body.get("ignored"), True, r)
+        r = self.razorpay_hook(failed, event_id="evt_f2")
+        self.assertIs(r.body.get("duplicate"), True, r)
 
     def test_razorpay_concurrent_events_of_one_payment(self):
         """payment.captured and order.paid of one payment, each delivered 4 times at once."""

@@ -345,10 +345,10 @@ static void test_stripe_event_bad(void **state)
             fail_msg("accepted: %s", bad[i]);
 }
 
-static int parse_razor(const char *json, const char *id, struct webhook_event *ev)
+static int parse_razor(const char *json, struct webhook_event *ev)
 {
     char err[256];
-    return webhook_razorpay_parse(json, strlen(json), id, ev, err, sizeof(err));
+    return webhook_razorpay_parse(json, strlen(json), ev, err, sizeof(err));
 }
 
 #define RZP_PAYMENT                                                                                \
@@ -358,53 +358,64 @@ static int parse_razor(const char *json, const char *id, struct webhook_event *e
 static void test_razorpay_event(void **state)
 {
     struct webhook_event ev;
-    assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{" RZP_PAYMENT "}}",
-                                 "evt_hdr", &ev),
-                     WEBHOOK_OK);
+    assert_int_equal(
+            parse_razor("{\"event\":\"payment.captured\",\"payload\":{" RZP_PAYMENT "}}", &ev),
+            WEBHOOK_OK);
     assert_true(ev.paid);
-    assert_string_equal(ev.event_id, "evt_hdr");
+    /* keyed on signed data: the event and the payment */
+    assert_string_equal(ev.event_id, "payment.captured:pay_1");
     assert_string_equal(ev.ref, "order_1");
     assert_string_equal(ev.payment_ref, "pay_1");
     assert_int_equal(ev.amount_minor, 5000);
     assert_string_equal(ev.currency, "INR");
     assert_string_equal(ev.invoice_id, "");
 
-    /* no event id header: the payment id */
     assert_int_equal(parse_razor("{\"event\":\"order.paid\",\"payload\":{" RZP_PAYMENT
                                  ",\"order\":{\"entity\":{\"id\":\"order_1\",\"receipt\":"
                                  "\"inv_x\"}}}}",
-                                 NULL, &ev),
+                                 &ev),
                      WEBHOOK_OK);
     assert_true(ev.paid);
-    assert_string_equal(ev.event_id, "pay_1");
+    assert_string_equal(ev.event_id, "order.paid:pay_1");
     assert_string_equal(ev.invoice_id, "inv_x");
 
-    assert_int_equal(parse_razor("{\"event\":\"refund.created\",\"payload\":{}}", "e1", &ev),
-                     WEBHOOK_OK);
+    /* no payment: the body's digest, so the same body is the same event and
+     * another body another one */
+    const char *refund = "{\"event\":\"refund.created\",\"payload\":{}}";
+    assert_int_equal(parse_razor(refund, &ev), WEBHOOK_OK);
     assert_false(ev.paid);
-    assert_string_equal(ev.event_id, "e1");
+    char first[sizeof(ev.event_id)];
+    snprintf(first, sizeof(first), "%s", ev.event_id);
+    assert_int_equal(strncmp(first, "refund.created:body:", 20), 0);
+    assert_int_equal(strlen(first), 20 + 64);
+    assert_int_equal(parse_razor(refund, &ev), WEBHOOK_OK);
+    assert_string_equal(ev.event_id, first);
+    assert_int_equal(parse_razor("{\"event\":\"refund.created\",\"payload\":{},\"x\":1}", &ev),
+                     WEBHOOK_OK);
+    assert_string_not_equal(ev.event_id, first);
 }
 
 static void test_razorpay_event_bad(void **state)
 {
     struct webhook_event ev;
-    /* no id at all */
-    assert_int_equal(parse_razor("{\"event\":\"refund.created\",\"payload\":{}}", NULL, &ev),
-                     WEBHOOK_BAD_EVENT);
-    assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{}}", "e", &ev),
+    assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{}}", &ev),
                      WEBHOOK_BAD_EVENT);
     assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{\"payment\":{"
                                  "\"entity\":{\"id\":\"pay_1\",\"amount\":1,\"currency\":"
                                  "\"INR\"}}}}",
-                                 "e", &ev),
+                                 &ev),
                      WEBHOOK_BAD_EVENT);
     assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{\"payment\":{"
                                  "\"entity\":{\"id\":\"pay_1\",\"amount\":\"1\",\"currency\":"
                                  "\"INR\",\"order_id\":\"o\"}}}}",
-                                 "e", &ev),
+                                 &ev),
                      WEBHOOK_BAD_EVENT);
-    assert_int_equal(parse_razor("{\"payload\":{}}", "e", &ev), WEBHOOK_BAD_EVENT);
-    assert_int_equal(parse_razor("{\"event\":\"x\"}", "bad\nid", &ev), WEBHOOK_BAD_EVENT);
+    assert_int_equal(parse_razor("{\"event\":\"payment.captured\",\"payload\":{\"payment\":{"
+                                 "\"entity\":{\"id\":5}}}}",
+                                 &ev),
+                     WEBHOOK_BAD_EVENT);
+    assert_int_equal(parse_razor("{\"payload\":{}}", &ev), WEBHOOK_BAD_EVENT);
+    assert_int_equal(parse_razor("{\"event\":\"x\"", &ev), WEBHOOK_BAD_EVENT);
 }
 
 static int parse_btc(const char *json, struct webhook_event *ev)
