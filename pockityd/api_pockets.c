@@ -1315,6 +1315,99 @@ static void h_admin_unsuspend(struct http_request *req)
     suspend(req, false);
 }
 
+/* ---- DELETE /v1/pockets/{id}: the owner (or an admin) deletes a pocket. It
+ * turns 'deleting' at once — no new session, key or reservation — its keys are
+ * revoked, its reservations dropped, its pending tier requests canceled and its
+ * subscription ended; reconciliation then empties its prefix and deletes its
+ * roles in the background (reconcile.c). */
+
+struct pocket_delete {
+    struct http_request *req;
+    const struct principal *who;
+    const char *id;
+};
+
+static int pocket_delete_tx(struct db_conn *c, void *arg, struct api_refusal *ref)
+{
+    struct pocket_delete *a = arg;
+    int64_t now = api_now(), changes = 0;
+    int rc = db_exec(
+            c,
+            "UPDATE pockets SET status = 'deleting', reserved_bytes = 0,"
+            " reserved_objects = 0, updated_at = $3 WHERE id = $1"
+            " AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) AND status <> 'deleting'",
+            DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->who->admin ? NULL : a->who->user_id), DB_INT(now)),
+            &changes);
+    if (rc)
+        return rc;
+    if (changes != 1) {
+        int64_t n = 0;
+        rc = db_query_int(c,
+                          "SELECT COUNT(*) FROM pockets WHERE id = $1"
+                          " AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)",
+                          DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->who->admin ? NULL : a->who->user_id)),
+                          &n);
+        if (rc)
+            return rc;
+        return n ? api_refuse(ref, 409, "conflict", "pocket '%s' is already being deleted", a->id)
+                 : api_refuse(ref, 404, "not_found", "no pocket '%s'", a->id);
+    }
+    rc = db_exec(c,
+                 "UPDATE api_keys SET revoked_at = $2 WHERE pocket_id = $1 AND revoked_at IS NULL",
+                 DB_ARGS(DB_TEXT(a->id), DB_INT(now)), NULL);
+    if (rc == DB_OK)
+        rc = db_exec(c, "DELETE FROM reservations WHERE pocket_id = $1", DB_ARGS(DB_TEXT(a->id)),
+                     NULL);
+    if (rc == DB_OK)
+        rc = db_exec(c,
+                     "UPDATE tier_requests SET status = 'canceled', decided_at = $2"
+                     " WHERE pocket_id = $1 AND status = 'pending'",
+                     DB_ARGS(DB_TEXT(a->id), DB_INT(now)), NULL);
+    if (rc)
+        return rc;
+    struct db_result *res = NULL;
+    rc = db_query(c, "SELECT id FROM subscriptions WHERE pocket_id = $1 AND status <> 'canceled'",
+                  DB_ARGS(DB_TEXT(a->id)), &res);
+    if (rc)
+        return rc;
+    for (size_t i = 0; rc == DB_OK && i < db_result_rows(res); i++) {
+        rc = billing_subscription_cancel(a->req, c, db_result_text(res, i, 0), "pocket deleted",
+                                         now, a->who->admin ? "admin" : "user", a->who->user_id);
+        if (rc == BILLING_INVALID_STATE)
+            rc = DB_OK;
+    }
+    db_result_free(res);
+    if (rc)
+        return rc;
+    return api_audit(a->req, c, a->who->admin ? "admin" : "user", a->who->user_id, "pocket.delete",
+                     "pocket", a->id, NULL);
+}
+
+static void h_pocket_delete(struct http_request *req)
+{
+    struct principal who;
+    struct pocket_delete a = {.req = req, .who = &who, .id = http_param(req, "id")};
+    json_t *body = NULL;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_user(req, c, &who))
+        goto out;
+    if (!secret_id_valid("pkt_", a.id)) {
+        http_reply_error(req, 404, "not_found", "no pocket '%.64s'", a.id);
+        goto out;
+    }
+    if (!api_tx_run(req, c, pocket_delete_tx, &a, "delete pocket"))
+        goto out;
+    int rc = pocket_load(c, a.id, who.admin ? NULL : who.user_id, who.admin, &body);
+    if (rc)
+        api_db_fail(req, c, rc, "read pocket");
+    else
+        http_reply_json(req, 202, body);
+out:
+    db_release(c);
+}
+
 /* ---- Routes */
 
 const struct http_route api_pockets_routes[] = {
@@ -1322,6 +1415,7 @@ const struct http_route api_pockets_routes[] = {
         {"POST", "/v1/pockets", h_pocket_create, "pocket_create", HTTP_JSON},
         {"GET", "/v1/pockets", h_pockets, "pockets", 0},
         {"GET", "/v1/pockets/{id}", h_pocket_get, "pocket", 0},
+        {"DELETE", "/v1/pockets/{id}", h_pocket_delete, "pocket_delete", 0},
         {"POST", "/v1/pockets/{id}/tier-requests", h_tier_request_create, "tier_request_create",
          HTTP_JSON},
         {"GET", "/v1/tier-requests", h_tier_requests, "tier_requests", 0},

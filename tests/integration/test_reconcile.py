@@ -194,14 +194,23 @@ class ReconcileTest(unittest.TestCase):
         RawS3(s).create_upload(prefix + "partial")
         self.reconcile(pocket)
         self.assertEqual(self.usage(token, pocket), (50, 5))
-        sql(self.d, "UPDATE pockets SET status = 'deleting' WHERE id = ?", (pocket["id"],))
+        # another user cannot delete it; its owner can, once
+        other, _, _, _ = self.d.new_user()
+        path = "/v1/pockets/" + pocket["id"]
+        self.assertEqual(self.d.request("DELETE", path, token=other).status, 404)
+        r = self.d.request("DELETE", path, token=token)
+        self.assertEqual((r.status, r.body["status"]), (202, "deleting"), r)
+        self.assertEqual(self.d.request("DELETE", path, token=token).status, 409)
+        self.assertEqual(len(self.audits(pocket["id"], "pocket.delete")), 1)
+        r = self.d.request("POST", "/v1/reservations", {"key": "late", "bytes": 1}, token=key)
+        self.assertEqual(r.status, 401, r)  # its keys are revoked
         rep = self.reconcile(pocket)
         self.assertEqual((rep["objects_purged"], rep["uploads_aborted"]), (5, 1), rep)
         self.assertEqual(self.raw.list_keys(prefix), [])
         self.assertEqual(self.raw.list_uploads(prefix), [])
         self.assertEqual(self.usage(token, pocket), (0, 0))
         self.assertEqual(len(self.audits(pocket["id"], "pocket.purge")), 1)
-        self.session(key, 403)
+        self.session(key, 401)
 
     def test_bad_requests(self):
         token, pocket, _ = self.make_pocket()
