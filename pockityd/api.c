@@ -15,6 +15,9 @@
 #include "metrics.h"
 #include "secret.h"
 
+/* Seconds between two records of an API key's use from the same address. */
+#define KEY_USE_EVERY 60
+
 struct app *api_app(struct http_request *req)
 {
     return http_app(req);
@@ -160,8 +163,8 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
     int64_t now = api_now();
     int rc = db_query_row(c,
                           "SELECT k.pocket_id, k.user_id, k.access, k.secret_hash, k.expires_at,"
-                          " k.revoked_at, u.status FROM api_keys k JOIN users u"
-                          " ON u.id = k.user_id WHERE k.id = $1",
+                          " k.revoked_at, u.status, k.last_used_at, k.last_used_addr"
+                          " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                           DB_ARGS(DB_TEXT(id)), &res);
     int verdict = 1;
     if (rc == DB_OK)
@@ -173,7 +176,8 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
         api_db_fail(req, c, rc, "authenticate key");
         return false;
     }
-    bool ok = false;
+    bool ok = false, stale = false;
+    const char *addr = http_client_addr(req);
     if (rc == DB_ERR_NOT_FOUND || verdict != 0) {
         http_reply_error(req, 401, "unauthenticated", "unknown API key");
     } else if (!db_result_is_null(res, 0, 5)) {
@@ -188,19 +192,25 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
         snprintf(k->pocket_id, sizeof(k->pocket_id), "%s", db_result_text(res, 0, 0));
         snprintf(k->user_id, sizeof(k->user_id), "%s", db_result_text(res, 0, 1));
         k->writable = strcmp(db_result_text(res, 0, 2), "rw") == 0;
+        const char *last_addr = db_result_text(res, 0, 8);
+        stale = db_result_is_null(res, 0, 7) || db_result_int(res, 0, 7) < now - KEY_USE_EVERY ||
+                !last_addr || strcmp(last_addr, addr) != 0;
         ok = true;
     }
     db_result_free(res);
     if (!ok)
         return false;
-    /* Track use, but write at most once a minute per key and address: a key
-     * is presented on every reservation, and this must not be a hot write. */
-    const char *addr = http_client_addr(req);
+    /* Track use, but write at most once a minute per key and address: a key is
+     * presented on every reservation, and this must not be a hot write. The row
+     * just read says whether it is due; the UPDATE's own condition keeps two
+     * concurrent requests from both writing. */
+    if (!stale)
+        return true;
     rc = db_exec(c,
                  "UPDATE api_keys SET last_used_at = $2, last_used_addr = $3 WHERE id = $1"
-                 " AND (last_used_at IS NULL OR last_used_at < $2 - 60"
+                 " AND (last_used_at IS NULL OR last_used_at < $2 - $4"
                  " OR last_used_addr IS NULL OR last_used_addr <> $3)",
-                 DB_ARGS(DB_TEXT(id), DB_INT(now), DB_TEXT(addr)), NULL);
+                 DB_ARGS(DB_TEXT(id), DB_INT(now), DB_TEXT(addr), DB_INT(KEY_USE_EVERY)), NULL);
     if (rc)
         log_warn("request %s: cannot record key use: %s", http_request_id(req), db_strerror(rc));
     return true;

@@ -97,7 +97,6 @@ static void h_reserve(struct http_request *req)
     struct key_principal k;
     const char *key = NULL;
     int64_t size = 0;
-    size_t plen = 0;
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
@@ -105,18 +104,17 @@ static void h_reserve(struct http_request *req)
         !http_json_get_string(req, "key", 1, S3_KEY_MAX, &key) ||
         !http_json_get_int(req, "bytes", 0, USAGE_MAX_OBJECT_SIZE, &size))
         goto out;
-    int rc = prefix_len(c, k.pocket_id, &plen);
-    if (rc) {
-        api_db_fail(req, c, rc, "reserve");
-        goto out;
-    }
-    if (!key_ok(req, key, plen, "field 'key'"))
-        goto out;
 
+    /* The key's length with the pocket's prefix is checked by usage_reserve,
+     * which reads the prefix in the same lookup as the ledger. */
     struct usage_reservation r;
     struct usage_pocket p;
-    rc = usage_reserve(c, k.pocket_id, key, size, api_now(), app->cfg.reservation_ttl, &r, &p);
-    if (rc == USAGE_QUOTA_EXCEEDED) {
+    int rc = usage_reserve(c, k.pocket_id, key, S3_KEY_MAX, size, api_now(),
+                           app->cfg.reservation_ttl, &r, &p);
+    if (rc == USAGE_KEY_TOO_LONG) {
+        if (key_ok(req, key, r.prefix_len, "field 'key'")) /* cannot be: it did not fit */
+            http_reply_error(req, 400, "invalid_request", "field 'key' is too long");
+    } else if (rc == USAGE_QUOTA_EXCEEDED) {
         metrics_counter_add("pockityd_reservations_total", "result", "refused", 1);
         http_reply_error(req, 507, "quota_exceeded",
                          "quota exceeded: this upload needs %" PRId64 " more bytes and %" PRId64

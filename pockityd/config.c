@@ -10,6 +10,8 @@
 
 #include <openssl/crypto.h>
 
+#include "http.h"
+
 enum opt_type {
     OPT_STR,
     OPT_INT,
@@ -39,8 +41,9 @@ static const struct opt opts[] = {
         O("server", "log_level", OPT_STR, log_level, "info", NULL, 0),
         O("server", "syslog", OPT_BOOL, syslog, "false", NULL, 0),
         O("server", "port_file", OPT_STR, port_file, NULL, NULL, 0),
+        O("server", "trusted_proxies", OPT_STR, trusted_proxies, NULL, NULL, 0),
         O("database", "url", OPT_STR, db_url, "sqlite:pockityd.db", "POCKITYD_DATABASE_URL", 1),
-        O("database", "pool", OPT_INT, db_pool, "8", NULL, 0),
+        O("database", "pool", OPT_INT, db_pool, "16", NULL, 0),
         O("s3", "endpoint", OPT_STR, s3_endpoint, NULL, "POCKITYD_S3_ENDPOINT", 0),
         O("s3", "public_endpoint", OPT_STR, s3_public_endpoint, NULL, NULL, 0),
         O("s3", "region", OPT_STR, s3_region, "us-east-1", "POCKITYD_S3_REGION", 0),
@@ -261,6 +264,17 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
                  "error: 's3.root_prefix' must be a non-empty path without "
                  "leading, trailing or double slashes");
         return -1;
+    }
+    if (cfg->trusted_proxies) {
+        char why[160];
+        struct http_proxies *proxies = NULL;
+        int rc = http_proxies_parse(cfg->trusted_proxies, &proxies, why, sizeof(why));
+        http_proxies_free(proxies);
+        if (rc) {
+            snprintf(err, errlen, "error: 'server.trusted_proxies': %s",
+                     rc == -ENOMEM ? "out of memory" : why);
+            return -1;
+        }
     }
     if (cfg->token_secret && strlen(cfg->token_secret) < 32) {
         snprintf(err, errlen, "error: 'auth.token_secret' must be at least 32 bytes");

@@ -8,17 +8,20 @@
 
 struct config {
     /* [server] */
-    char *bind;       /* listen address; default 127.0.0.1 */
-    int64_t port;     /* default 8080; 0 picks a free port */
-    int64_t threads;  /* worker threads; default 16 */
-    int64_t max_body; /* request body cap in bytes; default 1 MiB */
-    char *log_level;  /* error, warn, info, debug; default info */
-    int64_t syslog;   /* 1: also log to syslog */
-    char *port_file;  /* optional: write the port listened on here */
+    char *bind;            /* listen address; default 127.0.0.1 */
+    int64_t port;          /* default 8080; 0 picks a free port */
+    int64_t threads;       /* worker threads; default 16 */
+    int64_t max_body;      /* request body cap in bytes; default 1 MiB */
+    char *log_level;       /* error, warn, info, debug; default info */
+    int64_t syslog;        /* 1: also log to syslog */
+    char *port_file;       /* optional: write the port listened on here */
+    char *trusted_proxies; /* load balancers (comma-separated addresses or CIDR ranges,
+                              IPv4/IPv6) whose X-Forwarded-For gives the client's
+                              address; default none */
 
     /* [database] */
     char *db_url;    /* sqlite:PATH or postgresql://...; env POCKITYD_DATABASE_URL */
-    int64_t db_pool; /* connections; default 8 */
+    int64_t db_pool; /* connections; default 16 (as many as server threads) */
 
     /* [s3] */
     char *s3_endpoint;        /* what pockityd talks to */
@@ -85,7 +88,8 @@ struct config {
     char *smtp_user;
     char *smtp_password;      /* env POCKITYD_SMTP_PASSWORD */
     char *smtp_from;          /* envelope and From: address */
-    int64_t smtp_require_tls; /* 1: refuse to send without STARTTLS/TLS */
+    int64_t smtp_require_tls; /* 1: refuse to send without STARTTLS/TLS (always so
+                                 when smtp_user is set: a login never goes in clear) */
 
     /* [events] S3 bucket notifications pushed to POST /v1/events/s3 */
     int64_t events_enabled; /* configure the bucket's notifications at start-up */

@@ -58,6 +58,11 @@ enum db_dialect db_dialect(const struct db *db)
     return db->be->dialect;
 }
 
+enum db_dialect db_conn_dialect(const struct db_conn *c)
+{
+    return c->db->be->dialect;
+}
+
 /* ---- results ---- */
 
 struct db_cell {
@@ -309,10 +314,77 @@ static int run(struct db_conn *c, const char *sql, const struct db_param *params
         return DB_ERR_INVALID;
     c->errmsg[0] = '\0';
     int rc = check_params(c, sql, params, n);
-    if (rc == DB_OK)
+    if (rc == DB_OK && c->begin_pending) {
+        /* The deferred BEGIN goes out with this statement. */
+        const struct db_stmt both[2] = {{c->begin_pending, NULL, 0, NULL, NULL},
+                                        {sql, params, n, out, changes}};
+        c->begin_pending = NULL;
+        rc = c->db->be->batch(c, both, 2);
+    } else if (rc == DB_OK) {
         rc = c->db->be->run(c, sql, params, n, changes, out);
+    }
     if (rc && c->in_tx && !c->tx_error)
         c->tx_error = rc;
+    return rc;
+}
+
+/* Most statements a batch may hold, the deferred BEGIN and the COMMIT included. */
+#define BATCH_MAX 16
+
+int db_batch(struct db_conn *c, const struct db_stmt *stmts, size_t n, bool commit)
+{
+    if (!c || (n && !stmts) || n > BATCH_MAX - 2)
+        return DB_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        if (stmts[i].out)
+            *stmts[i].out = NULL;
+        if (stmts[i].changes)
+            *stmts[i].changes = 0;
+    }
+    c->errmsg[0] = '\0';
+    if (commit && !c->in_tx) {
+        db_conn_set_error(c, "no transaction is open");
+        return DB_ERR_INVALID;
+    }
+    int rc = DB_OK;
+    for (size_t i = 0; i < n && rc == DB_OK; i++)
+        rc = check_params(c, stmts[i].sql, stmts[i].params, stmts[i].n);
+    if (rc || (commit && c->tx_error)) {
+        if (rc && c->in_tx && !c->tx_error)
+            c->tx_error = rc;
+        if (commit)
+            return db_commit(c); /* rolls back and returns the first error */
+        return rc;
+    }
+    if (!c->db->be->batch) {
+        for (size_t i = 0; i < n && rc == DB_OK; i++)
+            rc = run(c, stmts[i].sql, stmts[i].params, stmts[i].n, stmts[i].changes, stmts[i].out);
+        return commit ? (rc == DB_OK ? db_commit(c) : (db_rollback(c), rc)) : rc;
+    }
+
+    struct db_stmt all[BATCH_MAX];
+    size_t k = 0;
+    if (c->begin_pending)
+        all[k++] = (struct db_stmt){c->begin_pending, NULL, 0, NULL, NULL};
+    c->begin_pending = NULL;
+    memcpy(&all[k], stmts, n * sizeof(*stmts));
+    k += n;
+    if (commit)
+        all[k++] = (struct db_stmt){"COMMIT", NULL, 0, NULL, NULL};
+    rc = k ? c->db->be->batch(c, all, k) : DB_OK;
+    if (rc && c->in_tx && !c->tx_error)
+        c->tx_error = rc;
+    if (commit) {
+        /* A failure before the COMMIT leaves the transaction aborted (the COMMIT
+         * was skipped); a failed COMMIT may leave it open: end it either way. */
+        if (rc != DB_OK && c->db->be->in_transaction(c)) {
+            char saved[DB_ERRMSG_SIZE];
+            memcpy(saved, c->errmsg, sizeof(saved));
+            c->db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
+            memcpy(c->errmsg, saved, sizeof(saved));
+        }
+        c->in_tx = false;
+    }
     return rc;
 }
 
@@ -372,6 +444,13 @@ int db_begin(struct db_conn *c, enum db_tx mode)
         return DB_ERR_INVALID;
     }
     const char *sql = mode == DB_TX_WRITE ? c->db->be->begin_write : c->db->be->begin_read;
+    if (c->db->be->batch) {
+        /* Sent with the first statement (see run and db_batch). */
+        c->begin_pending = sql;
+        c->in_tx = true;
+        c->tx_error = DB_OK;
+        return DB_OK;
+    }
     int rc = db_exec(c, sql, NULL, 0, NULL);
     if (rc == DB_OK) {
         c->in_tx = true;
@@ -391,6 +470,13 @@ int db_commit(struct db_conn *c)
     /* PostgreSQL answers COMMIT of an aborted transaction by rolling back, without an
      * error. The same rule holds on SQLite, so callers see one behaviour: a
      * transaction in which a statement failed never commits. */
+    if (c->begin_pending) {
+        /* No statement ran: there is nothing on the server to end. */
+        int rc = c->tx_error;
+        c->begin_pending = NULL;
+        c->in_tx = false;
+        return rc;
+    }
     if (c->tx_error || c->db->be->transaction_failed(c)) {
         int rc = c->tx_error ? c->tx_error : DB_ERR_SQL;
         c->db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
@@ -421,6 +507,7 @@ int db_rollback(struct db_conn *c)
         return DB_ERR_INVALID;
     }
     c->in_tx = false;
+    c->begin_pending = NULL;
     /* SQLite may already have rolled back on its own (e.g. after SQLITE_FULL). */
     if (!c->db->be->in_transaction(c))
         return DB_OK;
@@ -498,10 +585,10 @@ void db_release(struct db_conn *c)
     if (!c)
         return;
     struct db *db = c->db;
-    if (c->in_tx || db->be->in_transaction(c)) {
-        c->in_tx = false;
+    c->begin_pending = NULL; /* a BEGIN never sent needs no ROLLBACK */
+    c->in_tx = false;
+    if (db->be->in_transaction(c))
         db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
-    }
     pthread_mutex_lock(&db->lock);
     if (!c->in_pool) {
         c->in_pool = true;

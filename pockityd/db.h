@@ -51,8 +51,10 @@ enum db_status {
 /* A short lowercase description of status; never NULL. */
 const char *db_strerror(int status);
 
-/* Which engine a database runs on. Only the migration runner may look at this: the
- * rest of pockityd must work the same on both. */
+/* Which engine a database runs on. The migration runner looks at it, and hot paths
+ * may take a faster PostgreSQL-only route (data-modifying WITH queries) as long as
+ * the SQLite route does the same thing and the tests run both: pockityd must work
+ * the same on both. */
 enum db_dialect {
     DB_SQLITE,
     DB_POSTGRES
@@ -85,6 +87,8 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
 void db_close(struct db *db);
 
 enum db_dialect db_dialect(const struct db *db);
+/* The dialect of c's database. */
+enum db_dialect db_conn_dialect(const struct db_conn *c);
 
 /* Take a connection from the pool, waiting up to acquire_timeout_ms for one to be
  * released. Returns NULL when none frees up in time (report DB_ERR_BUSY). A PostgreSQL
@@ -139,6 +143,28 @@ int db_exec(struct db_conn *c, const char *sql, const struct db_param *params, s
 int db_query(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
              struct db_result **out);
 
+/* One statement of a batch: sql with its n params; out (may be NULL) receives its
+ * rows as from db_query, changes (may be NULL) its changed rows as from db_exec. */
+struct db_stmt {
+    const char *sql;
+    const struct db_param *params;
+    size_t n;
+    struct db_result **out;
+    int64_t *changes;
+};
+
+/* Run n statements in order, stopping at the first that fails (the ones after it do
+ * not run; their out is NULL), and return DB_OK or that status. On PostgreSQL the
+ * whole batch is one round trip to the server (libpq pipeline mode), together with
+ * the BEGIN of a transaction that db_begin opened and no statement used yet. With
+ * commit, c must be in a transaction, and the batch ends it in the same round
+ * trip: committed when everything succeeded (as db_commit, whose status is
+ * returned), else rolled back. Outside a transaction, run several statements only
+ * when each may stand alone (PostgreSQL runs them as one, SQLite one by one).
+ * Meant for a few statements returning few rows each: on PostgreSQL their
+ * results are read whole before the max_result_bytes cap applies. */
+int db_batch(struct db_conn *c, const struct db_stmt *stmts, size_t n, bool commit);
+
 /* Like db_query, but DB_ERR_NOT_FOUND (and *out NULL) when there is no row. */
 int db_query_row(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
                  struct db_result **out);
@@ -182,6 +208,10 @@ enum db_tx {
     DB_TX_WRITE
 };
 
+/* On PostgreSQL db_begin sends nothing: its BEGIN goes out with the transaction's
+ * first statement (one round trip fewer), and a transaction that ran no statement
+ * costs nothing to commit or roll back. Errors of the BEGIN itself (a lost
+ * connection) are then reported by that first statement. */
 int db_begin(struct db_conn *c, enum db_tx mode);
 int db_commit(struct db_conn *c);
 int db_rollback(struct db_conn *c);

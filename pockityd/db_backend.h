@@ -11,10 +11,12 @@
 
 struct db_conn {
     struct db *db;
-    void *handle; /* the backend's connection state */
-    bool in_tx;   /* between db_begin and db_commit/db_rollback */
-    int tx_error; /* the first status other than DB_OK inside the transaction */
-    bool in_pool; /* guarded by db->lock: sitting in the free list */
+    void *handle;              /* the backend's connection state */
+    bool in_tx;                /* between db_begin and db_commit/db_rollback */
+    const char *begin_pending; /* a BEGIN that db_begin deferred to go out with the
+                                  transaction's first statement (backends with batch) */
+    int tx_error;              /* the first status other than DB_OK inside the transaction */
+    bool in_pool;              /* guarded by db->lock: sitting in the free list */
     char errmsg[DB_ERRMSG_SIZE];
 };
 
@@ -41,6 +43,11 @@ struct db_backend {
      * NULL, copy the rows into a new result (at most opt->max_result_bytes). */
     int (*run)(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
                int64_t *changes, struct db_result **out);
+    /* Optional (NULL: db.c runs a batch one statement at a time). Run the n
+     * statements (params already validated) in order in one round trip,
+     * stopping at the first that fails; the ones after it do not run and their
+     * out is NULL. Returns the first failure's status. */
+    int (*batch)(struct db_conn *c, const struct db_stmt *stmts, size_t n);
     /* Run a script of several statements without parameters (migrations). */
     int (*script)(struct db_conn *c, const char *sql);
     /* Whether the server side has a transaction open (to clean up on release). */

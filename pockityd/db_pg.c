@@ -197,16 +197,16 @@ static int64_t rows_changed(PGresult *r)
     return 0;
 }
 
-/* Copy the row of a PGRES_SINGLE_TUPLE result into res. */
-static int copy_row(struct db_conn *c, const PGresult *r, struct db_result *res)
+/* Copy row `row` of r into res. */
+static int copy_row(struct db_conn *c, const PGresult *r, int row, struct db_result *res)
 {
     int rc = db_result_add_row(res);
     int cols = PQnfields(r);
     for (int i = 0; i < cols && rc == DB_OK; i++) {
-        if (PQgetisnull(r, 0, i))
+        if (PQgetisnull(r, row, i))
             rc = db_result_add_cell(res, NULL, 0);
         else
-            rc = db_result_add_cell(res, PQgetvalue(r, 0, i), (size_t)PQgetlength(r, 0, i));
+            rc = db_result_add_cell(res, PQgetvalue(r, row, i), (size_t)PQgetlength(r, row, i));
     }
     if (rc == DB_ERR_TOO_BIG)
         db_conn_set_error(c, "result larger than %zu bytes", c->db->opt.max_result_bytes);
@@ -287,50 +287,76 @@ static int prepared(struct db_conn *c, const char *sql, const Oid *types, size_t
     return DB_OK;
 }
 
+/* A statement's parameters in libpq's form. */
+struct pg_args {
+    Oid *types;
+    const char **values;
+    char *ints;    /* 24 bytes per parameter: integers in decimal */
+    char **copies; /* NUL-terminated copies of counted strings */
+    size_t n;
+};
+
+static void args_free(struct pg_args *a)
+{
+    if (a->copies)
+        for (size_t i = 0; i < a->n; i++)
+            free(a->copies[i]);
+    free(a->copies);
+    free(a->ints);
+    free(a->values);
+    free(a->types);
+    memset(a, 0, sizeof(*a));
+}
+
+/* Convert params: integers typed int8, text untyped (the server infers it). */
+static int args_make(struct db_conn *c, const struct db_param *params, size_t n, struct pg_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->n = n;
+    if (!n)
+        return DB_OK;
+    a->types = calloc(n, sizeof(*a->types));
+    a->values = calloc(n, sizeof(*a->values));
+    a->ints = calloc(n, 24);
+    a->copies = calloc(n, sizeof(*a->copies));
+    if (!a->types || !a->values || !a->ints || !a->copies)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const struct db_param *p = &params[i];
+        if (p->type == DB_TYPE_INT) {
+            a->types[i] = INT8_OID;
+            snprintf(a->ints + 24 * i, 24, "%" PRId64, p->i);
+            a->values[i] = a->ints + 24 * i;
+        } else if (p->type == DB_TYPE_TEXT && p->s) {
+            /* libpq wants NUL-terminated text: copy a counted string. */
+            if (p->len == DB_LEN_AUTO) {
+                a->values[i] = p->s;
+            } else {
+                a->copies[i] = strndup(p->s, p->len);
+                if (!a->copies[i])
+                    goto nomem;
+                a->values[i] = a->copies[i];
+            }
+        }
+    }
+    return DB_OK;
+nomem:
+    args_free(a);
+    db_conn_set_error(c, "out of memory");
+    return DB_ERR_NOMEM;
+}
+
 static int pg_run(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
                   int64_t *changes, struct db_result **out)
 {
     PGconn *pg = pg_of(c);
-    int rc = DB_OK;
     struct db_result *res = NULL;
-    Oid *types = NULL;
-    const char **values = NULL;
-    char *ints = NULL;
-    char **copies = NULL;
-
-    if (n) {
-        types = calloc(n, sizeof(*types));
-        values = calloc(n, sizeof(*values));
-        ints = calloc(n, 24);
-        copies = calloc(n, sizeof(*copies));
-        if (!types || !values || !ints || !copies) {
-            rc = DB_ERR_NOMEM;
-            db_conn_set_error(c, "out of memory");
-            goto done;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct db_param *p = &params[i];
-        if (p->type == DB_TYPE_INT) {
-            types[i] = INT8_OID;
-            snprintf(ints + 24 * i, 24, "%" PRId64, p->i);
-            values[i] = ints + 24 * i;
-        } else if (p->type == DB_TYPE_TEXT && p->s) {
-            /* Text goes untyped so the server infers it from the context. libpq
-             * wants NUL-terminated text: copy a counted string. */
-            if (p->len == DB_LEN_AUTO) {
-                values[i] = p->s;
-            } else {
-                copies[i] = strndup(p->s, p->len);
-                if (!copies[i]) {
-                    rc = DB_ERR_NOMEM;
-                    db_conn_set_error(c, "out of memory");
-                    goto done;
-                }
-                values[i] = copies[i];
-            }
-        }
-    }
+    struct pg_args a;
+    int rc = args_make(c, params, n, &a);
+    if (rc)
+        goto done;
+    Oid *types = a.types;
+    const char **values = a.values;
 
     char name_buf[32];
     const char *name = NULL;
@@ -355,7 +381,7 @@ static int pg_run(struct db_conn *c, const char *sql, const struct db_param *par
             if (out && !res)
                 rc = start_result(c, r, &res);
             if (rc == DB_OK && res)
-                rc = copy_row(c, r, res);
+                rc = copy_row(c, r, 0, res);
             break;
         case PGRES_TUPLES_OK:
         case PGRES_COMMAND_OK:
@@ -378,13 +404,7 @@ static int pg_run(struct db_conn *c, const char *sql, const struct db_param *par
         rc = fail(c, NULL);
 
 done:
-    if (copies)
-        for (size_t i = 0; i < n; i++)
-            free(copies[i]);
-    free(copies);
-    free(ints);
-    free(values);
-    free(types);
+    args_free(&a);
     if (rc) {
         db_result_free(res);
         res = NULL;
@@ -393,6 +413,141 @@ done:
     }
     if (out)
         *out = res;
+    return rc;
+}
+
+/* Read the results of one statement of a pipeline (up to the NULL that ends
+ * them) into *out / *changes. Returns its status: DB_OK, its own failure, or
+ * skipped (DB_ERR_SQL, never reported: an earlier statement failed). */
+static int pipeline_read(struct db_conn *c, const struct db_stmt *st, bool *skipped)
+{
+    PGconn *pg = pg_of(c);
+    struct db_result *res = NULL;
+    int rc = DB_OK;
+    PGresult *r;
+    *skipped = false;
+    while ((r = PQgetResult(pg)) != NULL) {
+        if (rc != DB_OK) {
+            PQclear(r);
+            continue;
+        }
+        switch (PQresultStatus(r)) {
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            if (st->out && !res)
+                rc = start_result(c, r, &res);
+            for (int row = 0; rc == DB_OK && res && row < PQntuples(r); row++)
+                rc = copy_row(c, r, row, res);
+            if (rc == DB_OK && st->changes)
+                *st->changes = rows_changed(r);
+            break;
+        case PGRES_PIPELINE_ABORTED:
+            *skipped = true;
+            rc = DB_ERR_SQL;
+            break;
+        case PGRES_EMPTY_QUERY:
+            db_conn_set_error(c, "empty sql statement");
+            rc = DB_ERR_INVALID;
+            break;
+        default:
+            rc = fail(c, r);
+            break;
+        }
+        PQclear(r);
+        if (PQstatus(pg) == CONNECTION_BAD)
+            break;
+    }
+    if (rc) {
+        db_result_free(res);
+        res = NULL;
+        if (st->changes)
+            *st->changes = 0;
+    }
+    if (st->out)
+        *st->out = res;
+    return rc;
+}
+
+/* Run the statements in one round trip: prepare the new ones first (they stay
+ * cached), then send them all in pipeline mode followed by one Sync, and read.
+ * The statements before a failure keep their results, as when run one by one. */
+static int pg_batch(struct db_conn *c, const struct db_stmt *stmts, size_t n)
+{
+    PGconn *pg = pg_of(c);
+    struct pg_args args[16];
+    char names[16][32];
+    const char *name[16];
+    size_t made = 0, sent = 0;
+    int rc = DB_OK;
+    if (n > 16) {
+        db_conn_set_error(c, "too many statements in one batch");
+        return DB_ERR_INVALID;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (stmts[i].out)
+            *stmts[i].out = NULL;
+        if (stmts[i].changes)
+            *stmts[i].changes = 0;
+    }
+    for (; made < n && rc == DB_OK; made++) {
+        rc = args_make(c, stmts[made].params, stmts[made].n, &args[made]);
+        if (rc == DB_OK)
+            rc = prepared(c, stmts[made].sql, args[made].types, stmts[made].n, names[made],
+                          &name[made]);
+        if (rc) {
+            args_free(&args[made]);
+            break;
+        }
+    }
+    if (rc)
+        goto done;
+    if (!PQenterPipelineMode(pg)) {
+        rc = fail(c, NULL);
+        goto done;
+    }
+    for (; sent < n; sent++) {
+        const struct db_stmt *st = &stmts[sent];
+        int ok = name[sent] ? PQsendQueryPrepared(pg, name[sent], (int)st->n, args[sent].values,
+                                                  NULL, NULL, 0)
+                            : PQsendQueryParams(pg, st->sql, (int)st->n, args[sent].types,
+                                                args[sent].values, NULL, NULL, 0);
+        if (!ok) {
+            rc = fail(c, NULL);
+            break;
+        }
+    }
+    if (sent && !PQpipelineSync(pg) && rc == DB_OK)
+        rc = fail(c, NULL);
+    /* Read every result of what was sent, even after a failure, to leave the
+     * connection clean; the first failure is the batch's status. */
+    int first = DB_OK;
+    char msg[DB_ERRMSG_SIZE] = "";
+    for (size_t i = 0; i < sent && PQstatus(pg) != CONNECTION_BAD; i++) {
+        bool skipped = false;
+        int st = pipeline_read(c, &stmts[i], &skipped);
+        if (st && !skipped && first == DB_OK) {
+            first = st;
+            memcpy(msg, c->errmsg, sizeof(msg));
+        }
+    }
+    if (sent && PQstatus(pg) != CONNECTION_BAD) {
+        PGresult *r = PQgetResult(pg); /* PGRES_PIPELINE_SYNC */
+        if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC && first == DB_OK)
+            first = fail(c, r), memcpy(msg, c->errmsg, sizeof(msg));
+        PQclear(r);
+    }
+    if (!PQexitPipelineMode(pg) && rc == DB_OK && first == DB_OK)
+        first = fail(c, NULL), memcpy(msg, c->errmsg, sizeof(msg));
+    if (rc == DB_OK && first != DB_OK) {
+        rc = first;
+        memcpy(c->errmsg, msg, sizeof(msg));
+    }
+    if (rc == DB_OK && PQstatus(pg) == CONNECTION_BAD)
+        rc = fail(c, NULL);
+
+done:
+    for (size_t i = 0; i < made; i++)
+        args_free(&args[i]);
     return rc;
 }
 
@@ -416,6 +571,7 @@ const struct db_backend db_backend_pg = {
         .disconnect = pg_disconnect,
         .check = pg_check,
         .run = pg_run,
+        .batch = pg_batch,
         .script = pg_script,
         .in_transaction = pg_in_transaction,
         .transaction_failed = pg_transaction_failed,

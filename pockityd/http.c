@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -61,6 +62,7 @@ struct http_server {
     void *app;
     size_t max_body;
     unsigned stop_timeout_ms;
+    struct http_proxies *proxies; /* NULL: none trusted */
     uint16_t port;
     atomic_bool stopping;
     atomic_int in_flight; /* requests begun and not yet completed */
@@ -467,6 +469,242 @@ static void make_request_id(struct http_request *req)
         snprintf(req->id + 2 * i, 3, "%02x", rnd[i]);
 }
 
+/* ---- trusted proxies */
+
+#define MAX_PROXIES 256  /* entries of [server] trusted_proxies */
+#define MAX_XFF     8192 /* bytes of X-Forwarded-For read */
+
+struct proxy_net {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned bits;
+};
+
+struct http_proxies {
+    size_t n;
+    struct proxy_net nets[];
+};
+
+/* Parse the address in s (len bytes; with "[v6]" brackets and an optional
+ * ":port" when allow_port) into family/addr (16 bytes; IPv4 in the first 4,
+ * IPv4-mapped IPv6 turned to IPv4). Returns 0 or -1. */
+static int parse_addr(const char *s, size_t len, bool allow_port, int *family, unsigned char *addr)
+{
+    char buf[INET6_ADDRSTRLEN + 8];
+    if (allow_port && len && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close)
+            return -1;
+        size_t rest = len - (size_t)(close + 1 - s);
+        if (rest && (close[1] != ':' || rest < 2))
+            return -1;
+        for (size_t i = 2; i < rest; i++)
+            if (close[i] < '0' || close[i] > '9')
+                return -1;
+        len = (size_t)(close - s - 1);
+        s++;
+    } else if (allow_port && memchr(s, '.', len) && memchr(s, ':', len) &&
+               memchr(s, ':', len) == memrchr(s, ':', len)) {
+        /* IPv4 with a port: a.b.c.d:port (one colon; IPv6 has several) */
+        const char *colon = memchr(s, ':', len);
+        size_t rest = len - (size_t)(colon - s);
+        if (rest < 2)
+            return -1;
+        for (size_t i = 1; i < rest; i++)
+            if (colon[i] < '0' || colon[i] > '9')
+                return -1;
+        len = (size_t)(colon - s);
+    }
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    memset(addr, 0, 16);
+    if (inet_pton(AF_INET, buf, addr) == 1) {
+        *family = AF_INET;
+        return 0;
+    }
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, buf, &a6) != 1)
+        return -1;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        *family = AF_INET;
+        memcpy(addr, &a6.s6_addr[12], 4);
+    } else {
+        *family = AF_INET6;
+        memcpy(addr, a6.s6_addr, 16);
+    }
+    return 0;
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+int http_proxies_parse(const char *list, struct http_proxies **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    size_t entries = 1;
+    for (const char *p = list ? list : ""; *p; p++)
+        entries += *p == ',';
+    if (entries > MAX_PROXIES) {
+        snprintf(err, errlen, "more than %d trusted proxies", MAX_PROXIES);
+        return -EINVAL;
+    }
+    struct http_proxies *l = calloc(1, sizeof(*l) + entries * sizeof(l->nets[0]));
+    if (!l)
+        return -ENOMEM;
+    const char *p = list ? list : "";
+    p += strspn(p, " \t"); /* a blank list is an empty one */
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *e = p;
+        trim(&e, &len);
+        p = comma ? comma + 1 : p + strlen(p);
+        if (len == 0) {
+            snprintf(err, errlen, "empty entry in the list of trusted proxies");
+            free(l);
+            return -EINVAL;
+        }
+        struct proxy_net *net = &l->nets[l->n];
+        const char *slash = memchr(e, '/', len);
+        size_t alen = slash ? (size_t)(slash - e) : len;
+        bool ok = parse_addr(e, alen, false, &net->family, net->addr) == 0;
+        unsigned max = net->family == AF_INET ? 32 : 128;
+        net->bits = max;
+        if (ok && slash) {
+            size_t blen = len - alen - 1;
+            unsigned bits = 0;
+            ok = blen >= 1 && blen <= 3;
+            for (size_t i = 0; ok && i < blen; i++) {
+                char c = slash[1 + i];
+                ok = c >= '0' && c <= '9';
+                bits = bits * 10 + (unsigned)(c - '0');
+            }
+            /* an IPv4-mapped range counts its prefix on the IPv4 part */
+            if (ok && net->family == AF_INET && memchr(e, ':', alen)) {
+                ok = bits >= 96;
+                bits -= ok ? 96 : 0;
+            }
+            ok = ok && bits <= max;
+            net->bits = bits;
+        }
+        if (!ok) {
+            snprintf(err, errlen, "'%.*s' is not an IP address or CIDR range",
+                     (int)(len > 64 ? 64 : len), e);
+            free(l);
+            return -EINVAL;
+        }
+        l->n++;
+    }
+    *out = l;
+    return 0;
+}
+
+void http_proxies_free(struct http_proxies *p)
+{
+    free(p);
+}
+
+static bool net_contains(const struct proxy_net *net, int family, const unsigned char *addr)
+{
+    if (net->family != family)
+        return false;
+    unsigned full = net->bits / 8, rest = net->bits % 8;
+    if (memcmp(net->addr, addr, full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (net->addr[full] & mask) == (addr[full] & mask);
+}
+
+static bool trusted(const struct http_proxies *p, int family, const unsigned char *addr)
+{
+    for (size_t i = 0; p && i < p->n; i++)
+        if (net_contains(&p->nets[i], family, addr))
+            return true;
+    return false;
+}
+
+bool http_proxies_trusted(const struct http_proxies *p, const char *addr)
+{
+    int family;
+    unsigned char a[16];
+    return addr && parse_addr(addr, strlen(addr), false, &family, a) == 0 && trusted(p, family, a);
+}
+
+static void addr_text(int family, const unsigned char *addr, char *out, size_t outlen)
+{
+    if (!inet_ntop(family, addr, out, (socklen_t)outlen))
+        snprintf(out, outlen, "-");
+}
+
+void http_forwarded_client(const struct http_proxies *p, const char *peer, const char *xff,
+                           char *out, size_t outlen)
+{
+    int family;
+    unsigned char addr[16];
+    if (!peer || parse_addr(peer, strlen(peer), false, &family, addr) != 0) {
+        snprintf(out, outlen, "%s", peer && *peer ? peer : "-");
+        return;
+    }
+    /* From the right: while the hop we hold is trusted, step to the address it
+     * says it received the request from. */
+    size_t end = xff ? strlen(xff) : 0;
+    while (trusted(p, family, addr) && end > 0) {
+        size_t start = end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        const char *e = xff + start;
+        size_t len = end - start;
+        end = start ? start - 1 : 0;
+        trim(&e, &len);
+        if (len == 0)
+            continue; /* an empty element ("a,,b") */
+        int f2;
+        unsigned char a2[16];
+        if (parse_addr(e, len, true, &f2, a2) != 0)
+            break; /* garbage: the last address read is as far as we know */
+        family = f2;
+        memcpy(addr, a2, sizeof(addr));
+    }
+    addr_text(family, addr, out, outlen);
+}
+
+/* The values of every X-Forwarded-For header, joined with commas in order. */
+struct xff_buf {
+    char text[MAX_XFF + 1];
+    size_t len;
+    bool truncated;
+};
+
+static enum MHD_Result collect_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct xff_buf *b = cls;
+    if (!key || strcasecmp(key, "X-Forwarded-For") != 0 || !value)
+        return MHD_YES;
+    size_t n = strlen(value);
+    if (b->len + n + 1 > MAX_XFF) {
+        b->truncated = true;
+        return MHD_NO;
+    }
+    if (b->len)
+        b->text[b->len++] = ',';
+    memcpy(b->text + b->len, value, n);
+    b->len += n;
+    b->text[b->len] = '\0';
+    return MHD_YES;
+}
+
 static void find_client_addr(struct http_request *req)
 {
     const union MHD_ConnectionInfo *ci =
@@ -485,6 +723,21 @@ static void find_client_addr(struct http_request *req)
         else
             inet_ntop(AF_INET6, &in6->sin6_addr, req->client, sizeof(req->client));
     }
+    if (!req->srv->proxies || !http_proxies_trusted(req->srv->proxies, req->client))
+        return;
+    struct xff_buf *b = calloc(1, sizeof(*b));
+    if (!b)
+        return; /* the proxy's address: rate limits err on the strict side */
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_xff, b);
+    if (b->truncated) {
+        /* Too long to walk from the right: keep the proxy's own address. */
+        log_warn("request %s: X-Forwarded-For longer than %d bytes, ignored", req->id, MAX_XFF);
+    } else {
+        char peer[sizeof(req->client)];
+        memcpy(peer, req->client, sizeof(peer));
+        http_forwarded_client(req->srv->proxies, peer, b->text, req->client, sizeof(req->client));
+    }
+    free(b);
 }
 
 /* Split the raw path into decoded segments. Returns NULL or why it is refused. */
@@ -801,6 +1054,20 @@ int http_server_start(const struct http_config *cfg, const struct http_route *ro
             return -EINVAL;
         }
     }
+    if (cfg->trusted_proxies) {
+        char err[160];
+        int prc = http_proxies_parse(cfg->trusted_proxies, &srv->proxies, err, sizeof(err));
+        if (prc) {
+            log_error("http: trusted proxies: %s", prc == -ENOMEM ? "out of memory" : err);
+            free(srv->routes);
+            free(srv);
+            return prc;
+        }
+        if (srv->proxies && srv->proxies->n == 0) {
+            http_proxies_free(srv->proxies);
+            srv->proxies = NULL;
+        }
+    }
     srv->n_routes = n_routes;
     srv->app = app;
     srv->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
@@ -812,6 +1079,7 @@ int http_server_start(const struct http_config *cfg, const struct http_route *ro
     int gai = getaddrinfo(bind, NULL, &hints, &ai);
     if (gai || !ai) {
         log_error("http: cannot resolve '%s': %s", bind, gai_strerror(gai));
+        http_proxies_free(srv->proxies);
         free(srv->routes);
         free(srv);
         return -EADDRNOTAVAIL;
@@ -844,6 +1112,7 @@ int http_server_start(const struct http_config *cfg, const struct http_route *ro
             unescape_none, NULL, MHD_OPTION_END);
     if (!srv->daemon) {
         log_error("http: cannot listen on '%s' port %u", bind, (unsigned)cfg->port);
+        http_proxies_free(srv->proxies);
         free(srv->routes);
         free(srv);
         return -EIO;
@@ -878,6 +1147,7 @@ void http_server_stop(struct http_server *srv)
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
     log_info("http: stopped listening on port %u", (unsigned)srv->port);
+    http_proxies_free(srv->proxies);
     free(srv->routes);
     free(srv);
 }

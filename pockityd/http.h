@@ -31,7 +31,39 @@ struct http_config {
                                     (64 KiB); longer headers get 431, a longer URL 414 */
     unsigned stop_timeout_ms;    /* how long http_server_stop() waits for in-flight
                                     requests (10000) */
+    const char *trusted_proxies; /* load balancers whose X-Forwarded-For is believed, in
+                                    the syntax of http_proxies_parse (NULL: none) */
 };
+
+/* ---- Trusted proxies. Behind a load balancer the TCP peer is the balancer; the
+ * client's address is then read from X-Forwarded-For, but only as far as it was
+ * written by proxies we trust: each proxy appends the address it received the
+ * request from, so the list is walked from the right, past trusted proxies, and
+ * the first address that is not one is the client's (what is further left was
+ * written by the client itself and proves nothing). */
+struct http_proxies;
+
+/* Parse a comma-separated list of IPv4 and IPv6 addresses and CIDR ranges
+ * ("10.0.0.7, 192.168.0.0/16, ::1, fd00::/8"); spaces around entries are
+ * ignored; NULL or blank is an empty list. Returns 0 with *out (free it with
+ * http_proxies_free), -EINVAL with a message naming the bad entry in err
+ * (errlen bytes), or -ENOMEM. */
+int http_proxies_parse(const char *list, struct http_proxies **out, char *err, size_t errlen);
+void http_proxies_free(struct http_proxies *p);
+
+/* Whether the address addr (text) is one of the trusted proxies. IPv4-mapped
+ * IPv6 addresses match as IPv4. false for NULL or what is not an address. */
+bool http_proxies_trusted(const struct http_proxies *p, const char *addr);
+
+/* The client's address of a request from peer (text) carrying xff, the values
+ * of its X-Forwarded-For headers joined with commas in order (NULL: none):
+ * peer itself unless it is trusted; else the rightmost entry of xff that is not
+ * a trusted proxy; an entry that is not an address (inet_pton; brackets and a
+ * port are allowed, "[::1]:80", "10.0.0.1:80") stops the walk at the last
+ * address read; when every entry is trusted, the leftmost. Written canonical
+ * (inet_ntop, IPv4-mapped as IPv4) into out (outlen >= INET6_ADDRSTRLEN). */
+void http_forwarded_client(const struct http_proxies *p, const char *peer, const char *xff,
+                           char *out, size_t outlen);
 
 /* A handler answers a request by calling exactly one http_reply_*() function.
  * It runs on a worker thread and may block (database, STS calls). */
@@ -98,7 +130,8 @@ const char *http_query(const struct http_request *req, const char *name);
 /* A request header, matched case-insensitively; NULL when absent. */
 const char *http_header(const struct http_request *req, const char *name);
 /* The client's address as text ("127.0.0.1", "::1"; IPv4-mapped IPv6
- * addresses are shown as IPv4). */
+ * addresses are shown as IPv4): the TCP peer's, or when that is a trusted proxy
+ * the one X-Forwarded-For gives (see http_forwarded_client). */
 const char *http_client_addr(const struct http_request *req);
 /* The request id sent back in X-Request-Id: the client's when sane
  * (1-64 characters of [A-Za-z0-9._:-]), otherwise 16 random hex digits. */

@@ -246,6 +246,7 @@ int main(int argc, char **argv)
             .port = (uint16_t)app.cfg.port,
             .threads = (unsigned)app.cfg.threads,
             .max_body = (size_t)app.cfg.max_body,
+            .trusted_proxies = app.cfg.trusted_proxies,
     };
     struct http_server *srv = NULL;
     if (!routes || http_server_start(&hc, routes, n_routes, &app, &srv) != 0) {

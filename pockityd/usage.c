@@ -12,18 +12,23 @@
 #include "log.h"
 #include "secret.h"
 
+/* A short jittered pause before the attempt-th retry of a transaction. */
+static void retry_pause(int attempt)
+{
+    uint32_t r = 0;
+    secret_random(&r, sizeof(r));
+    struct timespec ts = {0, (long)(5 * attempt + (int)(r % 20)) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 /* Run fn in a write transaction on c, again after DB_ERR_RETRY (deadlock,
  * serialization failure, busy) with a short jittered pause. */
 static int run_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *arg)
 {
     int rc = DB_ERR_RETRY;
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        if (attempt) {
-            uint32_t r = 0;
-            secret_random(&r, sizeof(r));
-            struct timespec ts = {0, (long)(5 * attempt + (int)(r % 20)) * 1000000L};
-            nanosleep(&ts, NULL);
-        }
+        if (attempt)
+            retry_pause(attempt);
         rc = db_begin(c, DB_TX_WRITE);
         if (rc)
             continue;
@@ -56,18 +61,33 @@ static int lock_pocket(struct db_conn *c, const char *pocket_id)
     " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id), hold"
 #define TOTALS_RETURNING " RETURNING " TOTALS_COLUMNS
 
-static void pocket_read(const struct db_result *res, struct usage_pocket *out)
+/* Read TOTALS_COLUMNS from row 0 of res, starting at column col. */
+static void pocket_read_at(const struct db_result *res, size_t col, struct usage_pocket *out)
 {
     memset(out, 0, sizeof(*out));
-    snprintf(out->status, sizeof(out->status), "%s", db_result_text(res, 0, 0));
-    out->used_bytes = db_result_int(res, 0, 1);
-    out->used_objects = db_result_int(res, 0, 2);
-    out->reserved_bytes = db_result_int(res, 0, 3);
-    out->reserved_objects = db_result_int(res, 0, 4);
-    out->max_bytes = db_result_int(res, 0, 5);
-    out->max_objects = db_result_int(res, 0, 6);
-    const char *hold = db_result_text(res, 0, 7); /* NULL: no hold */
+    const char *status = db_result_text(res, 0, col);
+    snprintf(out->status, sizeof(out->status), "%s", status ? status : "");
+    out->used_bytes = db_result_int(res, 0, col + 1);
+    out->used_objects = db_result_int(res, 0, col + 2);
+    out->reserved_bytes = db_result_int(res, 0, col + 3);
+    out->reserved_objects = db_result_int(res, 0, col + 4);
+    out->max_bytes = db_result_int(res, 0, col + 5);
+    out->max_objects = db_result_int(res, 0, col + 6);
+    const char *hold = db_result_text(res, 0, col + 7); /* NULL: no hold */
     snprintf(out->hold, sizeof(out->hold), "%s", hold ? hold : "");
+}
+
+static void pocket_read(const struct db_result *res, struct usage_pocket *out)
+{
+    pocket_read_at(res, 0, out);
+}
+
+/* Why a reservation that fits no quota check was refused. */
+static int refusal(const struct usage_pocket *p)
+{
+    return strcmp(p->status, "active") != 0 ? USAGE_INACTIVE
+           : p->hold[0]                     ? USAGE_HELD
+                                            : USAGE_QUOTA_EXCEEDED;
 }
 
 int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out)
@@ -242,28 +262,38 @@ static int reservation_drop(struct db_conn *c, const char *pocket_id, const char
 
 struct reserve_args {
     const char *pocket_id, *key;
+    size_t key_max;
     int64_t size, now, ttl;
     struct usage_reservation *out;
     struct usage_pocket *pocket;
 };
 
+/* SQLite: the statements one by one (BEGIN IMMEDIATE already serialises writers). */
 static int reserve_tx(struct db_conn *c, void *arg)
 {
     struct reserve_args *a = arg;
-    int rc = lock_pocket(c, a->pocket_id);
-    bool live = false;
-    int64_t old = 0;
-    if (rc == DB_OK)
-        rc = ledger_read(c, a->pocket_id, a->key, &live, &old);
+    struct usage_reservation *r = a->out;
+    /* The pocket's prefix and the key's ledger row in one lookup. */
+    struct db_result *res = NULL;
+    int rc = db_query_row(c,
+                          "SELECT p.prefix, o.size, o.deleted FROM pockets p LEFT JOIN objects o"
+                          " ON o.pocket_id = p.id AND o.key = $2 WHERE p.id = $1",
+                          DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->key)), &res);
     if (rc)
         return rc;
+    const char *prefix = db_result_text(res, 0, 0);
+    r->prefix_len = prefix ? strlen(prefix) : 0;
+    bool live = !db_result_is_null(res, 0, 2) && db_result_int(res, 0, 2) == 0;
+    int64_t old = live ? db_result_int(res, 0, 1) : 0;
+    db_result_free(res);
+    if (r->prefix_len + strlen(a->key) > a->key_max)
+        return USAGE_KEY_TOO_LONG;
     int64_t bytes = a->size > old ? a->size - old : 0;
     int64_t objects = live ? 0 : 1;
 
     /* The quota check and the reservation in one statement: nothing can slip
      * in between, whatever the engine and the number of replicas. It also
      * reads the new totals back. */
-    struct db_result *res = NULL;
     rc = db_query(c,
                   "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
                   " reserved_objects = reserved_objects + $3"
@@ -279,6 +309,9 @@ static int reserve_tx(struct db_conn *c, void *arg)
     if (granted && a->pocket)
         pocket_read(res, a->pocket);
     db_result_free(res);
+    r->bytes = bytes;
+    r->objects = objects;
+    r->size = a->size;
     if (granted == 0) {
         struct usage_pocket p;
         rc = usage_get(c, a->pocket_id, &p);
@@ -287,39 +320,113 @@ static int reserve_tx(struct db_conn *c, void *arg)
         if (a->pocket)
             *a->pocket = p;
         /* Say what this upload would have needed on top of the totals. */
-        a->out->bytes = bytes;
-        a->out->objects = objects;
-        a->out->size = a->size;
-        return strcmp(p.status, "active") != 0 ? USAGE_INACTIVE
-               : p.hold[0]                     ? USAGE_HELD
-                                               : USAGE_QUOTA_EXCEEDED;
+        return refusal(&p);
     }
-
-    struct usage_reservation *r = a->out;
-    if (secret_id("rsv_", r->id, sizeof(r->id)) != 0)
-        return DB_ERR_NOMEM;
-    r->bytes = bytes;
-    r->objects = objects;
-    r->size = a->size;
     r->expires_at = a->now + a->ttl;
-    rc = db_exec(c,
-                 "INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"
-                 " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                 DB_ARGS(DB_TEXT(r->id), DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(bytes),
-                         DB_INT(objects), DB_INT(a->size), DB_INT(a->now), DB_INT(r->expires_at)),
-                 NULL);
-    return rc;
+    return db_exec(c,
+                   "INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"
+                   " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   DB_ARGS(DB_TEXT(r->id), DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(bytes),
+                           DB_INT(objects), DB_INT(a->size), DB_INT(a->now), DB_INT(r->expires_at)),
+                   NULL);
 }
 
-int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
-                  int64_t now, int64_t ttl, struct usage_reservation *out,
+/* PostgreSQL: the pocket's row lock of lock_pocket, without writing a new row
+ * version (FOR UPDATE is PostgreSQL's: this path is). No row: no such pocket. */
+#define PG_LOCK "SELECT 1 FROM pockets WHERE id = $1 FOR UPDATE"
+
+/* PostgreSQL: lock the pocket, then one statement that reads the ledger and the
+ * prefix, grants by the same conditional UPDATE as above and inserts the
+ * reservation, then COMMIT, in one round trip. Its one row: granted (0/1), the
+ * bytes and objects needed, the prefix's length, then TOTALS_COLUMNS (after the
+ * grant, or as they are when refused). No row: no such pocket. */
+#define PG_RESERVE                                                                                 \
+    "WITH old AS (SELECT size FROM objects WHERE pocket_id = $1 AND key = $2 AND deleted = 0),"    \
+    " need AS (SELECT GREATEST($3 - COALESCE((SELECT size FROM old), 0), 0) AS bytes,"             \
+    " CASE WHEN EXISTS (SELECT 1 FROM old) THEN 0 ELSE 1 END AS objects),"                         \
+    " upd AS (UPDATE pockets SET reserved_bytes = reserved_bytes + need.bytes,"                    \
+    " reserved_objects = reserved_objects + need.objects FROM need"                                \
+    " WHERE id = $1 AND octet_length(prefix) <= $7 AND status = 'active' AND hold IS NULL"         \
+    " AND used_bytes + reserved_bytes + need.bytes <="                                             \
+    " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"                                    \
+    " AND used_objects + reserved_objects + need.objects <="                                       \
+    " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)"                                  \
+    " RETURNING octet_length(prefix) AS prefix_len, " TOTALS_COLUMNS "),"                          \
+    " ins AS (INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"     \
+    " expires_at) SELECT $4, $1, $2, need.bytes, need.objects, $3, $5, $6 FROM need, upd)"         \
+    " SELECT 1, need.bytes, need.objects, upd.* FROM need, upd"                                    \
+    " UNION ALL SELECT 0, need.bytes, need.objects, octet_length(prefix), " TOTALS_COLUMNS         \
+    " FROM pockets, need WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
+
+static int reserve_pg(struct db_conn *c, struct reserve_args *a)
+{
+    struct usage_reservation *r = a->out;
+    size_t klen = strlen(a->key);
+    int64_t prefix_max = klen < a->key_max ? (int64_t)(a->key_max - klen) : -1;
+    r->expires_at = a->now + a->ttl;
+    struct db_result *res = NULL;
+    struct db_result *locked = NULL;
+    int rc = db_begin(c, DB_TX_WRITE);
+    if (rc)
+        return rc;
+    const struct db_stmt batch[] = {
+            {PG_LOCK, DB_ARGS(DB_TEXT(a->pocket_id)), &locked, NULL},
+            {PG_RESERVE,
+             DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(a->size), DB_TEXT(r->id),
+                     DB_INT(a->now), DB_INT(r->expires_at), DB_INT(prefix_max)),
+             &res, NULL},
+    };
+    rc = db_batch(c, batch, sizeof(batch) / sizeof(batch[0]), true);
+    if (rc == DB_OK && (db_result_rows(locked) == 0 || db_result_rows(res) == 0))
+        rc = DB_ERR_NOT_FOUND;
+    if (rc) {
+        db_result_free(res);
+        db_result_free(locked);
+        return rc;
+    }
+    db_result_free(locked);
+    bool granted = db_result_int(res, 0, 0) == 1;
+    r->bytes = db_result_int(res, 0, 1);
+    r->objects = db_result_int(res, 0, 2);
+    r->size = a->size;
+    r->prefix_len = (size_t)db_result_int(res, 0, 3);
+    struct usage_pocket p;
+    pocket_read_at(res, 4, &p);
+    db_result_free(res);
+    if (a->pocket)
+        *a->pocket = p;
+    if (granted)
+        return DB_OK;
+    if (r->prefix_len + klen > a->key_max)
+        return USAGE_KEY_TOO_LONG;
+    return refusal(&p);
+}
+
+int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, size_t key_max,
+                  int64_t size, int64_t now, int64_t ttl, struct usage_reservation *out,
                   struct usage_pocket *pocket)
 {
     memset(out, 0, sizeof(*out));
     if (!pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
         return DB_ERR_INVALID;
-    struct reserve_args a = {pocket_id, key, size, now, ttl, out, pocket};
-    return run_tx(c, reserve_tx, &a);
+    struct reserve_args a = {pocket_id, key, key_max, size, now, ttl, out, pocket};
+    int rc = DB_ERR_RETRY;
+    if (db_conn_dialect(c) == DB_POSTGRES) {
+        for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+            if (attempt)
+                retry_pause(attempt);
+            if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
+                return DB_ERR_NOMEM;
+            rc = reserve_pg(c, &a);
+        }
+    } else {
+        if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
+            return DB_ERR_NOMEM;
+        rc = run_tx(c, reserve_tx, &a);
+    }
+    if (rc != DB_OK)
+        out->id[0] = '\0';
+    return rc;
 }
 
 /* ---- commit ---- */
@@ -357,13 +464,68 @@ static int commit_tx(struct db_conn *c, void *arg)
     return rc;
 }
 
+/* PostgreSQL: lock the pocket, then one statement that deletes the reservation,
+ * reads the key's ledger row, writes the new one and moves the totals as
+ * commit_tx does, then COMMIT, in one round trip. Its one row: the totals
+ * after (TOTALS_COLUMNS); no row: no such reservation in this pocket. */
+#define PG_COMMIT                                                                                  \
+    "WITH r AS (DELETE FROM reservations WHERE id = $2 AND pocket_id = $1"                         \
+    " RETURNING key, bytes, objects),"                                                             \
+    " old AS (SELECT o.size FROM objects o, r WHERE o.pocket_id = $1 AND o.key = r.key"            \
+    " AND o.deleted = 0),"                                                                         \
+    " up AS (INSERT INTO objects (pocket_id, key, size, etag, deleted, updated_at)"                \
+    " SELECT $1, r.key, $3, CAST($4 AS TEXT), 0, $5 FROM r ON CONFLICT (pocket_id, key)"           \
+    " DO UPDATE SET size = excluded.size, etag = excluded.etag, deleted = 0,"                      \
+    " updated_at = excluded.updated_at),"                                                          \
+    " d AS (SELECT r.bytes AS rb, r.objects AS ro,"                                                \
+    " $3 - COALESCE((SELECT size FROM old), 0) AS ub,"                                             \
+    " CASE WHEN EXISTS (SELECT 1 FROM old) THEN 0 ELSE 1 END AS uo FROM r)"                        \
+    " UPDATE pockets SET"                                                                          \
+    " used_bytes = CASE WHEN used_bytes + d.ub < 0 THEN 0 ELSE used_bytes + d.ub END,"             \
+    " used_objects = CASE WHEN used_objects + d.uo < 0 THEN 0 ELSE used_objects + d.uo END,"       \
+    " reserved_bytes = CASE WHEN reserved_bytes < d.rb THEN 0 ELSE reserved_bytes - d.rb END,"     \
+    " reserved_objects = CASE WHEN reserved_objects < d.ro THEN 0"                                 \
+    " ELSE reserved_objects - d.ro END FROM d WHERE id = $1" TOTALS_RETURNING
+
+static int commit_pg(struct db_conn *c, const struct commit_args *a)
+{
+    struct db_result *res = NULL;
+    struct db_result *locked = NULL;
+    int rc = db_begin(c, DB_TX_WRITE);
+    if (rc)
+        return rc;
+    const struct db_stmt batch[] = {
+            {PG_LOCK, DB_ARGS(DB_TEXT(a->pocket_id)), &locked, NULL},
+            {PG_COMMIT,
+             DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->id), DB_INT(a->size), DB_TEXT(a->etag),
+                     DB_INT(a->now)),
+             &res, NULL},
+    };
+    rc = db_batch(c, batch, sizeof(batch) / sizeof(batch[0]), true);
+    if (rc == DB_OK && (db_result_rows(locked) == 0 || db_result_rows(res) == 0))
+        rc = DB_ERR_NOT_FOUND;
+    if (rc == DB_OK && a->after)
+        pocket_read(res, a->after);
+    db_result_free(res);
+    db_result_free(locked);
+    return rc;
+}
+
 int usage_commit(struct db_conn *c, const char *pocket_id, const char *reservation_id, int64_t size,
                  const char *etag, int64_t now, struct usage_pocket *after)
 {
     if (!pocket_id || !reservation_id || size < 0 || size > USAGE_MAX_OBJECT_SIZE)
         return DB_ERR_INVALID;
     struct commit_args a = {pocket_id, reservation_id, etag, size, now, after};
-    return run_tx(c, commit_tx, &a);
+    if (db_conn_dialect(c) != DB_POSTGRES)
+        return run_tx(c, commit_tx, &a);
+    int rc = DB_ERR_RETRY;
+    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+        if (attempt)
+            retry_pause(attempt);
+        rc = commit_pg(c, &a);
+    }
+    return rc;
 }
 
 /* ---- release ---- */

@@ -26,7 +26,11 @@
  * Every operation here that writes locks the pocket's row first (a no-op
  * UPDATE), so on PostgreSQL the ledger reads that follow see every earlier
  * change to that pocket: the same upload committed twice or concurrently
- * counts once and an overwrite counts its size difference.
+ * counts once and an overwrite counts its size difference. On PostgreSQL,
+ * reserve and commit send that lock, then one statement of data-modifying WITH
+ * queries (its snapshot is taken after the lock is held, so its ledger read is
+ * current), and the COMMIT, in one round trip; SQLite runs the same steps as
+ * separate statements (in-process, they are cheap).
  *
  * Calling convention: functions taking a struct db_conn run their own write
  * transaction on it (c must not be in one), retried on DB_ERR_RETRY. They
@@ -38,6 +42,7 @@ enum {
     USAGE_QUOTA_EXCEEDED = 100, /* the reservation does not fit the quota */
     USAGE_INACTIVE,             /* the pocket is not active (status in struct usage_pocket) */
     USAGE_HELD,                 /* the pocket is active but on hold (hold in struct usage_pocket) */
+    USAGE_KEY_TOO_LONG,         /* the key with the pocket's prefix is too long */
 };
 
 #define USAGE_MAX_OBJECT_SIZE ((int64_t)5 << 40) /* 5 TiB, S3's largest object */
@@ -61,6 +66,7 @@ struct usage_reservation {
     int64_t objects; /* reserved: 1 for a new key (or a tombstone), else 0 */
     int64_t size;    /* the object's announced full size */
     int64_t expires_at;
+    size_t prefix_len; /* bytes of the pocket's prefix (usage_reserve fills it) */
 };
 
 /* Whether the pocket holds more than its tier allows (after a tier downgrade,
@@ -85,17 +91,20 @@ const char *usage_status_message(const char *status);
  * is no such pocket. */
 int usage_get(struct db_conn *c, const char *pocket_id, struct usage_pocket *out);
 
-/* Reserve room for key (relative, 1..1024 bytes of valid UTF-8 without NUL;
- * the caller checks the length with the prefix) to become size bytes long,
- * until now + ttl. Reserves max(size - current ledger size, 0) bytes and one
- * object when the key is absent from the ledger or a tombstone. Returns DB_OK
- * with *out filled and *pocket the totals after; USAGE_QUOTA_EXCEEDED or
- * USAGE_INACTIVE or USAGE_HELD with *pocket describing the pocket (its totals unchanged) and
- * out->bytes / out->objects / out->size what the upload needed (no id);
- * DB_ERR_NOT_FOUND for an unknown pocket; DB_ERR_INVALID for a bad argument;
- * or a db status. pocket may be NULL. */
-int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
-                  int64_t now, int64_t ttl, struct usage_reservation *out,
+/* Reserve room for key (relative, 1..1024 bytes of valid UTF-8 without NUL)
+ * to become size bytes long, until now + ttl. The whole S3 key, the pocket's
+ * prefix then key, must hold at most key_max bytes: else USAGE_KEY_TOO_LONG
+ * (checked before anything else about the pocket; out->prefix_len says how
+ * long the prefix is). Reserves max(size - current ledger size, 0) bytes and
+ * one object when the key is absent from the ledger or a tombstone. Returns
+ * DB_OK with *out filled and *pocket the totals after; USAGE_QUOTA_EXCEEDED or
+ * USAGE_INACTIVE or USAGE_HELD with *pocket describing the pocket (its totals
+ * unchanged) and out->bytes / out->objects / out->size what the upload needed
+ * (no id); DB_ERR_NOT_FOUND for an unknown pocket; DB_ERR_INVALID for a bad
+ * argument; or a db status. pocket may be NULL. On PostgreSQL the whole
+ * transaction is one round trip to the server. */
+int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, size_t key_max,
+                  int64_t size, int64_t now, int64_t ttl, struct usage_reservation *out,
                   struct usage_pocket *pocket);
 
 /* The upload of a reservation happened: delete the reservation, release what
@@ -105,7 +114,8 @@ int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, int
  * when it is larger than what was reserved (the ledger follows S3; the next
  * reservations see the pocket's true usage). DB_ERR_NOT_FOUND when the
  * reservation does not exist or belongs to another pocket. *after (may be
- * NULL) receives the pocket's totals after the change. */
+ * NULL) receives the pocket's totals after the change. On PostgreSQL the
+ * whole transaction is one round trip to the server. */
 int usage_commit(struct db_conn *c, const char *pocket_id, const char *reservation_id, int64_t size,
                  const char *etag, int64_t now, struct usage_pocket *after);
 

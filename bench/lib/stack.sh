@@ -49,7 +49,8 @@ stack_services() {
     fi
 }
 
-# stack_stop: stop every pockityd started here, then the services.
+# stack_stop: stop every pockityd started here, then the services (unless
+# BENCH_KEEP_SERVICES=1: they stay up for the next run in the same $BENCH_DIR).
 stack_stop() {
     local p
     for p in "${BENCH_PIDS[@]}"; do
@@ -58,6 +59,7 @@ stack_stop() {
         kill -KILL "$p" 2>/dev/null || true
     done
     BENCH_PIDS=()
+    [ "${BENCH_KEEP_SERVICES:-0}" != 1 ] || return 0
     "$BENCH_ROOT/scripts/pg-local" stop >/dev/null 2>&1 || true
     "$BENCH_ROOT/scripts/s3-local" stop >/dev/null 2>&1 || true
 }

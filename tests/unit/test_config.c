@@ -44,6 +44,18 @@ static void test_defaults_and_file(void **state)
     assert_int_equal(cfg.threads, 4);
     assert_string_equal(cfg.s3_root_prefix, "tenants/p");
     assert_string_equal(cfg.s3_secret_key, "sk");
+    assert_null(cfg.trusted_proxies);
+    assert_int_equal(cfg.db_pool, 16);
+    assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
+    config_release(&cfg);
+
+    /* trusted proxies: a valid list loads and validates */
+    char text[1024];
+    snprintf(text, sizeof(text), "%s[server]\ntrusted_proxies = 10.0.0.5, fd00::/8\n", good);
+    write_ini(text);
+    config_init(&cfg);
+    assert_int_equal(config_load(&cfg, path, err, sizeof(err)), 0);
+    assert_string_equal(cfg.trusted_proxies, "10.0.0.5, fd00::/8");
     assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
     config_release(&cfg);
     unlink(path);
@@ -112,6 +124,8 @@ static void test_validation(void **state)
             {"[events]\nenabled = true\npush_url = http://x/\n", "events.token"},
             {"[reconcile]\nlist_rate = 0\n", "list_rate"},
             {"[billing]\ngrace = -1\n", "billing"},
+            {"[server]\ntrusted_proxies = 10.0.0.1, nope\n", "'nope' is not an IP address"},
+            {"[server]\ntrusted_proxies = 10.0.0.0/99\n", "server.trusted_proxies"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[1024];

@@ -1070,6 +1070,133 @@ static void test_ipv6(void **state)
     http_server_stop(s);
 }
 
+/* [server] trusted_proxies: the list's syntax, membership, and the walk of
+ * X-Forwarded-For from the right. */
+static void test_proxies_parse(void **state)
+{
+    (void)state;
+    struct http_proxies *p = NULL;
+    char err[160];
+    assert_int_equal(
+            http_proxies_parse(" 10.0.0.7, 192.168.0.0/16,::1 , fd00::/8,::ffff:172.16.0.0/108", &p,
+                               err, sizeof(err)),
+            0);
+    assert_true(http_proxies_trusted(p, "10.0.0.7"));
+    assert_false(http_proxies_trusted(p, "10.0.0.8"));
+    assert_true(http_proxies_trusted(p, "192.168.255.1"));
+    assert_false(http_proxies_trusted(p, "192.169.0.1"));
+    assert_true(http_proxies_trusted(p, "::1"));
+    assert_true(http_proxies_trusted(p, "::ffff:10.0.0.7")); /* mapped matches IPv4 */
+    assert_true(http_proxies_trusted(p, "fd12:3456::1"));
+    assert_false(http_proxies_trusted(p, "fe80::1"));
+    assert_true(http_proxies_trusted(p, "172.16.9.9")); /* /108 mapped = /12 */
+    assert_false(http_proxies_trusted(p, "172.32.0.1"));
+    assert_false(http_proxies_trusted(p, "not-an-address"));
+    assert_false(http_proxies_trusted(p, NULL));
+    http_proxies_free(p);
+
+    /* blank is empty; NULL too */
+    assert_int_equal(http_proxies_parse("  ", &p, err, sizeof(err)), 0);
+    assert_false(http_proxies_trusted(p, "127.0.0.1"));
+    http_proxies_free(p);
+    assert_int_equal(http_proxies_parse(NULL, &p, err, sizeof(err)), 0);
+    http_proxies_free(p);
+
+    static const char *const bad[] = {
+            "10.0.0.1,,10.0.0.2", ",10.0.0.1",   "10.0.0.256",  "10.0.0.0/33",
+            "fd00::/129",         "10.0.0.0/",   "10.0.0.0/8x", "10.0.0.0/-1",
+            "example.com",        "10.0.0.1:80", "[::1]",       "::ffff:10.0.0.0/95",
+            "1.2.3.4 5.6.7.8",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = (struct http_proxies *)1;
+        err[0] = '\0';
+        if (http_proxies_parse(bad[i], &p, err, sizeof(err)) != -EINVAL)
+            fail_msg("'%s' was accepted", bad[i]);
+        assert_null(p);
+        assert_non_null(strstr(err, bad[i][0] == ',' || strstr(bad[i], ",,") ? "empty" : "not an"));
+    }
+}
+
+static void test_forwarded_client(void **state)
+{
+    (void)state;
+    struct http_proxies *p = NULL;
+    char err[160], out[64];
+    assert_int_equal(http_proxies_parse("10.0.0.0/8, fd00::/8", &p, err, sizeof(err)), 0);
+    static const struct {
+        const char *peer, *xff, *want;
+    } cases[] = {
+            /* an untrusted peer: its header is ignored */
+            {"203.0.113.9", "198.51.100.1", "203.0.113.9"},
+            /* a trusted peer without a header: the peer */
+            {"10.0.0.5", NULL, "10.0.0.5"},
+            {"10.0.0.5", "", "10.0.0.5"},
+            /* one balancer: the entry it appended */
+            {"10.0.0.5", "198.51.100.1", "198.51.100.1"},
+            /* a client's forged entries on the left do not count */
+            {"10.0.0.5", "1.1.1.1, 2.2.2.2, 198.51.100.1", "198.51.100.1"},
+            /* chained trusted proxies are walked past */
+            {"10.0.0.5", "198.51.100.1, 10.9.9.9,10.1.1.1", "198.51.100.1"},
+            {"fd00::5", "2001:db8::7, fd00::9", "2001:db8::7"},
+            /* ports and brackets, IPv4-mapped shown as IPv4 */
+            {"10.0.0.5", "198.51.100.1:4711", "198.51.100.1"},
+            {"10.0.0.5", "[2001:db8::1]:443", "2001:db8::1"},
+            {"10.0.0.5", "::ffff:198.51.100.1", "198.51.100.1"},
+            /* garbage stops the walk at the last address read */
+            {"10.0.0.5", "198.51.100.1, unknown", "10.0.0.5"},
+            {"10.0.0.5", "198.51.100.1, unknown, 10.2.2.2", "10.2.2.2"},
+            {"10.0.0.5", "198.51.100.1, 1.2.3.4:x", "10.0.0.5"},
+            /* empty elements are skipped */
+            {"10.0.0.5", "198.51.100.1, ,", "198.51.100.1"},
+            /* every entry trusted: the leftmost */
+            {"10.0.0.5", "10.3.3.3, 10.4.4.4", "10.3.3.3"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        http_forwarded_client(p, cases[i].peer, cases[i].xff, out, sizeof(out));
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("case %zu: got '%s', want '%s'", i, out, cases[i].want);
+    }
+    /* no list: always the peer */
+    http_forwarded_client(NULL, "10.0.0.5", "198.51.100.1", out, sizeof(out));
+    assert_string_equal(out, "10.0.0.5");
+    http_proxies_free(p);
+}
+
+/* End to end: a server trusting 127.0.0.1 takes the client from the header,
+ * one that does not ignores it, and a bad list refuses to start. */
+static void test_trusted_proxy_server(void **state)
+{
+    (void)state;
+    struct http_config cfg = {.bind = "127.0.0.1", .threads = 1, .trusted_proxies = "127.0.0.1"};
+    struct http_server *s;
+    assert_int_equal(
+            http_server_start(&cfg, routes, sizeof(routes) / sizeof(routes[0]), &app_token, &s), 0);
+    struct resp r;
+    assert_int_equal(request_on(http_server_port(s), "127.0.0.1", "GET", "/v1/echo", NULL, -1,
+                                PLAIN, "X-Forwarded-For: 6.6.6.6, 198.51.100.7", &r),
+                     CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "client"), "198.51.100.7");
+    resp_release(&r);
+    http_server_stop(s);
+
+    cfg.trusted_proxies = "10.0.0.0/8";
+    assert_int_equal(
+            http_server_start(&cfg, routes, sizeof(routes) / sizeof(routes[0]), &app_token, &s), 0);
+    assert_int_equal(request_on(http_server_port(s), "127.0.0.1", "GET", "/v1/echo", NULL, -1,
+                                PLAIN, "X-Forwarded-For: 198.51.100.7", &r),
+                     CURLE_OK);
+    assert_string_equal(jstr(r.json, "client"), "127.0.0.1");
+    resp_release(&r);
+    http_server_stop(s);
+
+    cfg.trusted_proxies = "10.0.0.0/40";
+    assert_int_equal(
+            http_server_start(&cfg, routes, sizeof(routes) / sizeof(routes[0]), &app_token, &s),
+            -EINVAL);
+}
+
 static int setup(void **state)
 {
     log_setup("test_http", LOG_LEVEL_WARN, 0);
@@ -1120,6 +1247,9 @@ int main(void)
             cmocka_unit_test(test_start_errors),
             cmocka_unit_test(test_graceful_stop),
             cmocka_unit_test(test_ipv6),
+            cmocka_unit_test(test_proxies_parse),
+            cmocka_unit_test(test_forwarded_client),
+            cmocka_unit_test(test_trusted_proxy_server),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
