@@ -39,6 +39,13 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 # ---- the load balancer ----
 
+class _ProxyServer(ThreadingHTTPServer):
+    # The race's 16 clients connect at once: socketserver's backlog of 5 would
+    # overflow and the kernel reset some connections before the proxy saw them.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Proxy:
     """A round-robin HTTP reverse proxy in a thread: each request goes to the
     next backend in turn; a backend that refuses the connection is skipped and
@@ -65,8 +72,7 @@ class Proxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _ProxyServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
