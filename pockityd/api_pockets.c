@@ -281,6 +281,19 @@ static json_t *request_json(const struct db_result *res, size_t row, bool admin)
     return r;
 }
 
+/* Answer 200 with a page of the query's rows, each turned into JSON by
+ * row_json(res, row, admin); the query fetched limit + 1 rows. */
+static void reply_rows(struct http_request *req, const char *key, const struct db_result *res,
+                       int64_t limit, int64_t offset,
+                       json_t *(*row_json)(const struct db_result *, size_t, bool), bool admin)
+{
+    json_t *items = json_array();
+    size_t n = db_result_rows(res);
+    for (size_t i = 0; i < n && (int64_t)i < limit; i++)
+        json_array_append_new(items, row_json(res, i, admin));
+    http_reply_json(req, 200, page_json(key, items, limit, offset, (int64_t)n > limit));
+}
+
 /* A tier request with its pocket: {...request, "pocket": {...}}. */
 static int request_load(struct db_conn *c, const char *id, bool admin, json_t **out)
 {
@@ -602,11 +615,7 @@ static void h_pockets(struct http_request *req)
         api_db_fail(req, c, rc, "list pockets");
         goto out;
     }
-    json_t *items = json_array();
-    size_t n = db_result_rows(res);
-    for (size_t i = 0; i < n && (int64_t)i < limit; i++)
-        json_array_append_new(items, pocket_json(res, i, false));
-    http_reply_json(req, 200, page_json("pockets", items, limit, offset, (int64_t)n > limit));
+    reply_rows(req, "pockets", res, limit, offset, pocket_json, false);
 out:
     db_result_free(res);
     db_release(c);
@@ -798,11 +807,7 @@ static void list_requests(struct http_request *req, bool admin)
         api_db_fail(req, c, rc, "list tier requests");
         goto out;
     }
-    json_t *items = json_array();
-    size_t n = db_result_rows(res);
-    for (size_t i = 0; i < n && (int64_t)i < limit; i++)
-        json_array_append_new(items, request_json(res, i, admin));
-    http_reply_json(req, 200, page_json("tier_requests", items, limit, offset, (int64_t)n > limit));
+    reply_rows(req, "tier_requests", res, limit, offset, request_json, admin);
 out:
     db_result_free(res);
     db_release(c);
@@ -1224,11 +1229,7 @@ static void h_admin_pockets(struct http_request *req)
         api_db_fail(req, c, rc, "list pockets");
         goto out;
     }
-    json_t *items = json_array();
-    size_t n = db_result_rows(res);
-    for (size_t i = 0; i < n && (int64_t)i < limit; i++)
-        json_array_append_new(items, pocket_json(res, i, true));
-    http_reply_json(req, 200, page_json("pockets", items, limit, offset, (int64_t)n > limit));
+    reply_rows(req, "pockets", res, limit, offset, pocket_json, true);
 out:
     db_result_free(res);
     db_release(c);
