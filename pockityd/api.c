@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "keycache.h"
 #include "log.h"
 #include "mail.h"
 #include "metrics.h"
@@ -146,7 +147,42 @@ bool api_admin(struct http_request *req, struct db_conn *c, struct principal *p)
     return true;
 }
 
-bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *k)
+/* Record the key's use from addr unless one from there was recorded within
+ * KEY_USE_EVERY: a key is presented on every reservation, and this must not be
+ * a hot write. The UPDATE's own condition keeps two concurrent requests from
+ * both writing. */
+static void key_used(struct http_request *req, struct db_conn *c, const char *id, int64_t used_at,
+                     const char *used_addr, int64_t now)
+{
+    const char *addr = http_client_addr(req);
+    if (used_at >= now - KEY_USE_EVERY && used_addr && strcmp(used_addr, addr) == 0)
+        return;
+    int rc = db_exec(c,
+                     "UPDATE api_keys SET last_used_at = $2, last_used_addr = $3 WHERE id = $1"
+                     " AND (last_used_at IS NULL OR last_used_at < $2 - $4"
+                     " OR last_used_addr IS NULL OR last_used_addr <> $3)",
+                     DB_ARGS(DB_TEXT(id), DB_INT(now), DB_TEXT(addr), DB_INT(KEY_USE_EVERY)), NULL);
+    if (rc)
+        log_warn("request %s: cannot record key use: %s", http_request_id(req), db_strerror(rc));
+    else
+        keycache_used(id, now, addr);
+}
+
+static void principal_of(const struct keycache_entry *e, struct key_principal *k)
+{
+    memset(k, 0, sizeof(*k));
+    snprintf(k->key_id, sizeof(k->key_id), "%s", e->id);
+    snprintf(k->pocket_id, sizeof(k->pocket_id), "%s", e->pocket_id);
+    snprintf(k->user_id, sizeof(k->user_id), "%s", e->user_id);
+    k->writable = e->writable;
+}
+
+/* api_key and api_key_cached: with cached, a key this process verified within
+ * KEYCACHE_TTL is checked against its cached hash and expiry only; anything
+ * else (no entry, a mismatch, an expired key) reads the database, which also
+ * gives the precise refusal. */
+static bool key_auth(struct http_request *req, struct db_conn *c, struct key_principal *k,
+                     bool cached)
 {
     const char *tok = bearer(req);
     char id[APIKEY_ID_LEN + 1], secret[APIKEY_SECRET_LEN + 1];
@@ -159,8 +195,16 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
         http_reply_error(req, 401, "unauthenticated", "malformed API key");
         return false;
     }
-    struct db_result *res = NULL;
     int64_t now = api_now();
+    struct keycache_entry e;
+    if (cached && keycache_get(id, &e) && apikey_verify(secret, e.hash) == 0 &&
+        (e.expires_at == 0 || e.expires_at > now)) {
+        secret_wipe(secret, sizeof(secret));
+        principal_of(&e, k);
+        key_used(req, c, id, e.used_at, e.used_addr, now);
+        return true;
+    }
+    struct db_result *res = NULL;
     int rc = db_query_row(c,
                           "SELECT k.pocket_id, k.user_id, k.access, k.secret_hash, k.expires_at,"
                           " k.revoked_at, u.status, k.last_used_at, k.last_used_addr"
@@ -176,8 +220,7 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
         api_db_fail(req, c, rc, "authenticate key");
         return false;
     }
-    bool ok = false, stale = false;
-    const char *addr = http_client_addr(req);
+    bool ok = false;
     if (rc == DB_ERR_NOT_FOUND || verdict != 0) {
         http_reply_error(req, 401, "unauthenticated", "unknown API key");
     } else if (!db_result_is_null(res, 0, 5)) {
@@ -187,33 +230,34 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
     } else if (strcmp(db_result_text(res, 0, 6), "active") != 0) {
         http_reply_error(req, 401, "unauthenticated", "the key's owner is suspended");
     } else {
-        memset(k, 0, sizeof(*k));
-        snprintf(k->key_id, sizeof(k->key_id), "%s", id);
-        snprintf(k->pocket_id, sizeof(k->pocket_id), "%s", db_result_text(res, 0, 0));
-        snprintf(k->user_id, sizeof(k->user_id), "%s", db_result_text(res, 0, 1));
-        k->writable = strcmp(db_result_text(res, 0, 2), "rw") == 0;
-        const char *last_addr = db_result_text(res, 0, 8);
-        stale = db_result_is_null(res, 0, 7) || db_result_int(res, 0, 7) < now - KEY_USE_EVERY ||
-                !last_addr || strcmp(last_addr, addr) != 0;
+        memset(&e, 0, sizeof(e));
+        snprintf(e.id, sizeof(e.id), "%s", id);
+        snprintf(e.hash, sizeof(e.hash), "%s", db_result_text(res, 0, 3));
+        snprintf(e.pocket_id, sizeof(e.pocket_id), "%s", db_result_text(res, 0, 0));
+        snprintf(e.user_id, sizeof(e.user_id), "%s", db_result_text(res, 0, 1));
+        e.writable = strcmp(db_result_text(res, 0, 2), "rw") == 0;
+        e.expires_at = db_result_is_null(res, 0, 4) ? 0 : db_result_int(res, 0, 4);
+        e.used_at = db_result_is_null(res, 0, 7) ? 0 : db_result_int(res, 0, 7);
+        const char *addr = db_result_text(res, 0, 8);
+        snprintf(e.used_addr, sizeof(e.used_addr), "%s", addr ? addr : "");
+        keycache_put(&e);
+        principal_of(&e, k);
         ok = true;
     }
     db_result_free(res);
-    if (!ok)
-        return false;
-    /* Track use, but write at most once a minute per key and address: a key is
-     * presented on every reservation, and this must not be a hot write. The row
-     * just read says whether it is due; the UPDATE's own condition keeps two
-     * concurrent requests from both writing. */
-    if (!stale)
-        return true;
-    rc = db_exec(c,
-                 "UPDATE api_keys SET last_used_at = $2, last_used_addr = $3 WHERE id = $1"
-                 " AND (last_used_at IS NULL OR last_used_at < $2 - $4"
-                 " OR last_used_addr IS NULL OR last_used_addr <> $3)",
-                 DB_ARGS(DB_TEXT(id), DB_INT(now), DB_TEXT(addr), DB_INT(KEY_USE_EVERY)), NULL);
-    if (rc)
-        log_warn("request %s: cannot record key use: %s", http_request_id(req), db_strerror(rc));
-    return true;
+    if (ok)
+        key_used(req, c, id, e.used_at, e.used_addr[0] ? e.used_addr : NULL, now);
+    return ok;
+}
+
+bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *k)
+{
+    return key_auth(req, c, k, false);
+}
+
+bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_principal *k)
+{
+    return key_auth(req, c, k, true);
 }
 
 int api_audit(struct http_request *req, struct db_conn *c, const char *actor_type,

@@ -73,6 +73,13 @@ struct key_principal {
  * business (a pending pocket gets 403 from POST /v1/session). */
 bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *k);
 
+/* api_key for the routes a mount calls for every file (usage, reservations,
+ * allowances): a key this process verified within KEYCACHE_TTL seconds is
+ * checked against keycache.h's entry (hash, expiry) without a database read.
+ * A revocation or suspension made by another replica may take that long to
+ * show here; the sessions route, which hands out credentials, uses api_key. */
+bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_principal *k);
+
 /* Append to the audit log. actor_type is "user", "admin", "key" or "system";
  * detail (may be NULL) is stolen. Returns a db status. Call it inside the
  * transaction of the change it records when there is one. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keycache.h"
 #include "log.h"
 #include "secret.h"
 
@@ -273,8 +274,10 @@ static void h_revoke(struct http_request *req)
         http_reply_error(req, 404, "not_found", "key '%s' not found", id);
     else if (rc)
         api_db_fail(req, c, rc, "revoke key");
-    else
+    else {
+        keycache_forget(id); /* after the commit: no one can cache it again */
         http_reply_empty(req, 204);
+    }
 out:
     db_result_free(res);
     db_release(c);

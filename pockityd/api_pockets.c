@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "billing.h"
+#include "keycache.h"
 #include "log.h"
 #include "secret.h"
 #include "usage.h"
@@ -1400,6 +1401,7 @@ static void h_pocket_delete(struct http_request *req)
     }
     if (!api_tx_run(req, c, pocket_delete_tx, &a, "delete pocket"))
         goto out;
+    keycache_forget(NULL); /* its keys are revoked */
     int rc = pocket_load(c, a.id, who.admin ? NULL : who.user_id, who.admin, &body);
     if (rc)
         api_db_fail(req, c, rc, "read pocket");

@@ -21,7 +21,7 @@
  * (c is still held by the caller). */
 static bool writer(struct http_request *req, struct db_conn *c, struct key_principal *k)
 {
-    if (!api_key(req, c, k))
+    if (!api_key_cached(req, c, k))
         return false;
     if (!k->writable) {
         http_reply_error(req, 403, "forbidden", "this API key is read-only");
@@ -76,7 +76,7 @@ static void h_usage(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!api_key(req, c, &k))
+    if (!api_key_cached(req, c, &k))
         goto out;
     int rc = usage_get(c, k.pocket_id, &p);
     if (rc)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "keycache.h"
 #include "log.h"
 #include "mail.h"
 #include "password.h"
@@ -1068,6 +1069,7 @@ static void admin_set_status(struct http_request *req, const char *status)
         json_object_set_new(detail, "reason", json_string(reason));
     admin_update(req, c, &p, id, "UPDATE users SET status = $2, updated_at = $3 WHERE id = $1",
                  status, suspend, suspend ? "user.suspend" : "user.unsuspend", detail);
+    keycache_forget(NULL); /* the owner's keys are refused while suspended */
 out:
     db_release(c);
 }

@@ -435,6 +435,38 @@ int db_exec_script(struct db_conn *c, const char *sql)
 
 /* ---- transactions ---- */
 
+/* Take the process's writer mutex for a write transaction on a one-writer
+ * engine, waiting at most the busy timeout like the engine's own lock would.
+ * Returns DB_OK (also when the engine needs none) or DB_ERR_RETRY. */
+static int writer_take(struct db_conn *c)
+{
+    if (!c->db->be->one_writer)
+        return DB_OK;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += c->db->opt.busy_timeout_ms / 1000;
+    until.tv_nsec += (long)(c->db->opt.busy_timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_mutex_timedlock(&c->db->writer, &until) != 0) {
+        db_conn_set_error(c, "another write transaction held the database for %u ms",
+                          c->db->opt.busy_timeout_ms);
+        return DB_ERR_RETRY;
+    }
+    c->holds_writer = true;
+    return DB_OK;
+}
+
+static void writer_give(struct db_conn *c)
+{
+    if (c->holds_writer) {
+        c->holds_writer = false;
+        pthread_mutex_unlock(&c->db->writer);
+    }
+}
+
 int db_begin(struct db_conn *c, enum db_tx mode)
 {
     if (!c)
@@ -444,6 +476,11 @@ int db_begin(struct db_conn *c, enum db_tx mode)
         return DB_ERR_INVALID;
     }
     const char *sql = mode == DB_TX_WRITE ? c->db->be->begin_write : c->db->be->begin_read;
+    if (mode == DB_TX_WRITE) {
+        int rc = writer_take(c);
+        if (rc)
+            return rc;
+    }
     if (c->db->be->batch) {
         /* Sent with the first statement (see run and db_batch). */
         c->begin_pending = sql;
@@ -455,11 +492,24 @@ int db_begin(struct db_conn *c, enum db_tx mode)
     if (rc == DB_OK) {
         c->in_tx = true;
         c->tx_error = DB_OK;
+    } else {
+        writer_give(c);
     }
     return rc;
 }
 
+static int commit_tx(struct db_conn *c);
+
 int db_commit(struct db_conn *c)
+{
+    if (!c)
+        return DB_ERR_INVALID;
+    int rc = commit_tx(c);
+    writer_give(c);
+    return rc;
+}
+
+static int commit_tx(struct db_conn *c)
 {
     if (!c)
         return DB_ERR_INVALID;
@@ -509,9 +559,9 @@ int db_rollback(struct db_conn *c)
     c->in_tx = false;
     c->begin_pending = NULL;
     /* SQLite may already have rolled back on its own (e.g. after SQLITE_FULL). */
-    if (!c->db->be->in_transaction(c))
-        return DB_OK;
-    return db_exec(c, "ROLLBACK", NULL, 0, NULL);
+    int rc = c->db->be->in_transaction(c) ? db_exec(c, "ROLLBACK", NULL, 0, NULL) : DB_OK;
+    writer_give(c);
+    return rc;
 }
 
 static void sleep_ms(unsigned ms)
@@ -589,6 +639,7 @@ void db_release(struct db_conn *c)
     c->in_tx = false;
     if (db->be->in_transaction(c))
         db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
+    writer_give(c);
     pthread_mutex_lock(&db->lock);
     if (!c->in_pool) {
         c->in_pool = true;
@@ -624,6 +675,7 @@ static void free_db(struct db *db, size_t nconnected)
         db->be->disconnect(&db->conns[i]);
     pthread_cond_destroy(&db->freed);
     pthread_mutex_destroy(&db->lock);
+    pthread_mutex_destroy(&db->writer);
     free(db->conns);
     free(db->idle);
     free(db);
@@ -684,6 +736,7 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
     db->be = be;
     db->opt = o;
     pthread_mutex_init(&db->lock, NULL);
+    pthread_mutex_init(&db->writer, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -17,6 +17,7 @@ struct db_conn {
                                   transaction's first statement (backends with batch) */
     int tx_error;              /* the first status other than DB_OK inside the transaction */
     bool in_pool;              /* guarded by db->lock: sitting in the free list */
+    bool holds_writer;         /* holds db->writer (backends with one_writer) */
     char errmsg[DB_ERRMSG_SIZE];
 };
 
@@ -31,6 +32,10 @@ struct db_backend {
     /* SQL that opens a transaction of each kind. */
     const char *begin_read;
     const char *begin_write;
+    /* The engine lets one transaction write at a time (SQLite): db.c queues this
+     * process's write transactions on a mutex instead of letting them poll the
+     * engine's lock, whose busy handler sleeps for up to 100 ms a turn. */
+    bool one_writer;
     /* Open c->handle to target (the URL without "sqlite:" for SQLite, the whole URL
      * for PostgreSQL). On failure leave c->handle NULL and describe it in err. */
     int (*connect)(struct db_conn *c, const char *target, const struct db_options *opt, char *err,
@@ -64,9 +69,10 @@ struct db {
     struct db_options opt; /* defaults filled in */
     struct db_conn *conns; /* opt.pool_size of them, fixed after open */
     pthread_mutex_t lock;
-    pthread_cond_t freed;  /* signalled when a connection returns to the pool */
-    struct db_conn **idle; /* guarded by lock: the connections in the pool */
-    size_t nidle;          /* guarded by lock */
+    pthread_cond_t freed;   /* signalled when a connection returns to the pool */
+    struct db_conn **idle;  /* guarded by lock: the connections in the pool */
+    size_t nidle;           /* guarded by lock */
+    pthread_mutex_t writer; /* held through a write transaction (be->one_writer) */
 };
 
 /* Record the message of the last error on c (printf-style, truncated to fit). */

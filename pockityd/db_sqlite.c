@@ -146,8 +146,9 @@ static int sq_connect(struct db_conn *c, const char *path, const struct db_optio
         rc = SQLITE_ERROR;
         goto fail;
     }
-    rc = sqlite3_exec(sc->h, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                      NULL);
+    rc = sqlite3_exec(
+            sc->h, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;",
+            NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot set up '%s': %s", path, sqlite3_errmsg(sc->h));
         goto fail;
@@ -379,6 +380,7 @@ const struct db_backend db_backend_sqlite = {
         .dialect = DB_SQLITE,
         .begin_read = "BEGIN DEFERRED",
         .begin_write = "BEGIN IMMEDIATE",
+        .one_writer = true,
         .connect = sq_connect,
         .disconnect = sq_disconnect,
         .check = sq_check,

@@ -7,6 +7,7 @@
 #include "mig_events.h"
 #include "mig_mail.h"
 #include "mig_payments.h"
+#include "mig_quota.h"
 #include "mig_roles.h"
 
 #include <inttypes.h>
@@ -190,6 +191,10 @@ static const struct migration migrations[] = {
          .name = "pocket roles",
          .sql_sqlite = MIG_ROLES_SQLITE,
          .sql_postgres = MIG_ROLES_POSTGRES},
+        {.version = 8,
+         .name = "quota functions",
+         .sql_sqlite = MIG_QUOTA_SQLITE,
+         .sql_postgres = MIG_QUOTA_POSTGRES},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

@@ -41,16 +41,20 @@ static int run_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *
     return rc;
 }
 
-/* Lock the pocket's row for the rest of the transaction (a no-op UPDATE), so
- * every ledger change of one pocket happens one after the other. */
+/* PostgreSQL: the pocket's row lock, without writing a new row version. No
+ * row: no such pocket. */
+#define PG_LOCK "SELECT 1 FROM pockets WHERE id = $1 FOR UPDATE"
+
+/* Lock the pocket's row for the rest of the write transaction, so every ledger
+ * change of one pocket happens one after the other. SQLite's write transaction
+ * (BEGIN IMMEDIATE) already holds the whole database, so there it only checks
+ * that the pocket exists. */
 static int lock_pocket(struct db_conn *c, const char *pocket_id)
 {
-    int64_t changes = 0;
-    int rc = db_exec(c, "UPDATE pockets SET updated_at = updated_at WHERE id = $1",
-                     DB_ARGS(DB_TEXT(pocket_id)), &changes);
-    if (rc == DB_OK && changes == 0)
-        rc = DB_ERR_NOT_FOUND;
-    return rc;
+    int64_t found = 0;
+    return db_query_int(
+            c, db_conn_dialect(c) == DB_POSTGRES ? PG_LOCK : "SELECT 1 FROM pockets WHERE id = $1",
+            DB_ARGS(DB_TEXT(pocket_id)), &found);
 }
 
 /* The pocket's totals as usage_get and the RETURNING clauses below read them,
@@ -331,32 +335,13 @@ static int reserve_tx(struct db_conn *c, void *arg)
                    NULL);
 }
 
-/* PostgreSQL: the pocket's row lock of lock_pocket, without writing a new row
- * version (FOR UPDATE is PostgreSQL's: this path is). No row: no such pocket. */
-#define PG_LOCK "SELECT 1 FROM pockets WHERE id = $1 FOR UPDATE"
-
-/* PostgreSQL: lock the pocket, then one statement that reads the ledger and the
- * prefix, grants by the same conditional UPDATE as above and inserts the
- * reservation, then COMMIT, in one round trip. Its one row: granted (0/1), the
- * bytes and objects needed, the prefix's length, then TOTALS_COLUMNS (after the
- * grant, or as they are when refused). No row: no such pocket. */
-#define PG_RESERVE                                                                                 \
-    "WITH old AS (SELECT size FROM objects WHERE pocket_id = $1 AND key = $2 AND deleted = 0),"    \
-    " need AS (SELECT GREATEST($3 - COALESCE((SELECT size FROM old), 0), 0) AS bytes,"             \
-    " CASE WHEN EXISTS (SELECT 1 FROM old) THEN 0 ELSE 1 END AS objects),"                         \
-    " upd AS (UPDATE pockets SET reserved_bytes = reserved_bytes + need.bytes,"                    \
-    " reserved_objects = reserved_objects + need.objects FROM need"                                \
-    " WHERE id = $1 AND octet_length(prefix) <= $7 AND status = 'active' AND hold IS NULL"         \
-    " AND used_bytes + reserved_bytes + need.bytes <="                                             \
-    " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"                                    \
-    " AND used_objects + reserved_objects + need.objects <="                                       \
-    " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)"                                  \
-    " RETURNING octet_length(prefix) AS prefix_len, " TOTALS_COLUMNS "),"                          \
-    " ins AS (INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"     \
-    " expires_at) SELECT $4, $1, $2, need.bytes, need.objects, $3, $5, $6 FROM need, upd)"         \
-    " SELECT 1, need.bytes, need.objects, upd.* FROM need, upd"                                    \
-    " UNION ALL SELECT 0, need.bytes, need.objects, octet_length(prefix), " TOTALS_COLUMNS         \
-    " FROM pockets, need WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
+/* PostgreSQL: pockity_reserve (pockityd/mig_quota.h) locks the pocket, reads
+ * the ledger and the prefix, grants by the same conditional UPDATE as above
+ * and inserts the reservation: one statement in autocommit, one round trip.
+ * Its one row: granted (0/1), the bytes and objects needed, the prefix's
+ * length, then TOTALS_COLUMNS (after the grant, or as they are when refused).
+ * No row: no such pocket. */
+#define PG_RESERVE "SELECT * FROM pockity_reserve($1, $2, $3, $4, $5, $6, $7)"
 
 static int reserve_pg(struct db_conn *c, struct reserve_args *a)
 {
@@ -365,26 +350,17 @@ static int reserve_pg(struct db_conn *c, struct reserve_args *a)
     int64_t prefix_max = klen < a->key_max ? (int64_t)(a->key_max - klen) : -1;
     r->expires_at = a->now + a->ttl;
     struct db_result *res = NULL;
-    struct db_result *locked = NULL;
-    int rc = db_begin(c, DB_TX_WRITE);
-    if (rc)
-        return rc;
-    const struct db_stmt batch[] = {
-            {PG_LOCK, DB_ARGS(DB_TEXT(a->pocket_id)), &locked, NULL},
-            {PG_RESERVE,
-             DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(a->size), DB_TEXT(r->id),
-                     DB_INT(a->now), DB_INT(r->expires_at), DB_INT(prefix_max)),
-             &res, NULL},
-    };
-    rc = db_batch(c, batch, sizeof(batch) / sizeof(batch[0]), true);
-    if (rc == DB_OK && (db_result_rows(locked) == 0 || db_result_rows(res) == 0))
+    int rc = db_query(c, PG_RESERVE,
+                      DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->key), DB_INT(a->size),
+                              DB_TEXT(r->id), DB_INT(a->now), DB_INT(r->expires_at),
+                              DB_INT(prefix_max)),
+                      &res);
+    if (rc == DB_OK && db_result_rows(res) == 0)
         rc = DB_ERR_NOT_FOUND;
     if (rc) {
         db_result_free(res);
-        db_result_free(locked);
         return rc;
     }
-    db_result_free(locked);
     bool granted = db_result_int(res, 0, 0) == 1;
     r->bytes = db_result_int(res, 0, 1);
     r->objects = db_result_int(res, 0, 2);
@@ -464,50 +440,24 @@ static int commit_tx(struct db_conn *c, void *arg)
     return rc;
 }
 
-/* PostgreSQL: lock the pocket, then one statement that deletes the reservation,
- * reads the key's ledger row, writes the new one and moves the totals as
- * commit_tx does, then COMMIT, in one round trip. Its one row: the totals
- * after (TOTALS_COLUMNS); no row: no such reservation in this pocket. */
-#define PG_COMMIT                                                                                  \
-    "WITH r AS (DELETE FROM reservations WHERE id = $2 AND pocket_id = $1"                         \
-    " RETURNING key, bytes, objects),"                                                             \
-    " old AS (SELECT o.size FROM objects o, r WHERE o.pocket_id = $1 AND o.key = r.key"            \
-    " AND o.deleted = 0),"                                                                         \
-    " up AS (INSERT INTO objects (pocket_id, key, size, etag, deleted, updated_at)"                \
-    " SELECT $1, r.key, $3, CAST($4 AS TEXT), 0, $5 FROM r ON CONFLICT (pocket_id, key)"           \
-    " DO UPDATE SET size = excluded.size, etag = excluded.etag, deleted = 0,"                      \
-    " updated_at = excluded.updated_at),"                                                          \
-    " d AS (SELECT r.bytes AS rb, r.objects AS ro,"                                                \
-    " $3 - COALESCE((SELECT size FROM old), 0) AS ub,"                                             \
-    " CASE WHEN EXISTS (SELECT 1 FROM old) THEN 0 ELSE 1 END AS uo FROM r)"                        \
-    " UPDATE pockets SET"                                                                          \
-    " used_bytes = CASE WHEN used_bytes + d.ub < 0 THEN 0 ELSE used_bytes + d.ub END,"             \
-    " used_objects = CASE WHEN used_objects + d.uo < 0 THEN 0 ELSE used_objects + d.uo END,"       \
-    " reserved_bytes = CASE WHEN reserved_bytes < d.rb THEN 0 ELSE reserved_bytes - d.rb END,"     \
-    " reserved_objects = CASE WHEN reserved_objects < d.ro THEN 0"                                 \
-    " ELSE reserved_objects - d.ro END FROM d WHERE id = $1" TOTALS_RETURNING
+/* PostgreSQL: pockity_commit (pockityd/mig_quota.h) locks the pocket, deletes
+ * the reservation, reads the key's ledger row, writes the new one and moves the
+ * totals as commit_tx does: one statement in autocommit. Its one row: the
+ * totals after (TOTALS_COLUMNS); no row: no such reservation in this pocket. */
+#define PG_COMMIT "SELECT * FROM pockity_commit($1, $2, $3, $4, $5)"
 
 static int commit_pg(struct db_conn *c, const struct commit_args *a)
 {
     struct db_result *res = NULL;
-    struct db_result *locked = NULL;
-    int rc = db_begin(c, DB_TX_WRITE);
-    if (rc)
-        return rc;
-    const struct db_stmt batch[] = {
-            {PG_LOCK, DB_ARGS(DB_TEXT(a->pocket_id)), &locked, NULL},
-            {PG_COMMIT,
-             DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->id), DB_INT(a->size), DB_TEXT(a->etag),
-                     DB_INT(a->now)),
-             &res, NULL},
-    };
-    rc = db_batch(c, batch, sizeof(batch) / sizeof(batch[0]), true);
-    if (rc == DB_OK && (db_result_rows(locked) == 0 || db_result_rows(res) == 0))
+    int rc = db_query(c, PG_COMMIT,
+                      DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->id), DB_INT(a->size),
+                              DB_TEXT(a->etag), DB_INT(a->now)),
+                      &res);
+    if (rc == DB_OK && db_result_rows(res) == 0)
         rc = DB_ERR_NOT_FOUND;
     if (rc == DB_OK && a->after)
         pocket_read(res, a->after);
     db_result_free(res);
-    db_result_free(locked);
     return rc;
 }
 

@@ -40,7 +40,7 @@ class KeysTest(unittest.TestCase):
         cls.d.stop()
 
     def setUp(self):
-        self.token, self.user, _, _ = self.d.new_user()
+        self.token, self.user, self.email, self.password = self.d.new_user()
         self.pocket = self.d.new_pocket(self.token)
         self.assertEqual(self.pocket["status"], "active")
 
@@ -120,6 +120,54 @@ class KeysTest(unittest.TestCase):
         self.assertEqual(body["error"]["code"], "unauthenticated")
         self.assertIn("revoked", body["error"]["message"])
         self.session(ro)
+
+    def test_quota_routes_see_changes_at_once(self):
+        """The quota routes remember keys they verified (pockityd/keycache.h);
+        a revocation, the owner's suspension or the pocket's deletion made
+        through this daemon still refuses the very next call."""
+        def reserve(key):
+            return self.d.request("POST", "/v1/reservations", {"key": "f", "bytes": 1},
+                                  token=key["key"])
+
+        # Revocation.
+        k = self.d.new_key(self.token, self.pocket["id"])
+        self.assertEqual(reserve(k).status, 201)
+        self.assertEqual(reserve(k).status, 201)  # served from the cache
+        self.assertEqual(self.d.request("DELETE", "/v1/keys/" + k["id"], token=self.token).status,
+                         204)
+        r = reserve(k)
+        self.assertEqual(r.status, 401, r)
+        self.assertIn("revoked", r.body["error"]["message"])
+
+        # A wrong secret with a cached id is still refused.
+        k = self.d.new_key(self.token, self.pocket["id"])
+        self.assertEqual(reserve(k).status, 201)
+        forged = dict(k, key=k["key"][:-1] + ("A" if k["key"][-1] != "A" else "B"))
+        r = reserve(forged)
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.body["error"]["code"], "unauthenticated")
+
+        # The owner's suspension, then lifted.
+        admin = self.d.admin_token()
+        r = self.d.request("POST", "/v1/admin/users/%s/suspend" % self.user["id"], token=admin)
+        self.assertEqual(r.status, 200, r)
+        r = reserve(k)
+        self.assertEqual(r.status, 401, r)
+        self.assertIn("suspended", r.body["error"]["message"])
+        r = self.d.request("POST", "/v1/admin/users/%s/unsuspend" % self.user["id"], token=admin)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(reserve(k).status, 201)
+
+        # The pocket's deletion revokes its keys (the suspension ended the login).
+        r = self.d.request("POST", "/v1/auth/login", {"email": self.email,
+                                                      "password": self.password})
+        self.assertEqual(r.status, 200, r)
+        self.token = r.body["token"]
+        r = self.d.request("DELETE", "/v1/pockets/" + self.pocket["id"], token=self.token)
+        self.assertEqual(r.status, 202, r)
+        r = reserve(k)
+        self.assertEqual(r.status, 401, r)
+        self.assertIn("revoked", r.body["error"]["message"])
 
     def test_bad_input(self):
         bad = [
