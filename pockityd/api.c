@@ -260,6 +260,17 @@ bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_prin
     return key_auth(req, c, k, true);
 }
 
+bool api_key_writer(struct http_request *req, struct db_conn *c, struct key_principal *k)
+{
+    if (!key_auth(req, c, k, true))
+        return false;
+    if (!k->writable) {
+        http_reply_error(req, 403, "forbidden", "this API key is read-only");
+        return false;
+    }
+    return true;
+}
+
 int api_audit(struct http_request *req, struct db_conn *c, const char *actor_type,
               const char *actor_id, const char *action, const char *target_type,
               const char *target_id, json_t *detail)

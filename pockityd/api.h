@@ -80,6 +80,10 @@ bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *
  * show here; the sessions route, which hands out credentials, uses api_key. */
 bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_principal *k);
 
+/* api_key_cached, and the key must be rw: else 403 forbidden. On false a reply
+ * went out. */
+bool api_key_writer(struct http_request *req, struct db_conn *c, struct key_principal *k);
+
 /* Append to the audit log. actor_type is "user", "admin", "key" or "system";
  * detail (may be NULL) is stolen. Returns a db status. Call it inside the
  * transaction of the change it records when there is one. */

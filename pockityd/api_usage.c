@@ -17,19 +17,6 @@
 #define ETAG_MAX         128
 #define DELETE_BATCH_MAX 1000
 
-/* Authenticate the API key and insist it may write. On false a reply went out
- * (c is still held by the caller). */
-static bool writer(struct http_request *req, struct db_conn *c, struct key_principal *k)
-{
-    if (!api_key_cached(req, c, k))
-        return false;
-    if (!k->writable) {
-        http_reply_error(req, 403, "forbidden", "this API key is read-only");
-        return false;
-    }
-    return true;
-}
-
 /* The length of the pocket's prefix, to bound relative keys. */
 static int prefix_len(struct db_conn *c, const char *pocket_id, size_t *out)
 {
@@ -100,7 +87,7 @@ static void h_reserve(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!writer(req, c, &k) || !http_json_only_keys(req, allowed) ||
+    if (!api_key_writer(req, c, &k) || !http_json_only_keys(req, allowed) ||
         !http_json_get_string(req, "key", 1, S3_KEY_MAX, &key) ||
         !http_json_get_int(req, "bytes", 0, USAGE_MAX_OBJECT_SIZE, &size))
         goto out;
@@ -160,7 +147,7 @@ static void h_commit(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!writer(req, c, &k) || !http_json_only_keys(req, allowed) ||
+    if (!api_key_writer(req, c, &k) || !http_json_only_keys(req, allowed) ||
         !http_json_get_int(req, "bytes", 0, USAGE_MAX_OBJECT_SIZE, &size) ||
         !http_json_get_string(req, "etag", 1, ETAG_MAX, &etag))
         goto out;
@@ -187,7 +174,7 @@ static void h_release(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!writer(req, c, &k))
+    if (!api_key_writer(req, c, &k))
         goto out;
     int rc = secret_id_valid("rsv_", id) ? usage_release(c, k.pocket_id, id) : DB_ERR_NOT_FOUND;
     if (rc == DB_ERR_NOT_FOUND)
@@ -211,7 +198,7 @@ static void h_deleted(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!writer(req, c, &k) || !http_json_only_keys(req, allowed))
+    if (!api_key_writer(req, c, &k) || !http_json_only_keys(req, allowed))
         goto out;
     json_t *list = json_object_get(http_json(req), "keys");
     if (!json_is_array(list)) {

@@ -64,6 +64,7 @@ static const struct opt opts[] = {
         O("auth", "password_cost_t", OPT_INT, password_cost_t, "2", NULL, 0),
         O("quota", "reservation_ttl", OPT_INT, reservation_ttl, "3600", NULL, 0),
         O("quota", "sweep_interval", OPT_INT, sweep_interval, "60", NULL, 0),
+        O("quota", "allowance_ttl", OPT_INT, allowance_ttl, "120", NULL, 0),
         O("server", "public_url", OPT_STR, public_url, NULL, "POCKITYD_PUBLIC_URL", 0),
         O("billing", "grace", OPT_INT, billing_grace, "604800", NULL, 0),
         O("billing", "renew_ahead", OPT_INT, billing_renew_ahead, "259200", NULL, 0),
@@ -299,6 +300,10 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
     if (cfg->login_ttl < 60 || cfg->login_max_attempts < 1 || cfg->login_window < 1 ||
         cfg->reservation_ttl < 10 || cfg->sweep_interval < 1) {
         snprintf(err, errlen, "error: auth and quota durations must be positive");
+        return -1;
+    }
+    if (cfg->allowance_ttl < 10) {
+        snprintf(err, errlen, "error: 'quota.allowance_ttl' must be at least 10 seconds");
         return -1;
     }
     return 0;

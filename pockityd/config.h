@@ -50,6 +50,7 @@ struct config {
     /* [quota] */
     int64_t reservation_ttl; /* seconds before an uncommitted reservation expires; 3600 */
     int64_t sweep_interval;  /* seconds between sweeps of expired reservations; 60 */
+    int64_t allowance_ttl;   /* seconds an allowance lives past its grant or last commit; 120 */
 
     /* [server] public_url: how users reach this API (links in mail, payment
      * return pages); default none */

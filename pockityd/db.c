@@ -571,18 +571,20 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-int db_transact(struct db *db, db_tx_fn fn, void *arg)
+/* A pause of 5 ms per attempt plus jitter, so contenders spread out. */
+static void retry_pause(const struct db_conn *c, int attempt)
 {
-    struct db_conn *c = db_acquire(db);
-    if (!c)
-        return DB_ERR_BUSY;
+    unsigned seed = (unsigned)(uintptr_t)c ^ (unsigned)time(NULL) ^ (unsigned)attempt;
+    sleep_ms(5u * (unsigned)attempt + (unsigned)(rand_r(&seed) % 20));
+}
+
+/* The pause is between attempts only: the first runs at once. */
+int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg)
+{
     int rc = DB_ERR_RETRY;
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        if (attempt) {
-            /* Back off a little, with jitter, so the contenders spread out. */
-            unsigned seed = (unsigned)(uintptr_t)c ^ (unsigned)time(NULL) ^ (unsigned)attempt;
-            sleep_ms(5u * (unsigned)attempt + (unsigned)(rand_r(&seed) % 10));
-        }
+        if (attempt)
+            retry_pause(c, attempt);
         rc = db_begin(c, DB_TX_WRITE);
         if (rc)
             continue;
@@ -592,7 +594,27 @@ int db_transact(struct db *db, db_tx_fn fn, void *arg)
         else
             db_rollback(c);
     }
+    return rc;
+}
+
+int db_transact(struct db *db, db_tx_fn fn, void *arg)
+{
+    struct db_conn *c = db_acquire(db);
+    if (!c)
+        return DB_ERR_BUSY;
+    int rc = db_transact_on(c, fn, arg);
     db_release(c);
+    return rc;
+}
+
+int db_retry(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *arg)
+{
+    int rc = DB_ERR_RETRY;
+    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
+        if (attempt)
+            retry_pause(c, attempt);
+        rc = fn(c, arg);
+    }
     return rc;
 }
 

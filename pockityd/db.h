@@ -227,4 +227,11 @@ int db_rollback(struct db_conn *c);
 typedef int (*db_tx_fn)(struct db_conn *c, void *arg);
 int db_transact(struct db *db, db_tx_fn fn, void *arg);
 
+/* db_transact on a connection the caller holds (not in a transaction). */
+int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg);
+
+/* Run fn (a statement in autocommit, or a transaction it ends itself) again
+ * after DB_ERR_RETRY with the same pauses, at most DB_TRANSACT_ATTEMPTS times. */
+int db_retry(struct db_conn *c, db_tx_fn fn, void *arg);
+
 #endif

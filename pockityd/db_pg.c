@@ -432,6 +432,8 @@ static int pipeline_read(struct db_conn *c, const struct db_stmt *st, bool *skip
             continue;
         }
         switch (PQresultStatus(r)) {
+        case PGRES_SINGLE_TUPLE: /* libpq 15 may keep the single-row mode of the
+                                    query before the pipeline: rows come one by one */
         case PGRES_TUPLES_OK:
         case PGRES_COMMAND_OK:
             if (st->out && !res)

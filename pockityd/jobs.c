@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "allowance.h"
 #include "api.h"
 #include "log.h"
 #include "usage.h"
@@ -78,6 +79,11 @@ void usage_job(struct app *app, int64_t now)
         log_info("jobs: released %d expired reservation(s)", released);
     else if (released < 0)
         log_warn("jobs: sweeping reservations failed: %s", db_strerror(-released));
+    released = allowance_sweep_expired(app->db, now);
+    if (released > 0)
+        log_info("jobs: released %d expired allowance(s)", released);
+    else if (released < 0)
+        log_warn("jobs: sweeping allowances failed: %s", db_strerror(-released));
     forget_ended_sessions(app, now);
 }
 

@@ -143,6 +143,8 @@ static void register_metrics(void)
                              "Mount sessions (STS credentials) issued.");
     metrics_counter_register_labels("pockityd_reservations_total", "Quota reservations by result.",
                                     "result", results);
+    metrics_counter_register_labels("pockityd_allowances_total", "Quota allowances by result.",
+                                    "result", results);
     metrics_counter_register_labels("pockityd_db_errors_total", "Database errors by kind.", "kind",
                                     kinds);
 }

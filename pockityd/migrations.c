@@ -3,6 +3,7 @@
 #include "migrations.h"
 #include "db_backend.h"
 
+#include "mig_allowances.h"
 #include "mig_billing.h"
 #include "mig_events.h"
 #include "mig_mail.h"
@@ -195,6 +196,10 @@ static const struct migration migrations[] = {
          .name = "quota functions",
          .sql_sqlite = MIG_QUOTA_SQLITE,
          .sql_postgres = MIG_QUOTA_POSTGRES},
+        {.version = 9,
+         .name = "allowances",
+         .sql_sqlite = MIG_ALLOWANCES_SQLITE,
+         .sql_postgres = MIG_ALLOWANCES_POSTGRES},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))

@@ -16,6 +16,7 @@ struct http_route *routes_build(size_t *n)
             {api_keys_routes, api_keys_n_routes},
             {api_session_routes, api_session_n_routes},
             {api_usage_routes, api_usage_n_routes},
+            {api_allowances_routes, api_allowances_n_routes},
             {api_billing_routes, api_billing_n_routes},
             {api_payments_routes, api_payments_n_routes},
             {api_events_routes, api_events_n_routes},

@@ -17,6 +17,7 @@ ROUTE_GROUP(pockets);
 ROUTE_GROUP(keys);
 ROUTE_GROUP(session);
 ROUTE_GROUP(usage);
+ROUTE_GROUP(allowances);
 ROUTE_GROUP(billing);
 ROUTE_GROUP(payments);
 ROUTE_GROUP(events);

@@ -12,35 +12,6 @@
 #include "log.h"
 #include "secret.h"
 
-/* A short jittered pause before the attempt-th retry of a transaction. */
-static void retry_pause(int attempt)
-{
-    uint32_t r = 0;
-    secret_random(&r, sizeof(r));
-    struct timespec ts = {0, (long)(5 * attempt + (int)(r % 20)) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Run fn in a write transaction on c, again after DB_ERR_RETRY (deadlock,
- * serialization failure, busy) with a short jittered pause. */
-static int run_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *arg)
-{
-    int rc = DB_ERR_RETRY;
-    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        if (attempt)
-            retry_pause(attempt);
-        rc = db_begin(c, DB_TX_WRITE);
-        if (rc)
-            continue;
-        rc = fn(c, arg);
-        if (rc == DB_OK)
-            rc = db_commit(c);
-        else
-            db_rollback(c);
-    }
-    return rc;
-}
-
 /* PostgreSQL: the pocket's row lock, without writing a new row version. No
  * row: no such pocket. */
 #define PG_LOCK "SELECT 1 FROM pockets WHERE id = $1 FOR UPDATE"
@@ -49,7 +20,7 @@ static int run_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *
  * change of one pocket happens one after the other. SQLite's write transaction
  * (BEGIN IMMEDIATE) already holds the whole database, so there it only checks
  * that the pocket exists. */
-static int lock_pocket(struct db_conn *c, const char *pocket_id)
+int usage_lock_pocket(struct db_conn *c, const char *pocket_id)
 {
     int64_t found = 0;
     return db_query_int(
@@ -57,16 +28,10 @@ static int lock_pocket(struct db_conn *c, const char *pocket_id)
             DB_ARGS(DB_TEXT(pocket_id)), &found);
 }
 
-/* The pocket's totals as usage_get and the RETURNING clauses below read them,
- * in the order pocket_read expects. TOTALS_RETURNING follows an UPDATE of pockets. */
-#define TOTALS_COLUMNS                                                                             \
-    "status, used_bytes, used_objects, reserved_bytes, reserved_objects,"                          \
-    " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id),"                                   \
-    " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id), hold"
+#define TOTALS_COLUMNS   USAGE_TOTALS_COLUMNS
 #define TOTALS_RETURNING " RETURNING " TOTALS_COLUMNS
 
-/* Read TOTALS_COLUMNS from row 0 of res, starting at column col. */
-static void pocket_read_at(const struct db_result *res, size_t col, struct usage_pocket *out)
+void usage_totals_read(const struct db_result *res, size_t col, struct usage_pocket *out)
 {
     memset(out, 0, sizeof(*out));
     const char *status = db_result_text(res, 0, col);
@@ -83,11 +48,10 @@ static void pocket_read_at(const struct db_result *res, size_t col, struct usage
 
 static void pocket_read(const struct db_result *res, struct usage_pocket *out)
 {
-    pocket_read_at(res, 0, out);
+    usage_totals_read(res, 0, out);
 }
 
-/* Why a reservation that fits no quota check was refused. */
-static int refusal(const struct usage_pocket *p)
+int usage_refusal(const struct usage_pocket *p)
 {
     return strcmp(p->status, "active") != 0 ? USAGE_INACTIVE
            : p->hold[0]                     ? USAGE_HELD
@@ -262,6 +226,40 @@ static int reservation_drop(struct db_conn *c, const char *pocket_id, const char
     return totals_adjust(c, pocket_id, 0, 0, bytes, objects, NULL);
 }
 
+int usage_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t objects,
+                struct usage_pocket *pocket)
+{
+    /* The quota check and the grant in one statement: nothing can slip in
+     * between, whatever the engine and the number of replicas. It also reads
+     * the new totals back. */
+    struct db_result *res = NULL;
+    int rc =
+            db_query(c,
+                     "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
+                     " reserved_objects = reserved_objects + $3"
+                     " WHERE id = $1 AND status = 'active' AND hold IS NULL"
+                     " AND used_bytes + reserved_bytes + $2 <="
+                     " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
+                     " AND used_objects + reserved_objects + $3 <="
+                     " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)" TOTALS_RETURNING,
+                     DB_ARGS(DB_TEXT(pocket_id), DB_INT(bytes), DB_INT(objects)), &res);
+    if (rc)
+        return rc;
+    size_t granted = db_result_rows(res);
+    if (granted && pocket)
+        pocket_read(res, pocket);
+    db_result_free(res);
+    if (granted)
+        return DB_OK;
+    struct usage_pocket p;
+    rc = usage_get(c, pocket_id, &p);
+    if (rc)
+        return rc;
+    if (pocket)
+        *pocket = p;
+    return usage_refusal(&p);
+}
+
 /* ---- reserve ---- */
 
 struct reserve_args {
@@ -295,37 +293,12 @@ static int reserve_tx(struct db_conn *c, void *arg)
     int64_t bytes = a->size > old ? a->size - old : 0;
     int64_t objects = live ? 0 : 1;
 
-    /* The quota check and the reservation in one statement: nothing can slip
-     * in between, whatever the engine and the number of replicas. It also
-     * reads the new totals back. */
-    rc = db_query(c,
-                  "UPDATE pockets SET reserved_bytes = reserved_bytes + $2,"
-                  " reserved_objects = reserved_objects + $3"
-                  " WHERE id = $1 AND status = 'active' AND hold IS NULL"
-                  " AND used_bytes + reserved_bytes + $2 <="
-                  " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id)"
-                  " AND used_objects + reserved_objects + $3 <="
-                  " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id)" TOTALS_RETURNING,
-                  DB_ARGS(DB_TEXT(a->pocket_id), DB_INT(bytes), DB_INT(objects)), &res);
-    if (rc)
-        return rc;
-    size_t granted = db_result_rows(res);
-    if (granted && a->pocket)
-        pocket_read(res, a->pocket);
-    db_result_free(res);
     r->bytes = bytes;
     r->objects = objects;
     r->size = a->size;
-    if (granted == 0) {
-        struct usage_pocket p;
-        rc = usage_get(c, a->pocket_id, &p);
-        if (rc)
-            return rc;
-        if (a->pocket)
-            *a->pocket = p;
-        /* Say what this upload would have needed on top of the totals. */
-        return refusal(&p);
-    }
+    rc = usage_grant(c, a->pocket_id, bytes, objects, a->pocket);
+    if (rc)
+        return rc;
     r->expires_at = a->now + a->ttl;
     return db_exec(c,
                    "INSERT INTO reservations (id, pocket_id, key, bytes, objects, size, created_at,"
@@ -343,8 +316,9 @@ static int reserve_tx(struct db_conn *c, void *arg)
  * No row: no such pocket. */
 #define PG_RESERVE "SELECT * FROM pockity_reserve($1, $2, $3, $4, $5, $6, $7)"
 
-static int reserve_pg(struct db_conn *c, struct reserve_args *a)
+static int reserve_pg(struct db_conn *c, void *arg)
 {
+    struct reserve_args *a = arg;
     struct usage_reservation *r = a->out;
     size_t klen = strlen(a->key);
     int64_t prefix_max = klen < a->key_max ? (int64_t)(a->key_max - klen) : -1;
@@ -367,7 +341,7 @@ static int reserve_pg(struct db_conn *c, struct reserve_args *a)
     r->size = a->size;
     r->prefix_len = (size_t)db_result_int(res, 0, 3);
     struct usage_pocket p;
-    pocket_read_at(res, 4, &p);
+    usage_totals_read(res, 4, &p);
     db_result_free(res);
     if (a->pocket)
         *a->pocket = p;
@@ -375,7 +349,7 @@ static int reserve_pg(struct db_conn *c, struct reserve_args *a)
         return DB_OK;
     if (r->prefix_len + klen > a->key_max)
         return USAGE_KEY_TOO_LONG;
-    return refusal(&p);
+    return usage_refusal(&p);
 }
 
 int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, size_t key_max,
@@ -386,20 +360,10 @@ int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, siz
     if (!pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
         return DB_ERR_INVALID;
     struct reserve_args a = {pocket_id, key, key_max, size, now, ttl, out, pocket};
-    int rc = DB_ERR_RETRY;
-    if (db_conn_dialect(c) == DB_POSTGRES) {
-        for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-            if (attempt)
-                retry_pause(attempt);
-            if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
-                return DB_ERR_NOMEM;
-            rc = reserve_pg(c, &a);
-        }
-    } else {
-        if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
-            return DB_ERR_NOMEM;
-        rc = run_tx(c, reserve_tx, &a);
-    }
+    if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
+        return DB_ERR_NOMEM;
+    int rc = db_conn_dialect(c) == DB_POSTGRES ? db_retry(c, reserve_pg, &a)
+                                               : db_transact_on(c, reserve_tx, &a);
     if (rc != DB_OK)
         out->id[0] = '\0';
     return rc;
@@ -416,7 +380,7 @@ struct commit_args {
 static int commit_tx(struct db_conn *c, void *arg)
 {
     struct commit_args *a = arg;
-    int rc = lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id);
     if (rc)
         return rc;
     struct db_result *res = NULL;
@@ -446,8 +410,9 @@ static int commit_tx(struct db_conn *c, void *arg)
  * totals after (TOTALS_COLUMNS); no row: no such reservation in this pocket. */
 #define PG_COMMIT "SELECT * FROM pockity_commit($1, $2, $3, $4, $5)"
 
-static int commit_pg(struct db_conn *c, const struct commit_args *a)
+static int commit_pg(struct db_conn *c, void *arg)
 {
+    const struct commit_args *a = arg;
     struct db_result *res = NULL;
     int rc = db_query(c, PG_COMMIT,
                       DB_ARGS(DB_TEXT(a->pocket_id), DB_TEXT(a->id), DB_INT(a->size),
@@ -467,15 +432,8 @@ int usage_commit(struct db_conn *c, const char *pocket_id, const char *reservati
     if (!pocket_id || !reservation_id || size < 0 || size > USAGE_MAX_OBJECT_SIZE)
         return DB_ERR_INVALID;
     struct commit_args a = {pocket_id, reservation_id, etag, size, now, after};
-    if (db_conn_dialect(c) != DB_POSTGRES)
-        return run_tx(c, commit_tx, &a);
-    int rc = DB_ERR_RETRY;
-    for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
-        if (attempt)
-            retry_pause(attempt);
-        rc = commit_pg(c, &a);
-    }
-    return rc;
+    return db_conn_dialect(c) == DB_POSTGRES ? db_retry(c, commit_pg, &a)
+                                             : db_transact_on(c, commit_tx, &a);
 }
 
 /* ---- release ---- */
@@ -488,7 +446,7 @@ struct release_args {
 static int release_tx(struct db_conn *c, void *arg)
 {
     struct release_args *a = arg;
-    int rc = lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id);
     if (rc == DB_OK)
         rc = reservation_drop(c, a->pocket_id, a->id, a->until);
     return rc;
@@ -499,7 +457,7 @@ int usage_release(struct db_conn *c, const char *pocket_id, const char *reservat
     if (!pocket_id || !reservation_id)
         return DB_ERR_INVALID;
     struct release_args a = {pocket_id, reservation_id, INT64_MAX};
-    return run_tx(c, release_tx, &a);
+    return db_transact_on(c, release_tx, &a);
 }
 
 /* ---- deletions ---- */
@@ -517,7 +475,7 @@ static int deleted_tx(struct db_conn *c, void *arg)
 {
     struct deleted_args *a = arg;
     *a->deleted = 0;
-    int rc = lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id);
     int64_t bytes = 0, objects = 0;
     for (size_t i = 0; rc == DB_OK && i < a->n; i++) {
         int64_t db = 0, dobj = 0;
@@ -544,7 +502,7 @@ int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *con
         if (!keys[i] || !*keys[i])
             return DB_ERR_INVALID;
     struct deleted_args a = {pocket_id, keys, n, now, deleted, after};
-    return run_tx(c, deleted_tx, &a);
+    return db_transact_on(c, deleted_tx, &a);
 }
 
 int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
@@ -553,7 +511,7 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
     int64_t db = 0, dobj = 0;
     if (!pocket_id || !key || !*key || size > USAGE_MAX_OBJECT_SIZE)
         return DB_ERR_INVALID;
-    int rc = lock_pocket(c, pocket_id);
+    int rc = usage_lock_pocket(c, pocket_id);
     if (rc == DB_OK)
         rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
     if (rc == DB_OK && (db || dobj))
@@ -586,7 +544,7 @@ int usage_sweep_expired(struct db *db, int64_t now)
         size_t rows = db_result_rows(page);
         for (size_t i = 0; rc == DB_OK && i < rows; i++) {
             struct release_args a = {db_result_text(page, i, 1), db_result_text(page, i, 0), now};
-            rc = run_tx(c, release_tx, &a);
+            rc = db_transact_on(c, release_tx, &a);
             if (rc == DB_OK)
                 released++;
             else if (rc == DB_ERR_NOT_FOUND) /* committed or released meanwhile */

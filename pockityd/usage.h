@@ -23,14 +23,15 @@
  * re-checks the WHERE clause on the latest row version) with any number of
  * pockityd replicas.
  *
- * Every operation here that writes locks the pocket's row first (a no-op
- * UPDATE), so on PostgreSQL the ledger reads that follow see every earlier
- * change to that pocket: the same upload committed twice or concurrently
- * counts once and an overwrite counts its size difference. On PostgreSQL,
- * reserve and commit send that lock, then one statement of data-modifying WITH
- * queries (its snapshot is taken after the lock is held, so its ledger read is
- * current), and the COMMIT, in one round trip; SQLite runs the same steps as
- * separate statements (in-process, they are cheap).
+ * Every operation here that writes locks the pocket's row first
+ * (usage_lock_pocket), so on PostgreSQL the ledger reads that follow see every
+ * earlier change to that pocket: the same upload committed twice or
+ * concurrently counts once and an overwrite counts its size difference. On
+ * PostgreSQL, reserve and commit are each one call of a function
+ * (pockityd/mig_quota.h) that takes that lock and then runs one statement of
+ * data-modifying WITH queries: one statement in autocommit, one round trip.
+ * SQLite runs the same steps as separate statements in a write transaction
+ * (in-process, they are cheap).
  *
  * Calling convention: functions taking a struct db_conn run their own write
  * transaction on it (c must not be in one), retried on DB_ERR_RETRY. They
@@ -137,6 +138,36 @@ int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *con
  * the change applied to the totals. DB_ERR_NOT_FOUND for an unknown pocket. */
 int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
                      const char *etag, int64_t now, int64_t *bytes_delta, int64_t *objects_delta);
+
+/* ---- for writers that build on the totals (allowance.c) ---- */
+
+/* A pocket's totals as SQL columns of the pockets table, in the order
+ * usage_totals_read reads them. */
+#define USAGE_TOTALS_COLUMNS                                                                       \
+    "status, used_bytes, used_objects, reserved_bytes, reserved_objects,"                          \
+    " (SELECT max_bytes FROM tiers WHERE id = pockets.tier_id),"                                   \
+    " (SELECT max_objects FROM tiers WHERE id = pockets.tier_id), hold"
+
+/* Read USAGE_TOTALS_COLUMNS from row 0 of res, starting at column col. */
+void usage_totals_read(const struct db_result *res, size_t col, struct usage_pocket *out);
+
+/* Why a grant that fit no quota check was refused, given the pocket as it is:
+ * USAGE_INACTIVE, USAGE_HELD or USAGE_QUOTA_EXCEEDED. */
+int usage_refusal(const struct usage_pocket *p);
+
+/* Inside a write transaction: add bytes and objects to the pocket's reserved
+ * totals by ONE conditional UPDATE, only when used + reserved + them fits the
+ * tier and the pocket is active and not on hold. DB_OK with *pocket (may be
+ * NULL) the totals after; else the usage_refusal with *pocket as the pocket is
+ * (nothing changed), DB_ERR_NOT_FOUND or a db status. */
+int usage_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t objects,
+                struct usage_pocket *pocket);
+
+/* Inside a write transaction: lock the pocket's row for the rest of it (on
+ * SQLite the write transaction holds the whole database already), so changes
+ * to one pocket's totals happen one after the other. DB_ERR_NOT_FOUND: no such
+ * pocket. */
+int usage_lock_pocket(struct db_conn *c, const char *pocket_id);
 
 /* Release every reservation with expires_at <= now, each in a short
  * transaction of its own so a big backlog never holds locks for long. Returns

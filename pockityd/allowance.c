@@ -1,0 +1,228 @@
+/* allowance: quota allowances granted by one conditional UPDATE of the pocket's
+ * reserved totals, spent by commits through the usage ledger, swept at expiry. */
+#include "allowance.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "secret.h"
+
+/* Give back bytes and objects of the pocket's reserved totals, never below 0
+ * (totals that drifted must not break the update; reconciliation repairs them),
+ * and read the totals after. */
+#define UNRESERVE                                                                                  \
+    "UPDATE pockets SET"                                                                           \
+    " reserved_bytes = CASE WHEN reserved_bytes < $2 THEN 0 ELSE reserved_bytes - $2 END,"         \
+    " reserved_objects = CASE WHEN reserved_objects < $3 THEN 0"                                   \
+    " ELSE reserved_objects - $3 END"                                                              \
+    " WHERE id = $1 RETURNING " USAGE_TOTALS_COLUMNS
+
+/* UNRESERVE of the locked pocket; *after (may be NULL) receives the totals. */
+static int unreserve(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t objects,
+                     struct usage_pocket *after)
+{
+    struct db_result *res = NULL;
+    int rc = db_query_row(c, UNRESERVE, DB_ARGS(DB_TEXT(pocket_id), DB_INT(bytes), DB_INT(objects)),
+                          &res);
+    if (rc == DB_OK && after)
+        usage_totals_read(res, 0, after);
+    db_result_free(res);
+    return rc;
+}
+
+/* ---- grant ---- */
+
+struct grant_args {
+    const char *pocket_id;
+    int64_t bytes, objects, now, ttl;
+    struct allowance *out;
+    struct usage_pocket *pocket;
+};
+
+static int grant_tx(struct db_conn *c, void *arg)
+{
+    struct grant_args *a = arg;
+    int rc = usage_grant(c, a->pocket_id, a->bytes, a->objects, a->pocket);
+    if (rc)
+        return rc;
+    a->out->bytes = a->bytes;
+    a->out->objects = a->objects;
+    a->out->expires_at = a->now + a->ttl;
+    return db_exec(c,
+                   "INSERT INTO allowances (id, pocket_id, bytes, objects, created_at, expires_at)"
+                   " VALUES ($1, $2, $3, $4, $5, $6)",
+                   DB_ARGS(DB_TEXT(a->out->id), DB_TEXT(a->pocket_id), DB_INT(a->bytes),
+                           DB_INT(a->objects), DB_INT(a->now), DB_INT(a->out->expires_at)),
+                   NULL);
+}
+
+int allowance_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t objects,
+                    int64_t now, int64_t ttl, struct allowance *out, struct usage_pocket *pocket)
+{
+    memset(out, 0, sizeof(*out));
+    if (!pocket_id || bytes < 0 || bytes > ALLOWANCE_MAX_BYTES || objects < 1 ||
+        objects > ALLOWANCE_MAX_OBJECTS || ttl <= 0)
+        return DB_ERR_INVALID;
+    if (secret_id("alw_", out->id, sizeof(out->id)) != 0)
+        return DB_ERR_NOMEM;
+    struct grant_args a = {pocket_id, bytes, objects, now, ttl, out, pocket};
+    int rc = db_transact_on(c, grant_tx, &a);
+    if (rc != DB_OK)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+/* ---- commit ---- */
+
+struct commit_args {
+    const char *pocket_id, *id, *key, *etag;
+    size_t key_max;
+    int64_t size, now, ttl;
+    struct allowance *out;
+    size_t *prefix_len;
+    struct usage_pocket *after;
+};
+
+static int commit_tx(struct db_conn *c, void *arg)
+{
+    struct commit_args *a = arg;
+    struct db_result *res = NULL;
+    int rc = usage_lock_pocket(c, a->pocket_id);
+    if (rc == DB_OK)
+        rc = db_query_row(c, "SELECT prefix FROM pockets WHERE id = $1",
+                          DB_ARGS(DB_TEXT(a->pocket_id)), &res);
+    if (rc)
+        return rc;
+    size_t plen = strlen(db_result_text(res, 0, 0));
+    db_result_free(res);
+    if (a->prefix_len)
+        *a->prefix_len = plen;
+    if (plen + strlen(a->key) > a->key_max)
+        return USAGE_KEY_TOO_LONG;
+
+    rc = db_query_row(c,
+                      "SELECT bytes, objects FROM allowances"
+                      " WHERE id = $1 AND pocket_id = $2 AND expires_at > $3",
+                      DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->pocket_id), DB_INT(a->now)), &res);
+    if (rc)
+        return rc;
+    int64_t left_bytes = db_result_int(res, 0, 0), left_objects = db_result_int(res, 0, 1);
+    db_result_free(res);
+
+    int64_t gb = 0, go = 0;
+    rc = usage_ledger_set(c, a->pocket_id, a->key, a->size, a->etag, a->now, &gb, &go);
+    if (rc)
+        return rc;
+    /* The allowance pays for the growth it can cover; the rest still counts
+     * in used (the object is in S3), so the pocket may end up over quota. */
+    int64_t pb = gb > 0 ? gb : 0, po = go > 0 ? go : 0;
+    if (pb > left_bytes)
+        pb = left_bytes;
+    if (po > left_objects)
+        po = left_objects;
+    struct allowance *o = a->out;
+    o->bytes = left_bytes - pb;
+    o->objects = left_objects - po;
+    o->expires_at = a->now + a->ttl;
+    rc = db_exec(
+            c, "UPDATE allowances SET bytes = $2, objects = $3, expires_at = $4 WHERE id = $1",
+            DB_ARGS(DB_TEXT(a->id), DB_INT(o->bytes), DB_INT(o->objects), DB_INT(o->expires_at)),
+            NULL);
+    return rc ? rc : unreserve(c, a->pocket_id, pb, po, a->after);
+}
+
+int allowance_commit(struct db_conn *c, const char *pocket_id, const char *id, const char *key,
+                     size_t key_max, int64_t size, const char *etag, int64_t now, int64_t ttl,
+                     struct allowance *out, size_t *prefix_len, struct usage_pocket *after)
+{
+    char copy[sizeof(out->id)]; /* id may be out->id */
+    bool bad = !id || strlen(id) >= sizeof(copy);
+    snprintf(copy, sizeof(copy), "%s", bad ? "" : id);
+    memset(out, 0, sizeof(*out));
+    if (prefix_len)
+        *prefix_len = 0;
+    if (bad || !pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
+        return DB_ERR_INVALID;
+    memcpy(out->id, copy, sizeof(copy));
+    struct commit_args a = {pocket_id, copy, key, etag,       key_max, size,
+                            now,       ttl,  out, prefix_len, after};
+    int rc = db_transact_on(c, commit_tx, &a);
+    if (rc != DB_OK)
+        out->bytes = out->objects = out->expires_at = 0;
+    return rc;
+}
+
+/* ---- release and sweep ---- */
+
+struct release_args {
+    const char *pocket_id, *id;
+    int64_t until; /* only an allowance expiring at or before this */
+    struct usage_pocket *after;
+};
+
+static int release_tx(struct db_conn *c, void *arg)
+{
+    struct release_args *a = arg;
+    int rc = usage_lock_pocket(c, a->pocket_id);
+    if (rc)
+        return rc;
+    struct db_result *res = NULL;
+    rc = db_query_row(c,
+                      "SELECT bytes, objects FROM allowances"
+                      " WHERE id = $1 AND pocket_id = $2 AND expires_at <= $3",
+                      DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->pocket_id), DB_INT(a->until)), &res);
+    if (rc)
+        return rc;
+    int64_t bytes = db_result_int(res, 0, 0), objects = db_result_int(res, 0, 1);
+    db_result_free(res);
+    /* The pocket's lock keeps the row as read until the end. */
+    rc = db_exec(c, "DELETE FROM allowances WHERE id = $1", DB_ARGS(DB_TEXT(a->id)), NULL);
+    return rc ? rc : unreserve(c, a->pocket_id, bytes, objects, a->after);
+}
+
+int allowance_release(struct db_conn *c, const char *pocket_id, const char *id,
+                      struct usage_pocket *after)
+{
+    if (!pocket_id || !id)
+        return DB_ERR_INVALID;
+    struct release_args a = {pocket_id, id, INT64_MAX, after};
+    return db_transact_on(c, release_tx, &a);
+}
+
+#define SWEEP_PAGE 256
+
+int allowance_sweep_expired(struct db *db, int64_t now)
+{
+    struct db_conn *c = db_acquire(db);
+    if (!c)
+        return -DB_ERR_BUSY;
+    int released = 0, rc = DB_OK;
+    for (;;) {
+        struct db_result *page = NULL;
+        rc = db_query(c,
+                      "SELECT id, pocket_id FROM allowances WHERE expires_at <= $1"
+                      " ORDER BY expires_at, id LIMIT $2",
+                      DB_ARGS(DB_INT(now), DB_INT(SWEEP_PAGE)), &page);
+        if (rc)
+            break;
+        size_t rows = db_result_rows(page);
+        for (size_t i = 0; rc == DB_OK && i < rows; i++) {
+            struct release_args a = {db_result_text(page, i, 1), db_result_text(page, i, 0), now,
+                                     NULL};
+            rc = db_transact_on(c, release_tx, &a);
+            if (rc == DB_OK)
+                released++;
+            else if (rc == DB_ERR_NOT_FOUND) /* renewed or released meanwhile */
+                rc = DB_OK;
+        }
+        db_result_free(page);
+        if (rc || rows < SWEEP_PAGE)
+            break;
+    }
+    if (rc)
+        log_warn("allowance: sweeping expired allowances: %s: %s", db_strerror(rc),
+                 db_conn_errmsg(c));
+    db_release(c);
+    return rc ? -rc : released;
+}

@@ -1,0 +1,176 @@
+/* api_allowances: quota allowances for mounts — a block of quota taken once,
+ * each landed upload committed against it, and what is left given back. */
+#include "api.h"
+#include "routes.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "allowance.h"
+#include "metrics.h"
+#include "secret.h"
+#include "usage.h"
+
+#define S3_KEY_MAX 1024 /* bytes of a whole S3 key, pocket prefix included */
+#define ETAG_MAX   128
+
+/* The {id} of the route must have the shape of our ids; else 400 (it is never
+ * echoed: it may hold anything). */
+static bool id_ok(struct http_request *req, const char *id)
+{
+    if (secret_id_valid("alw_", id))
+        return true;
+    http_reply_error(req, 400, "invalid_request",
+                     "allowance id must be 'alw_' followed by %d lowercase base32 characters",
+                     SECRET_ID_CHARS);
+    return false;
+}
+
+/* Answer status with body (stolen) plus the pocket's totals. */
+static void reply_totals(struct http_request *req, int status, json_t *body,
+                         const struct usage_pocket *p)
+{
+    if (body && usage_json_add(body, p) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    http_reply_json(req, status, body);
+}
+
+static void not_found(struct http_request *req, const char *id)
+{
+    http_reply_error(req, 404, "not_found", "allowance '%s' not found", id);
+}
+
+/* ---- POST /v1/allowances */
+
+static void h_grant(struct http_request *req)
+{
+    static const char *const allowed[] = {"bytes", "objects", NULL};
+    struct app *app = api_app(req);
+    struct key_principal k;
+    int64_t bytes = 0, objects = 0;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_key_writer(req, c, &k) || !http_json_only_keys(req, allowed) ||
+        !http_json_get_int(req, "bytes", 0, ALLOWANCE_MAX_BYTES, &bytes) ||
+        !http_json_get_int(req, "objects", 1, ALLOWANCE_MAX_OBJECTS, &objects))
+        goto out;
+
+    struct allowance a;
+    struct usage_pocket p;
+    int rc = allowance_grant(c, k.pocket_id, bytes, objects, api_now(), app->cfg.allowance_ttl, &a,
+                             &p);
+    if (rc == USAGE_QUOTA_EXCEEDED || rc == USAGE_INACTIVE || rc == USAGE_HELD)
+        metrics_counter_add("pockityd_allowances_total", "result", "refused", 1);
+    if (rc == USAGE_QUOTA_EXCEEDED) {
+        int64_t free_bytes = p.max_bytes - p.used_bytes - p.reserved_bytes;
+        int64_t free_objects = p.max_objects - p.used_objects - p.reserved_objects;
+        http_reply_error(req, 507, "quota_exceeded",
+                         "quota exceeded: the allowance asks for %" PRId64 " bytes and %" PRId64
+                         " objects; the pocket has %" PRId64 " bytes and %" PRId64
+                         " objects free (it uses %" PRId64 " bytes and %" PRId64
+                         " objects, has %" PRId64 " bytes and %" PRId64
+                         " objects reserved, and its tier allows %" PRId64 " bytes and %" PRId64
+                         " objects)",
+                         bytes, objects, free_bytes > 0 ? free_bytes : 0,
+                         free_objects > 0 ? free_objects : 0, p.used_bytes, p.used_objects,
+                         p.reserved_bytes, p.reserved_objects, p.max_bytes, p.max_objects);
+    } else if (rc == USAGE_INACTIVE) {
+        http_reply_error(req, 403, "forbidden", "%s", usage_status_message(p.status));
+    } else if (rc == USAGE_HELD) {
+        json_t *why = usage_restriction_json(p.hold, 0);
+        const char *msg = json_string_value(json_object_get(why, "message"));
+        http_reply_error(req, 403, "read_only", "%s", msg ? msg : "the pocket is read-only");
+        json_decref(why);
+    } else if (rc) {
+        api_db_fail(req, c, rc, "grant allowance");
+    } else {
+        metrics_counter_add("pockityd_allowances_total", "result", "granted", 1);
+        reply_totals(req, 201,
+                     json_pack("{s:s, s:I, s:I, s:I}", "id", a.id, "bytes", (json_int_t)a.bytes,
+                               "objects", (json_int_t)a.objects, "expires_at",
+                               (json_int_t)a.expires_at),
+                     &p);
+    }
+out:
+    db_release(c);
+}
+
+/* ---- POST /v1/allowances/{id}/commit */
+
+static void h_commit(struct http_request *req)
+{
+    static const char *const allowed[] = {"key", "bytes", "etag", NULL};
+    struct app *app = api_app(req);
+    const char *id = http_param(req, "id");
+    struct key_principal k;
+    const char *key = NULL, *etag = NULL;
+    int64_t size = 0;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_key_writer(req, c, &k) || !id_ok(req, id) || !http_json_only_keys(req, allowed) ||
+        !http_json_get_string(req, "key", 1, S3_KEY_MAX, &key) ||
+        !http_json_get_int(req, "bytes", 0, USAGE_MAX_OBJECT_SIZE, &size) ||
+        !http_json_opt_string(req, "etag", 0, ETAG_MAX, &etag))
+        goto out;
+    if (etag && !*etag)
+        etag = NULL; /* no ETag known */
+
+    struct allowance a;
+    struct usage_pocket p;
+    size_t plen = 0;
+    int rc = allowance_commit(c, k.pocket_id, id, key, S3_KEY_MAX, size, etag, api_now(),
+                              app->cfg.allowance_ttl, &a, &plen, &p);
+    if (rc == USAGE_KEY_TOO_LONG) {
+        http_reply_error(req, 400, "invalid_request",
+                         "field 'key' must be 1 to %zu bytes long (%d with the pocket's prefix)",
+                         plen < S3_KEY_MAX ? S3_KEY_MAX - plen : 0, S3_KEY_MAX);
+    } else if (rc == DB_ERR_NOT_FOUND) {
+        not_found(req, id);
+    } else if (rc) {
+        api_db_fail(req, c, rc, "commit to allowance");
+    } else {
+        reply_totals(req, 200,
+                     json_pack("{s:{s:s, s:I, s:I, s:I}}", "allowance", "id", a.id, "bytes",
+                               (json_int_t)a.bytes, "objects", (json_int_t)a.objects, "expires_at",
+                               (json_int_t)a.expires_at),
+                     &p);
+    }
+out:
+    db_release(c);
+}
+
+/* ---- DELETE /v1/allowances/{id} */
+
+static void h_release(struct http_request *req)
+{
+    const char *id = http_param(req, "id");
+    struct key_principal k;
+    struct db_conn *c = api_conn(req);
+    if (!c)
+        return;
+    if (!api_key_writer(req, c, &k) || !id_ok(req, id))
+        goto out;
+    struct usage_pocket p;
+    int rc = allowance_release(c, k.pocket_id, id, &p);
+    if (rc == DB_ERR_NOT_FOUND)
+        not_found(req, id);
+    else if (rc)
+        api_db_fail(req, c, rc, "release allowance");
+    else
+        reply_totals(req, 200, json_object(), &p);
+out:
+    db_release(c);
+}
+
+const struct http_route api_allowances_routes[] = {
+        {"POST", "/v1/allowances", h_grant, "allowances.create", HTTP_JSON},
+        {"POST", "/v1/allowances/{id}/commit", h_commit, "allowances.commit", HTTP_JSON},
+        {"DELETE", "/v1/allowances/{id}", h_release, "allowances.release", 0},
+};
+const size_t api_allowances_n_routes =
+        sizeof(api_allowances_routes) / sizeof(api_allowances_routes[0]);
