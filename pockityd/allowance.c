@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "log.h"
 #include "secret.h"
 
 /* Give back bytes and objects of the pocket's reserved totals, never below 0
@@ -190,39 +189,13 @@ int allowance_release(struct db_conn *c, const char *pocket_id, const char *id,
     return db_transact_on(c, release_tx, &a);
 }
 
-#define SWEEP_PAGE 256
+static int release_expired(struct db_conn *c, const char *pocket_id, const char *id, int64_t now)
+{
+    struct release_args a = {pocket_id, id, now, NULL};
+    return db_transact_on(c, release_tx, &a);
+}
 
 int allowance_sweep_expired(struct db *db, int64_t now)
 {
-    struct db_conn *c = db_acquire(db);
-    if (!c)
-        return -DB_ERR_BUSY;
-    int released = 0, rc = DB_OK;
-    for (;;) {
-        struct db_result *page = NULL;
-        rc = db_query(c,
-                      "SELECT id, pocket_id FROM allowances WHERE expires_at <= $1"
-                      " ORDER BY expires_at, id LIMIT $2",
-                      DB_ARGS(DB_INT(now), DB_INT(SWEEP_PAGE)), &page);
-        if (rc)
-            break;
-        size_t rows = db_result_rows(page);
-        for (size_t i = 0; rc == DB_OK && i < rows; i++) {
-            struct release_args a = {db_result_text(page, i, 1), db_result_text(page, i, 0), now,
-                                     NULL};
-            rc = db_transact_on(c, release_tx, &a);
-            if (rc == DB_OK)
-                released++;
-            else if (rc == DB_ERR_NOT_FOUND) /* renewed or released meanwhile */
-                rc = DB_OK;
-        }
-        db_result_free(page);
-        if (rc || rows < SWEEP_PAGE)
-            break;
-    }
-    if (rc)
-        log_warn("allowance: sweeping expired allowances: %s: %s", db_strerror(rc),
-                 db_conn_errmsg(c));
-    db_release(c);
-    return rc ? -rc : released;
+    return usage_sweep(db, now, "allowances", release_expired);
 }

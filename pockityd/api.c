@@ -15,6 +15,7 @@
 #include "mail.h"
 #include "metrics.h"
 #include "secret.h"
+#include "usage.h"
 
 /* Seconds between two records of an API key's use from the same address. */
 #define KEY_USE_EVERY 60
@@ -346,4 +347,14 @@ json_t *api_json_int(const struct db_result *res, size_t row, size_t col)
     if (db_result_is_null(res, row, col))
         return json_null();
     return json_integer(db_result_int(res, row, col));
+}
+
+void api_reply_totals(struct http_request *req, int status, json_t *body,
+                      const struct usage_pocket *p)
+{
+    if (body && usage_json_add(body, p) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    http_reply_json(req, status, body);
 }

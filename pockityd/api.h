@@ -84,6 +84,12 @@ bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_prin
  * went out. */
 bool api_key_writer(struct http_request *req, struct db_conn *c, struct key_principal *k);
 
+/* Answer status with body (stolen; NULL answers 500) plus the pocket's quota
+ * totals (usage_json_add). */
+struct usage_pocket;
+void api_reply_totals(struct http_request *req, int status, json_t *body,
+                      const struct usage_pocket *p);
+
 /* Append to the audit log. actor_type is "user", "admin", "key" or "system";
  * detail (may be NULL) is stolen. Returns a db status. Call it inside the
  * transaction of the change it records when there is one. */

@@ -27,17 +27,6 @@ static bool id_ok(struct http_request *req, const char *id)
     return false;
 }
 
-/* Answer status with body (stolen) plus the pocket's totals. */
-static void reply_totals(struct http_request *req, int status, json_t *body,
-                         const struct usage_pocket *p)
-{
-    if (body && usage_json_add(body, p) != 0) {
-        json_decref(body);
-        body = NULL;
-    }
-    http_reply_json(req, status, body);
-}
-
 static void not_found(struct http_request *req, const char *id)
 {
     http_reply_error(req, 404, "not_found", "allowance '%s' not found", id);
@@ -89,11 +78,11 @@ static void h_grant(struct http_request *req)
         api_db_fail(req, c, rc, "grant allowance");
     } else {
         metrics_counter_add("pockityd_allowances_total", "result", "granted", 1);
-        reply_totals(req, 201,
-                     json_pack("{s:s, s:I, s:I, s:I}", "id", a.id, "bytes", (json_int_t)a.bytes,
-                               "objects", (json_int_t)a.objects, "expires_at",
-                               (json_int_t)a.expires_at),
-                     &p);
+        api_reply_totals(req, 201,
+                         json_pack("{s:s, s:I, s:I, s:I}", "id", a.id, "bytes", (json_int_t)a.bytes,
+                                   "objects", (json_int_t)a.objects, "expires_at",
+                                   (json_int_t)a.expires_at),
+                         &p);
     }
 out:
     db_release(c);
@@ -134,11 +123,11 @@ static void h_commit(struct http_request *req)
     } else if (rc) {
         api_db_fail(req, c, rc, "commit to allowance");
     } else {
-        reply_totals(req, 200,
-                     json_pack("{s:{s:s, s:I, s:I, s:I}}", "allowance", "id", a.id, "bytes",
-                               (json_int_t)a.bytes, "objects", (json_int_t)a.objects, "expires_at",
-                               (json_int_t)a.expires_at),
-                     &p);
+        api_reply_totals(req, 200,
+                         json_pack("{s:{s:s, s:I, s:I, s:I}}", "allowance", "id", a.id, "bytes",
+                                   (json_int_t)a.bytes, "objects", (json_int_t)a.objects,
+                                   "expires_at", (json_int_t)a.expires_at),
+                         &p);
     }
 out:
     db_release(c);
@@ -162,7 +151,7 @@ static void h_release(struct http_request *req)
     else if (rc)
         api_db_fail(req, c, rc, "release allowance");
     else
-        reply_totals(req, 200, json_object(), &p);
+        api_reply_totals(req, 200, json_object(), &p);
 out:
     db_release(c);
 }

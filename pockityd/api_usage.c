@@ -43,17 +43,6 @@ static bool key_ok(struct http_request *req, const char *key, size_t prefix, con
     return true;
 }
 
-/* Answer status with body (stolen) plus the pocket's totals. */
-static void reply_totals(struct http_request *req, int status, json_t *body,
-                         const struct usage_pocket *p)
-{
-    if (body && usage_json_add(body, p) != 0) {
-        json_decref(body);
-        body = NULL;
-    }
-    http_reply_json(req, status, body);
-}
-
 /* ---- GET /v1/usage: the key's pocket's quota and usage (statfs of a mount) */
 
 static void h_usage(struct http_request *req)
@@ -69,8 +58,8 @@ static void h_usage(struct http_request *req)
     if (rc)
         api_db_fail(req, c, rc, "read usage");
     else
-        reply_totals(req, 200,
-                     json_pack("{s:s, s:s}", "pocket_id", k.pocket_id, "status", p.status), &p);
+        api_reply_totals(req, 200,
+                         json_pack("{s:s, s:s}", "pocket_id", k.pocket_id, "status", p.status), &p);
 out:
     db_release(c);
 }
@@ -124,12 +113,12 @@ static void h_reserve(struct http_request *req)
         api_db_fail(req, c, rc, "reserve");
     } else {
         metrics_counter_add("pockityd_reservations_total", "result", "granted", 1);
-        reply_totals(req, 201,
-                     json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "id", r.id, "key", key, "bytes",
-                               (json_int_t)r.size, "reserved_bytes", (json_int_t)r.bytes,
-                               "reserved_objects", (json_int_t)r.objects, "expires_at",
-                               (json_int_t)r.expires_at),
-                     &p);
+        api_reply_totals(req, 201,
+                         json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "id", r.id, "key", key,
+                                   "bytes", (json_int_t)r.size, "reserved_bytes",
+                                   (json_int_t)r.bytes, "reserved_objects", (json_int_t)r.objects,
+                                   "expires_at", (json_int_t)r.expires_at),
+                         &p);
     }
 out:
     db_release(c);
@@ -160,7 +149,8 @@ static void h_commit(struct http_request *req)
     else if (rc)
         api_db_fail(req, c, rc, "commit reservation");
     else
-        reply_totals(req, 200, json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)size), &p);
+        api_reply_totals(req, 200, json_pack("{s:s, s:I}", "id", id, "bytes", (json_int_t)size),
+                         &p);
 out:
     db_release(c);
 }
@@ -239,7 +229,7 @@ static void h_deleted(struct http_request *req)
     if (rc)
         api_db_fail(req, c, rc, "record deletions");
     else
-        reply_totals(req, 200, json_pack("{s:I}", "deleted", (json_int_t)deleted), &p);
+        api_reply_totals(req, 200, json_pack("{s:I}", "deleted", (json_int_t)deleted), &p);
 out:
     free(keys);
     db_release(c);

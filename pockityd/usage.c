@@ -527,27 +527,29 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
 
 #define SWEEP_PAGE 256
 
-int usage_sweep_expired(struct db *db, int64_t now)
+int usage_sweep(struct db *db, int64_t now, const char *table,
+                int (*release)(struct db_conn *c, const char *pocket_id, const char *id,
+                               int64_t now))
 {
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT id, pocket_id FROM %s WHERE expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+             table);
     struct db_conn *c = db_acquire(db);
     if (!c)
         return -DB_ERR_BUSY;
     int released = 0, rc = DB_OK;
     for (;;) {
         struct db_result *page = NULL;
-        rc = db_query(c,
-                      "SELECT id, pocket_id FROM reservations WHERE expires_at <= $1"
-                      " ORDER BY expires_at, id LIMIT $2",
-                      DB_ARGS(DB_INT(now), DB_INT(SWEEP_PAGE)), &page);
+        rc = db_query(c, sql, DB_ARGS(DB_INT(now), DB_INT(SWEEP_PAGE)), &page);
         if (rc)
             break;
         size_t rows = db_result_rows(page);
         for (size_t i = 0; rc == DB_OK && i < rows; i++) {
-            struct release_args a = {db_result_text(page, i, 1), db_result_text(page, i, 0), now};
-            rc = db_transact_on(c, release_tx, &a);
+            rc = release(c, db_result_text(page, i, 1), db_result_text(page, i, 0), now);
             if (rc == DB_OK)
                 released++;
-            else if (rc == DB_ERR_NOT_FOUND) /* committed or released meanwhile */
+            else if (rc == DB_ERR_NOT_FOUND) /* committed, renewed or released meanwhile */
                 rc = DB_OK;
         }
         db_result_free(page);
@@ -555,8 +557,18 @@ int usage_sweep_expired(struct db *db, int64_t now)
             break;
     }
     if (rc)
-        log_warn("usage: sweeping expired reservations: %s: %s", db_strerror(rc),
-                 db_conn_errmsg(c));
+        log_warn("usage: sweeping expired %s: %s: %s", table, db_strerror(rc), db_conn_errmsg(c));
     db_release(c);
     return rc ? -rc : released;
+}
+
+static int release_expired(struct db_conn *c, const char *pocket_id, const char *id, int64_t now)
+{
+    struct release_args a = {pocket_id, id, now};
+    return db_transact_on(c, release_tx, &a);
+}
+
+int usage_sweep_expired(struct db *db, int64_t now)
+{
+    return usage_sweep(db, now, "reservations", release_expired);
 }

@@ -175,4 +175,12 @@ int usage_lock_pocket(struct db_conn *c, const char *pocket_id);
  * sweep (what was released before it stays released). */
 int usage_sweep_expired(struct db *db, int64_t now);
 
+/* The sweep above over any table of grants with columns id, pocket_id and
+ * expires_at (a constant name, never input): release(c, pocket_id, id, now)
+ * runs its own transaction for each row expired at now; DB_ERR_NOT_FOUND from
+ * it (the row went meanwhile) is skipped. Same returns. */
+int usage_sweep(struct db *db, int64_t now, const char *table,
+                int (*release)(struct db_conn *c, const char *pocket_id, const char *id,
+                               int64_t now));
+
 #endif
