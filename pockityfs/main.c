@@ -22,7 +22,8 @@ enum {
     KEY_HELP,
     KEY_VERSION,
     KEY_INLINE_KEY,
-    KEY_RO
+    KEY_RO,
+    KEY_QUOTA_BATCH
 };
 
 #define OPT(t, field)                                                                              \
@@ -42,6 +43,7 @@ static const struct fuse_opt option_table[] = {
         OPT("log_level=%s", log_level),
         FUSE_OPT_KEY("key=", KEY_INLINE_KEY),
         FUSE_OPT_KEY("ro", KEY_RO),
+        FUSE_OPT_KEY("quota_batch=", KEY_QUOTA_BATCH),
         /* fstab options meant for mount(8), not for us */
         FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
         FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
@@ -63,6 +65,7 @@ static struct cmdline {
     char *server_url;
     char *mountpoint; /* as given, checked before libfuse looks at it */
     int n_nonopt;
+    int quota_batch; /* -o quota_batch=0|1: reserve through quota allowances */
     int help, version, bad;
 } cmdline;
 
@@ -92,6 +95,16 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
     case KEY_RO:
         c->opt->ro = 1;
         return 1;
+    case KEY_QUOTA_BATCH: {
+        const char *v = arg + strlen("quota_batch=");
+        if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) {
+            fprintf(stderr, "error: bad quota_batch '%s': expected 0 or 1\n", v);
+            c->bad = 1;
+        } else {
+            c->quota_batch = *v == '1';
+        }
+        return 0;
+    }
     case KEY_HELP:
         c->help = 1;
         return 0;
@@ -120,6 +133,7 @@ static void usage(const char *prog)
            "    -o write_timeout=SECS  how long uploads wait for an unreachable server (30)\n"
            "    -o upload_threads=N    parts in flight per multipart upload (default 4)\n"
            "    -o upload_after=SECS   upload files kept open with unsaved data after (30)\n"
+           "    -o quota_batch=0|1     reserve quota in blocks, not per file (default 1)\n"
            "    -o log_level=LEVEL     error, warn, info (default) or debug\n"
            "    -f                     stay in the foreground\n"
            "    -d                     debug output (implies -f)\n"
@@ -312,7 +326,7 @@ int main(int argc, char **argv)
     fs.opt.write_timeout = 30;
     fs.opt.upload_threads = 4;
     fs.opt.upload_after = 30;
-    struct cmdline c = {.opt = &fs.opt};
+    struct cmdline c = {.opt = &fs.opt, .quota_batch = 1};
     cmdline = c;
     struct fuse_cmdline_opts copts = {0};
     struct fuse_session *se = NULL;
@@ -369,7 +383,8 @@ int main(int argc, char **argv)
 
     char err[512] = "";
     struct remote_options ropt = {.timeout_ms = 10000,
-                                  .write_wait_ms = (long)fs.opt.write_timeout * 1000};
+                                  .write_wait_ms = (long)fs.opt.write_timeout * 1000,
+                                  .quota_batch = c.quota_batch};
     int r = remote_open(c.server_url, key, &ropt, &fs.remote, &fs.session, err, sizeof(err));
     memset(key, 0, sizeof(key));
     if (r != 0) {

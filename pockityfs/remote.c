@@ -1,8 +1,10 @@
 /* remote: the mount's client of pockityd's API — sessions and their renewal,
- * quota reservations, deletions and usage — over libcurl and jansson. */
+ * quota reservations and allowances, deletions and usage — over libcurl and
+ * jansson. */
 #include "remote.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -35,6 +37,42 @@
 #define ETAG_MAX             128
 #define ID_MAX               63
 #define MESSAGE_MAX          300 /* bytes of a server's error message we repeat */
+
+#define ALW_MAX_BYTES    (64ull << 20) /* largest allowance asked for */
+#define ALW_MAX_OBJECTS  256
+#define ALW_SHARE        8     /* an allowance takes at most 1/8 of what is free */
+#define ALW_REFUSED_MS   5000  /* after a refusal, the exact path for this long */
+#define ALW_IDLE_MS      10000 /* an allowance not charged this long is given back */
+#define ALW_SWEEP_MS     1000  /* how often the renewal thread looks at allowances */
+#define ALW_DRAIN_MS     2000  /* longest wait for pending commits before an EDQUOT */
+#define ALW_FREE_TIMEOUT 2000  /* ms: one give-back request at remote_free */
+#define ALW_LIFE_MIN_S   10    /* bounds on an allowance's lifetime as we compute it */
+#define ALW_LIFE_MAX_S   86400
+#define CHARGE_BUCKETS   256
+#define LOCAL_PREFIX     "local#" /* local reservation ids: '#' is never in a server id */
+
+/* A block of quota (bytes and objects) held from pockityd (POST
+ * /v1/allowances) and spent by local charges. Fields guarded by alw_lock. */
+struct allowance {
+    char id[ID_MAX + 1];
+    uint64_t bytes_left, objects_left; /* what local charges have not taken */
+    unsigned pending;                  /* charges not committed or released yet */
+    int64_t ttl_ms;                    /* its lifetime on the server after a grant or commit */
+    struct timespec expires;           /* monotonic, from the latest answer */
+    struct timespec last_charge;       /* monotonic */
+    bool retired;                      /* charged no more; given back once pending is 0 */
+    bool dead;                         /* the server no longer knows it (404) */
+    struct allowance *next;
+};
+
+/* A file charged to an allowance: the local reservation "local#N". */
+struct charge {
+    uint64_t n;
+    struct allowance *a;
+    uint64_t size;
+    char *key; /* relative to the prefix, for the commit */
+    struct charge *next;
+};
 
 struct remote {
     char *base_url;    /* scheme://host[:port][/path], no trailing '/' */
@@ -73,6 +111,27 @@ struct remote {
     bool have_usage;             /* guarded by usage_lock */
     struct timespec usage_at;    /* guarded by usage_lock; monotonic, of the last answer */
     struct timespec usage_retry; /* guarded by usage_lock; no new attempt before this */
+
+    /* The latest totals of any answer, to size allowances. seen_lock is a
+     * leaf: never held across a request (usage_lock is, in remote_usage). */
+    pthread_mutex_t seen_lock;
+    struct remote_usage seen; /* guarded by seen_lock */
+    bool have_seen;           /* guarded by seen_lock */
+
+    /* Quota allowances (remote_options.quota_batch). No request is made
+     * while holding alw_lock. */
+    bool batch;               /* set at open, read-only after */
+    atomic_size_t prefix_len; /* of the session's key prefix */
+    pthread_mutex_t alw_lock;
+    pthread_cond_t alw_cond;    /* signalled when a fetch ends and a charge is settled */
+    struct allowance *alws;     /* guarded by alw_lock: every allowance held */
+    struct allowance *current;  /* guarded by alw_lock: the one charged, or NULL */
+    bool fetching;              /* guarded by alw_lock: a thread is asking for one */
+    bool refused;               /* guarded by alw_lock: refused_at is meaningful */
+    bool unsupported;           /* guarded by alw_lock: pockityd has no /v1/allowances */
+    struct timespec refused_at; /* guarded by alw_lock; monotonic */
+    uint64_t next_charge;       /* guarded by alw_lock */
+    struct charge *charges[CHARGE_BUCKETS]; /* guarded by alw_lock, by n */
 };
 
 static const char *const access_names[] = {"rw", "ro", "read-delete"};
@@ -349,8 +408,9 @@ static void error_message(const struct remote *r, json_t *body, char msg[MESSAGE
  * parsed JSON body, or NULL when the body is empty; the caller decrefs).
  * A 2xx answer whose body is not JSON is -EPROTO. Transport failures return
  * a negative errno with err filled. */
-static int exchange(struct remote *r, const char *method, const char *path, json_t *req_body,
-                    long *status, json_t **out, char *err, size_t errlen)
+static int exchange_timeout(struct remote *r, const char *method, const char *path,
+                            json_t *req_body, long timeout_ms, long *status, json_t **out,
+                            char *err, size_t errlen)
 {
     int rc;
     char *url = NULL, *payload = NULL;
@@ -384,14 +444,14 @@ static int exchange(struct remote *r, const char *method, const char *path, json
     if (!(h = handle_get(r)))
         goto out;
 
-    long connect_ms = r->timeout_ms < CONNECT_TIMEOUT_MAX ? r->timeout_ms : CONNECT_TIMEOUT_MAX;
+    long connect_ms = timeout_ms < CONNECT_TIMEOUT_MAX ? timeout_ms : CONNECT_TIMEOUT_MAX;
     curl_easy_setopt(h, CURLOPT_SHARE, r->share);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
@@ -448,6 +508,12 @@ out:
     free(payload);
     buf_release(&x.body);
     return rc;
+}
+
+static int exchange(struct remote *r, const char *method, const char *path, json_t *req_body,
+                    long *status, json_t **out, char *err, size_t errlen)
+{
+    return exchange_timeout(r, method, path, req_body, r->timeout_ms, status, out, err, errlen);
 }
 
 /* ---- validating what pockityd sends ---- */
@@ -626,6 +692,16 @@ void remote_session_release(struct remote_session *s)
 
 /* ---- sessions ---- */
 
+/* Remember the totals of an answer for sizing allowances (in a session's,
+ * reserved ones may be absent: 0; statfs still asks GET /v1/usage first). */
+static void seen_store(struct remote *r, const struct remote_usage *u)
+{
+    pthread_mutex_lock(&r->seen_lock);
+    r->seen = *u;
+    r->have_seen = true;
+    pthread_mutex_unlock(&r->seen_lock);
+}
+
 static void usage_store(struct remote *r, const struct remote_usage *u)
 {
     pthread_mutex_lock(&r->usage_lock);
@@ -634,6 +710,7 @@ static void usage_store(struct remote *r, const struct remote_usage *u)
     r->usage_at = mono_now();
     r->usage_retry = r->usage_at;
     pthread_mutex_unlock(&r->usage_lock);
+    seen_store(r, u);
 }
 
 /* POST /v1/session into *s. */
@@ -657,6 +734,8 @@ static int session_fetch(struct remote *r, struct remote_session *s, char *err, 
             /* The session's totals are not cached for statfs: the first
              * remote_usage asks GET /v1/usage, which also counts reservations. */
             atomic_store(&r->access, access_static(s->access));
+            atomic_store(&r->prefix_len, strlen(s->prefix));
+            seen_store(r, &u);
             restriction_from(r, body);
         }
         json_decref(body);
@@ -744,16 +823,31 @@ int remote_refresh(void *arg, struct s3_client *client)
     return rc;
 }
 
+static void alw_sweep(struct remote *r);
+static void alw_shutdown(struct remote *r);
+static void alw_free_all(struct remote *r);
+
 static void *renewal_main(void *arg)
 {
     struct remote *r = arg;
     int backoff = RENEW_BACKOFF_FIRST;
+    struct timespec next_sweep = ts_add_ms(mono_now(), ALW_SWEEP_MS);
     pthread_mutex_lock(&r->state_lock);
     while (!atomic_load(&r->stopping)) {
         struct timespec now = mono_now();
+        if (r->batch && ts_diff_ms(next_sweep, now) <= 0) {
+            pthread_mutex_unlock(&r->state_lock);
+            alw_sweep(r);
+            pthread_mutex_lock(&r->state_lock);
+            next_sweep = ts_add_ms(mono_now(), ALW_SWEEP_MS);
+            continue;
+        }
         if (ts_diff_ms(r->renew_at, now) > 0) {
             /* Woken early by a new session (renew_at moved) or by remote_free. */
-            pthread_cond_timedwait(&r->state_cond, &r->state_lock, &r->renew_at);
+            struct timespec until = r->renew_at;
+            if (r->batch && ts_diff_ms(until, next_sweep) > 0)
+                until = next_sweep;
+            pthread_cond_timedwait(&r->state_cond, &r->state_lock, &until);
             continue;
         }
         struct s3_client *client = r->client;
@@ -833,11 +927,16 @@ int remote_open(const char *server_url, const char *api_key, const struct remote
     pthread_mutex_init(&r->refresh_lock, NULL);
     pthread_mutex_init(&r->state_lock, NULL);
     pthread_mutex_init(&r->usage_lock, NULL);
+    pthread_mutex_init(&r->alw_lock, NULL);
+    pthread_mutex_init(&r->seen_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->state_cond, &ca);
+    pthread_cond_init(&r->alw_cond, &ca);
     pthread_condattr_destroy(&ca);
+    atomic_init(&r->prefix_len, 0);
+    r->batch = opt && opt->quota_batch;
     atomic_init(&r->access, NULL);
     atomic_init(&r->stopping, false);
     r->timeout_ms = opt && opt->timeout_ms > 0 ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;
@@ -897,6 +996,12 @@ void remote_free(struct remote *r)
     pthread_mutex_unlock(&r->state_lock);
     if (joined)
         pthread_join(r->thread, NULL);
+    if (r->batch) {
+        /* No thread is left: requests may run again, for the give-backs. */
+        atomic_store(&r->stopping, false);
+        alw_shutdown(r);
+        alw_free_all(r);
+    }
     for (int i = 0; i < r->n_idle; i++)
         curl_easy_cleanup(r->idle[i]);
     if (r->share)
@@ -910,7 +1015,10 @@ void remote_free(struct remote *r)
     pthread_mutex_destroy(&r->refresh_lock);
     pthread_mutex_destroy(&r->state_lock);
     pthread_mutex_destroy(&r->usage_lock);
+    pthread_mutex_destroy(&r->alw_lock);
+    pthread_mutex_destroy(&r->seen_lock);
     pthread_cond_destroy(&r->state_cond);
+    pthread_cond_destroy(&r->alw_cond);
     free(r);
 }
 
@@ -1032,6 +1140,458 @@ static bool id_valid(const char *id)
     return true;
 }
 
+/* ---- quota allowances ---- */
+
+static bool alw_usable(const struct allowance *a, struct timespec now)
+{
+    return !a->dead && !a->retired && ts_diff_ms(a->expires, now) > a->ttl_ms / 2;
+}
+
+/* The lifetime an answer's expires_at (unix seconds) leaves, in ms, within
+ * bounds that keep a skewed clock from making it absurd. */
+static int64_t alw_lifetime_ms(json_t *expires_at)
+{
+    int64_t s = (int64_t)json_integer_value(expires_at) - (int64_t)time(NULL);
+    if (s < ALW_LIFE_MIN_S)
+        s = ALW_LIFE_MIN_S;
+    if (s > ALW_LIFE_MAX_S)
+        s = ALW_LIFE_MAX_S;
+    return s * 1000;
+}
+
+/* "local#N" -> 1 with *n, a malformed local id -> -1, any other id -> 0. */
+static int local_id(const char *id, uint64_t *n)
+{
+    size_t plen = sizeof(LOCAL_PREFIX) - 1;
+    if (!id || strncmp(id, LOCAL_PREFIX, plen) != 0)
+        return 0;
+    const char *p = id + plen;
+    uint64_t v = 0;
+    if (*p < '1' || *p > '9' || strlen(p) > 19)
+        return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *n = v;
+    return 1;
+}
+
+/* Unlink the charge n from the table. Caller holds alw_lock. */
+static struct charge *charge_take(struct remote *r, uint64_t n)
+{
+    for (struct charge **p = &r->charges[n % CHARGE_BUCKETS]; *p; p = &(*p)->next) {
+        struct charge *c = *p;
+        if (c->n == n) {
+            *p = c->next;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void charge_free(struct charge *c)
+{
+    if (c) {
+        free(c->key);
+        free(c);
+    }
+}
+
+/* Unlink the allowances to give back now — retired, spent, idle for
+ * ALW_IDLE_MS, or any with force — but never one with charges pending.
+ * Dead and expired ones are freed here (the server holds nothing for them);
+ * the rest is returned as a list for alw_release_list. Caller holds alw_lock. */
+static struct allowance *alw_collect(struct remote *r, struct timespec now, bool force)
+{
+    struct allowance *out = NULL;
+    for (struct allowance **p = &r->alws; *p;) {
+        struct allowance *a = *p;
+        bool spent = a->bytes_left == 0 || a->objects_left == 0;
+        bool idle = ts_diff_ms(now, a->last_charge) >= ALW_IDLE_MS;
+        bool expired = ts_diff_ms(a->expires, now) <= 0;
+        if (a->pending || !(force || a->retired || a->dead || spent || idle || expired)) {
+            p = &a->next;
+            continue;
+        }
+        *p = a->next;
+        if (r->current == a)
+            r->current = NULL;
+        if (a->dead || expired) {
+            free(a);
+            continue;
+        }
+        a->next = out;
+        out = a;
+    }
+    return out;
+}
+
+/* Give back and free each allowance of list: DELETE, one attempt each (what
+ * a failed one holds expires on the server). */
+static void alw_release_list(struct remote *r, struct allowance *list, long timeout_ms)
+{
+    while (list) {
+        struct allowance *a = list;
+        list = a->next;
+        char path[128], err[512];
+        long status;
+        json_t *body = NULL;
+        snprintf(path, sizeof(path), "/v1/allowances/%s", a->id);
+        int rc = exchange_timeout(r, "DELETE", path, NULL, timeout_ms, &status, &body, err,
+                                  sizeof(err));
+        if (rc)
+            log_warn("cannot give back quota allowance '%s': %s (it expires on the server)", a->id,
+                     err);
+        else if (status >= 200 && status < 300)
+            usage_from_answer(r, body);
+        else if (status != 404)
+            quota_errno(r, "quota allowance release", status, body);
+        log_debug("quota allowance '%s' given back (%" PRIu64 " bytes, %" PRIu64 " objects left)",
+                  a->id, a->bytes_left, a->objects_left);
+        json_decref(body);
+        free(a);
+    }
+}
+
+/* What to ask for: min(64 MiB, free/8) bytes and min(256, free/8) objects of
+ * what the latest totals leave free. False when that cannot hold a file of
+ * size bytes, or no totals are known. */
+static bool alw_size(struct remote *r, uint64_t size, uint64_t *bytes, uint64_t *objects)
+{
+    pthread_mutex_lock(&r->seen_lock);
+    bool have = r->have_seen;
+    struct remote_usage u = r->seen;
+    pthread_mutex_unlock(&r->seen_lock);
+    if (!have)
+        return false;
+    uint64_t taken_b = u.used_bytes + u.reserved_bytes,
+             taken_o = u.used_objects + u.reserved_objects;
+    if (taken_b < u.used_bytes || taken_o < u.used_objects) /* absurd totals: no batching */
+        return false;
+    uint64_t free_b = u.max_bytes > taken_b ? u.max_bytes - taken_b : 0;
+    uint64_t free_o = u.max_objects > taken_o ? u.max_objects - taken_o : 0;
+    *bytes = free_b / ALW_SHARE < ALW_MAX_BYTES ? free_b / ALW_SHARE : ALW_MAX_BYTES;
+    *objects = free_o / ALW_SHARE < ALW_MAX_OBJECTS ? free_o / ALW_SHARE : ALW_MAX_OBJECTS;
+    return *bytes > 0 && *bytes >= size && *objects >= 1;
+}
+
+/* POST /v1/allowances. Returns 0 with *out (not linked anywhere), -ENOSYS
+ * (pockityd offers none), -EAGAIN (refused or a malformed answer), -EIO
+ * (pockityd unreachable past write_wait_ms) or -ENOMEM. */
+static int alw_fetch(struct remote *r, uint64_t bytes, uint64_t objects, struct allowance **out)
+{
+    json_t *req =
+            json_pack("{s:I, s:I}", "bytes", (json_int_t)bytes, "objects", (json_int_t)objects);
+    if (!req)
+        return -ENOMEM;
+    long status;
+    json_t *body = NULL;
+    int rc = quota_call(r, "quota allowance", "POST", "/v1/allowances", req, &status, &body);
+    json_decref(req);
+    if (rc)
+        return rc;
+    if (status == 201 || status == 200) {
+        const char *id = get_str(body, "id", 5, ID_MAX);
+        json_t *exp = json_object_get(body, "expires_at");
+        uint64_t gb, go;
+        struct allowance *a = NULL;
+        if (!id || strncmp(id, "alw_", 4) != 0 || !id_valid(id) || !get_u64(body, "bytes", &gb) ||
+            !get_u64(body, "objects", &go) || !json_is_integer(exp) ||
+            json_integer_value(exp) <= 0) {
+            /* what it may have granted expires on the server */
+            log_error("quota allowance: pockityd at '%s' sent a malformed answer", r->base_url);
+            rc = -EAGAIN;
+        } else if (!(a = calloc(1, sizeof(*a)))) {
+            rc = -ENOMEM;
+        } else {
+            struct timespec now = mono_now();
+            snprintf(a->id, sizeof(a->id), "%s", id);
+            a->bytes_left = gb < bytes ? gb : bytes;
+            a->objects_left = go < objects ? go : objects;
+            a->ttl_ms = alw_lifetime_ms(exp);
+            a->expires = ts_add_ms(now, a->ttl_ms);
+            a->last_charge = now;
+            usage_from_answer(r, body);
+            log_debug("quota allowance '%s': %" PRIu64 " bytes, %" PRIu64 " objects", a->id,
+                      a->bytes_left, a->objects_left);
+            *out = a;
+        }
+    } else if (status == 404 || status == 405) {
+        log_info("pockityd offers no quota allowances: one reservation per upload");
+        rc = -ENOSYS;
+    } else {
+        quota_errno(r, "quota allowance", status, body); /* logs; notes a hold */
+        rc = -EAGAIN;
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* Charge a file to the current allowance, asking for a new one when needed.
+ * Returns 0 with id_out, -EAGAIN (take the exact path), -EIO or -ENOMEM. */
+static int alw_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64])
+{
+    if (size > ALW_MAX_BYTES || atomic_load(&r->restriction) != RESTRICT_NONE ||
+        atomic_load(&r->access) != access_names[0] ||
+        atomic_load(&r->prefix_len) + strlen(key) > KEY_MAX)
+        return -EAGAIN; /* the server's answer is the one to give */
+    struct charge *c = calloc(1, sizeof(*c));
+    char *k = strdup(key);
+    if (!c || !k) {
+        free(c);
+        free(k);
+        return -ENOMEM;
+    }
+    c->key = k;
+    c->size = size;
+    bool fetched = false;
+    int rc;
+    pthread_mutex_lock(&r->alw_lock);
+    for (;;) {
+        struct timespec now = mono_now();
+        struct allowance *a = r->current;
+        if (a && alw_usable(a, now) && a->bytes_left >= size && a->objects_left >= 1) {
+            a->bytes_left -= size;
+            a->objects_left--;
+            a->pending++;
+            a->last_charge = now;
+            c->a = a;
+            c->n = ++r->next_charge;
+            c->next = r->charges[c->n % CHARGE_BUCKETS];
+            r->charges[c->n % CHARGE_BUCKETS] = c;
+            snprintf(id_out, 64, LOCAL_PREFIX "%" PRIu64, c->n);
+            rc = 0;
+            break;
+        }
+        if (fetched) { /* a fresh allowance that cannot hold it: no loop */
+            rc = -EAGAIN;
+            break;
+        }
+        if (r->fetching) {
+            pthread_cond_wait(&r->alw_cond, &r->alw_lock);
+            continue;
+        }
+        uint64_t want_b, want_o;
+        if (r->unsupported || (r->refused && ts_diff_ms(now, r->refused_at) < ALW_REFUSED_MS) ||
+            !alw_size(r, size, &want_b, &want_o)) {
+            rc = -EAGAIN; /* no allowance could hold it: the current one stays */
+            break;
+        }
+        if (a) { /* cannot serve this file: retire it, its leftover goes back */
+            a->retired = true;
+            r->current = NULL;
+        }
+        /* Give back what can go first: the free figure counts it as reserved. */
+        r->fetching = true;
+        struct allowance *gone = alw_collect(r, now, false);
+        pthread_mutex_unlock(&r->alw_lock);
+        alw_release_list(r, gone, r->timeout_ms);
+        /* sized again: what was just given back is free now */
+        struct allowance *fresh = NULL;
+        int frc = alw_size(r, size, &want_b, &want_o) ? alw_fetch(r, want_b, want_o, &fresh)
+                                                      : -ERANGE;
+        pthread_mutex_lock(&r->alw_lock);
+        r->fetching = false;
+        pthread_cond_broadcast(&r->alw_cond);
+        if (frc == 0) {
+            fresh->next = r->alws;
+            r->alws = fresh;
+            r->current = fresh;
+            fetched = true;
+            continue;
+        }
+        if (frc == -ENOSYS)
+            r->unsupported = true;
+        else if (frc != -ERANGE) { /* ERANGE: too big a file, not a refusal */
+            r->refused = true;
+            r->refused_at = mono_now();
+        }
+        rc = frc == -EIO || frc == -ENOMEM ? frc : -EAGAIN;
+        break;
+    }
+    pthread_mutex_unlock(&r->alw_lock);
+    if (rc)
+        charge_free(c);
+    return rc;
+}
+
+/* Before answering EDQUOT: give back what allowances hold beyond their
+ * pending charges, waiting up to ALW_DRAIN_MS for charges about to be
+ * committed. True when something went back (the exact path may now
+ * succeed). */
+static bool alw_give_back(struct remote *r)
+{
+    bool any = false;
+    struct timespec deadline = ts_add_ms(mono_now(), ALW_DRAIN_MS);
+    pthread_mutex_lock(&r->alw_lock);
+    for (struct allowance *a = r->alws; a; a = a->next) {
+        if (a->dead || (!a->bytes_left && !a->objects_left))
+            continue;
+        a->retired = true;
+        any = true;
+    }
+    r->current = NULL;
+    for (;;) {
+        bool waiting = false;
+        for (struct allowance *a = r->alws; a && !waiting; a = a->next)
+            waiting = a->retired && !a->dead && a->pending && (a->bytes_left || a->objects_left);
+        if (!any || !waiting || ts_diff_ms(deadline, mono_now()) <= 0)
+            break;
+        pthread_cond_timedwait(&r->alw_cond, &r->alw_lock, &deadline);
+    }
+    struct allowance *gone = any ? alw_collect(r, mono_now(), false) : NULL;
+    pthread_mutex_unlock(&r->alw_lock);
+    if (!gone)
+        return false;
+    alw_release_list(r, gone, r->timeout_ms);
+    return true;
+}
+
+static int alw_commit(struct remote *r, uint64_t n, uint64_t size, const char *etag)
+{
+    pthread_mutex_lock(&r->alw_lock);
+    struct charge *c = charge_take(r, n);
+    if (!c) {
+        pthread_mutex_unlock(&r->alw_lock);
+        return -ENOENT;
+    }
+    struct allowance *a = c->a; /* kept alive: c still counts in a->pending */
+    char aid[ID_MAX + 1];
+    memcpy(aid, a->id, sizeof(aid));
+    bool dead = a->dead;
+    pthread_mutex_unlock(&r->alw_lock);
+
+    int rc = -ENOENT;
+    bool got = false;
+    uint64_t left_b = 0, left_o = 0;
+    int64_t life_ms = 0;
+    json_t *body = NULL;
+    json_t *k = json_string(c->key), *e = json_string(etag);
+    json_t *req =
+            k && e ? json_pack("{s:o, s:I, s:o}", "key", k, "bytes", (json_int_t)size, "etag", e)
+                   : NULL;
+    if (!req) {
+        if (!k || !e) {
+            json_decref(k);
+            json_decref(e);
+        }
+        rc = !e ? -EINVAL : -ENOMEM;
+    } else if (!dead) {
+        char path[128];
+        long status;
+        snprintf(path, sizeof(path), "/v1/allowances/%s/commit", aid);
+        rc = quota_call(r, "quota commit", "POST", path, req, &status, &body);
+        if (rc == 0 && status >= 200 && status < 300) {
+            usage_from_answer(r, body);
+            json_t *al = json_object_get(body, "allowance");
+            json_t *exp = json_is_object(al) ? json_object_get(al, "expires_at") : NULL;
+            got = get_u64(al, "bytes", &left_b) && get_u64(al, "objects", &left_o) &&
+                  json_is_integer(exp);
+            if (got)
+                life_ms = alw_lifetime_ms(exp);
+        } else if (rc == 0) {
+            rc = quota_errno(r, "quota commit", status, body);
+        }
+    }
+    json_decref(req);
+    json_decref(body);
+
+    pthread_mutex_lock(&r->alw_lock);
+    struct timespec now = mono_now();
+    a->pending--;
+    if (rc == -ENOENT) { /* expired or released on the server: charge it no more */
+        a->dead = true;
+        if (r->current == a)
+            r->current = NULL;
+    }
+    if (got) {
+        /* Ours is the cautious figure; the server's is lower only when a
+         * file grew past its charge. */
+        if (left_b < a->bytes_left)
+            a->bytes_left = left_b;
+        if (left_o < a->objects_left)
+            a->objects_left = left_o;
+        a->expires = ts_add_ms(now, life_ms);
+    }
+    pthread_cond_broadcast(&r->alw_cond);
+    struct allowance *gone = alw_collect(r, now, false);
+    pthread_mutex_unlock(&r->alw_lock);
+    alw_release_list(r, gone, r->timeout_ms);
+    charge_free(c);
+    return rc;
+}
+
+static int alw_release(struct remote *r, uint64_t n)
+{
+    pthread_mutex_lock(&r->alw_lock);
+    struct charge *c = charge_take(r, n);
+    if (c) {
+        struct allowance *a = c->a;
+        a->pending--;
+        if (!a->dead) {
+            a->bytes_left += c->size;
+            a->objects_left++;
+        }
+        pthread_cond_broadcast(&r->alw_cond);
+    }
+    pthread_mutex_unlock(&r->alw_lock);
+    charge_free(c);
+    return c ? 0 : -ENOENT;
+}
+
+/* The renewal thread's look at the allowances, every ALW_SWEEP_MS. */
+static void alw_sweep(struct remote *r)
+{
+    pthread_mutex_lock(&r->alw_lock);
+    bool held = r->alws != NULL;
+    if (r->current && atomic_load(&r->restriction) != RESTRICT_NONE) {
+        r->current->retired = true;
+        r->current = NULL;
+    }
+    struct allowance *gone = alw_collect(r, mono_now(), false);
+    pthread_mutex_unlock(&r->alw_lock);
+    alw_release_list(r, gone, r->timeout_ms);
+    if (held) {
+        /* learn of a restriction or a new tier without a reservation */
+        struct remote_usage u;
+        remote_usage(r, &u);
+    }
+}
+
+static void alw_shutdown(struct remote *r)
+{
+    unsigned pending = 0;
+    pthread_mutex_lock(&r->alw_lock);
+    struct allowance *gone = alw_collect(r, mono_now(), true);
+    for (struct allowance *a = r->alws; a; a = a->next)
+        pending += a->pending;
+    pthread_mutex_unlock(&r->alw_lock);
+    if (pending)
+        log_info("%u quota charge(s) not committed: their allowance expires on the server",
+                 pending);
+    alw_release_list(r, gone, ALW_FREE_TIMEOUT);
+}
+
+static void alw_free_all(struct remote *r)
+{
+    for (int i = 0; i < CHARGE_BUCKETS; i++)
+        while (r->charges[i]) {
+            struct charge *c = r->charges[i];
+            r->charges[i] = c->next;
+            charge_free(c);
+        }
+    while (r->alws) {
+        struct allowance *a = r->alws;
+        r->alws = a->next;
+        free(a);
+    }
+    r->current = NULL;
+}
+
+static int exact_reserve(struct remote *r, json_t *req, char id_out[64]);
+
 int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64])
 {
     if (id_out)
@@ -1043,13 +1603,27 @@ int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out
         log_warn("cannot reserve quota for a key that is not valid utf-8");
         return -EINVAL;
     }
+    int rc = r->batch ? alw_reserve(r, key, size, id_out) : -EAGAIN;
+    if (rc != -EAGAIN) {
+        json_decref(k);
+        return rc;
+    }
     json_t *req = json_pack("{s:o, s:I}", "key", k, "bytes", (json_int_t)size);
     if (!req)
         return -ENOMEM;
+    rc = exact_reserve(r, req, id_out);
+    if (rc == -EDQUOT && r->batch && alw_give_back(r))
+        rc = exact_reserve(r, req, id_out);
+    json_decref(req);
+    return rc;
+}
+
+/* POST /v1/reservations with req ({key, bytes}). */
+static int exact_reserve(struct remote *r, json_t *req, char id_out[64])
+{
     long status;
     json_t *body = NULL;
     int rc = quota_call(r, "quota reservation", "POST", "/v1/reservations", req, &status, &body);
-    json_decref(req);
     if (rc)
         return rc;
     if (status == 201 || status == 200) {
@@ -1071,9 +1645,13 @@ int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out
 
 int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag)
 {
-    if (!r || !id_valid(reservation_id) || !etag || !*etag || strlen(etag) > ETAG_MAX ||
-        size > (uint64_t)INT64_MAX)
+    uint64_t n;
+    int local = local_id(reservation_id, &n);
+    if (!r || local < 0 || (!local && !id_valid(reservation_id)) || !etag || !*etag ||
+        strlen(etag) > ETAG_MAX || size > (uint64_t)INT64_MAX)
         return -EINVAL;
+    if (local)
+        return alw_commit(r, n, size, etag);
     json_t *e = json_string(etag);
     if (!e)
         return -EINVAL;
@@ -1098,8 +1676,12 @@ int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, c
 
 int remote_release(struct remote *r, const char *reservation_id)
 {
-    if (!r || !id_valid(reservation_id))
+    uint64_t n;
+    int local = local_id(reservation_id, &n);
+    if (!r || local < 0 || (!local && !id_valid(reservation_id)))
         return -EINVAL;
+    if (local)
+        return alw_release(r, n);
     char path[128];
     snprintf(path, sizeof(path), "/v1/reservations/%s", reservation_id);
     long status;
@@ -1189,6 +1771,7 @@ int remote_usage(struct remote *r, struct remote_usage *u)
     if (rc == 0) {
         r->usage = fresh;
         r->have_usage = true;
+        seen_store(r, &fresh);
         r->usage_at = now;
         restriction_from(r, body);
     } else {

@@ -43,6 +43,8 @@ struct remote_options {
     long write_wait_ms;  /* how long quota calls keep retrying an unreachable
                             pockityd before failing with -EIO; 0: 30000 */
     const char *ca_file; /* optional CA bundle for https servers */
+    int quota_batch;     /* nonzero: reserve through quota allowances (see
+                            remote_reserve); 0: one reservation per upload */
 };
 
 /* Connect: POST /v1/session with api_key (copied; the copy is wiped by
@@ -64,16 +66,22 @@ int remote_open(const char *server_url, const char *api_key, const struct remote
 
 /* Stop the renewal thread (if started; a renewal request in flight is
  * aborted within about a second) and free; NULL is fine. No other call may be
- * in flight. */
+ * in flight. With quota_batch, first gives back (DELETE, one attempt of at
+ * most 2 s each) the allowances no uncommitted charge still needs; one with
+ * charges pending is left to expire on the server (a commit after its
+ * release would be refused). */
 void remote_free(struct remote *r);
 
 /* Keep client's credentials fresh: a background thread asks for a new session
  * when two thirds of the current one's lifetime have passed (retrying with
  * backoff while pockityd is unreachable) and installs it with
- * s3_client_set_credentials(). Also usable as the client's s3_refresh_fn (see
- * remote_refresh) for a request that hit ExpiredToken. client must outlive the
- * struct remote. Returns 0, -EINVAL, -EALREADY (already started) or -errno of
- * pthread_create. */
+ * s3_client_set_credentials(). With quota_batch the same thread, every
+ * second, gives back allowances that are spent, idle or retired, and while
+ * one is held refreshes the usage (GET /v1/usage, at most every 2 s) so a
+ * restriction of the pocket is learnt without a reservation. Also usable as
+ * the client's s3_refresh_fn (see remote_refresh) for a request that hit
+ * ExpiredToken. client must outlive the struct remote. Returns 0, -EINVAL,
+ * -EALREADY (already started) or -errno of pthread_create. */
 int remote_start_renewal(struct remote *r, struct s3_client *client);
 
 /* An s3_refresh_fn: fetch a session now and install it in client. arg is the
@@ -95,17 +103,37 @@ const char *remote_access(struct remote *r);
  * first answer was lost expires on the server. Returns 0, -EDQUOT
  * (quota_exceeded), -EACCES (the key may not write, or the pocket is not
  * active), -EIO when pockityd stays unreachable past write_wait_ms or fails,
- * or -EINVAL (key empty, over 1024 bytes or not UTF-8). */
+ * or -EINVAL (key empty, over 1024 bytes or not UTF-8).
+ *
+ * With quota_batch, the reservation is usually local: the remote holds an
+ * allowance (POST /v1/allowances: a block of bytes and objects reserved at
+ * once, at most 64 MiB and 256 objects, and at most an eighth of what the
+ * pocket has free) and charges the file to it without a request; the id is
+ * then "local#N", which no server id can be. A new allowance is asked for
+ * (by one thread at a time; the others wait for it) when the current one
+ * cannot hold the file, is half way to its expiry, or is gone. The exact
+ * path (POST /v1/reservations) serves a file an allowance of that size could
+ * not hold, a restricted pocket, and every file for 5 s after an allowance
+ * was refused: so EDQUOT near a full quota is the server's exact answer (and
+ * before it is returned, leftovers of allowances whose charges are about to
+ * be committed are given back, waiting up to 2 s for those commits). A
+ * restriction or a smaller tier set while an allowance is held takes effect
+ * when the mount next hears from pockityd (within about 2 s while the
+ * renewal thread runs). */
 int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64]);
 
 /* Tell pockityd the upload of a reservation landed with this size and ETag.
- * Returns 0, -ENOENT (unknown or expired reservation: the caller should report
- * the object another way, e.g. reserve+commit again), -EACCES, -EINVAL (a
- * malformed id or ETag), -EIO. */
+ * A local id is committed against its allowance (POST
+ * /v1/allowances/{id}/commit with the key it was reserved for); the id is
+ * used up whatever the answer. Returns 0, -ENOENT (unknown or expired
+ * reservation or allowance: the caller should report the object another
+ * way, e.g. reserve+commit again), -EACCES, -EINVAL (a malformed id or
+ * ETag), -EIO. */
 int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag);
 
-/* Give a reservation back after a failed upload. Returns 0, -ENOENT,
- * -EACCES, -EINVAL (a malformed id), -EIO. */
+/* Give a reservation back after a failed upload; a local id goes back to
+ * its allowance without a request. Returns 0, -ENOENT, -EACCES, -EINVAL (a
+ * malformed id), -EIO. */
 int remote_release(struct remote *r, const char *reservation_id);
 
 /* Report deleted keys (relative to the prefix), any number: sent in batches

@@ -1,7 +1,8 @@
 """The mount's client of pockityd (pockityfs/remote.c), end to end through
-tests/remotetool: sessions, errors, quota calls and their retries against a
-real pockityd (and RGW), and renewal, validation and timeouts against a small
-fake pockityd whose answers the test controls.
+tests/remotetool: sessions, errors, quota calls and their retries, and quota
+allowances (remotetool -a) against a real pockityd (and RGW); renewal,
+validation, timeouts and the allowance protocol against a small fake
+pockityd whose answers the test controls.
 """
 
 import errno
@@ -268,6 +269,164 @@ class TestOutage(Base):
             d.stop()
 
 
+# ---------------------------------------------------------------- allowances, real pockityd
+
+def cycles(url, key, prefix, n, size, threads=1, batch=True):
+    opts = ("-a",) if batch else ()
+    res = tool(url, key, "cycles", prefix, n, size, threads, opts=opts, timeout=300)
+    assert res.code == 0, res
+    return json.loads(res.out)
+
+
+def script(url, key, *ops, batch=True):
+    res = tool(url, key, "script", *ops, opts=("-a",) if batch else (), timeout=120)
+    assert res.code == 0, res
+    return res.out.splitlines()
+
+
+class TestAllowances(Base):
+    """remote_reserve/commit/release with quota_batch on, against pockityd."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.token = D.new_user()[0]
+        probe_pocket = D.new_pocket(cls.token)
+        probe = D.request("POST", "/v1/allowances", {"bytes": 1, "objects": 1},
+                          token=D.new_key(cls.token, probe_pocket["id"])["key"])
+        if probe.status == 404:
+            raise unittest.SkipTest("pockityd has no /v1/allowances yet")
+
+    def tier(self, max_bytes, max_objects):
+        tid = "alw" + secrets.token_hex(3)
+        r = D.request("POST", "/v1/admin/tiers",
+                      {"id": tid, "name": tid, "max_bytes": max_bytes,
+                       "max_objects": max_objects, "price_minor": 0, "currency": "USD",
+                       "needs_approval": False}, token=D.admin_token())
+        self.assertIn(r.status, (200, 201), r)
+        return tid
+
+    def pocket(self, tier="free"):
+        p = D.new_pocket(self.token, tier=tier)
+        return p, D.new_key(self.token, p["id"])["key"]
+
+    def state(self, pocket):
+        r = D.request("GET", "/v1/pockets/" + pocket["id"], token=self.token)
+        self.assertEqual(r.status, 200, r)
+        return r.body
+
+    def allowances_granted(self):
+        text = D.request("GET", "/metrics").raw.decode()
+        for line in text.splitlines():
+            if line.startswith("pockityd_allowances_total"):
+                return int(float(line.split()[-1]))
+        self.skipTest("pockityd exports no pockityd_allowances_total")
+
+    def test_cycles_cost_a_handful_of_allowances(self):
+        p, key = self.pocket()
+        before = self.allowances_granted()
+        out = cycles(D.url, key, "many/f", 200, 1000)
+        self.assertEqual(out, {"ok": 200, "local": 200, "error": None})
+        self.assertLessEqual(self.allowances_granted() - before, 3)
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 200 * 1000, "objects": 200})
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})  # given back at exit
+
+    def test_threads_share_allowances(self):
+        p, key = self.pocket()
+        before = self.allowances_granted()
+        out = cycles(D.url, key, "par/f", 400, 100, threads=8)
+        self.assertEqual(out["ok"], 400, out)
+        self.assertIsNone(out["error"])
+        self.assertLessEqual(self.allowances_granted() - before, 4)
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 400 * 100, "objects": 400})
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_overwrites_count_once(self):
+        p, key = self.pocket()
+        self.assertEqual(cycles(D.url, key, "same", 1, 500)["ok"], 1)
+        # the same key again, larger: the ledger holds one object of the new size
+        self.assertEqual(cycles(D.url, key, "same", 1, 800)["ok"], 1)
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 800, "objects": 1})
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_edquot_where_the_exact_path_gives_it(self):
+        tid = self.tier(20000, 1000)
+        for batch in (False, True):
+            p, key = self.pocket(tid)
+            out = cycles(D.url, key, "q/f", 30, 1000, batch=batch)
+            self.assertEqual(out["ok"], 20, (batch, out))
+            self.assertEqual(out["error"], "EDQUOT", (batch, out))
+            st = self.state(p)
+            self.assertEqual(st["usage"], {"bytes": 20000, "objects": 20}, batch)
+            self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0}, batch)
+        # the object quota too
+        tid = self.tier(1 << 30, 12)
+        for batch in (False, True):
+            p, key = self.pocket(tid)
+            out = cycles(D.url, key, "o/f", 30, 10, batch=batch)
+            self.assertEqual((out["ok"], out["error"]), (12, "EDQUOT"), (batch, out))
+            self.assertEqual(self.state(p)["usage"], {"bytes": 120, "objects": 12})
+
+    def test_file_larger_than_an_allowance_takes_the_exact_path(self):
+        tid = self.tier(1 << 20, 100)
+        p, key = self.pocket(tid)
+        # an allowance holds at most 1/8 of the free space: 200 KB goes exact
+        lines = script(D.url, key, "r:big:200000", "c:0:200000", "r:small:100", "c:1:100")
+        self.assertTrue(lines[0].startswith("rsv_"), lines)
+        self.assertTrue(lines[2].startswith("local#"), lines)
+        self.assertEqual(lines[1::2], ["committed", "committed"])
+        lines = script(D.url, key, "r:huge:%d" % (2 << 20))
+        self.assertEqual(lines, ["error EDQUOT"])
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 200100, "objects": 2})
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_release_gives_the_charge_back_locally(self):
+        tid = self.tier(80000, 1000)  # allowances of 10000 bytes
+        p, key = self.pocket(tid)
+        lines = script(D.url, key, "r:a:6000", "x:0", "r:b:6000", "c:1:6000", "x:0",
+                       "c:0:6000", "u")
+        self.assertTrue(lines[0].startswith("local#"), lines)
+        self.assertEqual(lines[1], "released")
+        self.assertTrue(lines[2].startswith("local#"), lines)
+        self.assertEqual(lines[3], "committed")
+        # a released or committed local id is gone
+        self.assertEqual(lines[4:6], ["error ENOENT", "error ENOENT"])
+        # what was released served b: one allowance held (after b's commit,
+        # 10000 - 6000 left), the ledger counts only b
+        self.assertEqual(lines[6], "reserved 4000 %d used 6000 1" % (125 - 1), lines)
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 6000, "objects": 1})
+        self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_uncommitted_charges_leave_the_allowance_to_expire(self):
+        p, key = self.pocket()
+        lines = script(D.url, key, "r:a:10", "r:b:10", "c:1:10")
+        self.assertTrue(lines[0].startswith("local#"), lines)
+        # a's charge is pending: the allowance is not given back (a commit
+        # after a release would fail), the server's TTL reclaims it
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 10, "objects": 1})
+        self.assertGreater(st["reserved"]["bytes"], 0)
+
+    def test_bad_ids(self):
+        p, key = self.pocket()
+        lines = script(D.url, key, "r:a:1", "x:0", "x:0")
+        self.assertEqual(lines[1:], ["released", "error ENOENT"])
+        for bad in ("local#0", "local#x", "local#", "local#99999999999999999999"):
+            self.expect_errno(tool(D.url, key, "release", bad, opts=("-a",)), errno.EINVAL)
+        self.expect_errno(tool(D.url, key, "release", "local#7", opts=("-a",)), errno.ENOENT)
+        self.expect_errno(tool(D.url, key, "commit", "local#7", 1, '"e"', opts=("-a",)),
+                          errno.ENOENT)
+
+    def test_ro_key_is_refused(self):
+        p = D.new_pocket(self.token)
+        key = D.new_key(self.token, p["id"], "ro")["key"]
+        self.expect_errno(tool(D.url, key, "reserve", "k", 1, opts=("-a",)), errno.EACCES)
+
+
 # ---------------------------------------------------------------- fake pockityd
 
 def session_body(expires_in=900, **over):
@@ -478,6 +637,212 @@ class TestFake(Base):
         self.assertEqual(json.loads(self.expect_ok(tool(self.fake.url, KEY, "usage"))), figures)
         self.fake.routes[("GET", "/v1/usage")] = lambda n, b: (200, {"quota": {}}, 0)
         self.expect_errno(tool(self.fake.url, KEY, "usage"), errno.EIO)
+
+
+def totals(used_b=1, used_o=1, res_b=0, res_o=0, max_b=10 << 30, max_o=100000):
+    return {"quota": {"max_bytes": max_b, "max_objects": max_o},
+            "usage": {"bytes": used_b, "objects": used_o},
+            "reserved": {"bytes": res_b, "objects": res_o}, "restriction": None}
+
+
+class TestFakeAllowances(Base):
+    """The allowance protocol as the client speaks it."""
+
+    ALW = ("POST", "/v1/allowances")
+    RSV = ("POST", "/v1/reservations")
+
+    def setUp(self):
+        self.fake = Fake()
+        self.asked = []
+        self.commits = []
+        self.fake.routes[SESSION] = lambda n, b: (
+            200, session_body(quota={"max_bytes": 10 << 30, "max_objects": 100000}), 0)
+        self.grant("alw_one")
+        self.fake.routes[self.RSV] = lambda n, b: (
+            201, dict(totals(), id="rsv_%d" % n, key=json.loads(b)["key"], bytes=1,
+                      expires_at=int(time.time()) + 3600), 0)
+
+    def tearDown(self):
+        self.fake.close()
+
+    def grant(self, *ids, delay=0, commit_status=200):
+        """POST /v1/allowances grants ids in turn; their commits answer
+        commit_status (a dict id -> status, or one status)."""
+        left = {}  # id -> [bytes, objects] the allowance has left
+
+        def on_grant(n, body):
+            req = json.loads(body)
+            self.asked.append(req)
+            aid = ids[min(n, len(ids)) - 1]
+            with self.fake.lock:
+                left[aid] = [req["bytes"], req["objects"]]
+            return 201, dict(totals(), id=aid, bytes=req["bytes"], objects=req["objects"],
+                             expires_at=int(time.time()) + 120), delay
+        self.fake.routes[self.ALW] = on_grant
+        for aid in ids:
+            st = commit_status.get(aid, 200) if isinstance(commit_status, dict) else commit_status
+
+            def on_commit(n, body, aid=aid, st=st):
+                req = json.loads(body)
+                self.commits.append((aid, req))
+                if st != 200:
+                    return st, {"error": {"code": "not_found", "message": "no allowance"}}, 0
+                with self.fake.lock:
+                    lb, lo = left[aid]
+                    left[aid] = [max(lb - req["bytes"], 0), max(lo - 1, 0)]
+                    lb, lo = left[aid]
+                return 200, dict(totals(), allowance={"id": aid, "bytes": lb, "objects": lo,
+                                                      "expires_at": int(time.time()) + 120}), 0
+            self.fake.routes[("POST", "/v1/allowances/%s/commit" % aid)] = on_commit
+            self.fake.routes[("DELETE", "/v1/allowances/" + aid)] = lambda n, b: (
+                200, totals(), 0)
+
+    def run_cycles(self, n, size, threads=1):
+        res = tool(self.fake.url, KEY, "cycles", "k", n, size, threads, opts=("-a",))
+        self.assertEqual(res.code, 0, res)
+        return json.loads(res.out)
+
+    def test_one_allowance_serves_many_files(self):
+        out = self.run_cycles(50, 1000)
+        self.assertEqual(out, {"ok": 50, "local": 50, "error": None})
+        self.assertEqual(self.asked, [{"bytes": 64 << 20, "objects": 256}])
+        self.assertEqual(len(self.commits), 50)
+        self.assertEqual(self.commits[7], ("alw_one", {"key": "k7", "bytes": 1000,
+                                                      "etag": '"00000000000003e8"'}))
+        self.assertEqual(self.fake.count(*self.RSV), 0)
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 1)
+
+    def test_option_off_is_the_exact_path(self):
+        res = tool(self.fake.url, KEY, "cycles", "k", 3, 10)
+        self.assertEqual(json.loads(res.out), {"ok": 0, "local": 0, "error": "ENOENT"})
+        self.assertEqual(self.fake.count(*self.ALW), 0)
+        self.assertEqual(self.fake.count(*self.RSV), 2)  # reserve, re-reserve after 404
+
+    def test_allowance_sized_by_free_space(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(
+            quota={"max_bytes": 80001, "max_objects": 100}, usage={"bytes": 1, "objects": 1},
+            reserved={"bytes": 0, "objects": 20}), 0)
+        self.assertEqual(self.run_cycles(1, 100)["local"], 1)
+        self.assertEqual(self.asked, [{"bytes": 10000, "objects": 9}])
+
+    def test_too_little_free_space_takes_the_exact_path(self):
+        self.fake.routes[SESSION] = lambda n, b: (200, session_body(
+            quota={"max_bytes": 8000, "max_objects": 100}), 0)
+        self.fake.routes[("POST", "/v1/reservations/rsv_1/commit")] = lambda n, b: (
+            200, totals(), 0)
+        out = self.run_cycles(1, 1000)  # 1000 > 8000/8
+        self.assertEqual(out, {"ok": 1, "local": 0, "error": None})
+        self.assertEqual(self.fake.count(*self.ALW), 0)
+
+    def test_refusal_means_exact_path_for_a_while(self):
+        self.fake.routes[self.ALW] = lambda n, b: (
+            507, {"error": {"code": "quota_exceeded", "message": "asked 64 MiB, 3 free"}}, 0)
+        for i in range(1, 6):
+            self.fake.routes[("POST", "/v1/reservations/rsv_%d/commit" % i)] = lambda n, b: (
+                200, totals(), 0)
+        out = self.run_cycles(5, 10)
+        self.assertEqual(out, {"ok": 5, "local": 0, "error": None})
+        self.assertEqual(self.fake.count(*self.ALW), 1)
+        self.assertEqual(self.fake.count(*self.RSV), 5)
+
+    def test_server_without_allowances(self):
+        del self.fake.routes[self.ALW]  # 404
+        self.fake.routes[("POST", "/v1/reservations/rsv_1/commit")] = lambda n, b: (
+            200, totals(), 0)
+        self.assertEqual(self.run_cycles(1, 10), {"ok": 1, "local": 0, "error": None})
+
+    def test_malformed_grant_takes_the_exact_path(self):
+        for bad in ({"id": "../x", "bytes": 1, "objects": 1, "expires_at": 9},
+                    {"id": "rsv_abc", "bytes": 1, "objects": 1, "expires_at": 9},
+                    {"id": "alw_abc", "bytes": -1, "objects": 1, "expires_at": 9},
+                    {"id": "alw_abc", "bytes": 1, "objects": 1}):
+            self.fake.routes[self.ALW] = lambda n, b, bad=bad: (201, bad, 0)
+            res = tool(self.fake.url, KEY, "reserve", "k", 1, opts=("-a",))
+            self.assertEqual(res.code, 0, res)
+            self.assertTrue(res.out.startswith("rsv_"), res)
+            self.assertIn("malformed", res.err)
+
+    def test_commit_of_a_lost_allowance_falls_back(self):
+        self.grant("alw_one", "alw_two", commit_status={"alw_one": 404})
+        out = self.run_cycles(5, 10)
+        self.assertEqual(out, {"ok": 5, "local": 5, "error": None})
+        self.assertEqual([c[0] for c in self.commits], ["alw_one"] + ["alw_two"] * 5)
+        self.assertEqual(self.fake.count(*self.ALW), 2)
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 0)
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_two"), 1)
+
+    def test_concurrent_reserves_wait_for_one_fetch(self):
+        self.grant("alw_one", delay=0.5)
+        out = self.run_cycles(64, 10, threads=16)
+        self.assertEqual(out, {"ok": 64, "local": 64, "error": None})
+        self.assertEqual(self.fake.count(*self.ALW), 1)
+
+    def test_release_and_pending_charges(self):
+        res = tool(self.fake.url, KEY, "script", "r:a:10", "x:0", "r:b:10", opts=("-a",))
+        self.assertEqual(res.out.splitlines(), ["local#1", "released", "local#2"], res)
+        # b is neither committed nor released: the allowance is not given back
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 0)
+        res = tool(self.fake.url, KEY, "script", "r:a:10", "x:0", opts=("-a",))
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 1)
+
+    def test_commit_is_retried_on_503(self):
+        def flaky(n, body):
+            if n < 3:
+                return 503, {"error": {"code": "unavailable", "message": "busy"}}, 0
+            return 200, dict(totals(), allowance={"id": "alw_one", "bytes": 5, "objects": 5,
+                                                  "expires_at": int(time.time()) + 99}), 0
+        self.fake.routes[("POST", "/v1/allowances/alw_one/commit")] = flaky
+        self.assertEqual(self.run_cycles(1, 10), {"ok": 1, "local": 1, "error": None})
+        self.assertEqual(self.fake.count("POST", "/v1/allowances/alw_one/commit"), 3)
+
+    def test_server_figure_lowers_what_is_left(self):
+        # the server says only 15 bytes are left (a file grew past its charge):
+        # the next 10-byte file fits, the one after needs a new allowance
+        self.fake.routes[("POST", "/v1/allowances/alw_one/commit")] = lambda n, b: (
+            200, dict(totals(), allowance={"id": "alw_one", "bytes": 15, "objects": 50,
+                                           "expires_at": int(time.time()) + 99}), 0)
+        self.assertEqual(self.run_cycles(3, 10), {"ok": 3, "local": 3, "error": None})
+        self.assertEqual(self.fake.count(*self.ALW), 2)
+
+    def test_restricted_pocket_takes_the_exact_path(self):
+        self.fake.routes[SESSION] = lambda n, b: (
+            200, session_body(restriction={"code": "past_due"}), 0)
+        self.fake.routes[self.RSV] = lambda n, b: (
+            403, {"error": {"code": "read_only", "message": "payment past due"}}, 0)
+        self.expect_errno(tool(self.fake.url, KEY, "reserve", "k", 1, opts=("-a",)),
+                          errno.EROFS)
+        self.assertEqual(self.fake.count(*self.ALW), 0)
+
+    def test_idle_allowance_is_given_back_by_the_renewal_thread(self):
+        deleted = []
+        self.fake.routes[("DELETE", "/v1/allowances/alw_one")] = lambda n, b: (
+            deleted.append(time.monotonic()) or (200, totals(), 0))
+        t0 = time.monotonic()
+        res = tool(self.fake.url, KEY, "script", "R", "r:a:10", "c:0:10", "s:13000",
+                   opts=("-a",))
+        t1 = time.monotonic()
+        self.assertEqual(res.out.splitlines(), ["renewing", "local#1", "committed", "slept"], res)
+        self.assertEqual(len(deleted), 1, res)
+        # given back after 10 s without a charge, while the process still ran
+        self.assertGreater(deleted[0] - t0, 9.5)
+        self.assertGreater(t1 - deleted[0], 1)
+
+    def test_restriction_is_learnt_while_an_allowance_is_held(self):
+        usage = dict(totals(), restriction=None)
+        self.fake.routes[("GET", "/v1/usage")] = lambda n, b: (200, usage, 0)
+        self.fake.routes[("DELETE", "/v1/allowances/alw_one")] = lambda n, b: (200, usage, 0)
+        self.fake.routes[self.RSV] = lambda n, b: (
+            403, {"error": {"code": "read_only", "message": "payment past due"}}, 0)
+        # the hold begins after the first file: the next one must not be
+        # charged locally, the exact path gives the server's word
+        threading.Timer(1.0, lambda: usage.update(restriction={"code": "past_due"})).start()
+        res = tool(self.fake.url, KEY, "script", "R", "r:a:10", "c:0:10", "s:4500", "r:b:10",
+                   opts=("-a",))
+        self.assertEqual(res.out.splitlines(),
+                         ["renewing", "local#1", "committed", "slept", "error EROFS"], res)
+        self.assertGreater(self.fake.count("GET", "/v1/usage"), 0)
+        # the allowance was given back once the restriction was known
+        self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 1)
 
 
 def main():

@@ -325,7 +325,9 @@ def test_restriction():
     tid = tiny_tier(1 << 20)
     pk = Pocket(D, tier=tid)
     prefix = pk.pocket["prefix"]
-    with Mount(D, pk) as m:
+    # per-file reservations: each close asks pockityd, so a restriction
+    # counts at once (test_restriction_batched: with quota allowances)
+    with Mount(D, pk, options=["quota_batch=0"]) as m:
         write_file(m.p("a"), b"a" * 5000)
         write_file(m.p("b"), b"b" * 5000)
         sh("sync %s" % m.path)  # a and b in S3 (close queues their uploads)
@@ -367,6 +369,42 @@ def test_restriction():
         check(s3_get(prefix + "f") == b"f", "write after the hold")
 
 
+def test_restriction_batched():
+    """With quota allowances (the default) a close spends quota held by the
+    mount: a restriction counts once the mount has heard of it — from any
+    answer of pockityd, e.g. the usage statfs reads — and the allowance is
+    given back then."""
+    tid = tiny_tier(1 << 20)
+    pk = Pocket(D, tier=tid)
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as m:
+        write_file(m.p("a"), b"a" * 5000)
+        write_file(m.p("b"), b"b" * 5000)
+        sh("sync %s" % m.path)
+        set_tier_bytes(tid, 4096)
+        wait_for(lambda: df(m.path, "size") == "4096", "df shows the smaller quota")
+        expect_errno(lambda: write_file(m.p("c"), b"c"), errno.EDQUOT, "create over quota")
+        expect_errno(lambda: os.mkdir(m.p("dir")), errno.EDQUOT, "mkdir over quota")
+        set_tier_bytes(tid, 1 << 20)
+        wait_for(lambda: df(m.path, "size") == str(1 << 20), "df shows the larger quota")
+        write_file(m.p("d"), b"d" * 10)
+        set_hold(pk.id, "past_due")
+        time.sleep(2.1)  # past the usage cache: statfs asks pockityd
+        os.statvfs(m.path)
+        expect_errno(lambda: write_file(m.p("e"), b"e"), errno.EROFS, "create on hold")
+        check(open(m.p("a"), "rb").read() == b"a" * 5000, "reads on hold")
+        set_hold(pk.id, None)
+        wait_for(lambda: subprocess.run(["mkdir", m.p("dir")], capture_output=True).returncode
+                 == 0, "mkdir once the hold is lifted")
+        write_file(m.p("f"), b"f" * 3)
+    check(s3_get(prefix + "d") == b"d" * 10, "d uploaded")
+    check(s3_get(prefix + "f") == b"fff", "f uploaded")
+    r = D.request("GET", "/v1/pockets/%s" % pk.id, token=pk.token)
+    body = r.body.get("pocket", r.body) if isinstance(r.body, dict) else {}
+    check(body["reserved"] == {"bytes": 0, "objects": 0}, "allowances given back: %r" % body)
+    check(body["usage"] == {"bytes": 10013, "objects": 5}, "ledger: %r" % body)
+
+
 def test_background_upload():
     """A file kept open uploads without waiting for close; fsync uploads
     what changed and is quick when nothing did."""
@@ -398,7 +436,9 @@ def test_crash_recovery():
     pk = Pocket(D)
     cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
     try:
-        m = Mount(D, pk, cache_dir=cache, options=["write_timeout=2"])
+        # per-file reservations: with quota allowances a close needs no
+        # pockityd, and this test is about a close that cannot reserve
+        m = Mount(D, pk, cache_dir=cache, options=["write_timeout=2", "quota_batch=0"])
         try:
             with open(m.p("before"), "w") as f:
                 f.write("uploaded\n")
@@ -757,8 +797,8 @@ def test_readahead():
 
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
-         test_restriction, test_background_upload, test_crash_recovery, test_close_then_kill,
-         test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
+         test_close_then_kill, test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 

@@ -1,14 +1,16 @@
 /* remotetool: a command line over pockityfs/remote.h (the mount's client of
  * pockityd) for the integration tests.
  *
- *   remotetool [-t TIMEOUT_MS] [-w WRITE_WAIT_MS] [-p] [-v] SERVER_URL COMMAND [ARGS]
+ *   remotetool [-t TIMEOUT_MS] [-w WRITE_WAIT_MS] [-a] [-p] [-v] SERVER_URL COMMAND [ARGS]
  *
  * The API key comes from the environment (POCKITY_KEY), never the command
- * line. -p: after connecting, print "connected" and wait for a line on stdin
+ * line. -a: reserve through quota allowances (remote_options.quota_batch).
+ * -p: after connecting, print "connected" and wait for a line on stdin
  * before running the command (lets a test stop pockityd in between).
  * Exit status: 0 success, 2 usage, else the positive errno of the failure,
  * with "error: ..." on stderr. */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +254,175 @@ static int cmd_refresh(struct ctx *c)
     return 0;
 }
 
+/* Reserve key for size and commit it, re-reserving once when the commit
+ * finds the reservation gone (as pockityfs's upload does). *local counts
+ * local (allowance) ids. */
+static int cycle(struct remote *r, const char *key, uint64_t size, int *local)
+{
+    char id[64], etag[64];
+    int rc = remote_reserve(r, key, size, id);
+    if (rc)
+        return rc;
+    if (!strncmp(id, "local#", 6))
+        (*local)++;
+    snprintf(etag, sizeof(etag), "\"%016" PRIx64 "\"", (uint64_t)size);
+    rc = remote_commit(r, id, size, etag);
+    if (rc == -ENOENT && (rc = remote_reserve(r, key, size, id)) == 0)
+        rc = remote_commit(r, id, size, etag);
+    return rc;
+}
+
+struct cycler {
+    struct remote *r;
+    const char *prefix;
+    uint64_t size;
+    uint64_t first, count; /* this thread's keys: PREFIX<first> .. */
+    uint64_t ok;
+    int local;
+    int rc;
+};
+
+static void *cycle_thread(void *arg)
+{
+    struct cycler *c = arg;
+    for (uint64_t i = c->first; i < c->first + c->count && !c->rc; i++) {
+        char key[1100];
+        snprintf(key, sizeof(key), "%s%" PRIu64, c->prefix, i);
+        c->rc = cycle(c->r, key, c->size, &c->local);
+        if (!c->rc)
+            c->ok++;
+    }
+    return NULL;
+}
+
+/* cycles PREFIX N SIZE [THREADS]: N reserve+commit cycles of the keys
+ * PREFIX0..PREFIX<N-1>, SIZE bytes each, spread over THREADS (1..64)
+ * threads, each stopping at its first error. Prints {"ok": cycles done,
+ * "local": how many used a local id, "error": the first errno name or
+ * null}. */
+static int cmd_cycles(struct ctx *c)
+{
+    uint64_t n, size, threads = 1;
+    if (parse_u64(c->argv[1], &n) || n > 1000000 || parse_u64(c->argv[2], &size) ||
+        (c->argc > 3 && (parse_u64(c->argv[3], &threads) || threads < 1 || threads > 64))) {
+        fprintf(stderr, "error: invalid count, size or thread count\n");
+        return 2;
+    }
+    struct cycler w[64];
+    pthread_t th[64];
+    uint64_t per = n / threads, extra = n % threads, next = 0;
+    size_t started = 0;
+    for (uint64_t i = 0; i < threads; i++) {
+        uint64_t count = per + (i < extra ? 1 : 0);
+        w[i] = (struct cycler){
+                .r = c->r, .prefix = c->argv[0], .size = size, .first = next, .count = count};
+        next += count;
+        if (threads == 1)
+            cycle_thread(&w[i]);
+        else if (pthread_create(&th[i], NULL, cycle_thread, &w[i]) == 0)
+            started++;
+        else
+            w[i].rc = -EAGAIN;
+    }
+    uint64_t ok = 0;
+    int local = 0, rc = 0;
+    for (uint64_t i = 0; i < threads; i++) {
+        if (threads > 1 && i < started)
+            pthread_join(th[i], NULL);
+        ok += w[i].ok;
+        local += w[i].local;
+        if (w[i].rc && !rc)
+            rc = w[i].rc;
+    }
+    printf("{\"ok\": %" PRIu64 ", \"local\": %d, \"error\": ", ok, local);
+    if (rc)
+        printf("\"%s\"}\n", strerrorname_np(-rc));
+    else
+        printf("null}\n");
+    return 0;
+}
+
+/* script OP...: run quota calls in one process, printing one line each.
+ *   r:KEY:SIZE      reserve; prints the id (the Ith r op's id is $I, from 0)
+ *   c:I:SIZE        commit reservation I with SIZE
+ *   x:I             release reservation I
+ *   u               the usage: "reserved BYTES OBJECTS used BYTES OBJECTS"
+ *   s:MS            sleep
+ *   R               start the renewal thread (it also looks after allowances)
+ * A failed op prints "error ENAME" and the script goes on. */
+static int cmd_script(struct ctx *c)
+{
+    char ids[256][64];
+    int n_ids = 0, status = 0;
+    struct s3_client *client = NULL;
+    for (int i = 0; i < c->argc; i++) {
+        char *op = c->argv[i], *a1 = strchr(op, ':'), *a2 = a1 ? strrchr(a1 + 1, ':') : NULL;
+        uint64_t v1 = 0, v2 = 0;
+        int rc = 0;
+        if (op[0] == 'r' && a1 && a2 && n_ids < 256) {
+            char key[1100];
+            snprintf(key, sizeof(key), "%.*s", (int)(a2 - a1 - 1), a1 + 1);
+            if (parse_u64(a2 + 1, &v2))
+                goto bad;
+            rc = remote_reserve(c->r, key, v2, ids[n_ids]);
+            if (rc)
+                snprintf(ids[n_ids], 64, "none");
+            if (!rc)
+                printf("%s\n", ids[n_ids]);
+            n_ids++;
+        } else if (op[0] == 'c' && a1 && a2 && a2 != a1) {
+            *a2 = '\0';
+            if (parse_u64(a1 + 1, &v1) || v1 >= (uint64_t)n_ids || parse_u64(a2 + 1, &v2))
+                goto bad;
+            rc = remote_commit(c->r, ids[v1], v2, "\"0123456789abcdef\"");
+            if (!rc)
+                printf("committed\n");
+        } else if (op[0] == 'x' && a1) {
+            if (parse_u64(a1 + 1, &v1) || v1 >= (uint64_t)n_ids)
+                goto bad;
+            rc = remote_release(c->r, ids[v1]);
+            if (!rc)
+                printf("released\n");
+        } else if (!strcmp(op, "u")) {
+            struct remote_usage u;
+            sleep(2); /* past the usage cache */
+            rc = remote_usage(c->r, &u);
+            if (!rc)
+                printf("reserved %" PRIu64 " %" PRIu64 " used %" PRIu64 " %" PRIu64 "\n",
+                       u.reserved_bytes, u.reserved_objects, u.used_bytes, u.used_objects);
+        } else if (!strcmp(op, "R") && !client) {
+            if ((status = client_new(c, &client)) != 0)
+                break;
+            rc = remote_start_renewal(c->r, client);
+            if (!rc)
+                printf("renewing\n");
+        } else if (op[0] == 's' && a1) {
+            if (parse_u64(a1 + 1, &v1) || v1 > 600000)
+                goto bad;
+            struct timespec t = {.tv_sec = (time_t)(v1 / 1000),
+                                 .tv_nsec = (long)(v1 % 1000) * 1000000L};
+            nanosleep(&t, NULL);
+            printf("slept\n");
+        } else {
+            goto bad;
+        }
+        if (rc)
+            printf("error %s\n", strerrorname_np(-rc));
+        fflush(stdout);
+        continue;
+    bad:
+        fprintf(stderr, "error: invalid script op '%s'\n", c->argv[i]);
+        status = 2;
+        break;
+    }
+    if (client) {
+        remote_free(c->r); /* stops the thread before the client goes */
+        c->r = NULL;
+        s3_client_free(client);
+    }
+    return status;
+}
+
 struct command {
     const char *name;
     int (*fn)(struct ctx *c);
@@ -269,12 +440,14 @@ static const struct command commands[] = {
         {"usage", cmd_usage, 0, 0, "usage"},
         {"renew-check", cmd_renew_check, 1, 1, "renew-check SECONDS"},
         {"refresh", cmd_refresh, 1, 2, "refresh THREADS [list]"},
+        {"cycles", cmd_cycles, 3, 4, "cycles PREFIX N SIZE [THREADS]"},
+        {"script", cmd_script, 1, -1, "script OP... (r:KEY:SIZE c:I:SIZE x:I u s:MS)"},
 };
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: remotetool [-t TIMEOUT_MS] [-w WRITE_WAIT_MS] [-p] [-v] SERVER_URL "
-                    "COMMAND [ARGS]\ncommands:\n");
+    fprintf(stderr, "usage: remotetool [-t TIMEOUT_MS] [-w WRITE_WAIT_MS] [-a] [-p] [-v] "
+                    "SERVER_URL COMMAND [ARGS]\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(stderr, "  %s\n", commands[i].help);
     fprintf(stderr, "the API key is read from POCKITY_KEY\n");
@@ -286,7 +459,7 @@ int main(int argc, char **argv)
     struct remote_options opt = {0};
     int pause = 0, opt_c;
     enum log_level level = LOG_LEVEL_WARN;
-    while ((opt_c = getopt(argc, argv, "+t:w:pv")) != -1) {
+    while ((opt_c = getopt(argc, argv, "+t:w:apv")) != -1) {
         uint64_t v;
         switch (opt_c) {
         case 't':
@@ -299,6 +472,9 @@ int main(int argc, char **argv)
                 opt.timeout_ms = (long)v;
             else
                 opt.write_wait_ms = (long)v;
+            break;
+        case 'a':
+            opt.quota_batch = 1;
             break;
         case 'p':
             pause = 1;
