@@ -146,9 +146,8 @@ static int sq_connect(struct db_conn *c, const char *path, const struct db_optio
         rc = SQLITE_ERROR;
         goto fail;
     }
-    rc = sqlite3_exec(
-            sc->h, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;",
-            NULL, NULL, NULL);
+    rc = sqlite3_exec(sc->h, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                      NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot set up '%s': %s", path, sqlite3_errmsg(sc->h));
         goto fail;
