@@ -178,7 +178,7 @@ static void principal_of(const struct keycache_entry *e, struct key_principal *k
     k->writable = e->writable;
 }
 
-/* api_key and api_key_cached: with cached, a key this process verified within
+/* api_key and api_key_writer: with cached, a key this process verified within
  * KEYCACHE_TTL is checked against its cached hash and expiry only; anything
  * else (no entry, a mismatch, an expired key) reads the database, which also
  * gives the precise refusal. */
@@ -254,11 +254,6 @@ static bool key_auth(struct http_request *req, struct db_conn *c, struct key_pri
 bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *k)
 {
     return key_auth(req, c, k, false);
-}
-
-bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_principal *k)
-{
-    return key_auth(req, c, k, true);
 }
 
 bool api_key_writer(struct http_request *req, struct db_conn *c, struct key_principal *k)

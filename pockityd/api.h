@@ -73,15 +73,13 @@ struct key_principal {
  * business (a pending pocket gets 403 from POST /v1/session). */
 bool api_key(struct http_request *req, struct db_conn *c, struct key_principal *k);
 
-/* api_key for the routes a mount calls for every file (usage, reservations,
- * allowances): a key this process verified within KEYCACHE_TTL seconds is
- * checked against keycache.h's entry (hash, expiry) without a database read.
- * A revocation or suspension made by another replica may take that long to
- * show here; the sessions route, which hands out credentials, uses api_key. */
-bool api_key_cached(struct http_request *req, struct db_conn *c, struct key_principal *k);
-
-/* api_key_cached, and the key must be rw: else 403 forbidden. On false a reply
- * went out. */
+/* For the routes a mount calls for every file it writes (reservations,
+ * allowances, deletions): api_key, except that a key this process verified
+ * within KEYCACHE_TTL seconds is checked against keycache.h's entry (hash,
+ * expiry) without a database read; then the key must be rw, else 403
+ * forbidden. A revocation or suspension made by another replica may take that
+ * long to show here; every other route (sessions, usage) uses api_key. On
+ * false a reply went out. */
 bool api_key_writer(struct http_request *req, struct db_conn *c, struct key_principal *k);
 
 /* Answer status with body (stolen; NULL answers 500) plus the pocket's quota

@@ -52,7 +52,7 @@ static void h_usage(struct http_request *req)
     struct db_conn *c = api_conn(req);
     if (!c)
         return;
-    if (!api_key_cached(req, c, &k))
+    if (!api_key(req, c, &k))
         goto out;
     int rc = usage_get(c, k.pocket_id, &p);
     if (rc)
