@@ -86,20 +86,16 @@ struct commit_args {
 static int commit_tx(struct db_conn *c, void *arg)
 {
     struct commit_args *a = arg;
-    struct db_result *res = NULL;
-    int rc = usage_lock_pocket(c, a->pocket_id);
-    if (rc == DB_OK)
-        rc = db_query_row(c, "SELECT prefix FROM pockets WHERE id = $1",
-                          DB_ARGS(DB_TEXT(a->pocket_id)), &res);
+    size_t plen = 0;
+    int rc = usage_lock_pocket(c, a->pocket_id, &plen);
     if (rc)
         return rc;
-    size_t plen = strlen(db_result_text(res, 0, 0));
-    db_result_free(res);
     if (a->prefix_len)
         *a->prefix_len = plen;
     if (plen + strlen(a->key) > a->key_max)
         return USAGE_KEY_TOO_LONG;
 
+    struct db_result *res = NULL;
     rc = db_query_row(c,
                       "SELECT bytes, objects FROM allowances"
                       " WHERE id = $1 AND pocket_id = $2 AND expires_at > $3",
@@ -163,21 +159,19 @@ struct release_args {
 static int release_tx(struct db_conn *c, void *arg)
 {
     struct release_args *a = arg;
-    int rc = usage_lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id, NULL);
     if (rc)
         return rc;
     struct db_result *res = NULL;
     rc = db_query_row(c,
-                      "SELECT bytes, objects FROM allowances"
-                      " WHERE id = $1 AND pocket_id = $2 AND expires_at <= $3",
+                      "DELETE FROM allowances WHERE id = $1 AND pocket_id = $2 AND expires_at <= $3"
+                      " RETURNING bytes, objects",
                       DB_ARGS(DB_TEXT(a->id), DB_TEXT(a->pocket_id), DB_INT(a->until)), &res);
     if (rc)
         return rc;
     int64_t bytes = db_result_int(res, 0, 0), objects = db_result_int(res, 0, 1);
     db_result_free(res);
-    /* The pocket's lock keeps the row as read until the end. */
-    rc = db_exec(c, "DELETE FROM allowances WHERE id = $1", DB_ARGS(DB_TEXT(a->id)), NULL);
-    return rc ? rc : unreserve(c, a->pocket_id, bytes, objects, a->after);
+    return unreserve(c, a->pocket_id, bytes, objects, a->after);
 }
 
 int allowance_release(struct db_conn *c, const char *pocket_id, const char *id,

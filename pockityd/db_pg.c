@@ -229,6 +229,32 @@ static int start_result(struct db_conn *c, const PGresult *r, struct db_result *
     return DB_OK;
 }
 
+/* Take one result of a statement: rows into *res (started on the first when
+ * want), the count of changed rows into *changes (may be NULL). In single-row
+ * mode the rows come one a result, then an empty final one. Returns a status. */
+static int take_result(struct db_conn *c, PGresult *r, bool want, struct db_result **res,
+                       int64_t *changes)
+{
+    int rc = DB_OK;
+    switch (PQresultStatus(r)) {
+    case PGRES_SINGLE_TUPLE:
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        if (want && !*res)
+            rc = start_result(c, r, res);
+        for (int row = 0; rc == DB_OK && *res && row < PQntuples(r); row++)
+            rc = copy_row(c, r, row, *res);
+        if (rc == DB_OK && changes && PQresultStatus(r) != PGRES_SINGLE_TUPLE)
+            *changes = rows_changed(r);
+        return rc;
+    case PGRES_EMPTY_QUERY:
+        db_conn_set_error(c, "empty sql statement");
+        return DB_ERR_INVALID;
+    default:
+        return fail(c, r);
+    }
+}
+
 /* Find or prepare (one round trip, the first time on this connection) the
  * statement sql with these parameter types; *name receives its name, or NULL when
  * it is not to be cached (the caller then runs it unnamed). Returns DB_OK, or the
@@ -376,28 +402,7 @@ static int pg_run(struct db_conn *c, const char *sql, const struct db_param *par
             PQclear(r); /* drain the rest after a failure */
             continue;
         }
-        switch (PQresultStatus(r)) {
-        case PGRES_SINGLE_TUPLE:
-            if (out && !res)
-                rc = start_result(c, r, &res);
-            if (rc == DB_OK && res)
-                rc = copy_row(c, r, 0, res);
-            break;
-        case PGRES_TUPLES_OK:
-        case PGRES_COMMAND_OK:
-            if (out && !res)
-                rc = start_result(c, r, &res);
-            if (changes)
-                *changes = rows_changed(r);
-            break;
-        case PGRES_EMPTY_QUERY:
-            db_conn_set_error(c, "empty sql statement");
-            rc = DB_ERR_INVALID;
-            break;
-        default:
-            rc = fail(c, r);
-            break;
-        }
+        rc = take_result(c, r, out != NULL, &res, changes);
         PQclear(r);
     }
     if (rc == DB_OK && PQstatus(pg) == CONNECTION_BAD)
@@ -431,29 +436,13 @@ static int pipeline_read(struct db_conn *c, const struct db_stmt *st, bool *skip
             PQclear(r);
             continue;
         }
-        switch (PQresultStatus(r)) {
-        case PGRES_SINGLE_TUPLE: /* libpq 15 may keep the single-row mode of the
-                                    query before the pipeline: rows come one by one */
-        case PGRES_TUPLES_OK:
-        case PGRES_COMMAND_OK:
-            if (st->out && !res)
-                rc = start_result(c, r, &res);
-            for (int row = 0; rc == DB_OK && res && row < PQntuples(r); row++)
-                rc = copy_row(c, r, row, res);
-            if (rc == DB_OK && st->changes)
-                *st->changes = rows_changed(r);
-            break;
-        case PGRES_PIPELINE_ABORTED:
+        if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
             *skipped = true;
             rc = DB_ERR_SQL;
-            break;
-        case PGRES_EMPTY_QUERY:
-            db_conn_set_error(c, "empty sql statement");
-            rc = DB_ERR_INVALID;
-            break;
-        default:
-            rc = fail(c, r);
-            break;
+        } else {
+            /* libpq 15 may keep the single-row mode of the query before the
+             * pipeline: then rows come one by one here too */
+            rc = take_result(c, r, st->out != NULL, &res, st->changes);
         }
         PQclear(r);
         if (PQstatus(pg) == CONNECTION_BAD)

@@ -12,20 +12,24 @@
 #include "log.h"
 #include "secret.h"
 
-/* PostgreSQL: the pocket's row lock, without writing a new row version. No
- * row: no such pocket. */
-#define PG_LOCK "SELECT 1 FROM pockets WHERE id = $1 FOR UPDATE"
-
 /* Lock the pocket's row for the rest of the write transaction, so every ledger
- * change of one pocket happens one after the other. SQLite's write transaction
- * (BEGIN IMMEDIATE) already holds the whole database, so there it only checks
- * that the pocket exists. */
-int usage_lock_pocket(struct db_conn *c, const char *pocket_id)
+ * change of one pocket happens one after the other: on PostgreSQL FOR UPDATE
+ * (no new row version); SQLite's write transaction (BEGIN IMMEDIATE) already
+ * holds the whole database, so there it only reads the row. */
+int usage_lock_pocket(struct db_conn *c, const char *pocket_id, size_t *prefix_len)
 {
-    int64_t found = 0;
-    return db_query_int(
-            c, db_conn_dialect(c) == DB_POSTGRES ? PG_LOCK : "SELECT 1 FROM pockets WHERE id = $1",
-            DB_ARGS(DB_TEXT(pocket_id)), &found);
+    struct db_result *res = NULL;
+    int rc = db_query_row(c,
+                          db_conn_dialect(c) == DB_POSTGRES
+                                  ? "SELECT prefix FROM pockets WHERE id = $1 FOR UPDATE"
+                                  : "SELECT prefix FROM pockets WHERE id = $1",
+                          DB_ARGS(DB_TEXT(pocket_id)), &res);
+    if (rc == DB_OK && prefix_len) {
+        const char *prefix = db_result_text(res, 0, 0);
+        *prefix_len = prefix ? strlen(prefix) : 0;
+    }
+    db_result_free(res);
+    return rc;
 }
 
 #define TOTALS_COLUMNS   USAGE_TOTALS_COLUMNS
@@ -380,7 +384,7 @@ struct commit_args {
 static int commit_tx(struct db_conn *c, void *arg)
 {
     struct commit_args *a = arg;
-    int rc = usage_lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id, NULL);
     if (rc)
         return rc;
     struct db_result *res = NULL;
@@ -446,7 +450,7 @@ struct release_args {
 static int release_tx(struct db_conn *c, void *arg)
 {
     struct release_args *a = arg;
-    int rc = usage_lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id, NULL);
     if (rc == DB_OK)
         rc = reservation_drop(c, a->pocket_id, a->id, a->until);
     return rc;
@@ -475,7 +479,7 @@ static int deleted_tx(struct db_conn *c, void *arg)
 {
     struct deleted_args *a = arg;
     *a->deleted = 0;
-    int rc = usage_lock_pocket(c, a->pocket_id);
+    int rc = usage_lock_pocket(c, a->pocket_id, NULL);
     int64_t bytes = 0, objects = 0;
     for (size_t i = 0; rc == DB_OK && i < a->n; i++) {
         int64_t db = 0, dobj = 0;
@@ -511,7 +515,7 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
     int64_t db = 0, dobj = 0;
     if (!pocket_id || !key || !*key || size > USAGE_MAX_OBJECT_SIZE)
         return DB_ERR_INVALID;
-    int rc = usage_lock_pocket(c, pocket_id);
+    int rc = usage_lock_pocket(c, pocket_id, NULL);
     if (rc == DB_OK)
         rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
     if (rc == DB_OK && (db || dobj))

@@ -165,9 +165,10 @@ int usage_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t
 
 /* Inside a write transaction: lock the pocket's row for the rest of it (on
  * SQLite the write transaction holds the whole database already), so changes
- * to one pocket's totals happen one after the other. DB_ERR_NOT_FOUND: no such
+ * to one pocket's totals happen one after the other. *prefix_len (may be
+ * NULL) receives the length of the pocket's prefix. DB_ERR_NOT_FOUND: no such
  * pocket. */
-int usage_lock_pocket(struct db_conn *c, const char *pocket_id);
+int usage_lock_pocket(struct db_conn *c, const char *pocket_id, size_t *prefix_len);
 
 /* Release every reservation with expires_at <= now, each in a short
  * transaction of its own so a big backlog never holds locks for long. Returns
