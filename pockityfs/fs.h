@@ -44,7 +44,10 @@ struct fs {
     struct meta_defaults defaults;
     int read_only;            /* ro mount or read-only key */
     char dir[PATH_MAX];       /* the pocket's cache folder */
-    pthread_mutex_t dir_lock; /* guards every inode's dir and dir_expire */
+    pthread_mutex_t dir_lock; /* guards every inode's dir and dir_expire, and: */
+    pthread_cond_t listers_idle;
+    int listers;  /* threads listing the rest of a directory (ops_dir.c) */
+    int stopping; /* the mount is going away: listers stop */
 };
 
 /* The low-level operations of the mount; userdata is the struct fs. */

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "ops.h"
 
 #define KEY_MAX 4096
 
@@ -414,6 +415,7 @@ int main(int argc, char **argv)
     if (setup_cache(&fs, &lock_fd) != 0)
         goto out;
     pthread_mutex_init(&fs.dir_lock, NULL);
+    pthread_cond_init(&fs.listers_idle, NULL);
     if (inode_table_init(&fs.inodes, fs_inode_free, &fs) != 0) {
         fprintf(stderr, "error: out of memory\n");
         goto out;
@@ -478,6 +480,8 @@ out:
         fuse_remove_signal_handlers(se);
         fuse_session_destroy(se);
     }
+    if (table)
+        ops_dir_stop(&fs); /* listers use the client and the inodes */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
     remote_free(fs.remote);   /* stops the renewal thread before the client goes */

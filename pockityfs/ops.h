@@ -13,13 +13,25 @@ struct dent {
     int is_dir;
 };
 
-/* A directory's entries from S3, sorted by name, without duplicates (a
- * file wins over a directory of the same name). Immutable; shared by
- * reference count. */
+/* A directory's entries from S3, in S3's (key) order, without duplicates
+ * (a file wins over a directory of the same name). It grows page by page
+ * while a background thread lists the rest, so readdir can answer before
+ * the last page is in; once complete it is immutable. Shared by reference
+ * count. */
+enum {
+    LISTING_GROWING = 1,
+    LISTING_DONE = 0
+}; /* or -errno: listing failed */
 struct listing {
-    int refs; /* atomic */
-    size_t n;
+    int refs;             /* atomic */
+    int state;            /* atomic: LISTING_GROWING, LISTING_DONE or -errno */
+    pthread_mutex_t lock; /* guards n, cap, e while growing */
+    pthread_cond_t grown;
+    size_t n, cap;
     struct dent *e;
+    const struct dent **by_name; /* sorted by name, once done */
+    char *key;                   /* the prefix listed */
+    char *token;                 /* where the next page starts (the lister's) */
 };
 void listing_unref(struct listing *l);
 
@@ -67,8 +79,8 @@ int ops_key(struct fs *fs, const char *path, int as_dir, char key[S3_MAX_KEY_LEN
 /* The path of a child of the directory inode parent. */
 int ops_child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **out);
 
-/* Build the listing of path (every page). Returns 0 or -errno. */
-int ops_list(struct fs *fs, const char *path, struct listing **out);
+/* Wait for the threads still listing directories to end (at unmount). */
+void ops_dir_stop(struct fs *fs);
 
 /* Names known in the directory inode d (ops_dir.c; each takes fs dir_lock):
  * set_names installs l (a reference is taken) as every name d holds, for

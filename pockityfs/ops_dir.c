@@ -1,6 +1,8 @@
-/* ops_dir: directory listings from ListObjectsV2 (delimiter '/', every
- * page), cached per directory for dir_timeout, and readdir/readdirplus
- * filling attributes from the listing instead of a HEAD per entry. */
+/* ops_dir: directory listings from ListObjectsV2 (delimiter '/'), cached
+ * per directory for dir_timeout, and readdir/readdirplus filling attributes
+ * from the listing instead of a HEAD per entry. opendir lists the first
+ * page; a thread lists the rest while readdir already answers with what is
+ * in, so a large directory costs about its raw listing time. */
 #include "ops.h"
 
 #include <errno.h>
@@ -9,6 +11,25 @@
 
 #include "log.h"
 
+static struct listing *listing_new(const char *key)
+{
+    struct listing *l = calloc(1, sizeof(*l));
+    if (!l || !(l->key = strdup(key))) {
+        free(l);
+        return NULL;
+    }
+    l->refs = 1;
+    l->state = LISTING_GROWING;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->grown, NULL);
+    return l;
+}
+
+static void listing_ref(struct listing *l)
+{
+    __atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
+}
+
 void listing_unref(struct listing *l)
 {
     if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) > 0)
@@ -16,123 +37,232 @@ void listing_unref(struct listing *l)
     for (size_t i = 0; i < l->n; i++)
         free(l->e[i].name);
     free(l->e);
+    free(l->by_name);
+    free(l->key);
+    free(l->token);
+    pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->grown);
     free(l);
 }
 
-static int dent_cmp(const void *a, const void *b)
+static int listing_state(const struct listing *l)
 {
-    const struct dent *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
-    return c ? c : x->is_dir - y->is_dir; /* the file first */
+    return __atomic_load_n(&l->state, __ATOMIC_ACQUIRE);
 }
 
-static int add_dent(struct listing *l, size_t *cap, const char *name, size_t len, int is_dir,
-                    uint64_t size, time_t mtime)
+/* Order of the entry's key in S3 (its name, plus '/' for a directory)
+ * against the key of a file called name (which holds no '/'). */
+static int cmp_key(const char *name, const struct dent *d)
 {
+    size_t n = strlen(d->name);
+    int c = strncmp(name, d->name, n);
+    if (c)
+        return c;
+    unsigned char a = (unsigned char)name[n], b = d->is_dir ? '/' : 0;
+    return a < b ? -1 : a > b;
+}
+
+/* Whether a file called name is among the entries so far (which are in key
+ * order, as S3 lists them). Caller holds l->lock. */
+static int has_file(const struct listing *l, const char *name)
+{
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = cmp_key(name, &l->e[mid]);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return 0;
+}
+
+/* Append an entry of key (under l->key). Caller holds l->lock. */
+static int add_dent(struct listing *l, const char *key, int prefix, uint64_t size, time_t mtime)
+{
+    size_t plen = strlen(l->key), n = strlen(key);
+    if (n <= plen || strncmp(key, l->key, plen) != 0)
+        return 0; /* the directory's own marker */
+    const char *name = key + plen;
+    int is_dir = key[n - 1] == '/'; /* a prefix, or "x/" with data, defensively */
+    size_t len = n - plen - (size_t)is_dir;
     if (len == 0 || len > META_NAME_MAX || memchr(name, '/', len) || (len == 1 && name[0] == '.') ||
         (len == 2 && name[0] == '.' && name[1] == '.'))
         return 0; /* not representable as a name here (e.g. "a//b") */
-    if (l->n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 64;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
         struct dent *e = realloc(l->e, nc * sizeof(*e));
         if (!e)
             return -ENOMEM;
         l->e = e;
-        *cap = nc;
+        l->cap = nc;
     }
     char *s = strndup(name, len);
     if (!s)
         return -ENOMEM;
-    l->e[l->n++] = (struct dent){s, size, mtime, is_dir};
+    if (is_dir && has_file(l, s)) {
+        free(s); /* a file and a directory of one name: the file is shown */
+        return 0;
+    }
+    l->e[l->n++] = (struct dent){s, prefix ? 0 : size, prefix ? 0 : mtime, is_dir};
     return 0;
 }
 
-/* The listing of path, at most max_pages pages (0: every page); *complete
- * says whether it holds every entry. */
-static int list_dir(struct fs *fs, const char *path, int max_pages, struct listing **out,
-                    int *complete)
+static int dent_cmp(const void *a, const void *b)
+{
+    const struct dent *x = *(const struct dent *const *)a, *y = *(const struct dent *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+/* Mark l done (rc 0) or failed (-errno), waking readers. */
+static void listing_end(struct listing *l, int rc)
+{
+    pthread_mutex_lock(&l->lock);
+    if (rc == 0 && l->n && !(l->by_name = malloc(l->n * sizeof(*l->by_name))))
+        rc = -ENOMEM;
+    if (rc == 0) {
+        for (size_t i = 0; i < l->n; i++)
+            l->by_name[i] = &l->e[i];
+        if (l->n)
+            qsort(l->by_name, l->n, sizeof(*l->by_name), dent_cmp);
+    }
+    __atomic_store_n(&l->state, rc, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&l->grown);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* List the next page into l: objects and prefixes merged in key order.
+ * The caller is l's only lister. Returns 0 (the state says whether more
+ * pages follow) or -errno (and l has failed). */
+static int listing_fetch(struct fs *fs, struct listing *l)
+{
+    struct s3_list_page page = {0};
+    int st = s3_list_objects(fs->s3, l->key, "/", l->token, NULL, 1000, &page);
+    free(l->token);
+    l->token = NULL;
+    if (st != S3_OK) {
+        log_error("cannot list '%s': %s %s", l->key, s3_strerror(st), s3_last_error_detail());
+        listing_end(l, -s3_status_errno(st));
+        return -s3_status_errno(st);
+    }
+    int rc = 0;
+    pthread_mutex_lock(&l->lock);
+    size_t o = 0, p = 0;
+    while (!rc && (o < page.n_objects || p < page.n_prefixes)) {
+        if (p == page.n_prefixes ||
+            (o < page.n_objects && strcmp(page.objects[o].key, page.prefixes[p]) < 0)) {
+            const struct s3_object_info *obj = &page.objects[o++];
+            rc = add_dent(l, obj->key, 0, obj->size, obj->last_modified);
+        } else {
+            rc = add_dent(l, page.prefixes[p++], 1, 0, 0);
+        }
+    }
+    pthread_cond_broadcast(&l->grown);
+    pthread_mutex_unlock(&l->lock);
+    if (!rc && page.is_truncated && page.next_token && !(l->token = strdup(page.next_token)))
+        rc = -ENOMEM;
+    s3_list_page_release(&page);
+    if (rc || !l->token)
+        listing_end(l, rc);
+    return rc;
+}
+
+struct lister {
+    struct fs *fs;
+    struct listing *l;
+};
+
+static void *lister_main(void *arg)
+{
+    struct lister *ls = arg;
+    struct fs *fs = ls->fs;
+    struct listing *l = ls->l;
+    free(ls);
+    while (listing_state(l) == LISTING_GROWING) {
+        pthread_mutex_lock(&fs->dir_lock);
+        int stop = fs->stopping;
+        pthread_mutex_unlock(&fs->dir_lock);
+        if (stop || __atomic_load_n(&l->refs, __ATOMIC_ACQUIRE) == 1)
+            listing_end(l, -ECANCELED); /* unmounting, or no one wants it */
+        else
+            listing_fetch(fs, l);
+    }
+    listing_unref(l);
+    pthread_mutex_lock(&fs->dir_lock);
+    if (--fs->listers == 0)
+        pthread_cond_broadcast(&fs->listers_idle);
+    pthread_mutex_unlock(&fs->dir_lock);
+    return NULL;
+}
+
+/* Start listing path: the first page now, and with rest the others in a
+ * thread (or here, if no thread can start). Returns 0 or -errno. */
+static int list_dir(struct fs *fs, const char *path, int rest, struct listing **out)
 {
     char key[S3_MAX_KEY_LEN + 1];
     int rc = ops_key(fs, path, 1, key);
     if (rc)
         return rc;
-    size_t plen = strlen(key), cap = 0;
-    struct listing *l = calloc(1, sizeof(*l));
+    struct listing *l = listing_new(key);
     if (!l)
         return -ENOMEM;
-    l->refs = 1;
-    char *token = NULL;
-    int pages = 0;
-    *complete = 1;
-    do {
-        if (max_pages && pages++ == max_pages) {
-            *complete = 0;
-            break;
-        }
-        struct s3_list_page page = {0};
-        int st = s3_list_objects(fs->s3, key, "/", token, NULL, 1000, &page);
-        free(token);
-        token = NULL;
-        if (st != S3_OK) {
-            log_error("cannot list '%s': %s %s", key, s3_strerror(st), s3_last_error_detail());
-            rc = -s3_status_errno(st);
-            break;
-        }
-        for (size_t i = 0; i < page.n_objects && !rc; i++) {
-            const struct s3_object_info *o = &page.objects[i];
-            size_t n = strlen(o->key);
-            if (n <= plen || strncmp(o->key, key, plen) != 0)
-                continue; /* the directory's own marker */
-            const char *name = o->key + plen;
-            int is_dir = o->key[n - 1] == '/'; /* "x/" with data, defensively */
-            rc = add_dent(l, &cap, name, n - plen - (size_t)is_dir, is_dir, o->size,
-                          o->last_modified);
-        }
-        for (size_t i = 0; i < page.n_prefixes && !rc; i++) {
-            const char *p = page.prefixes[i];
-            size_t n = strlen(p);
-            if (n <= plen || strncmp(p, key, plen) != 0)
-                continue;
-            rc = add_dent(l, &cap, p + plen, n - plen - 1, 1, 0, 0);
-        }
-        if (!rc && page.is_truncated && page.next_token && !(token = strdup(page.next_token)))
-            rc = -ENOMEM;
-        s3_list_page_release(&page);
-    } while (!rc && token);
-    free(token);
-    if (rc) {
+    if ((rc = listing_fetch(fs, l)) != 0) {
         listing_unref(l);
         return rc;
     }
-    if (l->n)
-        qsort(l->e, l->n, sizeof(*l->e), dent_cmp);
-    size_t w = 0;
-    for (size_t i = 0; i < l->n; i++) {
-        if (w > 0 && strcmp(l->e[w - 1].name, l->e[i].name) == 0) {
-            free(l->e[i].name);
-            continue;
+    if (rest && listing_state(l) == LISTING_GROWING) {
+        struct lister *ls = malloc(sizeof(*ls));
+        pthread_t t;
+        pthread_mutex_lock(&fs->dir_lock);
+        int ok = ls && !fs->stopping;
+        if (ok) {
+            *ls = (struct lister){fs, l};
+            listing_ref(l);
+            fs->listers++;
+            if (pthread_create(&t, NULL, lister_main, ls) == 0) {
+                pthread_detach(t);
+            } else {
+                fs->listers--;
+                __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
+                ok = 0;
+            }
         }
-        l->e[w++] = l->e[i];
+        pthread_mutex_unlock(&fs->dir_lock);
+        if (!ok) {
+            free(ls);
+            while (listing_state(l) == LISTING_GROWING && listing_fetch(fs, l) == 0)
+                ;
+        }
     }
-    l->n = w;
     *out = l;
     return 0;
 }
 
-int ops_list(struct fs *fs, const char *path, struct listing **out)
+void ops_dir_stop(struct fs *fs)
 {
-    int complete;
-    return list_dir(fs, path, 0, out, &complete);
+    pthread_mutex_lock(&fs->dir_lock);
+    fs->stopping = 1;
+    while (fs->listers > 0)
+        pthread_cond_wait(&fs->listers_idle, &fs->dir_lock);
+    pthread_mutex_unlock(&fs->dir_lock);
 }
 
 static int name_cmp(const void *key, const void *elem)
 {
-    return strcmp(key, ((const struct dent *)elem)->name);
+    return strcmp(key, (*(const struct dent *const *)elem)->name);
 }
 
+/* The entry called name in a complete listing (NULL if absent or l is
+ * not complete). */
 static const struct dent *listing_find(const struct listing *l, const char *name)
 {
-    return l && l->n ? bsearch(name, l->e, l->n, sizeof(*l->e), name_cmp) : NULL;
+    if (!l || listing_state(l) != LISTING_DONE || !l->n)
+        return NULL;
+    const struct dent *const *e = bsearch(name, l->by_name, l->n, sizeof(*l->by_name), name_cmp);
+    return e ? *e : NULL;
 }
 
 /* With fs dir_lock held. */
@@ -149,7 +279,7 @@ static void neg_clear(struct inode *d)
 
 void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
 {
-    __atomic_add_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
+    listing_ref(l);
     pthread_mutex_lock(&fs->dir_lock);
     neg_clear(d);
     d->neg = l;
@@ -159,10 +289,10 @@ void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
 
 int ops_dir_set_empty(struct fs *fs, struct inode *d)
 {
-    struct listing *l = calloc(1, sizeof(*l));
+    struct listing *l = listing_new("");
     if (!l)
         return -ENOMEM;
-    l->refs = 1;
+    listing_end(l, 0);
     ops_dir_set_names(fs, d, l);
     pthread_mutex_lock(&fs->dir_lock);
     listing_unref(d->dir);
@@ -201,7 +331,8 @@ int ops_dir_absent(struct fs *fs, struct inode *d, const char *name)
 {
     int absent = 0;
     pthread_mutex_lock(&fs->dir_lock);
-    if (d->neg && d->neg_expire > inode_now() && !listing_find(d->neg, name)) {
+    if (d->neg && d->neg_expire > inode_now() && listing_state(d->neg) == LISTING_DONE &&
+        !listing_find(d->neg, name)) {
         absent = 1;
         for (size_t i = 0; i < d->n_added && absent; i++)
             absent = strcmp(d->added[i], name) != 0;
@@ -227,9 +358,9 @@ int ops_dir_probe(struct fs *fs, const char *path)
         return -ENOMEM;
     struct inode *d = inode_get_path(&fs->inodes, parent);
     struct listing *l = NULL;
-    int complete = 0, rc = d ? list_dir(fs, parent, 1, &l, &complete) : 1;
+    int rc = d ? list_dir(fs, parent, 0, &l) : 1;
     free(parent);
-    if (rc == 0 && complete) {
+    if (rc == 0 && listing_state(l) == LISTING_DONE) {
         ops_dir_set_names(fs, d, l);
         const struct dent *e = listing_find(l, path + plen + (plen ? 1 : 0));
         rc = !e ? 0 : e->is_dir ? 1 : 2;
@@ -241,22 +372,24 @@ int ops_dir_probe(struct fs *fs, const char *path)
     return rc;
 }
 
-/* An open directory: the listing plus local files not uploaded yet. */
+/* An open directory: the listing plus local files not uploaded yet (the
+ * extras, collected once the listing is complete). */
 struct dirh {
     char *path;
+    struct fs *fs;
     struct listing *l;
     char **extra;
     size_t n_extra, cap_extra;
+    int extras_known;
     int oom;
 };
 
 static void collect_local(void *arg, const char *name, struct inode *inode)
 {
     struct dirh *d = arg;
-    struct dent key = {.name = (char *)name};
-    if (d->l && d->l->n && bsearch(&key, d->l->e, d->l->n, sizeof(key), dent_cmp))
-        return;
     (void)inode;
+    if (listing_find(d->l, name))
+        return;
     if (d->n_extra == d->cap_extra) {
         size_t nc = d->cap_extra ? d->cap_extra * 2 : 8;
         char **e = realloc(d->extra, nc * sizeof(*e));
@@ -285,6 +418,39 @@ static void dirh_free(struct dirh *d)
     free(d);
 }
 
+/* Entry j of the open directory (0: the first after "." and ".."): 1 with
+ * *de (a listed entry; de->name stays valid while d holds the listing) or
+ * *extra set, 0 at the end, -EAGAIN if not listed yet and !wait, or -errno
+ * (the listing failed). */
+static int dirh_entry(struct dirh *d, size_t j, int wait, struct dent *de, const char **extra)
+{
+    struct listing *l = d->l;
+    pthread_mutex_lock(&l->lock);
+    while (j >= l->n && listing_state(l) == LISTING_GROWING && wait)
+        pthread_cond_wait(&l->grown, &l->lock);
+    int state = listing_state(l);
+    size_t n = l->n;
+    if (j < n) {
+        *de = l->e[j];
+        *extra = NULL;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (j < n)
+        return 1;
+    if (state != LISTING_DONE)
+        return state == LISTING_GROWING ? -EAGAIN : state;
+    if (!d->extras_known) {
+        inode_local_children(&d->fs->inodes, d->path, collect_local, d);
+        if (d->oom)
+            return -ENOMEM;
+        d->extras_known = 1;
+    }
+    if (j - n >= d->n_extra)
+        return 0;
+    *extra = d->extra[j - n];
+    return 1;
+}
+
 void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
@@ -293,28 +459,26 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = !in ? -ENOENT : !d ? -ENOMEM : inode_path(&fs->inodes, in, &d->path);
     if (rc)
         goto done;
+    d->fs = fs;
     double now = inode_now();
     pthread_mutex_lock(&fs->dir_lock);
-    if (in->dir && in->dir_expire > now) {
+    if (in->dir && in->dir_expire > now && listing_state(in->dir) >= 0) {
         d->l = in->dir;
-        __atomic_add_fetch(&d->l->refs, 1, __ATOMIC_ACQ_REL);
+        listing_ref(d->l);
     }
     pthread_mutex_unlock(&fs->dir_lock);
     if (!d->l) {
-        rc = ops_list(fs, d->path, &d->l);
+        rc = list_dir(fs, d->path, 1, &d->l);
         if (rc)
             goto done;
         pthread_mutex_lock(&fs->dir_lock);
         listing_unref(in->dir);
         in->dir = d->l;
-        __atomic_add_fetch(&d->l->refs, 1, __ATOMIC_ACQ_REL);
+        listing_ref(d->l);
         in->dir_expire = now + fs->opt.dir_timeout;
         pthread_mutex_unlock(&fs->dir_lock);
         ops_dir_set_names(fs, in, d->l);
     }
-    inode_local_children(&fs->inodes, d->path, collect_local, d);
-    if (d->oom)
-        rc = -ENOMEM;
 done:
     inode_put(&fs->inodes, in);
     if (rc) {
@@ -368,19 +532,26 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    size_t used = 0, total = 2 + d->l->n + d->n_extra;
+    size_t used = 0;
     int err = 0;
-    for (size_t i = (size_t)off; i < total; i++) {
+    for (size_t i = (size_t)off;; i++) {
         const char *name;
+        struct dent dent;
         const struct dent *de = NULL;
-        if (i == 0)
+        if (i == 0) {
             name = ".";
-        else if (i == 1)
+        } else if (i == 1) {
             name = "..";
-        else if (i < 2 + d->l->n)
-            name = (de = &d->l->e[i - 2])->name;
-        else
-            name = d->extra[i - 2 - d->l->n];
+        } else {
+            /* wait for the lister only when there is nothing to answer yet */
+            int rc = dirh_entry(d, i - 2, used == 0, &dent, &name);
+            if (rc <= 0) {
+                err = rc == -EAGAIN ? 0 : -rc;
+                break;
+            }
+            if (!name)
+                name = (de = &dent)->name;
+        }
         size_t need;
         if (!plus || i < 2) {
             struct stat st = {0};

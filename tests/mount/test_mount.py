@@ -481,11 +481,16 @@ def test_odd_names():
     with tempfile.NamedTemporaryFile() as t:
         t.write(b"odd")
         t.flush()
-        for key in ("a//b", "withdata/", "same", "same/child", "deep/only/implied"):
+        # "same-1" and "same.txt" sort between "same" and "same/" in S3's order
+        for key in ("a//b", "withdata/", "same", "same-1", "same.txt", "same/child",
+                    "deep/only/implied"):
             rc, _, err = root_s3("put", prefix + key, t.name)
             check(rc == 0, "put %s: %s" % (key, err))
     with Mount(D, pk) as m:
-        listed = set(os.listdir(m.path))
+        entries = os.listdir(m.path)
+        check(len(entries) == len(set(entries)), "each name listed once: %r" % sorted(entries))
+        listed = set(entries)
+        check({"same", "same-1", "same.txt"} <= listed, "names around a file-and-directory")
         for n in names:
             check(n in listed, "listed: %r" % n)
             check(open(m.p(n)).read() == n, "content of %r" % n)
