@@ -132,7 +132,7 @@ static void usage(const char *prog)
            "    -o attr_timeout=SECS   how long attributes are cached (default 5)\n"
            "    -o dir_timeout=SECS    how long names and listings are cached (default 5)\n"
            "    -o write_timeout=SECS  how long uploads wait for an unreachable server (30)\n"
-           "    -o upload_threads=N    parts in flight per multipart upload (default 4)\n"
+           "    -o upload_threads=N    parts in flight per multipart upload (default 8)\n"
            "    -o upload_after=SECS   upload files kept open with unsaved data after (30)\n"
            "    -o quota_batch=0|1     reserve quota in blocks, not per file (default 1)\n"
            "    -o log_level=LEVEL     error, warn, info (default) or debug\n"
@@ -325,7 +325,7 @@ int main(int argc, char **argv)
     fs.opt.attr_timeout = 5;
     fs.opt.dir_timeout = 5;
     fs.opt.write_timeout = 30;
-    fs.opt.upload_threads = 4;
+    fs.opt.upload_threads = 8;
     fs.opt.upload_after = 30;
     struct cmdline c = {.opt = &fs.opt, .quota_batch = 1};
     cmdline = c;
