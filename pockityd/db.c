@@ -578,6 +578,121 @@ static void retry_pause(const struct db_conn *c, int attempt)
     sleep_ms(5u * (unsigned)attempt + (unsigned)(rand_r(&seed) % 20));
 }
 
+/* ---- group commit ----
+ *
+ * On a one-writer engine (SQLite) every write transaction queues on the
+ * writer mutex, and each pays its own BEGIN and COMMIT (the WAL frames of
+ * every page it touched). Instead, db_transact calls queue as jobs; the first
+ * caller to find no leader runs every queued job in one transaction, each
+ * body inside a savepoint of its own (a body that fails is rolled back to it
+ * alone, exactly as its own transaction would have been), commits once, and
+ * hands each caller its status. A leader takes at most GROUP_MAX jobs, so
+ * the writer is never held for long; the next waiting caller leads the next
+ * group. A single job runs without a savepoint, as before. */
+
+#define GROUP_MAX 32
+
+struct tx_job {
+    db_tx_fn fn;
+    void *arg;
+    int rc;
+    bool done;
+    char errmsg[DB_ERRMSG_SIZE]; /* the job's error, for its caller's connection */
+    struct tx_job *next;
+};
+
+/* Run jobs (a list, at least one) in one write transaction on c. */
+static void group_run(struct db_conn *c, struct tx_job *jobs)
+{
+    bool alone = !jobs->next;
+    int rc = db_begin(c, DB_TX_WRITE);
+    for (struct tx_job *j = jobs; j; j = j->next) {
+        if (rc) {
+            j->rc = rc;
+            memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
+            continue;
+        }
+        if (alone) {
+            j->rc = j->fn(c, j->arg);
+            memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
+            break;
+        }
+        j->rc = db_exec(c, "SAVEPOINT tx_job", NULL, 0, NULL);
+        if (j->rc == DB_OK)
+            j->rc = j->fn(c, j->arg);
+        if (j->rc == DB_OK && c->tx_error)
+            j->rc = c->tx_error; /* a statement failed: its own commit would have */
+        if (j->rc != DB_OK) {
+            memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
+            c->tx_error = DB_OK;
+            if (db_exec(c, "ROLLBACK TO tx_job", NULL, 0, NULL) != DB_OK)
+                rc = c->tx_error; /* the transaction is unusable: fail the rest */
+        }
+        if (!rc && db_exec(c, "RELEASE tx_job", NULL, 0, NULL) != DB_OK)
+            rc = c->tx_error;
+    }
+    if (!c->in_tx) /* BEGIN failed */
+        return;
+    bool any = false;
+    for (struct tx_job *j = jobs; j; j = j->next)
+        any |= j->rc == DB_OK;
+    int end = !any || rc ? db_rollback(c) : db_commit(c);
+    if (!any)
+        return;
+    if (rc)
+        end = rc;
+    for (struct tx_job *j = jobs; j; j = j->next) {
+        if (j->rc == DB_OK && end != DB_OK) {
+            j->rc = end;
+            memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
+        }
+    }
+}
+
+/* One attempt of fn in a write transaction, grouped with other callers'. */
+static int group_transact(struct db_conn *c, db_tx_fn fn, void *arg)
+{
+    struct db *db = c->db;
+    struct tx_job job = {.fn = fn, .arg = arg};
+    pthread_mutex_lock(&db->group_lock);
+    if (db->group_tail)
+        db->group_tail->next = &job;
+    else
+        db->group_head = &job;
+    db->group_tail = &job;
+    for (;;) {
+        while (!job.done && db->group_leading)
+            pthread_cond_wait(&db->group_done, &db->group_lock);
+        if (job.done)
+            break;
+        /* lead: take the oldest jobs (ours may be further back) */
+        db->group_leading = true;
+        struct tx_job *jobs = db->group_head, *last = jobs;
+        for (int n = 1; n < GROUP_MAX && last->next; n++)
+            last = last->next;
+        db->group_head = last->next;
+        if (!db->group_head)
+            db->group_tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&db->group_lock);
+
+        group_run(c, jobs);
+
+        pthread_mutex_lock(&db->group_lock);
+        for (struct tx_job *j = jobs; j;) {
+            struct tx_job *next = j->next; /* a finished waiter's job may go at once */
+            j->done = true;
+            j = next;
+        }
+        db->group_leading = false;
+        pthread_cond_broadcast(&db->group_done);
+    }
+    pthread_mutex_unlock(&db->group_lock);
+    if (job.rc != DB_OK)
+        memcpy(c->errmsg, job.errmsg, sizeof(c->errmsg));
+    return job.rc;
+}
+
 /* The pause is between attempts only: the first runs at once. */
 int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg)
 {
@@ -585,6 +700,10 @@ int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg)
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
         if (attempt)
             retry_pause(c, attempt);
+        if (c->db->be->one_writer) {
+            rc = group_transact(c, fn, arg);
+            continue;
+        }
         rc = db_begin(c, DB_TX_WRITE);
         if (rc)
             continue;
@@ -698,6 +817,8 @@ static void free_db(struct db *db, size_t nconnected)
     pthread_cond_destroy(&db->freed);
     pthread_mutex_destroy(&db->lock);
     pthread_mutex_destroy(&db->writer);
+    pthread_mutex_destroy(&db->group_lock);
+    pthread_cond_destroy(&db->group_done);
     free(db->conns);
     free(db->idle);
     free(db);
@@ -759,6 +880,8 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
     db->opt = o;
     pthread_mutex_init(&db->lock, NULL);
     pthread_mutex_init(&db->writer, NULL);
+    pthread_mutex_init(&db->group_lock, NULL);
+    pthread_cond_init(&db->group_done, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -73,6 +73,12 @@ struct db {
     struct db_conn **idle;  /* guarded by lock: the connections in the pool */
     size_t nidle;           /* guarded by lock */
     pthread_mutex_t writer; /* held through a write transaction (be->one_writer) */
+    /* Group commit (be->one_writer): db_transact calls queue here, and one
+     * caller at a time runs every queued body in one transaction. */
+    pthread_mutex_t group_lock;
+    pthread_cond_t group_done;
+    struct tx_job *group_head, *group_tail; /* guarded by group_lock */
+    bool group_leading;                     /* guarded by group_lock */
 };
 
 /* Record the message of the last error on c (printf-style, truncated to fit). */

@@ -578,6 +578,80 @@ static void test_transact_retries(void **state)
     assert_int_equal(calls, -100 + DB_TRANSACT_ATTEMPTS);
 }
 
+/* Many threads' write transactions at once (grouped into shared transactions
+ * on SQLite): each body's outcome stays its own. A body that inserts a row
+ * and then refuses, or inserts one and then hits a constraint, leaves nothing;
+ * the others commit. */
+enum {
+    GROUP_THREADS = 16,
+    GROUP_TRIES = 60
+};
+
+struct group_job {
+    const char *id;
+    int kind; /* 0 commit, 1 refuse after inserting, 2 constraint after inserting */
+};
+
+static int tx_group_body(struct db_conn *c, void *arg)
+{
+    const struct group_job *j = arg;
+    const char *ins = "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)"
+                      " VALUES ($1, $1, 'G', 'h', 1, 1)";
+    int rc = db_exec(c, ins, DB_ARGS(DB_TEXT(j->id)), NULL);
+    if (rc || j->kind == 0)
+        return rc;
+    if (j->kind == 1)
+        return 4242;
+    (void)db_exec(c, ins, DB_ARGS(DB_TEXT("group-taken@example.org")), NULL);
+    return DB_OK; /* the failed statement still fails the transaction */
+}
+
+struct group_thread {
+    struct db *db;
+    int n;
+    int wrong; /* statuses not as expected */
+};
+
+static void *group_thread_main(void *arg)
+{
+    struct group_thread *t = arg;
+    for (int i = 0; i < GROUP_TRIES; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "g%d-%d@example.org", t->n, i);
+        struct group_job j = {id, i % 3};
+        int want = j.kind == 0 ? DB_OK : j.kind == 1 ? 4242 : DB_ERR_CONSTRAINT;
+        if (db_transact(t->db, tx_group_body, &j) != want)
+            t->wrong++;
+    }
+    return NULL;
+}
+
+static void test_transact_group(void **state)
+{
+    struct fixture *f = *state;
+    struct group_job taken = {"group-taken@example.org", 0};
+    assert_int_equal(db_transact(f->db, tx_group_body, &taken), DB_OK);
+    struct group_thread t[GROUP_THREADS];
+    pthread_t th[GROUP_THREADS];
+    for (int i = 0; i < GROUP_THREADS; i++) {
+        t[i] = (struct group_thread){.db = f->db, .n = i};
+        assert_int_equal(pthread_create(&th[i], NULL, group_thread_main, &t[i]), 0);
+    }
+    for (int i = 0; i < GROUP_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].wrong, 0);
+    }
+    struct db_conn *c = db_acquire(f->db);
+    assert_non_null(c);
+    /* kinds 0, 1, 2 in turn: a third of the tries committed, plus "taken" */
+    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users WHERE name = 'G'"),
+                     GROUP_THREADS * ((GROUP_TRIES + 2) / 3) + 1);
+    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users WHERE id = 'g3-1@example.org'"
+                                   " OR id = 'g3-2@example.org'"),
+                     0);
+    db_release(c);
+}
+
 static void test_reservation(void **state)
 {
     struct fixture *f = *state;
@@ -959,6 +1033,7 @@ int main(void)
             T(test_transactions),
             T(test_batch),
             T(test_transact_retries),
+            T(test_transact_group),
             T(test_reservation),
             T(test_reservation_race),
             T(test_pool_exhaustion),
