@@ -328,66 +328,6 @@ static int run(struct db_conn *c, const char *sql, const struct db_param *params
     return rc;
 }
 
-/* Most statements a batch may hold, the deferred BEGIN and the COMMIT included. */
-#define BATCH_MAX 16
-
-int db_batch(struct db_conn *c, const struct db_stmt *stmts, size_t n, bool commit)
-{
-    if (!c || (n && !stmts) || n > BATCH_MAX - 2)
-        return DB_ERR_INVALID;
-    for (size_t i = 0; i < n; i++) {
-        if (stmts[i].out)
-            *stmts[i].out = NULL;
-        if (stmts[i].changes)
-            *stmts[i].changes = 0;
-    }
-    c->errmsg[0] = '\0';
-    if (commit && !c->in_tx) {
-        db_conn_set_error(c, "no transaction is open");
-        return DB_ERR_INVALID;
-    }
-    int rc = DB_OK;
-    for (size_t i = 0; i < n && rc == DB_OK; i++)
-        rc = check_params(c, stmts[i].sql, stmts[i].params, stmts[i].n);
-    if (rc || (commit && c->tx_error)) {
-        if (rc && c->in_tx && !c->tx_error)
-            c->tx_error = rc;
-        if (commit)
-            return db_commit(c); /* rolls back and returns the first error */
-        return rc;
-    }
-    if (!c->db->be->batch) {
-        for (size_t i = 0; i < n && rc == DB_OK; i++)
-            rc = run(c, stmts[i].sql, stmts[i].params, stmts[i].n, stmts[i].changes, stmts[i].out);
-        return commit ? (rc == DB_OK ? db_commit(c) : (db_rollback(c), rc)) : rc;
-    }
-
-    struct db_stmt all[BATCH_MAX];
-    size_t k = 0;
-    if (c->begin_pending)
-        all[k++] = (struct db_stmt){c->begin_pending, NULL, 0, NULL, NULL};
-    c->begin_pending = NULL;
-    memcpy(&all[k], stmts, n * sizeof(*stmts));
-    k += n;
-    if (commit)
-        all[k++] = (struct db_stmt){"COMMIT", NULL, 0, NULL, NULL};
-    rc = k ? c->db->be->batch(c, all, k) : DB_OK;
-    if (rc && c->in_tx && !c->tx_error)
-        c->tx_error = rc;
-    if (commit) {
-        /* A failure before the COMMIT leaves the transaction aborted (the COMMIT
-         * was skipped); a failed COMMIT may leave it open: end it either way. */
-        if (rc != DB_OK && c->db->be->in_transaction(c)) {
-            char saved[DB_ERRMSG_SIZE];
-            memcpy(saved, c->errmsg, sizeof(saved));
-            c->db->be->run(c, "ROLLBACK", NULL, 0, NULL, NULL);
-            memcpy(c->errmsg, saved, sizeof(saved));
-        }
-        c->in_tx = false;
-    }
-    return rc;
-}
-
 int db_exec(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
             int64_t *changes)
 {
@@ -482,7 +422,7 @@ int db_begin(struct db_conn *c, enum db_tx mode)
             return rc;
     }
     if (c->db->be->batch) {
-        /* Sent with the first statement (see run and db_batch). */
+        /* Sent with the first statement (see run). */
         c->begin_pending = sql;
         c->in_tx = true;
         c->tx_error = DB_OK;

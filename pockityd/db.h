@@ -143,28 +143,6 @@ int db_exec(struct db_conn *c, const char *sql, const struct db_param *params, s
 int db_query(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
              struct db_result **out);
 
-/* One statement of a batch: sql with its n params; out (may be NULL) receives its
- * rows as from db_query, changes (may be NULL) its changed rows as from db_exec. */
-struct db_stmt {
-    const char *sql;
-    const struct db_param *params;
-    size_t n;
-    struct db_result **out;
-    int64_t *changes;
-};
-
-/* Run n statements in order, stopping at the first that fails (the ones after it do
- * not run; their out is NULL), and return DB_OK or that status. On PostgreSQL the
- * whole batch is one round trip to the server (libpq pipeline mode), together with
- * the BEGIN of a transaction that db_begin opened and no statement used yet. With
- * commit, c must be in a transaction, and the batch ends it in the same round
- * trip: committed when everything succeeded (as db_commit, whose status is
- * returned), else rolled back. Outside a transaction, run several statements only
- * when each may stand alone (PostgreSQL runs them as one, SQLite one by one).
- * Meant for a few statements returning few rows each: on PostgreSQL their
- * results are read whole before the max_result_bytes cap applies. */
-int db_batch(struct db_conn *c, const struct db_stmt *stmts, size_t n, bool commit);
-
 /* Like db_query, but DB_ERR_NOT_FOUND (and *out NULL) when there is no row. */
 int db_query_row(struct db_conn *c, const char *sql, const struct db_param *params, size_t n,
                  struct db_result **out);

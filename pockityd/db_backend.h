@@ -21,6 +21,18 @@ struct db_conn {
     char errmsg[DB_ERRMSG_SIZE];
 };
 
+/* One statement of a backend batch (db.c's run sends a deferred BEGIN with
+ * the first statement of a transaction): sql with its n params; out (may be
+ * NULL) receives its rows as from db_query, changes (may be NULL) its changed
+ * rows as from db_exec. */
+struct db_stmt {
+    const char *sql;
+    const struct db_param *params;
+    size_t n;
+    struct db_result **out;
+    int64_t *changes;
+};
+
 /*
  * A backend. All functions but connect run on a connection used by one thread.
  * Statuses are enum db_status; on failure a function writes its message with

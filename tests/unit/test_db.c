@@ -946,75 +946,6 @@ static void test_strerror(void **state)
     assert_null(db_acquire(NULL));
 }
 
-/* db_batch: statements in order with their results, stopping at the first
- * failure; with commit, the transaction ends (committed or rolled back); a
- * deferred BEGIN goes with it; a transaction without statements is free. */
-static void test_batch(void **state)
-{
-    struct fixture *f = *state;
-    struct db_conn *c = db_acquire(f->db);
-    assert_non_null(c);
-    const char *ins = "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)"
-                      " VALUES ($1, $1, 'T', 'h', 1, 1)";
-    const char *count = "SELECT COUNT(*) FROM users WHERE email LIKE $1";
-    struct db_result *r1 = NULL, *r2 = NULL;
-    int64_t ch = -1;
-
-    /* In a transaction, committed by the batch. */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    const struct db_stmt ok[] = {
-            {ins, DB_ARGS(DB_TEXT("b1@x")), NULL, &ch},
-            {count, DB_ARGS(DB_TEXT("b%")), &r1, NULL},
-    };
-    assert_int_equal(db_batch(c, ok, 2, true), DB_OK);
-    assert_int_equal(ch, 1);
-    assert_int_equal(db_result_int(r1, 0, 0), 1);
-    db_result_free(r1);
-    assert_int_equal(db_commit(c), DB_ERR_INVALID); /* already ended */
-    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users"), 1);
-
-    /* A failure stops the batch and rolls the whole transaction back. */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    const struct db_stmt bad[] = {
-            {ins, DB_ARGS(DB_TEXT("b2@x")), NULL, NULL},
-            {ins, DB_ARGS(DB_TEXT("b1@x")), NULL, NULL}, /* duplicate */
-            {count, DB_ARGS(DB_TEXT("b%")), &r2, NULL},
-    };
-    assert_int_equal(db_batch(c, bad, 3, true), DB_ERR_CONSTRAINT);
-    assert_null(r2);
-    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users"), 1);
-
-    /* Without commit: the transaction stays open and the caller decides. */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    const struct db_stmt one[] = {{ins, DB_ARGS(DB_TEXT("b3@x")), NULL, NULL}};
-    assert_int_equal(db_batch(c, one, 1, false), DB_OK);
-    assert_int_equal(db_rollback(c), DB_OK);
-    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users"), 1);
-
-    /* A bad parameter fails before anything is sent, and ends the transaction. */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    const struct db_stmt badtext[] = {{ins, DB_ARGS(DB_TEXTN("a\0b", 3)), NULL, NULL}};
-    assert_int_equal(db_batch(c, badtext, 1, true), DB_ERR_INVALID);
-    assert_int_equal(db_commit(c), DB_ERR_INVALID);
-
-    /* commit needs a transaction; a bad statement is reported */
-    assert_int_equal(db_batch(c, one, 1, true), DB_ERR_INVALID);
-    const struct db_stmt syntax[] = {{"SELEC 1", NULL, 0, NULL, NULL}};
-    assert_int_equal(db_batch(c, syntax, 1, false), DB_ERR_SQL);
-
-    /* A transaction that ran nothing commits and rolls back at no cost. */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    assert_int_equal(db_commit(c), DB_OK);
-    assert_int_equal(db_begin(c, DB_TX_READ), DB_OK);
-    assert_int_equal(db_rollback(c), DB_OK);
-    /* and the connection is clean for the next one */
-    assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
-    assert_int_equal(db_exec(c, ins, DB_ARGS(DB_TEXT("b4@x")), NULL), DB_OK);
-    assert_int_equal(db_commit(c), DB_OK);
-    assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users"), 2);
-    db_release(c);
-}
-
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1031,7 +962,6 @@ int main(void)
             T(test_bad_statements),
             T(test_constraints),
             T(test_transactions),
-            T(test_batch),
             T(test_transact_retries),
             T(test_transact_group),
             T(test_reservation),
