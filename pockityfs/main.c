@@ -481,7 +481,7 @@ out:
         fuse_session_destroy(se);
     }
     if (table)
-        ops_dir_stop(&fs); /* listers use the client and the inodes */
+        ops_dir_stop(&fs); /* listers use the S3 client */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
     remote_free(fs.remote);   /* stops the renewal thread before the client goes */
