@@ -528,7 +528,7 @@ static void retry_pause(const struct db_conn *c, int attempt)
  * alone, exactly as its own transaction would have been), commits once, and
  * hands each caller its status. A leader takes at most GROUP_MAX jobs, so
  * the writer is never held for long; the next waiting caller leads the next
- * group. A single job runs without a savepoint, as before. */
+ * group. A job found alone runs as a plain transaction (transact_once). */
 
 #define GROUP_MAX 32
 
@@ -541,21 +541,28 @@ struct tx_job {
     struct tx_job *next;
 };
 
-/* Run jobs (a list, at least one) in one write transaction on c. */
+/* One attempt of fn in a write transaction of its own on c. */
+static int transact_once(struct db_conn *c, db_tx_fn fn, void *arg)
+{
+    int rc = db_begin(c, DB_TX_WRITE);
+    if (rc)
+        return rc;
+    rc = fn(c, arg);
+    if (rc == DB_OK)
+        return db_commit(c);
+    db_rollback(c);
+    return rc;
+}
+
+/* Run jobs (a list of two or more) in one write transaction on c. */
 static void group_run(struct db_conn *c, struct tx_job *jobs)
 {
-    bool alone = !jobs->next;
     int rc = db_begin(c, DB_TX_WRITE);
     for (struct tx_job *j = jobs; j; j = j->next) {
         if (rc) {
             j->rc = rc;
             memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
             continue;
-        }
-        if (alone) {
-            j->rc = j->fn(c, j->arg);
-            memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
-            break;
         }
         j->rc = db_exec(c, "SAVEPOINT tx_job", NULL, 0, NULL);
         if (j->rc == DB_OK)
@@ -576,14 +583,14 @@ static void group_run(struct db_conn *c, struct tx_job *jobs)
     bool any = false;
     for (struct tx_job *j = jobs; j; j = j->next)
         any |= j->rc == DB_OK;
-    int end = !any || rc ? db_rollback(c) : db_commit(c);
-    if (!any)
+    if (!any || rc) {
+        db_rollback(c);
+    } else if ((rc = db_commit(c)) == DB_OK) {
         return;
-    if (rc)
-        end = rc;
+    }
     for (struct tx_job *j = jobs; j; j = j->next) {
-        if (j->rc == DB_OK && end != DB_OK) {
-            j->rc = end;
+        if (j->rc == DB_OK) { /* the transaction failed as a whole */
+            j->rc = rc;
             memcpy(j->errmsg, c->errmsg, sizeof(j->errmsg));
         }
     }
@@ -616,14 +623,16 @@ static int group_transact(struct db_conn *c, db_tx_fn fn, void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&db->group_lock);
 
-        group_run(c, jobs);
+        if (jobs->next) {
+            group_run(c, jobs);
+        } else {
+            jobs->rc = transact_once(c, jobs->fn, jobs->arg);
+            memcpy(jobs->errmsg, c->errmsg, sizeof(jobs->errmsg));
+        }
 
         pthread_mutex_lock(&db->group_lock);
-        for (struct tx_job *j = jobs; j;) {
-            struct tx_job *next = j->next; /* a finished waiter's job may go at once */
-            j->done = true;
-            j = next;
-        }
+        for (struct tx_job *j = jobs; j; j = j->next)
+            j->done = true; /* its waiter reads it only under group_lock */
         db->group_leading = false;
         pthread_cond_broadcast(&db->group_done);
     }
@@ -640,18 +649,7 @@ int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg)
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
         if (attempt)
             retry_pause(c, attempt);
-        if (c->db->be->one_writer) {
-            rc = group_transact(c, fn, arg);
-            continue;
-        }
-        rc = db_begin(c, DB_TX_WRITE);
-        if (rc)
-            continue;
-        rc = fn(c, arg);
-        if (rc == DB_OK)
-            rc = db_commit(c);
-        else
-            db_rollback(c);
+        rc = c->db->be->one_writer ? group_transact(c, fn, arg) : transact_once(c, fn, arg);
     }
     return rc;
 }

@@ -371,6 +371,8 @@ static int ingest_tx(struct db_conn *c, void *arg)
         if (!last_prefix || strcmp(last_prefix, r->prefix) != 0) {
             last_prefix = r->prefix;
             int rc = pocket_by_prefix(c, r->prefix, pocket);
+            if (rc == DB_OK)
+                rc = usage_lock_pocket(c, pocket, NULL);
             if (rc && rc != DB_ERR_NOT_FOUND)
                 return rc;
             known = rc == DB_OK;
@@ -381,10 +383,6 @@ static int ingest_tx(struct db_conn *c, void *arg)
         }
         bool was_stale = false;
         int rc = apply_one(c, pocket, r, in->now, &was_stale);
-        if (rc == DB_ERR_NOT_FOUND) { /* the pocket went away meanwhile */
-            outside++;
-            continue;
-        }
         if (rc)
             return rc;
         if (was_stale)

@@ -223,11 +223,7 @@ static int flush_tx(struct db_conn *c, void *arg)
     p->tx_keys = 0;
     p->tx_bytes = 0;
     struct usage_pocket before, after;
-    int64_t changes = 0;
-    int rc = db_exec(c, "UPDATE pockets SET updated_at = updated_at WHERE id = $1",
-                     DB_ARGS(DB_TEXT(p->pocket_id)), &changes);
-    if (rc == DB_OK && changes == 0)
-        rc = DB_ERR_NOT_FOUND;
+    int rc = usage_lock_pocket(c, p->pocket_id, NULL);
     if (rc == DB_OK)
         rc = usage_get(c, p->pocket_id, &before);
     for (size_t i = 0; rc == DB_OK && i < p->n_fixes; i++) {

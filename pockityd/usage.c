@@ -515,9 +515,7 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
     int64_t db = 0, dobj = 0;
     if (!pocket_id || !key || !*key || size > USAGE_MAX_OBJECT_SIZE)
         return DB_ERR_INVALID;
-    int rc = usage_lock_pocket(c, pocket_id, NULL);
-    if (rc == DB_OK)
-        rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
+    int rc = ledger_apply(c, pocket_id, key, size, etag, now, &db, &dobj);
     if (rc == DB_OK && (db || dobj))
         rc = totals_adjust(c, pocket_id, db, dobj, 0, 0, NULL);
     if (bytes_delta)

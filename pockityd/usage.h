@@ -131,10 +131,11 @@ int usage_release(struct db_conn *c, const char *pocket_id, const char *reservat
 int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *const *keys, size_t n,
                        int64_t now, int64_t *deleted, struct usage_pocket *after);
 
-/* For writers that already run a write transaction on c (event ingestion,
- * reconciliation): set key's ledger row to size/etag (live), or with
- * size < 0 turn it into a tombstone, adjusting the pocket's used totals. Locks
- * the pocket row first. *bytes_delta / *objects_delta (may be NULL) receive
+/* For writers that already run a write transaction on c and hold the pocket's
+ * lock (usage_lock_pocket, once per transaction: event ingestion,
+ * reconciliation, allowance commits): set key's ledger row to size/etag
+ * (live), or with size < 0 turn it into a tombstone, adjusting the pocket's
+ * used totals. *bytes_delta / *objects_delta (may be NULL) receive
  * the change applied to the totals. DB_ERR_NOT_FOUND for an unknown pocket. */
 int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
                      const char *etag, int64_t now, int64_t *bytes_delta, int64_t *objects_delta);

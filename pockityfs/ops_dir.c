@@ -50,10 +50,12 @@ static int listing_state(const struct listing *l)
     return __atomic_load_n(&l->state, __ATOMIC_ACQUIRE);
 }
 
-/* Order of the entry's key in S3 (its name, plus '/' for a directory)
- * against the key of a file called name (which holds no '/'). */
-static int cmp_key(const char *name, const struct dent *d)
+/* Order of the key of a file called name (which holds no '/') against the
+ * entry's key in S3 (its name, plus '/' for a directory); for bsearch. */
+static int cmp_key(const void *key, const void *elem)
 {
+    const char *name = key;
+    const struct dent *d = elem;
     size_t n = strlen(d->name);
     int c = strncmp(name, d->name, n);
     if (c)
@@ -66,18 +68,7 @@ static int cmp_key(const char *name, const struct dent *d)
  * order, as S3 lists them). Caller holds l->lock. */
 static int has_file(const struct listing *l, const char *name)
 {
-    size_t lo = 0, hi = l->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_key(name, &l->e[mid]);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return 0;
+    return l->n && bsearch(name, l->e, l->n, sizeof(*l->e), cmp_key) != NULL;
 }
 
 /* Append an entry of key (under l->key). Caller holds l->lock. */
@@ -376,7 +367,6 @@ int ops_dir_probe(struct fs *fs, const char *path)
  * extras, collected once the listing is complete). */
 struct dirh {
     char *path;
-    struct fs *fs;
     struct listing *l;
     char **extra;
     size_t n_extra, cap_extra;
@@ -422,7 +412,8 @@ static void dirh_free(struct dirh *d)
  * *de (a listed entry; de->name stays valid while d holds the listing) or
  * *extra set, 0 at the end, -EAGAIN if not listed yet and !wait, or -errno
  * (the listing failed). */
-static int dirh_entry(struct dirh *d, size_t j, int wait, struct dent *de, const char **extra)
+static int dirh_entry(struct fs *fs, struct dirh *d, size_t j, int wait, struct dent *de,
+                      const char **extra)
 {
     struct listing *l = d->l;
     pthread_mutex_lock(&l->lock);
@@ -440,7 +431,7 @@ static int dirh_entry(struct dirh *d, size_t j, int wait, struct dent *de, const
     if (state != LISTING_DONE)
         return state == LISTING_GROWING ? -EAGAIN : state;
     if (!d->extras_known) {
-        inode_local_children(&d->fs->inodes, d->path, collect_local, d);
+        inode_local_children(&fs->inodes, d->path, collect_local, d);
         if (d->oom)
             return -ENOMEM;
         d->extras_known = 1;
@@ -459,7 +450,6 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = !in ? -ENOENT : !d ? -ENOMEM : inode_path(&fs->inodes, in, &d->path);
     if (rc)
         goto done;
-    d->fs = fs;
     double now = inode_now();
     pthread_mutex_lock(&fs->dir_lock);
     if (in->dir && in->dir_expire > now && listing_state(in->dir) >= 0) {
@@ -544,7 +534,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             name = "..";
         } else {
             /* wait for the lister only when there is nothing to answer yet */
-            int rc = dirh_entry(d, i - 2, used == 0, &dent, &name);
+            int rc = dirh_entry(fs, d, i - 2, used == 0, &dent, &name);
             if (rc <= 0) {
                 err = rc == -EAGAIN ? 0 : -rc;
                 break;
