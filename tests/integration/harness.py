@@ -9,9 +9,11 @@ POCKITY_S3_ROLE_ARN, and POCKITY_PG_URL for the PostgreSQL backend. A test run
 without them is skipped (exit 77) with the reason printed.
 """
 
+import atexit
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +62,30 @@ def fresh_pg_database():
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
+_scratch = []
+
+
+def _remove_scratch():
+    for path in reversed(_scratch):
+        held = [p for p in [path] + [os.path.join(path, n) for n in os.listdir(path)]
+                if os.path.ismount(p)] if os.path.isdir(path) else []
+        if held:  # never recurse into a mount still up: it would delete its files
+            print("left %s: %s still mounted" % (path, held[0]), file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def scratch_dir(prefix):
+    """A private temporary folder, removed when the test process exits (kept
+    when POCKITY_KEEP_TEST_DIRS is set, for a look at logs and databases)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("POCKITY_KEEP_TEST_DIRS"):
+        if not _scratch:
+            atexit.register(_remove_scratch)
+        _scratch.append(path)
+    return path
+
+
 class Response:
     def __init__(self, status, body, headers, raw):
         self.status = status
@@ -80,7 +106,7 @@ class Daemon:
 
     def __init__(self, db_url=None, token_secret=None, root_prefix=None, **settings):
         require_services()
-        self.dir = tempfile.mkdtemp(prefix="pockityd-test.")
+        self.dir = scratch_dir("pockityd-test.")
         if db_url is None:
             if backend() == "postgres":
                 db_url = fresh_pg_database()

@@ -14,7 +14,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -70,7 +69,7 @@ class Story:
     def __init__(self, test, d):
         self.t, self.d = test, d
         self.admin_token = d.admin_token()
-        self.home = tempfile.mkdtemp(prefix="pockity-story-home.")
+        self.home = harness.scratch_dir("pockity-story-home.")
 
     def admin(self, *args):
         """Run pockity-admin as the operator; returns its stdout, failing on error."""

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import harness
@@ -48,7 +47,7 @@ class Mount:
     def __init__(self, daemon, pocket, cache_dir=None, options=(), start=True, env=None):
         self.daemon = daemon
         self.pocket = pocket
-        self.dir = tempfile.mkdtemp(prefix="pockityfs-test.")
+        self.dir = harness.scratch_dir("pockityfs-test.")
         self.path = os.path.join(self.dir, "mnt")
         os.mkdir(self.path)
         self.cache_dir = cache_dir or os.path.join(self.dir, "cache")
