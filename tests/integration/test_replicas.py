@@ -467,7 +467,8 @@ class ReplicasTest(unittest.TestCase):
         self.expect(lb.request("GET", "/v1/me", token=admin), 200)  # others unaffected
 
         # Each notification mailed once, though every replica runs the outbox
-        # (the admins' "needs a decision" mail is dropped: decided before it went).
+        # (the admins' "needs a decision" mail goes at most once: dropped when
+        # the decision came before a replica's outbox ran, else sent once).
         if self.sink:
             expected = ["Pocket '%s' now has the tier" % name, "Invoice %s:" % invoice]
             for subject in expected:
@@ -475,7 +476,9 @@ class ReplicasTest(unittest.TestCase):
             time.sleep(3)  # more rounds of both survivors' jobs
             for subject in expected:
                 self.assertEqual(len(self.sink.to(email, subject)), 1, subject)
-            self.assertEqual(self.sink.to(admin_email), [])
+            to_admin = self.sink.to(admin_email)
+            self.assertLessEqual(len(to_admin), 1, to_admin)
+            self.assertEqual(len(self.sink.to(admin_email, "needs a decision")), len(to_admin))
 
     def race(self, pocket_id, token, key, max_bytes, max_objects, threads=16, steps=20):
         """Reservations, commits and releases from many threads through the
