@@ -5,6 +5,7 @@
 #include "migrations.h"
 
 #include <errno.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -522,13 +523,19 @@ static void retry_pause(const struct db_conn *c, int attempt)
  *
  * On a one-writer engine (SQLite) every write transaction queues on the
  * writer mutex, and each pays its own BEGIN and COMMIT (the WAL frames of
- * every page it touched). Instead, db_transact calls queue as jobs; the first
- * caller to find no leader runs every queued job in one transaction, each
- * body inside a savepoint of its own (a body that fails is rolled back to it
- * alone, exactly as its own transaction would have been), commits once, and
- * hands each caller its status. A leader takes at most GROUP_MAX jobs, so
- * the writer is never held for long; the next waiting caller leads the next
- * group. A job found alone runs as a plain transaction (transact_once). */
+ * every page it touched). Instead, db_transact calls queue as jobs, and one
+ * caller at a time leads: it runs the oldest queued jobs (at most GROUP_MAX,
+ * so the writer is never held for long) in one transaction, each body inside
+ * a savepoint of its own (a body that fails is rolled back to it alone,
+ * exactly as its own transaction would have been), commits once, and wakes
+ * each caller with its status. It then hands the lead to the oldest job left.
+ * Every waiting caller is woken exactly once, either done or to lead: on two
+ * cores a broadcast to every waiter costs more than the transaction.
+ *
+ * Groups run on the engine's writer connection (db->group_conn), kept out of
+ * the pool: being the only writer, its page cache stays valid from one group
+ * to the next instead of being reloaded by whichever connection leads. A job
+ * found alone runs as a plain transaction (transact_once). */
 
 #define GROUP_MAX 32
 
@@ -536,7 +543,8 @@ struct tx_job {
     db_tx_fn fn;
     void *arg;
     int rc;
-    bool done;
+    bool lead;  /* woken to lead the next group (else: done) */
+    sem_t wake; /* posted once, by the leader that ran the job or handed on the lead */
     char errmsg[DB_ERRMSG_SIZE]; /* the job's error, for its caller's connection */
     struct tx_job *next;
 };
@@ -596,47 +604,67 @@ static void group_run(struct db_conn *c, struct tx_job *jobs)
     }
 }
 
+/* Lead: run the group that starts with self (the queue's head) on the
+ * writer connection, then wake its other callers and the next leader. */
+static void group_lead(struct db *db, struct tx_job *self)
+{
+    pthread_mutex_lock(&db->group_lock);
+    struct tx_job *jobs = db->group_head, *last = jobs;
+    for (int n = 1; n < GROUP_MAX && last->next; n++)
+        last = last->next;
+    db->group_head = last->next;
+    if (!db->group_head)
+        db->group_tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&db->group_lock);
+
+    struct db_conn *w = db->group_conn;
+    if (jobs->next) {
+        group_run(w, jobs);
+    } else {
+        jobs->rc = transact_once(w, jobs->fn, jobs->arg);
+        memcpy(jobs->errmsg, w->errmsg, sizeof(jobs->errmsg));
+    }
+
+    pthread_mutex_lock(&db->group_lock);
+    struct tx_job *heir = db->group_head;
+    if (heir)
+        heir->lead = true;
+    else
+        db->group_leading = false;
+    pthread_mutex_unlock(&db->group_lock);
+    for (struct tx_job *j = jobs, *after; j; j = after) {
+        after = j->next; /* a woken caller's job is gone at once */
+        if (j != self)
+            sem_post(&j->wake);
+    }
+    if (heir)
+        sem_post(&heir->wake);
+}
+
 /* One attempt of fn in a write transaction, grouped with other callers'. */
 static int group_transact(struct db_conn *c, db_tx_fn fn, void *arg)
 {
     struct db *db = c->db;
     struct tx_job job = {.fn = fn, .arg = arg};
+    sem_init(&job.wake, 0, 0);
     pthread_mutex_lock(&db->group_lock);
     if (db->group_tail)
         db->group_tail->next = &job;
     else
         db->group_head = &job;
     db->group_tail = &job;
-    for (;;) {
-        while (!job.done && db->group_leading)
-            pthread_cond_wait(&db->group_done, &db->group_lock);
-        if (job.done)
-            break;
-        /* lead: take the oldest jobs (ours may be further back) */
-        db->group_leading = true;
-        struct tx_job *jobs = db->group_head, *last = jobs;
-        for (int n = 1; n < GROUP_MAX && last->next; n++)
-            last = last->next;
-        db->group_head = last->next;
-        if (!db->group_head)
-            db->group_tail = NULL;
-        last->next = NULL;
-        pthread_mutex_unlock(&db->group_lock);
-
-        if (jobs->next) {
-            group_run(c, jobs);
-        } else {
-            jobs->rc = transact_once(c, jobs->fn, jobs->arg);
-            memcpy(jobs->errmsg, c->errmsg, sizeof(jobs->errmsg));
-        }
-
-        pthread_mutex_lock(&db->group_lock);
-        for (struct tx_job *j = jobs; j; j = j->next)
-            j->done = true; /* its waiter reads it only under group_lock */
-        db->group_leading = false;
-        pthread_cond_broadcast(&db->group_done);
-    }
+    bool lead = !db->group_leading; /* no leader: the queue held nothing else */
+    db->group_leading = true;
     pthread_mutex_unlock(&db->group_lock);
+    if (!lead) {
+        while (sem_wait(&job.wake) != 0 && errno == EINTR)
+            ;
+        lead = job.lead;
+    }
+    if (lead)
+        group_lead(db, &job);
+    sem_destroy(&job.wake);
     if (job.rc != DB_OK)
         memcpy(c->errmsg, job.errmsg, sizeof(c->errmsg));
     return job.rc;
@@ -755,11 +783,32 @@ static void free_db(struct db *db, size_t nconnected)
     pthread_cond_destroy(&db->freed);
     pthread_mutex_destroy(&db->lock);
     pthread_mutex_destroy(&db->writer);
+    if (db->group_conn) {
+        db->be->disconnect(db->group_conn);
+        free(db->group_conn);
+    }
     pthread_mutex_destroy(&db->group_lock);
-    pthread_cond_destroy(&db->group_done);
     free(db->conns);
     free(db->idle);
     free(db);
+}
+
+/* The connection group commit runs on (one-writer engines), outside the pool. */
+static int open_group_conn(struct db *db, const char *target, char *err, size_t errlen)
+{
+    struct db_conn *w = calloc(1, sizeof(*w));
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return DB_ERR_NOMEM;
+    }
+    w->db = db;
+    int rc = db->be->connect(w, target, &db->opt, err, errlen);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    db->group_conn = w;
+    return DB_OK;
 }
 
 int db_open(const char *url, const struct db_options *opt, struct db **out, char *err,
@@ -819,7 +868,6 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
     pthread_mutex_init(&db->lock, NULL);
     pthread_mutex_init(&db->writer, NULL);
     pthread_mutex_init(&db->group_lock, NULL);
-    pthread_cond_init(&db->group_done, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -853,6 +901,8 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
         c->in_pool = true;
         db->idle[db->nidle++] = c;
     }
+    if (!rc && be->one_writer)
+        rc = open_group_conn(db, target, err, errlen);
     if (rc) {
         free_db(db, i);
         return rc;

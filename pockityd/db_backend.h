@@ -86,9 +86,10 @@ struct db {
     size_t nidle;           /* guarded by lock */
     pthread_mutex_t writer; /* held through a write transaction (be->one_writer) */
     /* Group commit (be->one_writer): db_transact calls queue here, and one
-     * caller at a time runs every queued body in one transaction. */
+     * caller at a time runs the queued bodies in one transaction on
+     * group_conn, a connection of its own outside the pool. */
     pthread_mutex_t group_lock;
-    pthread_cond_t group_done;
+    struct db_conn *group_conn;
     struct tx_job *group_head, *group_tail; /* guarded by group_lock */
     bool group_leading;                     /* guarded by group_lock */
 };
