@@ -2,6 +2,7 @@
  * pool, parameter checks, materialised results and transactions. */
 #include "db.h"
 #include "db_backend.h"
+#include "db_checkpointer.h"
 #include "migrations.h"
 
 #include <errno.h>
@@ -787,6 +788,7 @@ static void free_db(struct db *db, size_t nconnected)
         db->be->disconnect(db->group_conn);
         free(db->group_conn);
     }
+    db_checkpointer_stop(db->checkpointer); /* after the connections that call it */
     pthread_mutex_destroy(&db->group_lock);
     free(db->conns);
     free(db->idle);
@@ -903,6 +905,8 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
     }
     if (!rc && be->one_writer)
         rc = open_group_conn(db, target, err, errlen);
+    if (!rc && be->checkpoint)
+        rc = db_checkpointer_start(db, target, &db->checkpointer, err, errlen);
     if (rc) {
         free_db(db, i);
         return rc;

@@ -71,6 +71,13 @@ struct db_backend {
     bool (*in_transaction)(struct db_conn *c);
     /* Whether the open transaction was aborted by an error and can only roll back. */
     bool (*transaction_failed)(struct db_conn *c);
+    /* Optional (engines with a write-ahead log that commits checkpoint, SQLite):
+     * wal_handover makes commits on c no longer checkpoint but call fn(arg,
+     * pages) with the log's length; checkpoint copies the log into the
+     * database without blocking writers and sets *left to the pages still
+     * to copy (appended meanwhile, or held by readers). See db_checkpointer.c. */
+    void (*wal_handover)(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg);
+    int (*checkpoint)(struct db_conn *c, int *left);
 };
 
 extern const struct db_backend db_backend_sqlite;
@@ -90,6 +97,7 @@ struct db {
      * group_conn, a connection of its own outside the pool. */
     pthread_mutex_t group_lock;
     struct db_conn *group_conn;
+    struct db_checkpointer *checkpointer;   /* be->checkpoint: see db_checkpointer.c */
     struct tx_job *group_head, *group_tail; /* guarded by group_lock */
     bool group_leading;                     /* guarded by group_lock */
 };

@@ -24,6 +24,8 @@ struct sq_conn {
     sqlite3 *h;
     uint64_t tick;
     struct cached_stmt cache[STMT_CACHE_SIZE];
+    void (*on_commit)(void *arg, int pages); /* set by sq_wal_handover */
+    void *on_commit_arg;
 };
 
 static int map_status(int rc)
@@ -374,6 +376,31 @@ static int sq_script(struct db_conn *c, const char *sql)
     return DB_OK;
 }
 
+static int wal_hook(void *arg, sqlite3 *h, const char *name, int pages)
+{
+    struct sq_conn *sc = arg;
+    sc->on_commit(sc->on_commit_arg, pages);
+    return SQLITE_OK;
+}
+
+/* Replaces SQLite's own checkpoint-on-commit (itself a WAL hook). */
+static void sq_wal_handover(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg)
+{
+    struct sq_conn *sc = c->handle;
+    sc->on_commit = fn;
+    sc->on_commit_arg = arg;
+    sqlite3_wal_hook(sc->h, wal_hook, sc);
+}
+
+static int sq_checkpoint(struct db_conn *c, int *left)
+{
+    struct sq_conn *sc = c->handle;
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(sc->h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    *left = log > copied ? log - copied : 0;
+    return rc == SQLITE_OK ? DB_OK : fail(c, rc);
+}
+
 const struct db_backend db_backend_sqlite = {
         .name = "sqlite",
         .dialect = DB_SQLITE,
@@ -387,4 +414,6 @@ const struct db_backend db_backend_sqlite = {
         .script = sq_script,
         .in_transaction = sq_in_transaction,
         .transaction_failed = sq_transaction_failed,
+        .wal_handover = sq_wal_handover,
+        .checkpoint = sq_checkpoint,
 };
