@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
+#include "secret.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -459,14 +459,13 @@ static void make_request_id(struct http_request *req)
         return;
     }
     unsigned char rnd[8];
-    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
-        /* no entropy yet: still unique enough to correlate logs */
+    if (secret_id_random(rnd, sizeof(rnd)) != 0) {
+        /* no entropy: still unique enough to correlate logs */
         static atomic_uint_fast64_t counter;
         uint64_t v = now_ns() ^ (atomic_fetch_add(&counter, 1) << 40);
         memcpy(rnd, &v, sizeof(rnd));
     }
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(req->id + 2 * i, 3, "%02x", rnd[i]);
+    secret_hex_encode(rnd, sizeof(rnd), req->id, sizeof(req->id));
 }
 
 /* ---- trusted proxies */

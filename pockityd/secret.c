@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 
 #include <openssl/crypto.h>
@@ -62,26 +63,64 @@ static bool prefix_valid(const char *prefix, size_t *len_out)
     return true;
 }
 
-int secret_id(const char *prefix, char *out, size_t outlen)
+/* Ids name things, they do not guard them: their bytes come from a buffer
+ * per thread, refilled from the kernel 256 bytes at a time, which saves a
+ * system call per id (pockityd makes one per request). The process never
+ * forks, so no two processes share a buffer. */
+int secret_id_random(void *buf, size_t n)
+{
+    static __thread unsigned char pool[256];
+    static __thread size_t left;
+    if (n > sizeof(pool))
+        return secret_random(buf, n);
+    if (left < n) {
+        int rc = secret_random(pool, sizeof(pool));
+        if (rc < 0)
+            return rc;
+        left = sizeof(pool);
+    }
+    memcpy(buf, pool + sizeof(pool) - left, n);
+    left -= n;
+    return 0;
+}
+
+/* prefix and SECRET_ID_CHARS random base32 digits into out, the first
+ * SECRET_ID_TIME_CHARS of them the time ms instead when it is not 0. */
+static int make_id(const char *prefix, char *out, size_t outlen, uint64_t ms)
 {
     unsigned char rnd[SECRET_ID_CHARS];
     size_t plen;
-    int rc;
-
     if (!prefix || !out || !prefix_valid(prefix, &plen))
         return -EINVAL;
     if (outlen < plen + SECRET_ID_CHARS + 1)
         return -ENOSPC;
-    rc = secret_random(rnd, sizeof(rnd));
+    int rc = secret_id_random(rnd, sizeof(rnd));
     if (rc < 0)
         return rc;
     memcpy(out, prefix, plen);
     /* 256 is a multiple of 32, so the low 5 bits of a uniform byte are uniform. */
     for (size_t i = 0; i < SECRET_ID_CHARS; i++)
         out[plen + i] = base32_alphabet[rnd[i] & 31];
+    /* ordered ids: the time first, most significant digit first, in the
+     * same 32 characters taken in ASCII order so that ids sort as times do */
+    static const char sorted[] = "234567abcdefghijklmnopqrstuvwxyz";
+    for (size_t i = 0; ms && i < SECRET_ID_TIME_CHARS; i++)
+        out[plen + i] = sorted[(ms >> (5 * (SECRET_ID_TIME_CHARS - 1 - i))) & 31];
     out[plen + SECRET_ID_CHARS] = '\0';
-    secret_wipe(rnd, sizeof(rnd));
     return 0;
+}
+
+int secret_id(const char *prefix, char *out, size_t outlen)
+{
+    return make_id(prefix, out, outlen, 0);
+}
+
+int secret_id_ordered(const char *prefix, char *out, size_t outlen)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return make_id(prefix, out, outlen, ms ? ms : 1);
 }
 
 bool secret_id_valid(const char *prefix, const char *id)

@@ -28,6 +28,17 @@ int secret_random(void *buf, size_t n);
  * secret_random(). */
 int secret_id(const char *prefix, char *out, size_t outlen);
 
+/* The same shape, for rows inserted and deleted at a high rate (reservations):
+ * the first SECRET_ID_TIME_CHARS characters are the time in milliseconds
+ * (sorting as the ids do), the rest random (50 bits), so new rows land side
+ * by side in the primary key's index instead of on a random page each. */
+#define SECRET_ID_TIME_CHARS 10
+int secret_id_ordered(const char *prefix, char *out, size_t outlen);
+
+/* n random bytes for ids and other names that are not secrets (request ids):
+ * from a per-thread buffer that getrandom(2) refills. Returns 0 or -errno. */
+int secret_id_random(void *buf, size_t n);
+
 /* Whether id is exactly prefix followed by SECRET_ID_CHARS base32 characters
  * (the shape secret_id() makes). Use it on ids that arrive from a client before
  * they go anywhere else (an S3 prefix, a log line). NULLs give false. */

@@ -364,7 +364,7 @@ int usage_reserve(struct db_conn *c, const char *pocket_id, const char *key, siz
     if (!pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
         return DB_ERR_INVALID;
     struct reserve_args a = {pocket_id, key, key_max, size, now, ttl, out, pocket};
-    if (secret_id("rsv_", out->id, sizeof(out->id)) != 0)
+    if (secret_id_ordered("rsv_", out->id, sizeof(out->id)) != 0)
         return DB_ERR_NOMEM;
     int rc = db_conn_dialect(c) == DB_POSTGRES ? db_retry(c, reserve_pg, &a)
                                                : db_transact_on(c, reserve_tx, &a);

@@ -3,6 +3,7 @@
  * tokens (token.c). */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -93,6 +94,65 @@ static void test_id_unique(void **state)
         assert_true(counts[(unsigned char)*c] > 60000);
         assert_true(counts[(unsigned char)*c] < 65000);
     }
+    free(ptrs);
+    free(ids);
+}
+
+/* Ordered ids: the same shape, sorting by creation time across milliseconds,
+ * distinct within one (their 50 random bits), and made from several threads
+ * (each with its own buffer of random bytes) without repeats. */
+enum {
+    ORDERED_THREADS = 4,
+    ORDERED_N = 20000,
+    ORDERED_W = 4 + SECRET_ID_CHARS + 1
+};
+
+static void *make_ordered(void *arg)
+{
+    char *ids = arg;
+    for (size_t i = 0; i < ORDERED_N; i++)
+        if (secret_id_ordered("rsv_", ids + i * ORDERED_W, ORDERED_W) != 0)
+            return ids;
+    return NULL;
+}
+
+static void test_id_ordered(void **state)
+{
+    char a[ORDERED_W], b[ORDERED_W];
+    assert_int_equal(secret_id_ordered("rsv_", a, sizeof(a)), 0);
+    assert_true(secret_id_valid("rsv_", a));
+    struct timespec pause = {0, 2 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    assert_int_equal(secret_id_ordered("rsv_", b, sizeof(b)), 0);
+    assert_true(strcmp(a, b) < 0);
+    assert_int_equal(secret_id_ordered("rsv_", a, 4 + SECRET_ID_CHARS), -ENOSPC);
+    assert_int_equal(secret_id_ordered("RSV", a, sizeof(a)), -EINVAL);
+
+    char *ids = malloc((size_t)ORDERED_THREADS * ORDERED_N * ORDERED_W);
+    char **ptrs = malloc((size_t)ORDERED_THREADS * ORDERED_N * sizeof(*ptrs));
+    assert_non_null(ids);
+    assert_non_null(ptrs);
+    pthread_t th[ORDERED_THREADS];
+    for (size_t t = 0; t < ORDERED_THREADS; t++)
+        assert_int_equal(
+                pthread_create(&th[t], NULL, make_ordered, ids + t * ORDERED_N * ORDERED_W), 0);
+    for (size_t t = 0; t < ORDERED_THREADS; t++) {
+        void *failed = NULL;
+        pthread_join(th[t], &failed);
+        assert_null(failed);
+    }
+    size_t n = (size_t)ORDERED_THREADS * ORDERED_N;
+    for (size_t i = 0; i < n; i++) {
+        ptrs[i] = ids + i * ORDERED_W;
+        assert_true(secret_id_valid("rsv_", ptrs[i]));
+    }
+    for (size_t t = 0; t < ORDERED_THREADS; t++) /* each thread's ids never go back */
+        for (size_t i = 1; i < ORDERED_N; i++)
+            assert_true(memcmp(ptrs[t * ORDERED_N + i - 1], ptrs[t * ORDERED_N + i],
+                               4 + SECRET_ID_TIME_CHARS) <= 0);
+    qsort(ptrs, n, sizeof(*ptrs), cmp_str);
+    for (size_t i = 1; i < n; i++)
+        assert_string_not_equal(ptrs[i - 1], ptrs[i]);
     free(ptrs);
     free(ids);
 }
@@ -1090,6 +1150,7 @@ int main(void)
             cmocka_unit_test(test_random),
             cmocka_unit_test(test_id_unique),
             cmocka_unit_test(test_id_errors),
+            cmocka_unit_test(test_id_ordered),
             cmocka_unit_test(test_equal),
             cmocka_unit_test(test_hex),
             cmocka_unit_test(test_b64url),
