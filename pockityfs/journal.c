@@ -12,9 +12,15 @@
 #include "log.h"
 
 struct journal {
-    pthread_mutex_t lock; /* guards db */
+    pthread_mutex_t lock; /* guards db and the statements */
     sqlite3 *db;
+    sqlite3_stmt *put, *remove; /* prepared once: each close and upload runs one */
 };
+
+static const char *const put_sql = "INSERT OR REPLACE INTO pending"
+                                   " (path, file, size, mode, uid, gid, mtime, updated)"
+                                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+static const char *const remove_sql = "DELETE FROM pending WHERE path = ?1";
 
 static const char *const schema =
         "PRAGMA journal_mode=WAL;"
@@ -38,10 +44,16 @@ int journal_open(const char *path, struct journal **out, char *err, size_t errle
         sqlite3_busy_timeout(j->db, 5000);
         rc = sqlite3_exec(j->db, schema, NULL, NULL, &msg);
     }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(j->db, put_sql, -1, &j->put, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(j->db, remove_sql, -1, &j->remove, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open the journal '%s': %s", path,
                  msg ? msg : (j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc)));
         sqlite3_free(msg);
+        sqlite3_finalize(j->put);
+        sqlite3_finalize(j->remove);
         sqlite3_close(j->db);
         free(j);
         return -EIO;
@@ -55,48 +67,41 @@ void journal_free(struct journal *j)
 {
     if (!j)
         return;
+    sqlite3_finalize(j->put);
+    sqlite3_finalize(j->remove);
     sqlite3_close(j->db);
     pthread_mutex_destroy(&j->lock);
     free(j);
 }
 
+/* Run a prepared statement to its end, then make it ready for the next use. */
 static int step_done(struct journal *j, sqlite3_stmt *st, const char *what)
 {
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
-        return -EIO;
-    }
-    return 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int journal_put(struct journal *j, const struct journal_entry *e, int durable)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = -EIO;
     pthread_mutex_lock(&j->lock);
     /* WAL with synchronous=NORMAL commits without an fsync: enough for a
      * crash of the process; FULL syncs the WAL at commit */
     if (durable)
         sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
-    if (sqlite3_prepare_v2(j->db,
-                           "INSERT OR REPLACE INTO pending"
-                           " (path, file, size, mode, uid, gid, mtime, updated)"
-                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, e->path, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, e->file, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->size);
-        sqlite3_bind_int64(st, 4, e->mode);
-        sqlite3_bind_int64(st, 5, e->uid);
-        sqlite3_bind_int64(st, 6, e->gid);
-        sqlite3_bind_int64(st, 7, e->mtime);
-        sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
-        rc = step_done(j, st, "record a pending upload");
-    } else {
-        log_error("journal: %s", sqlite3_errmsg(j->db));
-    }
+    sqlite3_stmt *st = j->put;
+    sqlite3_bind_text(st, 1, e->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, e->file, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)e->size);
+    sqlite3_bind_int64(st, 4, e->mode);
+    sqlite3_bind_int64(st, 5, e->uid);
+    sqlite3_bind_int64(st, 6, e->gid);
+    sqlite3_bind_int64(st, 7, e->mtime);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
+    int rc = step_done(j, st, "record a pending upload");
     if (durable)
         sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     pthread_mutex_unlock(&j->lock);
@@ -105,16 +110,9 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable)
 
 int journal_remove(struct journal *j, const char *path)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = -EIO;
     pthread_mutex_lock(&j->lock);
-    if (sqlite3_prepare_v2(j->db, "DELETE FROM pending WHERE path = ?1", -1, &st, NULL) ==
-        SQLITE_OK) {
-        sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-        rc = step_done(j, st, "remove a pending upload");
-    } else {
-        log_error("journal: %s", sqlite3_errmsg(j->db));
-    }
+    sqlite3_bind_text(j->remove, 1, path, -1, SQLITE_STATIC);
+    int rc = step_done(j, j->remove, "remove a pending upload");
     pthread_mutex_unlock(&j->lock);
     return rc;
 }
