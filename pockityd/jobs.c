@@ -56,7 +56,13 @@ static int64_t interval_of(const struct app *app, const struct job *job)
     return *(const int64_t *)((const char *)&app->cfg + job->interval_offset);
 }
 
-static void forget_ended_sessions(struct app *app, int64_t now)
+/* Webhook events that changed nothing ('ignored') matter only while their
+ * provider may deliver them again (Stripe retries for three days, Razorpay
+ * for one); a later replay is ignored again anyway, as the payments it could
+ * repeat are recorded by payment_ref. Events that moved money stay. */
+#define IGNORED_EVENTS_KEPT (30 * 86400)
+
+static void forget_old_rows(struct app *app, int64_t now)
 {
     struct db_conn *c = db_acquire(app->db);
     if (!c)
@@ -67,8 +73,11 @@ static void forget_ended_sessions(struct app *app, int64_t now)
     if (rc == DB_OK)
         rc = db_exec(c, "DELETE FROM rate_limits WHERE window_start < $1",
                      DB_ARGS(DB_INT(now - app->cfg.login_window * 2)), NULL);
+    if (rc == DB_OK)
+        rc = db_exec(c, "DELETE FROM webhook_events WHERE received_at < $1 AND outcome = 'ignored'",
+                     DB_ARGS(DB_INT(now - IGNORED_EVENTS_KEPT)), NULL);
     if (rc)
-        log_warn("jobs: cleaning sessions: %s: %s", db_strerror(rc), db_conn_errmsg(c));
+        log_warn("jobs: forgetting old rows: %s: %s", db_strerror(rc), db_conn_errmsg(c));
     db_release(c);
 }
 
@@ -84,7 +93,7 @@ void usage_job(struct app *app, int64_t now)
         log_info("jobs: released %d expired allowance(s)", released);
     else if (released < 0)
         log_warn("jobs: sweeping allowances failed: %s", db_strerror(-released));
-    forget_ended_sessions(app, now);
+    forget_old_rows(app, now);
 }
 
 void jobs_run_once(struct app *app)

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,10 +48,12 @@ def build_path(*parts):
 
 
 def _psql(url, sql):
+    """Run sql on the PostgreSQL database url; its rows as lists of text."""
     pg_bin = os.environ.get("POCKITY_PG_BIN", "")
     psql = os.path.join(pg_bin, "psql") if pg_bin else "psql"
-    subprocess.run([psql, "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
-                   stdout=subprocess.DEVNULL)
+    r = subprocess.run([psql, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", url,
+                        "-c", sql], capture_output=True, text=True, check=True, timeout=60)
+    return [line.split("\x1f") for line in r.stdout.splitlines() if line]
 
 
 def fresh_pg_database():
@@ -148,6 +151,7 @@ class Daemon:
         self.env["POCKITYD_S3_SECRET_KEY"] = os.environ["POCKITY_S3_SECRET_KEY"]
         self.env["POCKITYD_TOKEN_SECRET"] = self.token_secret
         self._admin = None
+        self._sqlite = None
         self.proc = None
         self.start()
 
@@ -184,7 +188,28 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
         return self.proc.returncode if self.proc else None
+
+    def sql(self, statement, params=()):
+        """Run one statement straight on this daemon's database, either engine;
+        its rows as lists of text (None for NULL). params fill %s placeholders
+        (tests pass only ids, words and numbers)."""
+        if self.db_url.startswith("sqlite:"):
+            if self._sqlite is None:
+                # Held until the daemon stops: a connection that closes while it
+                # looks like the last one checkpoints and removes the write-ahead log.
+                self._sqlite = sqlite3.connect(self.db_url[len("sqlite:"):], timeout=30,
+                                               isolation_level=None, check_same_thread=False)
+            cur = self._sqlite.execute(statement.replace("%s", "?") if params else statement,
+                                       params)
+            return [[None if v is None else str(v) for v in row] for row in cur.fetchall()]
+        if params:
+            statement %= tuple("NULL" if p is None else "'%s'" % str(p).replace("'", "''")
+                               for p in params)
+        return _psql(self.db_url, statement)
 
     def log(self):
         try:

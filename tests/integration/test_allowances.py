@@ -4,11 +4,8 @@ larger than what is left), release, expiry by the usage job's sweep, other
 pockets' and read-only keys, bad input, metrics, and 16 threads racing one
 small quota (on PostgreSQL also across two pockityd processes)."""
 
-import os
 import random
 import secrets
-import sqlite3
-import subprocess
 import threading
 import time
 import unittest
@@ -25,25 +22,6 @@ def new_tier(d, max_bytes, max_objects):
                    "needs_approval": False}, token=d.admin_token())
     assert r.status == 201, r
     return tid
-
-
-def sql(d, stmt):
-    """Run one statement on the daemon's database; rows as lists of text.
-    stmt holds no user input (ids we made are base32)."""
-    if d.db_url.startswith("sqlite:"):
-        con = sqlite3.connect(d.db_url[len("sqlite:"):], timeout=30)
-        try:
-            with con:
-                return [[None if v is None else str(v) for v in row]
-                        for row in con.execute(stmt).fetchall()]
-        finally:
-            con.close()
-    pg_bin = os.environ.get("POCKITY_PG_BIN", "")
-    psql = os.path.join(pg_bin, "psql") if pg_bin else "psql"
-    r = subprocess.run([psql, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
-                        d.db_url, "-c", stmt], capture_output=True, text=True, check=True,
-                       timeout=60)
-    return [line.split("\x1f") for line in r.stdout.splitlines() if line]
 
 
 class Pocket:
@@ -174,7 +152,7 @@ class AllowancesTest(unittest.TestCase):
         self.assertEqual(p.release(aid).status, 200)
         self.assertEqual(p.totals(), (1075, 4, 0, 0))
         # The ledger holds what was committed.
-        rows = sql(self.d, "SELECT key, size, COALESCE(etag, '-') FROM objects"
+        rows = self.d.sql("SELECT key, size, COALESCE(etag, '-') FROM objects"
                            " WHERE pocket_id = '%s'" % p.id)
         self.assertEqual(sorted(rows), [["a", "20", "-"], ["big", "1000", "\"e\""],
                                         ["dir/b é", "50", "\"e\""], ["more", "5", "\"e\""]])
@@ -206,7 +184,7 @@ class AllowancesTest(unittest.TestCase):
             self.assertEqual(r.body["error"]["code"], "not_found")
             self.assertIn(aid, r.body["error"]["message"])
         self.assertEqual(p.totals(), (100, 1, 0, 0))
-        self.assertEqual(sql(self.d, "SELECT COUNT(*) FROM allowances WHERE pocket_id = '%s'"
+        self.assertEqual(self.d.sql("SELECT COUNT(*) FROM allowances WHERE pocket_id = '%s'"
                              % p.id), [["0"]])
         # A well-formed id nobody was given.
         ghost = "alw_" + "a" * 20
@@ -247,14 +225,14 @@ class AllowancesTest(unittest.TestCase):
     def test_inactive_and_held_pockets_are_refused(self):
         p = Pocket(self.d)
         aid = p.grant(100, 2).body["id"]
-        sql(self.d, "UPDATE pockets SET hold = 'past_due' WHERE id = '%s'" % p.id)
+        self.d.sql("UPDATE pockets SET hold = 'past_due' WHERE id = '%s'" % p.id)
         r = p.grant(10, 1)
         self.assertEqual(r.status, 403, r)
         self.assertEqual(r.body["error"]["code"], "read_only")
         self.assertIn("past due", r.body["error"]["message"])
         # What already landed is still recorded.
         self.assertEqual(p.commit(aid, "landed", 10).status, 200)
-        sql(self.d, "UPDATE pockets SET hold = NULL, status = 'suspended' WHERE id = '%s'" % p.id)
+        self.d.sql("UPDATE pockets SET hold = NULL, status = 'suspended' WHERE id = '%s'" % p.id)
         r = p.grant(10, 1)
         self.assertEqual(r.status, 403, r)
         self.assertEqual(r.body["error"]["code"], "forbidden")

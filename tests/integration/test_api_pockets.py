@@ -8,8 +8,6 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
-import subprocess
 import sys
 import threading
 import unittest
@@ -18,29 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 D = None  # the one daemon of this run (started in main)
-SQL = None  # SQLite backend: one connection held for the whole run (see main)
-
-
-def db_query(sql, params=()):
-    """Rows of sql run straight on the daemon's database, as lists of text
-    (None for NULL). params are literals substituted as %s (tests only)."""
-    if harness.backend() == "postgres":
-        lit = tuple("NULL" if p is None else "'%s'" % str(p).replace("'", "''") for p in params)
-        pg_bin = os.environ.get("POCKITY_PG_BIN", "")
-        psql = os.path.join(pg_bin, "psql") if pg_bin else "psql"
-        r = subprocess.run([psql, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
-                            D.db_url, "-c", sql % lit], capture_output=True, text=True,
-                           check=True, timeout=60)
-        return [line.split("\x1f") for line in r.stdout.splitlines() if line]
-    cur = SQL.execute(sql.replace("%s", "?"), params)
-    rows = [[None if v is None else str(v) for v in row] for row in cur.fetchall()]
-    SQL.commit()
-    return rows
 
 
 def audit(action, target_id):
     """The audit rows (actor_type, actor_id, detail as JSON) of action on target_id."""
-    rows = db_query("SELECT actor_type, actor_id, detail FROM audit_log"
+    rows = D.sql("SELECT actor_type, actor_id, detail FROM audit_log"
                     " WHERE action = %s AND target_id = %s ORDER BY id", (action, target_id))
     return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
@@ -445,19 +425,19 @@ class TestTierRequests(Base):
         tiny = self.make_tier("tiny", max_bytes=1000, max_objects=5)
         token, _ = self.user()
         p = self.make_pocket(token)
-        db_query("UPDATE pockets SET used_bytes = 5000, used_objects = 2 WHERE id = %s",
+        D.sql("UPDATE pockets SET used_bytes = 5000, used_objects = 2 WHERE id = %s",
                  (p["id"],))
         path = "/v1/pockets/%s/tier-requests" % p["id"]
         self.expect(self.req("POST", path, {"tier": tiny}, token=token), 409, "conflict")
-        db_query("UPDATE pockets SET used_bytes = 10, used_objects = 9 WHERE id = %s",
+        D.sql("UPDATE pockets SET used_bytes = 10, used_objects = 9 WHERE id = %s",
                  (p["id"],))
         self.expect(self.req("POST", path, {"tier": tiny}, token=token), 409, "conflict")
-        db_query("UPDATE pockets SET used_bytes = 10, used_objects = 2 WHERE id = %s",
+        D.sql("UPDATE pockets SET used_bytes = 10, used_objects = 2 WHERE id = %s",
                  (p["id"],))
         r = self.expect(self.req("POST", path, {"tier": tiny}, token=token), 201)
         self.assertEqual(r["pocket"]["tier"]["id"], tiny)
         self.assertEqual(r["pocket"]["usage"], {"bytes": 10, "objects": 2})
-        self.assertEqual(len(db_query("SELECT id FROM tier_requests WHERE pocket_id = %s",
+        self.assertEqual(len(D.sql("SELECT id FROM tier_requests WHERE pocket_id = %s",
                                       (p["id"],))), 1)
 
     def test_approval_refused_when_usage_does_not_fit(self):
@@ -466,7 +446,7 @@ class TestTierRequests(Base):
         p = self.make_pocket(token)
         r = self.expect(self.req("POST", "/v1/pockets/%s/tier-requests" % p["id"],
                                  {"tier": small}, token=token), 201)
-        db_query("UPDATE pockets SET used_bytes = 1000 WHERE id = %s", (p["id"],))
+        D.sql("UPDATE pockets SET used_bytes = 1000 WHERE id = %s", (p["id"],))
         self.expect(self.req("POST", "/v1/admin/tier-requests/%s/approve" % r["id"], {},
                              token=self.admin()), 409, "conflict")
         # nothing changed: the request is still pending, the pocket on free
@@ -594,7 +574,7 @@ class TestAdminTiers(Base):
             body = {k: v for k, v in good.items() if k != missing}
             self.expect(self.req("POST", "/v1/admin/tiers", body, token=admin), 400,
                         "invalid_request")
-        self.assertEqual(db_query("SELECT id FROM tiers WHERE id = %s", (good["id"],)), [])
+        self.assertEqual(D.sql("SELECT id FROM tiers WHERE id = %s", (good["id"],)), [])
         self.expect(self.req("POST", "/v1/admin/tiers", good, token=admin), 201)
 
     def test_update_input(self):
@@ -687,15 +667,9 @@ class TestAdminPockets(Base):
 
 
 def main():
-    global D, SQL
+    global D
     harness.require_services()
     D = harness.Daemon()
-    if harness.backend() != "postgres":
-        # Opened once, before any other process touches the file, and closed
-        # only after the daemon: a connection that closes while it looks like
-        # the last one checkpoints and removes the write-ahead log.
-        SQL = sqlite3.connect(D.db_url[len("sqlite:"):], timeout=30, isolation_level=None)
-        SQL.execute("SELECT COUNT(*) FROM tiers").fetchall()
     ok = alive = False
     try:
         prog = unittest.main(exit=False, verbosity=2)
@@ -705,8 +679,6 @@ def main():
             print("pockityd died:\n" + D.log()[-4000:])
     finally:
         status = D.stop()
-        if SQL is not None:
-            SQL.close()
     if status != 0:
         print("pockityd exited with status %s:\n%s" % (status, D.log()[-4000:]))
         ok = False

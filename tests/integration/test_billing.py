@@ -11,8 +11,6 @@ import json
 import os
 import re
 import secrets
-import sqlite3
-import subprocess
 import sys
 import time
 import unittest
@@ -26,30 +24,12 @@ ETH_HASH = "0x" + "cd" * 32
 
 
 class Db:
-    """Straight SQL on a daemon's database, rows as lists of text (None for NULL).
-    params are literals substituted as %s (tests only)."""
+    """Straight SQL on a daemon's database (harness.Daemon.sql) and the views
+    of it these tests compare."""
 
     def __init__(self, daemon):
         self.d = daemon
-        self.sql = None
-        if harness.backend() != "postgres":
-            # held open for the run: a last connection closing removes the WAL
-            self.sql = sqlite3.connect(daemon.db_url[len("sqlite:"):], timeout=30,
-                                       isolation_level=None)
-            self.sql.execute("SELECT COUNT(*) FROM tiers").fetchall()
-
-    def query(self, sql, params=()):
-        if self.sql is None:
-            lit = tuple("NULL" if p is None else "'%s'" % str(p).replace("'", "''")
-                        for p in params)
-            pg_bin = os.environ.get("POCKITY_PG_BIN", "")
-            psql = os.path.join(pg_bin, "psql") if pg_bin else "psql"
-            r = subprocess.run([psql, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
-                                self.d.db_url, "-c", sql % lit], capture_output=True,
-                               text=True, check=True, timeout=60)
-            return [line.split("\x1f") for line in r.stdout.splitlines() if line]
-        cur = self.sql.execute(sql.replace("%s", "?"), params)
-        return [[None if v is None else str(v) for v in row] for row in cur.fetchall()]
+        self.query = daemon.sql
 
     def audit(self, action, target_id):
         rows = self.query("SELECT actor_type, detail FROM audit_log WHERE action = %s"
@@ -64,10 +44,6 @@ class Db:
                         " OR action LIKE 'subscription.%%' OR action LIKE 'credit.%%'"
                         " OR action LIKE 'tier_request.%%' ORDER BY id"),
              self.query("SELECT id, tier_id, hold FROM pockets ORDER BY id")]
-
-    def close(self):
-        if self.sql is not None:
-            self.sql.close()
 
 
 IDLE = None   # (daemon, db): its billing job never fires during the run
@@ -951,8 +927,6 @@ def main():
             print("pockityd died:\n" + "\n".join(d.log()[-4000:] for d in daemons))
     finally:
         statuses = [d.stop() for d in daemons]
-        IDLE[1].close()
-        FAST[1].close()
     for d, status in zip(daemons, statuses):
         log = d.log()
         if status != 0:

@@ -19,13 +19,11 @@ import http.client
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import unittest
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-import harness
 from harness import Daemon, require_services
 
 BLOCK = 16
@@ -340,8 +338,8 @@ class ScopedRolesTest(Isolation, unittest.TestCase):
         status, body = self.root.iam({"Action": "PutRolePolicy", "RoleName": role,
                                       "PolicyName": "pocket", "PolicyDocument": broad})
         self.assertEqual(status, 200, body)
-        sql("UPDATE pocket_roles SET policy = 'old' WHERE pocket_id = '%s' AND access = 'ro'"
-            % me["id"], self.d.db_url)
+        self.d.sql("UPDATE pocket_roles SET policy = 'old' WHERE pocket_id = %s AND access = 'ro'",
+                   (me["id"],))
         s3 = S3(self.session(key))
         status, body = self.root.iam({"Action": "GetRolePolicy", "RoleName": role,
                                       "PolicyName": "pocket"})
@@ -353,15 +351,6 @@ class ScopedRolesTest(Isolation, unittest.TestCase):
         for _, token in tampered_tokens(s3.token):
             self.assertNotEqual(s3.put(me["prefix"] + "nope", token=token) // 100, 2)
         s3.close()
-
-
-def sql(statement, db_url):
-    """Run one statement on the daemon's database (either engine)."""
-    if db_url.startswith("sqlite:"):
-        with sqlite3.connect(db_url[len("sqlite:"):], timeout=10) as conn:
-            conn.execute(statement)
-    else:
-        harness._psql(db_url, statement)
 
 
 class SharedRoleTest(Isolation, unittest.TestCase):

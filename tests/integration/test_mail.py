@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -135,27 +134,6 @@ class Sink:
 SINK_SERVER = None
 
 
-def db_query(d, sql, params=()):
-    """Rows of sql run straight on daemon d's database, as lists of text (None
-    for NULL). params are literals substituted as %s (tests only)."""
-    if backend() == "postgres":
-        lit = tuple("NULL" if p is None else "'%s'" % str(p).replace("'", "''") for p in params)
-        pg_bin = os.environ.get("POCKITY_PG_BIN", "")
-        psql = os.path.join(pg_bin, "psql") if pg_bin else "psql"
-        r = subprocess.run([psql, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
-                            d.db_url, "-c", sql % lit], capture_output=True, text=True,
-                           check=True, timeout=60)
-        return [line.split("\x1f") for line in r.stdout.splitlines() if line]
-    con = sqlite3.connect(d.db_url[len("sqlite:"):], timeout=30)
-    try:
-        cur = con.execute(sql.replace("%s", "?"), params)
-        rows = [[None if v is None else str(v) for v in row] for row in cur.fetchall()]
-        con.commit()
-        return rows
-    finally:
-        con.close()
-
-
 def mail_daemon(**kw):
     return Daemon(smtp__url="smtp://127.0.0.1:%d" % SINK_SERVER.port,
                   smtp__from="Pockity Tests <no-reply@pockity.test>", sweep_interval=1, **kw)
@@ -247,7 +225,7 @@ class Verification(Base):
         self.assertIn("Hello Zoë Tester", text_of(msg))
         code = code_of(msg)
         # the database holds a keyed hash, never the code
-        stored = db_query(d, "SELECT code_hash, attempts FROM email_verifications"
+        stored = d.sql("SELECT code_hash, attempts FROM email_verifications"
                              " WHERE user_id = %s", (body["user"]["id"],))
         self.assertEqual(len(stored), 1)
         self.assertRegex(stored[0][0], r"^[0-9a-f]{64}$")
@@ -290,14 +268,14 @@ class Verification(Base):
                         400, "invalid_request")
         got = self.expect(d.request("POST", "/v1/auth/verify", {"code": new}, token=token), 200)
         self.assertTrue(got["user"]["email_verified"])
-        self.assertEqual(db_query(d, "SELECT COUNT(*) FROM email_verifications WHERE user_id = %s",
+        self.assertEqual(d.sql("SELECT COUNT(*) FROM email_verifications WHERE user_id = %s",
                                   (body["user"]["id"],)), [["0"]])
         self.expect(d.request("POST", "/v1/pockets", {"name": "p1"}, token=token), 201)
         # done: both routes say so
         self.expect(d.request("POST", "/v1/auth/verify", {"code": new}, token=token),
                     409, "conflict")
         self.expect(d.request("POST", "/v1/auth/verify/resend", token=token), 409, "conflict")
-        rows = db_query(d, "SELECT COUNT(*) FROM audit_log WHERE action = 'user.verify_email'"
+        rows = d.sql("SELECT COUNT(*) FROM audit_log WHERE action = 'user.verify_email'"
                            " AND target_id = %s", (body["user"]["id"],))
         self.assertEqual(rows, [["1"]])
 
@@ -326,7 +304,7 @@ class Verification(Base):
         token = d.login(mail, password)
         code = code_of(SINK_SERVER.wait(mail, "verification code")[0][2])
         # just expired (the notifier forgets codes a day past their expiry)
-        db_query(d, "UPDATE email_verifications SET expires_at = %s WHERE user_id = %s",
+        d.sql("UPDATE email_verifications SET expires_at = %s WHERE user_id = %s",
                  (int(time.time()) - 10, r.body["user"]["id"]))
         r2 = d.request("POST", "/v1/auth/verify", {"code": code}, token=token)
         self.expect(r2, 400, "invalid_request")
@@ -336,7 +314,7 @@ class Verification(Base):
         d = self.d
         r, mail, password = register(d)
         token = d.login(mail, password)
-        db_query(d, "DELETE FROM email_verifications WHERE user_id = %s", (r.body["user"]["id"],))
+        d.sql("DELETE FROM email_verifications WHERE user_id = %s", (r.body["user"]["id"],))
         self.expect(d.request("POST", "/v1/auth/verify", {"code": "12345678"}, token=token),
                     409, "conflict")
 
@@ -406,9 +384,9 @@ class NoSmtp(Base):
             # nothing is queued, and the cursor follows the log
             d.admin_token()
             time.sleep(2.5)
-            self.assertEqual(db_query(d, "SELECT COUNT(*) FROM mail_outbox"), [["0"]])
-            cur = db_query(d, "SELECT last_audit_id FROM mail_cursor")
-            top = db_query(d, "SELECT MAX(id) FROM audit_log")
+            self.assertEqual(d.sql("SELECT COUNT(*) FROM mail_outbox"), [["0"]])
+            cur = d.sql("SELECT last_audit_id FROM mail_cursor")
+            top = d.sql("SELECT MAX(id) FROM audit_log")
             self.assertEqual(cur, top)
             self.assertEqual(SINK_SERVER.to(mail), [])
         check_log(d)
@@ -443,8 +421,8 @@ class Notifications(Base):
             # without a mail server the cursor follows the log on every round
             deadline = time.time() + WAIT
             while time.time() < deadline:
-                if db_query(d0, "SELECT last_audit_id FROM mail_cursor") == \
-                        db_query(d0, "SELECT MAX(id) FROM audit_log"):
+                if d0.sql("SELECT last_audit_id FROM mail_cursor") == \
+                        d0.sql("SELECT MAX(id) FROM audit_log"):
                     break
                 time.sleep(0.2)
             else:
@@ -503,7 +481,7 @@ class Notifications(Base):
         p = self.expect(d.request("POST", "/v1/pockets", {"name": "archive", "tier": tid},
                                   token=token), 201)
         pid = p["pocket"]["id"] if "pocket" in p else p["id"]
-        rows = db_query(d, "SELECT id FROM tier_requests WHERE pocket_id = %s", (pid,))
+        rows = d.sql("SELECT id FROM tier_requests WHERE pocket_id = %s", (pid,))
         rid = rows[0][0]
         SINK_SERVER.wait(admin_addr, "'archive'")
         self.expect(d.request("POST", "/v1/admin/tier-requests/%s/reject" % rid,
@@ -544,7 +522,7 @@ class Notifications(Base):
             deadline = time.time() + WAIT
             row = None
             while time.time() < deadline:
-                rows = db_query(d, "SELECT attempts, status, last_error FROM mail_outbox"
+                rows = d.sql("SELECT attempts, status, last_error FROM mail_outbox"
                                    " WHERE action = 'tier_request.create' AND attempts > 0"
                                    " AND status = 'pending' AND last_error IS NOT NULL")
                 if rows:
@@ -557,7 +535,7 @@ class Notifications(Base):
         msgs = SINK_SERVER.wait(admin_addr, "'patient'")
         time.sleep(3)
         self.assertEqual(len(SINK_SERVER.to(admin_addr, "'patient'")), 1, msgs)
-        rows = db_query(d, "SELECT status FROM mail_outbox WHERE action = 'tier_request.create'"
+        rows = d.sql("SELECT status FROM mail_outbox WHERE action = 'tier_request.create'"
                            " AND last_error IS NULL AND attempts > 1")
         self.assertIn(["sent"], rows)
         self.assertIn("will retry", d.log())
@@ -591,7 +569,7 @@ class Notifications(Base):
         p = self.expect(d.request("POST", "/v1/pockets", {"name": "billed", "tier": tid},
                                   token=token), 201)
         pid = p.get("pocket", p)["id"]
-        rows = db_query(d, "SELECT id FROM invoices WHERE pocket_id = %s AND status = 'open'",
+        rows = d.sql("SELECT id FROM invoices WHERE pocket_id = %s AND status = 'open'",
                         (pid,))
         self.assertEqual(len(rows), 1, rows)
         inv = rows[0][0]
@@ -599,7 +577,7 @@ class Notifications(Base):
         self.assertIn("2.50 EUR", msg["Subject"])
         self.assertIn("'billed'", text_of(msg))
         # far past its due date and grace: the billing job holds the pocket
-        db_query(d, "UPDATE invoices SET due_at = 1 WHERE id = %s", (inv,))
+        d.sql("UPDATE invoices SET due_at = 1 WHERE id = %s", (inv,))
         msg = SINK_SERVER.wait(mail, "read-only")[-1][2]
         self.assertIn("'billed'", msg["Subject"])
         text = text_of(msg)
@@ -636,9 +614,9 @@ class TwoReplicas(Base):
                 time.sleep(4)  # several more rounds of both replicas
                 for name in names:
                     self.assertEqual(len(SINK_SERVER.to(admin_addr, "'%s'" % name)), 1, name)
-                rows = db_query(d1, "SELECT status, COUNT(*) FROM mail_outbox GROUP BY status")
+                rows = d1.sql("SELECT status, COUNT(*) FROM mail_outbox GROUP BY status")
                 self.assertEqual(rows, [["sent", str(len(names))]])
-                rows = db_query(d1, "SELECT COUNT(DISTINCT audit_id) FROM mail_outbox")
+                rows = d1.sql("SELECT COUNT(DISTINCT audit_id) FROM mail_outbox")
                 self.assertEqual(rows, [[str(len(names))]])
         check_log(d1)
         check_log(d2)

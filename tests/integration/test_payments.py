@@ -691,6 +691,37 @@ class PaymentsTest(unittest.TestCase):
                              headers={"Stripe-Signature": stripe_header(body)})
             self.assertEqual(r.status, 503, r)
 
+    def test_old_ignored_events_forgotten(self):
+        """Ignored webhook events go after 30 days (a replay is then ignored
+        again); events that paid an invoice stay."""
+        token, uid = self.user()
+        inv = self.invoice(uid, 700, "USD")
+        sid, _ = self.stripe_session(token, inv)
+        paid = stripe_event(sid, inv, 700, pi="pi_" + secrets.token_hex(4))
+        self.assertEqual(self.stripe_hook(paid, stripe_header(paid)).status, 200)
+        noise = json.dumps({"id": "evt_" + secrets.token_hex(6), "type": "customer.updated",
+                            "data": {"object": {"id": "cus_2"}}}).encode()
+        self.assertIs(self.stripe_hook(noise, stripe_header(noise)).body.get("ignored"), True)
+        noise_id = json.loads(noise)["id"]
+        events = "SELECT event_id FROM webhook_events WHERE event_id IN (%s, %s) ORDER BY 1"
+        ids = sorted([json.loads(paid)["id"], noise_id])
+        self.assertEqual([r[0] for r in self.d.sql(events, ids)], ids)
+        self.d.sql("UPDATE webhook_events SET received_at = received_at - %s"
+                   " WHERE event_id IN (%s, %s)", [31 * 86400] + ids)
+        # a replica whose housekeeping runs every second, on the same database
+        with harness.Daemon(db_url=self.d.db_url, token_secret=self.d.token_secret,
+                            root_prefix=self.d.root_prefix, sweep_interval=1) as sweeper:
+            deadline = time.time() + 20
+            while time.time() < deadline and len(sweeper.sql(events, ids)) == 2:
+                time.sleep(0.2)
+        self.assertEqual([r[0] for r in self.d.sql(events, ids)], [json.loads(paid)["id"]])
+        self.assertEqual(self.d.request("GET", "/v1/invoices/" + inv, token=token)
+                         .body["status"], "paid")
+        r = self.stripe_hook(noise, stripe_header(noise))
+        self.assertEqual((r.status, r.body.get("ignored")), (200, True), r)
+        r = self.stripe_hook(paid, stripe_header(paid))
+        self.assertIs(r.body.get("duplicate"), True, r)
+
     # -- a past-due pocket's hold clears when its invoice is paid --
 
     def test_past_due_hold_clears(self):

@@ -5,16 +5,12 @@ audit rows and drift metrics), an over-quota pocket gets read+delete sessions,
 abandoned multipart uploads are aborted, a pocket being deleted is emptied,
 and two pockityd processes reconciling one database at once give one result."""
 
-import json
-import os
 import secrets
-import sqlite3
-import subprocess
 import threading
 import time
 import unittest
 
-from harness import Daemon, backend, require_services, s3_put_bytes, s3tool
+from harness import Daemon, require_services, s3_put_bytes, s3tool
 from test_events import RawS3
 
 
@@ -25,25 +21,6 @@ def new_tier(d, max_bytes, max_objects):
                    "needs_approval": False}, token=d.admin_token())
     assert r.status == 201, r
     return tid
-
-
-def sql(d, statement, params=()):
-    """Run one statement on the daemon's database; returns the rows."""
-    if d.db_url.startswith("sqlite:"):
-        con = sqlite3.connect(d.db_url[len("sqlite:"):], timeout=10)
-        try:
-            rows = con.execute(statement, params).fetchall()
-            con.commit()
-            return rows
-        finally:
-            con.close()
-    for i, p in enumerate(params):  # tests pass only ids and words
-        statement = statement.replace("?", "'%s'" % str(p).replace("'", "''"), 1)
-    pg_bin = os.environ.get("POCKITY_PG_BIN", "")
-    out = subprocess.run([os.path.join(pg_bin, "psql") if pg_bin else "psql", "-At",
-                          "-v", "ON_ERROR_STOP=1", d.db_url, "-c", statement],
-                         check=True, capture_output=True, text=True).stdout
-    return [tuple(line.split("|")) for line in out.splitlines() if line]
 
 
 class ReconcileTest(unittest.TestCase):
@@ -268,11 +245,11 @@ class ReplicasTest(unittest.TestCase):
             self.assertEqual(corrections[0]["keys"], 12)
             r = b.request("GET", "/v1/pockets/" + pocket["id"], token=token)
             self.assertEqual(r.body["usage"], {"bytes": 78, "objects": 12})
-            rows = sql(a, "SELECT COUNT(*) FROM audit_log WHERE action = 'usage.correct'"
-                          " AND target_id = ?", (pocket["id"],))
+            rows = a.sql("SELECT COUNT(*) FROM audit_log WHERE action = 'usage.correct'"
+                         " AND target_id = %s", (pocket["id"],))
             self.assertEqual(int(rows[0][0]), 1)
-            rows = sql(a, "SELECT COUNT(*) FROM objects WHERE pocket_id = ? AND deleted = 0",
-                       (pocket["id"],))
+            rows = a.sql("SELECT COUNT(*) FROM objects WHERE pocket_id = %s AND deleted = 0",
+                         (pocket["id"],))
             self.assertEqual(int(rows[0][0]), 12)
         finally:
             b.stop()
