@@ -779,6 +779,7 @@ static void apply_defaults(struct db_options *o, const struct db_options *given)
 
 static void free_db(struct db *db, size_t nconnected)
 {
+    db_checkpointer_stop(db->checkpointer); /* it takes db->writer */
     for (size_t i = 0; i < nconnected; i++)
         db->be->disconnect(&db->conns[i]);
     pthread_cond_destroy(&db->freed);
@@ -788,7 +789,6 @@ static void free_db(struct db *db, size_t nconnected)
         db->be->disconnect(db->group_conn);
         free(db->group_conn);
     }
-    db_checkpointer_stop(db->checkpointer); /* after the connections that call it */
     pthread_mutex_destroy(&db->group_lock);
     free(db->conns);
     free(db->idle);
@@ -913,6 +913,11 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
     }
     *out = db;
     return DB_OK;
+}
+
+unsigned long db_checkpoints(const struct db *db)
+{
+    return db ? db_checkpointer_rounds(db->checkpointer) : 0;
 }
 
 void db_close(struct db *db)

@@ -86,6 +86,10 @@ int db_open(const char *url, const struct db_options *opt, struct db **out, char
  * NULL is accepted. */
 void db_close(struct db *db);
 
+/* Rounds of write-ahead log checkpoints db's own thread has run (SQLite; 0 on
+ * PostgreSQL, whose server does its own). */
+unsigned long db_checkpoints(const struct db *db);
+
 enum db_dialect db_dialect(const struct db *db);
 /* The dialect of c's database. */
 enum db_dialect db_conn_dialect(const struct db_conn *c);

@@ -73,9 +73,9 @@ struct db_backend {
     bool (*transaction_failed)(struct db_conn *c);
     /* Optional (engines with a write-ahead log that commits checkpoint, SQLite):
      * wal_handover makes commits on c no longer checkpoint but call fn(arg,
-     * pages) with the log's length; checkpoint copies the log into the
-     * database without blocking writers and sets *left to the pages still
-     * to copy (appended meanwhile, or held by readers). See db_checkpointer.c. */
+     * pages) with the log's length (fn NULL: no call, no checkpoint); checkpoint copies the log
+     * into the database without blocking writers and sets *left to the pages still to copy
+     * (appended meanwhile, or held by readers). See db_checkpointer.c. */
     void (*wal_handover)(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg);
     int (*checkpoint)(struct db_conn *c, int *left);
 };

@@ -31,6 +31,7 @@ struct db_checkpointer {
     bool due;          /* guarded by lock */
     bool stopping;     /* guarded by lock */
     atomic_bool asked; /* due or running: commits need not ask again */
+    atomic_ulong rounds;
 };
 
 /* A commit's report (any connection, any thread): the log holds pages. */
@@ -45,6 +46,11 @@ static void on_commit(void *arg, int pages)
     pthread_mutex_unlock(&ck->lock);
 }
 
+/* A round: copy the log while writers go on, then, holding them off, the
+ * pages they appended meanwhile. (Should a long read keep the log from
+ * starting over, each commit past the threshold asks for a round again;
+ * those copy nothing new and so cost little. Rounds that back off instead
+ * let the log grow 2-3 times larger under a steady load of writes.) */
 static void checkpoint(struct db_checkpointer *ck)
 {
     const struct db_backend *be = ck->db->be;
@@ -57,6 +63,7 @@ static void checkpoint(struct db_checkpointer *ck)
     }
     if (rc != DB_OK && rc != DB_ERR_RETRY)
         log_warn("database checkpoint failed: %s", ck->conn.errmsg);
+    atomic_fetch_add(&ck->rounds, 1);
 }
 
 static void *run(void *arg)
@@ -112,10 +119,21 @@ int db_checkpointer_start(struct db *db, const char *target, struct db_checkpoin
     return DB_OK;
 }
 
+unsigned long db_checkpointer_rounds(const struct db_checkpointer *ck)
+{
+    return ck ? atomic_load(&ck->rounds) : 0;
+}
+
 void db_checkpointer_stop(struct db_checkpointer *ck)
 {
     if (!ck)
         return;
+    struct db *db = ck->db;
+    for (size_t i = 0; i < db->opt.pool_size; i++)
+        if (db->conns[i].handle)
+            db->be->wal_handover(&db->conns[i], NULL, NULL);
+    if (db->group_conn)
+        db->be->wal_handover(db->group_conn, NULL, NULL);
     pthread_mutex_lock(&ck->lock);
     ck->stopping = true;
     pthread_cond_signal(&ck->cond);

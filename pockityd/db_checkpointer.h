@@ -14,8 +14,11 @@ struct db_checkpointer;
 int db_checkpointer_start(struct db *db, const char *target, struct db_checkpointer **out,
                           char *err, size_t errlen);
 
+/* Rounds of checkpoints run so far (for tests and metrics); 0 for NULL. */
+unsigned long db_checkpointer_rounds(const struct db_checkpointer *ck);
+
 /* Stop the thread (waiting for a checkpoint under way) and free ck (may be
- * NULL). Call once no connection of db commits any more. */
+ * NULL), after unhooking db's connections: call it before they close. */
 void db_checkpointer_stop(struct db_checkpointer *ck);
 
 #endif

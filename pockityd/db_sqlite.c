@@ -383,13 +383,14 @@ static int wal_hook(void *arg, sqlite3 *h, const char *name, int pages)
     return SQLITE_OK;
 }
 
-/* Replaces SQLite's own checkpoint-on-commit (itself a WAL hook). */
+/* Replaces SQLite's own checkpoint-on-commit (itself a WAL hook); fn NULL
+ * unhooks (commits then no longer checkpoint at all). */
 static void sq_wal_handover(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg)
 {
     struct sq_conn *sc = c->handle;
     sc->on_commit = fn;
     sc->on_commit_arg = arg;
-    sqlite3_wal_hook(sc->h, wal_hook, sc);
+    sqlite3_wal_hook(sc->h, fn ? wal_hook : NULL, fn ? sc : NULL);
 }
 
 static int sq_checkpoint(struct db_conn *c, int *left)

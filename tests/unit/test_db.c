@@ -584,8 +584,8 @@ static void test_transact_retries(void **state)
  * and then refuses, or inserts one and then hits a constraint, leaves nothing;
  * the others commit. */
 enum {
-    GROUP_THREADS = 16,
-    GROUP_TRIES = 60
+    GROUP_THREADS = 48, /* more than one group (32) of callers waiting at once */
+    GROUP_TRIES = 40
 };
 
 struct group_job {
@@ -630,6 +630,11 @@ static void *group_thread_main(void *arg)
 static void test_transact_group(void **state)
 {
     struct fixture *f = *state;
+    /* a pool as large as the callers, so that they all queue at once */
+    db_close(f->db);
+    char err[256];
+    struct db_options opt = {.pool_size = GROUP_THREADS};
+    assert_int_equal(db_open(f->t.url, &opt, &f->db, err, sizeof(err)), DB_OK);
     struct group_job taken = {"group-taken@example.org", 0};
     assert_int_equal(db_transact(f->db, tx_group_body, &taken), DB_OK);
     struct group_thread t[GROUP_THREADS];
@@ -656,7 +661,7 @@ static void test_transact_group(void **state)
 /* SQLite's write-ahead log under a steady load of commits from many threads
  * (with readers between them): the checkpointer thread copies it and has it
  * start over, so the file stays near its threshold (1000 pages) instead of
- * growing with everything written (~70 MB here: the log would be larger
+ * growing with everything written (~70 MB here; the log would be larger
  * still, as a row of 3000 bytes takes two pages). */
 enum {
     WAL_THREADS = 8,
@@ -714,7 +719,10 @@ static void test_wal_bounded(void **state)
     assert_int_equal(stat(wal, &st), 0);
     long written = (long)WAL_THREADS * WAL_TRIES * WAL_VALUE;
     printf("written %ld MB, write-ahead log %.1f MB\n", written >> 20, st.st_size / 1048576.0);
-    assert_true(st.st_size < written / 2);
+    /* 9-17 MB in most runs, 37 MB at worst seen (the log starts over only in a
+     * moment when no reader holds it); 190-210 MB without the second pass */
+    assert_true(st.st_size < written);
+    assert_true(db_checkpoints(f->db) > 0); /* by the thread, not inside commits */
 }
 
 static void test_reservation(void **state)
