@@ -674,6 +674,10 @@ static int group_transact(struct db_conn *c, db_tx_fn fn, void *arg)
 /* The pause is between attempts only: the first runs at once. */
 int db_transact_on(struct db_conn *c, db_tx_fn fn, void *arg)
 {
+    if (c->in_tx) { /* grouped, it would wait for the writer c holds */
+        db_conn_set_error(c, "a transaction is already open");
+        return DB_ERR_INVALID;
+    }
     int rc = DB_ERR_RETRY;
     for (int attempt = 0; attempt < DB_TRANSACT_ATTEMPTS && rc == DB_ERR_RETRY; attempt++) {
         if (attempt)

@@ -487,6 +487,11 @@ static int tx_insert_user(struct db_conn *c, void *arg)
     return *(int *)arg;
 }
 
+static int tx_nothing(struct db_conn *c, void *arg)
+{
+    return DB_OK;
+}
+
 static void test_transactions(void **state)
 {
     struct fixture *f = *state;
@@ -498,6 +503,7 @@ static void test_transactions(void **state)
     /* Rollback leaves nothing. */
     assert_int_equal(db_begin(c, DB_TX_WRITE), DB_OK);
     assert_int_equal(db_begin(c, DB_TX_WRITE), DB_ERR_INVALID); /* no nesting */
+    assert_int_equal(db_transact_on(c, tx_nothing, NULL), DB_ERR_INVALID);
     assert_int_equal(db_exec(c, ins, DB_ARGS(DB_TEXT("r@x")), NULL), DB_OK);
     assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM users"), 1);
     assert_int_equal(db_rollback(c), DB_OK);
