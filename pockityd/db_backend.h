@@ -97,9 +97,9 @@ struct db {
      * group_conn, a connection of its own outside the pool. */
     pthread_mutex_t group_lock;
     struct db_conn *group_conn;
-    struct db_checkpointer *checkpointer;   /* be->checkpoint: see db_checkpointer.c */
     struct tx_job *group_head, *group_tail; /* guarded by group_lock */
     bool group_leading;                     /* guarded by group_lock */
+    struct db_checkpointer *checkpointer;   /* be->checkpoint: see db_checkpointer.c */
 };
 
 /* Record the message of the last error on c (printf-style, truncated to fit). */

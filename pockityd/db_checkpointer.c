@@ -85,6 +85,15 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* Hand every committing connection of db (the pool's, the group's) to fn. */
+static void hook_all(struct db *db, void (*fn)(void *arg, int pages), void *arg)
+{
+    for (size_t i = 0; i < db->opt.pool_size; i++)
+        db->be->wal_handover(&db->conns[i], fn, arg);
+    if (db->group_conn)
+        db->be->wal_handover(db->group_conn, fn, arg);
+}
+
 int db_checkpointer_start(struct db *db, const char *target, struct db_checkpointer **out,
                           char *err, size_t errlen)
 {
@@ -111,10 +120,7 @@ int db_checkpointer_start(struct db *db, const char *target, struct db_checkpoin
         free(ck);
         return DB_ERR_NOMEM;
     }
-    for (size_t i = 0; i < db->opt.pool_size; i++)
-        db->be->wal_handover(&db->conns[i], on_commit, ck);
-    if (db->group_conn)
-        db->be->wal_handover(db->group_conn, on_commit, ck);
+    hook_all(db, on_commit, ck);
     *out = ck;
     return DB_OK;
 }
@@ -128,12 +134,7 @@ void db_checkpointer_stop(struct db_checkpointer *ck)
 {
     if (!ck)
         return;
-    struct db *db = ck->db;
-    for (size_t i = 0; i < db->opt.pool_size; i++)
-        if (db->conns[i].handle)
-            db->be->wal_handover(&db->conns[i], NULL, NULL);
-    if (db->group_conn)
-        db->be->wal_handover(db->group_conn, NULL, NULL);
+    hook_all(ck->db, NULL, NULL);
     pthread_mutex_lock(&ck->lock);
     ck->stopping = true;
     pthread_cond_signal(&ck->cond);
