@@ -75,9 +75,10 @@ int allowance_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int
 /* ---- commit ---- */
 
 struct commit_args {
-    const char *pocket_id, *id, *key, *etag;
-    size_t key_max;
-    int64_t size, now, ttl;
+    const char *pocket_id, *id;
+    const struct allowance_object *objs;
+    size_t n, key_max;
+    int64_t now, ttl;
     struct allowance *out;
     size_t *prefix_len;
     struct usage_pocket *after;
@@ -92,8 +93,9 @@ static int commit_tx(struct db_conn *c, void *arg)
         return rc;
     if (a->prefix_len)
         *a->prefix_len = plen;
-    if (plen + strlen(a->key) > a->key_max)
-        return USAGE_KEY_TOO_LONG;
+    for (size_t i = 0; i < a->n; i++)
+        if (plen + strlen(a->objs[i].key) > a->key_max)
+            return USAGE_KEY_TOO_LONG;
 
     struct db_result *res = NULL;
     rc = db_query_row(c,
@@ -105,43 +107,53 @@ static int commit_tx(struct db_conn *c, void *arg)
     int64_t left_bytes = db_result_int(res, 0, 0), left_objects = db_result_int(res, 0, 1);
     db_result_free(res);
 
-    int64_t gb = 0, go = 0;
-    rc = usage_ledger_set(c, a->pocket_id, a->key, a->size, a->etag, a->now, &gb, &go);
-    if (rc)
-        return rc;
     /* The allowance pays for the growth it can cover; the rest still counts
      * in used (the object is in S3), so the pocket may end up over quota. */
-    int64_t pb = gb > 0 ? gb : 0, po = go > 0 ? go : 0;
-    if (pb > left_bytes)
-        pb = left_bytes;
-    if (po > left_objects)
-        po = left_objects;
+    int64_t paid_bytes = 0, paid_objects = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const struct allowance_object *o = &a->objs[i];
+        int64_t gb = 0, go = 0;
+        rc = usage_ledger_set(c, a->pocket_id, o->key, o->size, o->etag, a->now, &gb, &go);
+        if (rc)
+            return rc;
+        int64_t pb = gb > 0 ? gb : 0, po = go > 0 ? go : 0;
+        if (pb > left_bytes - paid_bytes)
+            pb = left_bytes - paid_bytes;
+        if (po > left_objects - paid_objects)
+            po = left_objects - paid_objects;
+        paid_bytes += pb;
+        paid_objects += po;
+    }
     struct allowance *o = a->out;
-    o->bytes = left_bytes - pb;
-    o->objects = left_objects - po;
+    o->bytes = left_bytes - paid_bytes;
+    o->objects = left_objects - paid_objects;
     o->expires_at = a->now + a->ttl;
     rc = db_exec(
             c, "UPDATE allowances SET bytes = $2, objects = $3, expires_at = $4 WHERE id = $1",
             DB_ARGS(DB_TEXT(a->id), DB_INT(o->bytes), DB_INT(o->objects), DB_INT(o->expires_at)),
             NULL);
-    return rc ? rc : unreserve(c, a->pocket_id, pb, po, a->after);
+    return rc ? rc : unreserve(c, a->pocket_id, paid_bytes, paid_objects, a->after);
 }
 
-int allowance_commit(struct db_conn *c, const char *pocket_id, const char *id, const char *key,
-                     size_t key_max, int64_t size, const char *etag, int64_t now, int64_t ttl,
-                     struct allowance *out, size_t *prefix_len, struct usage_pocket *after)
+int allowance_commit(struct db_conn *c, const char *pocket_id, const char *id,
+                     const struct allowance_object *objs, size_t n, size_t key_max, int64_t now,
+                     int64_t ttl, struct allowance *out, size_t *prefix_len,
+                     struct usage_pocket *after)
 {
     char copy[sizeof(out->id)]; /* id may be out->id */
-    bool bad = !id || strlen(id) >= sizeof(copy);
+    bool bad = !id || strlen(id) >= sizeof(copy) || !pocket_id || !objs || n < 1 ||
+               n > ALLOWANCE_COMMIT_MAX || ttl <= 0;
+    for (size_t i = 0; !bad && i < n; i++)
+        bad = !objs[i].key || !*objs[i].key || objs[i].size < 0 ||
+              objs[i].size > USAGE_MAX_OBJECT_SIZE;
     snprintf(copy, sizeof(copy), "%s", bad ? "" : id);
     memset(out, 0, sizeof(*out));
     if (prefix_len)
         *prefix_len = 0;
-    if (bad || !pocket_id || !key || !*key || size < 0 || size > USAGE_MAX_OBJECT_SIZE || ttl <= 0)
+    if (bad)
         return DB_ERR_INVALID;
     memcpy(out->id, copy, sizeof(copy));
-    struct commit_args a = {pocket_id, copy, key, etag,       key_max, size,
-                            now,       ttl,  out, prefix_len, after};
+    struct commit_args a = {pocket_id, copy, objs, n, key_max, now, ttl, out, prefix_len, after};
     int rc = db_transact_on(c, commit_tx, &a);
     if (rc != DB_OK)
         out->bytes = out->objects = out->expires_at = 0;

@@ -49,20 +49,30 @@ struct allowance {
 int allowance_grant(struct db_conn *c, const char *pocket_id, int64_t bytes, int64_t objects,
                     int64_t now, int64_t ttl, struct allowance *out, struct usage_pocket *pocket);
 
-/* The object key (relative, 1..1024 bytes of valid UTF-8 without NUL) landed
- * with size bytes (0..USAGE_MAX_OBJECT_SIZE) and etag (may be NULL): in one
- * transaction its ledger row becomes live with them (the pocket's used totals
- * move by the growth gb, go), the allowance id of pocket_id pays
- * pb = min(max(gb, 0), left bytes) and po = min(go, left objects) of it (its
- * left amounts and the pocket's reserved totals drop by them, never below 0),
- * and its expiry moves to now + ttl. The prefix then key must hold at most
- * key_max bytes, else USAGE_KEY_TOO_LONG with *prefix_len set (checked first).
- * DB_ERR_NOT_FOUND when pocket_id has no such allowance unexpired at now.
- * On DB_OK *out is the allowance after and *after (may be NULL) the pocket's
- * totals after. prefix_len may be NULL. */
-int allowance_commit(struct db_conn *c, const char *pocket_id, const char *id, const char *key,
-                     size_t key_max, int64_t size, const char *etag, int64_t now, int64_t ttl,
-                     struct allowance *out, size_t *prefix_len, struct usage_pocket *after);
+/* An upload that landed, for allowance_commit. */
+struct allowance_object {
+    const char *key;  /* relative, 1..1024 bytes of valid UTF-8 without NUL */
+    int64_t size;     /* 0..USAGE_MAX_OBJECT_SIZE */
+    const char *etag; /* may be NULL */
+};
+
+#define ALLOWANCE_COMMIT_MAX 256 /* objects in one commit */
+
+/* The n (1..ALLOWANCE_COMMIT_MAX) objects landed: in one transaction, one
+ * after the other, each one's ledger row becomes live with its size and etag
+ * (the pocket's used totals move by the growth gb, go), and the allowance id
+ * of pocket_id pays pb = min(max(gb, 0), left bytes) and po = min(go, left
+ * objects) of it (its left amounts and the pocket's reserved totals drop by
+ * them, never below 0); its expiry then moves to now + ttl. The prefix then
+ * each key must hold at most key_max bytes, else USAGE_KEY_TOO_LONG with
+ * *prefix_len set (checked first, nothing written). DB_ERR_NOT_FOUND when
+ * pocket_id has no such allowance unexpired at now. On DB_OK *out is the
+ * allowance after and *after (may be NULL) the pocket's totals after.
+ * prefix_len may be NULL. */
+int allowance_commit(struct db_conn *c, const char *pocket_id, const char *id,
+                     const struct allowance_object *objs, size_t n, size_t key_max, int64_t now,
+                     int64_t ttl, struct allowance *out, size_t *prefix_len,
+                     struct usage_pocket *after);
 
 /* Give back what the allowance id of pocket_id has left and delete it (also
  * when it expired and the sweep has not run yet). DB_ERR_NOT_FOUND when it

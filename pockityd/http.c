@@ -98,6 +98,8 @@ struct http_request {
     bool body_oom;
     json_t *json;
     bool json_parsed;
+    json_t *scope;       /* borrowed: where the field helpers look, NULL for the body */
+    char scope_name[48]; /* how their messages name it, e.g. "objects[2]" */
     char id[MAX_ID_LEN + 1];
     char client[INET6_ADDRSTRLEN + 1];
     uint64_t start_ns;
@@ -1236,18 +1238,41 @@ json_t *http_json(struct http_request *req)
 
 /* ---- JSON helpers */
 
+void http_json_within(struct http_request *req, json_t *obj, const char *name)
+{
+    req->scope = obj;
+    snprintf(req->scope_name, sizeof(req->scope_name), "%s", obj && name ? name : "");
+}
+
+/* The object the field helpers read: the body or the current scope. */
+static json_t *scope(struct http_request *req)
+{
+    return req->scope ? req->scope : http_json(req);
+}
+
 /* The field key, NULL when absent or null. */
 static json_t *field(struct http_request *req, const char *key)
 {
-    json_t *obj = http_json(req);
+    json_t *obj = scope(req);
     json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
     return json_is_null(v) ? NULL : v;
+}
+
+/* key as messages name it: "key", or "objects[2].key" within a scope. */
+static const char *field_name(const struct http_request *req, const char *key, char out[128])
+{
+    if (!req->scope_name[0])
+        return key;
+    snprintf(out, 128, "%s.%.64s", req->scope_name, key);
+    return out;
 }
 
 static bool string_field(struct http_request *req, const char *key, size_t min, size_t max,
                          const char **out, bool required)
 {
+    char name[128];
     json_t *v = field(req, key);
+    key = field_name(req, key, name);
     if (!v) {
         if (required)
             http_reply_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request", "missing field '%s'",
@@ -1284,7 +1309,9 @@ bool http_json_opt_string(struct http_request *req, const char *key, size_t min,
 static bool int_field(struct http_request *req, const char *key, int64_t min, int64_t max,
                       int64_t *out, bool required)
 {
+    char name[128];
     json_t *v = field(req, key);
+    key = field_name(req, key, name);
     if (!v) {
         if (required)
             http_reply_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request", "missing field '%s'",
@@ -1321,7 +1348,9 @@ bool http_json_opt_int(struct http_request *req, const char *key, int64_t min, i
 
 bool http_json_opt_bool(struct http_request *req, const char *key, bool *out)
 {
+    char name[128];
     json_t *v = field(req, key);
+    key = field_name(req, key, name);
     if (!v)
         return true;
     if (!json_is_boolean(v)) {
@@ -1335,9 +1364,10 @@ bool http_json_opt_bool(struct http_request *req, const char *key, bool *out)
 
 bool http_json_only_keys(struct http_request *req, const char *const *allowed)
 {
-    json_t *obj = http_json(req);
+    json_t *obj = scope(req);
     if (!json_is_object(obj))
         return true;
+    char name[128];
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v)
@@ -1346,8 +1376,8 @@ bool http_json_only_keys(struct http_request *req, const char *const *allowed)
         while (allowed[i] && strcmp(allowed[i], key) != 0)
             i++;
         if (!allowed[i]) {
-            http_reply_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request", "unknown field '%.64s'",
-                             key);
+            http_reply_error(req, MHD_HTTP_BAD_REQUEST, "invalid_request", "unknown field '%.100s'",
+                             field_name(req, key, name));
             return false;
         }
     }

@@ -200,6 +200,11 @@ bool http_json_opt_int(struct http_request *req, const char *key, int64_t min, i
 bool http_json_opt_bool(struct http_request *req, const char *key, bool *out);
 /* Reject fields not in the NULL-terminated list allowed (catches typos). */
 bool http_json_only_keys(struct http_request *req, const char *const *allowed);
+/* Point the helpers above at obj, an object inside the body (an element of
+ * an array, say), named in their messages as name ("objects[2]" gives
+ * "field 'objects[2].key' must be a string"); obj NULL points them back at
+ * the body. obj is borrowed and must outlive its use. */
+void http_json_within(struct http_request *req, json_t *obj, const char *name);
 
 /* A ready-made handler serving metrics_render() as Prometheus text. */
 void http_metrics_handler(struct http_request *req);

@@ -157,6 +157,63 @@ class AllowancesTest(unittest.TestCase):
         self.assertEqual(sorted(rows), [["a", "20", "-"], ["big", "1000", "\"e\""],
                                         ["dir/b é", "50", "\"e\""], ["more", "5", "\"e\""]])
 
+    def test_batched_commits(self):
+        """POST .../commits does what the same commits one by one would, in
+        one transaction: growth paid while the allowance lasts, the rest used,
+        a key repeated in the batch counted as an overwrite."""
+        p = Pocket(self.d, max_bytes=1000, max_objects=10)
+        aid = p.grant(300, 3).body["id"]
+        objs = [{"key": "a", "bytes": 100, "etag": "\"a\""},
+                {"key": "dir/b é", "bytes": 50},
+                {"key": "a", "bytes": 150, "etag": ""},
+                {"key": "c", "bytes": 100, "etag": "\"c\""},
+                {"key": "d", "bytes": 10}]
+        r = self.d.request("POST", "/v1/allowances/%s/commits" % aid, {"objects": objs},
+                           token=p.key)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["committed"], 5)
+        self.assertEqual(r.body["allowance"]["id"], aid)
+        # Paid: a 100 bytes and 1 object, b 50 and 1, a's growth 50, c 100
+        # and 1 (the allowance is spent), d nothing: its 10 bytes and 1
+        # object count in used only.
+        self.assertEqual((r.body["allowance"]["bytes"], r.body["allowance"]["objects"]), (0, 0))
+        self.assertEqual(body_totals(r.body), (310, 4, 0, 0))
+        rows = self.d.sql("SELECT key, size, COALESCE(etag, '-') FROM objects"
+                          " WHERE pocket_id = '%s'" % p.id)
+        self.assertEqual(sorted(rows), [["a", "150", "-"], ["c", "100", "\"c\""],
+                                        ["d", "10", "-"], ["dir/b é", "50", "-"]])
+
+        # Bad input: 400 naming the entry, and nothing of the batch lands.
+        aid = p.grant(100, 2).body["id"]
+        plen = len(self.d.root_prefix) + len(p.id) + 2
+        good = {"key": "ok", "bytes": 1}
+        for body, name in (({}, "objects"), ({"objects": []}, "objects"),
+                           ({"objects": {}}, "objects"), ({"objects": [good] * 257}, "objects"),
+                           ({"objects": [good, 5]}, "objects[1]"),
+                           ({"objects": [good, {"bytes": 1}]}, "objects[1].key"),
+                           ({"objects": [good, {"key": "x", "bytes": -1}]}, "objects[1].bytes"),
+                           ({"objects": [good, {"key": "x", "bytes": 1, "etag": 5}]},
+                            "objects[1].etag"),
+                           ({"objects": [good, good, {"key": "x", "bytes": 1, "more": 1}]},
+                            "objects[2].more"),
+                           ({"objects": [good, {"key": "k" * (1025 - plen), "bytes": 1}]},
+                            "objects[1].key"),
+                           ({"objects": [good], "more": 1}, "more")):
+            r = self.d.request("POST", "/v1/allowances/%s/commits" % aid, body, token=p.key)
+            self.assertEqual(r.status, 400, (str(body)[:80], r))
+            self.assertEqual(r.body["error"]["code"], "invalid_request")
+            self.assertIn("'%s'" % name, r.body["error"]["message"])
+        self.assertEqual(p.totals(), (310, 4, 100, 2))
+        # 256 objects fit; an unknown or other pocket's allowance is 404.
+        many = [{"key": "m%03d" % i, "bytes": 0} for i in range(256)]
+        r = self.d.request("POST", "/v1/allowances/%s/commits" % ("alw_" + "a" * 20),
+                           {"objects": many}, token=p.key)
+        self.assertEqual(r.status, 404, r)
+        r = self.d.request("POST", "/v1/allowances/%s/commits" % aid, {"objects": many},
+                           token=p.key)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(body_totals(r.body), (310, 260, 100, 0))
+
     def test_commit_against_two_allowances(self):
         p = Pocket(self.d, max_bytes=1000, max_objects=10)
         a1 = p.grant(100, 1).body["id"]
