@@ -12,7 +12,8 @@
 #include "log.h"
 #include "upload.h"
 
-#define LINK_MAX_BYTES 4096
+#define LINK_MAX_BYTES   4096
+#define STATFS_SETTLE_MS 2000 /* longest wait of df for queued quota commits */
 
 int ops_key(struct fs *fs, const char *path, int as_dir, char key[S3_MAX_KEY_LEN + 1])
 {
@@ -910,6 +911,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     (void)ino;
     struct fs *fs = fs_of(req);
     struct remote_usage u = {0};
+    remote_settle(fs->remote, STATFS_SETTLE_MS); /* count the uploads that landed */
     if (remote_usage(fs->remote, &u) != 0 && u.max_bytes == 0) {
         u.max_bytes = fs->session.max_bytes;
         u.max_objects = fs->session.max_objects;

@@ -49,6 +49,8 @@
 #define ALW_LIFE_MIN_S   10    /* bounds on an allowance's lifetime as we compute it */
 #define ALW_LIFE_MAX_S   86400
 #define CHARGE_BUCKETS   256
+#define COMMIT_BATCH     64       /* commits sent in one request (pockityd takes 256) */
+#define COMMIT_LINGER_MS 20       /* a commit waits this long for others to share its request */
 #define LOCAL_PREFIX     "local#" /* local reservation ids: '#' is never in a server id */
 
 /* A block of quota (bytes and objects) held from pockityd (POST
@@ -56,7 +58,7 @@
 struct allowance {
     char id[ID_MAX + 1];
     uint64_t bytes_left, objects_left; /* what local charges have not taken */
-    unsigned pending;                  /* charges not committed or released yet */
+    unsigned pending;                  /* charges not committed (answered) or released yet */
     int64_t ttl_ms;                    /* its lifetime on the server after a grant or commit */
     struct timespec expires;           /* monotonic, from the latest answer */
     struct timespec last_charge;       /* monotonic */
@@ -70,8 +72,13 @@ struct charge {
     uint64_t n;
     struct allowance *a;
     uint64_t size;
-    char *key; /* relative to the prefix, for the commit */
-    struct charge *next;
+    char *key;           /* relative to the prefix, for the commit */
+    struct charge *next; /* in its bucket, or in the commit queue */
+    /* Its commit, once queued: what landed, in which order, and the answer. */
+    uint64_t landed;
+    char etag[ETAG_MAX + 1];
+    uint64_t seq;
+    int rc;
 };
 
 struct remote {
@@ -127,11 +134,24 @@ struct remote {
     struct allowance *alws;     /* guarded by alw_lock: every allowance held */
     struct allowance *current;  /* guarded by alw_lock: the one charged, or NULL */
     bool fetching;              /* guarded by alw_lock: a thread is asking for one */
+    unsigned releasing;         /* guarded by alw_lock: collected, not given back yet */
     bool refused;               /* guarded by alw_lock: refused_at is meaningful */
     bool unsupported;           /* guarded by alw_lock: pockityd has no /v1/allowances */
     struct timespec refused_at; /* guarded by alw_lock; monotonic */
     uint64_t next_charge;       /* guarded by alw_lock */
     struct charge *charges[CHARGE_BUCKETS]; /* guarded by alw_lock, by n */
+
+    /* Commits of local charges: queued by remote_commit in order, sent in
+     * batches by the committer thread (started at the first). Guarded by
+     * alw_lock; alw_cond is signalled when a batch is answered. */
+    struct charge *cq, **cq_tail; /* the queue, oldest first, by seq */
+    uint64_t cq_seq;              /* the latest seq given */
+    size_t cq_len;
+    uint64_t cq_sending; /* seq of the first charge in flight, or 0 */
+    unsigned cq_waiters; /* threads waiting for commits: no lingering */
+    bool cq_started, cq_stop;
+    pthread_cond_t cq_cond; /* the committer's: a first or a full batch queued, a waiter, stop */
+    pthread_t committer;
 };
 
 static const char *const access_names[] = {"rw", "ro", "read-delete"};
@@ -826,6 +846,7 @@ int remote_refresh(void *arg, struct s3_client *client)
 static void alw_sweep(struct remote *r);
 static void alw_shutdown(struct remote *r);
 static void alw_free_all(struct remote *r);
+static void committer_stop(struct remote *r);
 
 static void *renewal_main(void *arg)
 {
@@ -934,7 +955,9 @@ int remote_open(const char *server_url, const char *api_key, const struct remote
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->state_cond, &ca);
     pthread_cond_init(&r->alw_cond, &ca);
+    pthread_cond_init(&r->cq_cond, &ca);
     pthread_condattr_destroy(&ca);
+    r->cq_tail = &r->cq;
     atomic_init(&r->prefix_len, 0);
     r->batch = opt && opt->quota_batch;
     atomic_init(&r->access, NULL);
@@ -989,6 +1012,7 @@ void remote_free(struct remote *r)
 {
     if (!r)
         return;
+    committer_stop(r); /* what is queued is sent first */
     atomic_store(&r->stopping, true);
     pthread_mutex_lock(&r->state_lock);
     bool joined = r->thread_started;
@@ -1019,6 +1043,7 @@ void remote_free(struct remote *r)
     pthread_mutex_destroy(&r->seen_lock);
     pthread_cond_destroy(&r->state_cond);
     pthread_cond_destroy(&r->alw_cond);
+    pthread_cond_destroy(&r->cq_cond);
     free(r);
 }
 
@@ -1202,7 +1227,8 @@ static void charge_free(struct charge *c)
 /* Unlink the allowances to give back now — retired, spent, idle for
  * ALW_IDLE_MS, or any with force — but never one with charges pending.
  * Dead and expired ones are freed here (the server holds nothing for them);
- * the rest is returned as a list for alw_release_list. Caller holds alw_lock. */
+ * the rest is returned as a list for alw_release_list, and counts in
+ * releasing until it has gone back. Caller holds alw_lock. */
 static struct allowance *alw_collect(struct remote *r, struct timespec now, bool force)
 {
     struct allowance *out = NULL;
@@ -1224,6 +1250,7 @@ static struct allowance *alw_collect(struct remote *r, struct timespec now, bool
         }
         a->next = out;
         out = a;
+        r->releasing++;
     }
     return out;
 }
@@ -1252,6 +1279,10 @@ static void alw_release_list(struct remote *r, struct allowance *list, long time
                   a->id, a->bytes_left, a->objects_left);
         json_decref(body);
         free(a);
+        pthread_mutex_lock(&r->alw_lock);
+        r->releasing--;
+        pthread_cond_broadcast(&r->alw_cond);
+        pthread_mutex_unlock(&r->alw_lock);
     }
 }
 
@@ -1418,9 +1449,9 @@ static int alw_reserve(struct remote *r, const char *key, uint64_t size, char id
 }
 
 /* Before answering EDQUOT: give back what allowances hold beyond their
- * pending charges, waiting up to ALW_DRAIN_MS for charges about to be
- * committed. True when something went back (the exact path may now
- * succeed). */
+ * pending charges, waiting up to ALW_DRAIN_MS for the commits of those
+ * charges (sent at once) and for give-backs already under way. True when
+ * something went back (the exact path may now succeed). */
 static bool alw_give_back(struct remote *r)
 {
     bool any = false;
@@ -1433,55 +1464,67 @@ static bool alw_give_back(struct remote *r)
         any = true;
     }
     r->current = NULL;
+    r->cq_waiters++; /* the committer sends without lingering */
+    pthread_cond_signal(&r->cq_cond);
     for (;;) {
-        bool waiting = false;
+        bool waiting = r->releasing > 0;
         for (struct allowance *a = r->alws; a && !waiting; a = a->next)
             waiting = a->retired && !a->dead && a->pending && (a->bytes_left || a->objects_left);
         if (!any || !waiting || ts_diff_ms(deadline, mono_now()) <= 0)
             break;
         pthread_cond_timedwait(&r->alw_cond, &r->alw_lock, &deadline);
     }
+    r->cq_waiters--;
     struct allowance *gone = any ? alw_collect(r, mono_now(), false) : NULL;
     pthread_mutex_unlock(&r->alw_lock);
-    if (!gone)
-        return false;
     alw_release_list(r, gone, r->timeout_ms);
-    return true;
+    return any;
 }
 
-static int alw_commit(struct remote *r, uint64_t n, uint64_t size, const char *etag)
+/* ---- commits of local charges ---- */
+
+static int exact_reserve(struct remote *r, json_t *req, char id_out[64]);
+
+/* The request body committing the charges of batch (linked by next). */
+static json_t *commit_body(struct charge *batch, size_t n)
+{
+    if (n == 1)
+        return json_pack("{s:s, s:I, s:s}", "key", batch->key, "bytes", (json_int_t)batch->landed,
+                         "etag", batch->etag);
+    json_t *list = json_array();
+    for (struct charge *c = batch; list && c; c = c->next)
+        if (json_array_append_new(list, json_pack("{s:s, s:I, s:s}", "key", c->key, "bytes",
+                                                  (json_int_t)c->landed, "etag", c->etag)) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    return list ? json_pack("{s:o}", "objects", list) : NULL;
+}
+
+/* Commit the n charges of batch, all of allowance a, in one request: POST
+ * .../commit for one, .../commits for more (none when a is dead). Sets each
+ * charge's rc; they no longer count in a->pending. */
+static void commit_send(struct remote *r, struct allowance *a, struct charge *batch, size_t n)
 {
     pthread_mutex_lock(&r->alw_lock);
-    struct charge *c = charge_take(r, n);
-    if (!c) {
-        pthread_mutex_unlock(&r->alw_lock);
-        return -ENOENT;
-    }
-    struct allowance *a = c->a; /* kept alive: c still counts in a->pending */
     char aid[ID_MAX + 1];
     memcpy(aid, a->id, sizeof(aid));
     bool dead = a->dead;
     pthread_mutex_unlock(&r->alw_lock);
 
-    int rc = -ENOENT;
     bool got = false;
     uint64_t left_b = 0, left_o = 0;
     int64_t life_ms = 0;
-    json_t *body = NULL;
-    json_t *k = json_string(c->key), *e = json_string(etag);
-    json_t *req =
-            k && e ? json_pack("{s:o, s:I, s:o}", "key", k, "bytes", (json_int_t)size, "etag", e)
-                   : NULL;
-    if (!req) {
-        if (!k || !e) {
-            json_decref(k);
-            json_decref(e);
-        }
-        rc = !e ? -EINVAL : -ENOMEM;
-    } else if (!dead) {
+    json_t *body = NULL, *req = dead ? NULL : commit_body(batch, n);
+    int rc;
+    if (dead) {
+        rc = -ENOENT;
+    } else if (!req) {
+        rc = -ENOMEM; /* keys and ETags are valid utf-8 */
+    } else {
         char path[128];
         long status;
-        snprintf(path, sizeof(path), "/v1/allowances/%s/commit", aid);
+        snprintf(path, sizeof(path), "/v1/allowances/%s/%s", aid, n == 1 ? "commit" : "commits");
         rc = quota_call(r, "quota commit", "POST", path, req, &status, &body);
         if (rc == 0 && status >= 200 && status < 300) {
             usage_from_answer(r, body);
@@ -1500,7 +1543,7 @@ static int alw_commit(struct remote *r, uint64_t n, uint64_t size, const char *e
 
     pthread_mutex_lock(&r->alw_lock);
     struct timespec now = mono_now();
-    a->pending--;
+    a->pending -= (unsigned)n;
     if (rc == -ENOENT) { /* expired or released on the server: charge it no more */
         a->dead = true;
         if (r->current == a)
@@ -1515,12 +1558,164 @@ static int alw_commit(struct remote *r, uint64_t n, uint64_t size, const char *e
             a->objects_left = left_o;
         a->expires = ts_add_ms(now, life_ms);
     }
-    pthread_cond_broadcast(&r->alw_cond);
-    struct allowance *gone = alw_collect(r, now, false);
+    for (struct charge *c = batch; c; c = c->next)
+        c->rc = rc;
     pthread_mutex_unlock(&r->alw_lock);
-    alw_release_list(r, gone, r->timeout_ms);
-    charge_free(c);
-    return rc;
+}
+
+/* The commit of a charge whose allowance is gone: reserved and committed
+ * again on the exact path. */
+static int commit_exact(struct remote *r, const struct charge *c)
+{
+    char id[64];
+    json_t *req = json_pack("{s:s, s:I}", "key", c->key, "bytes", (json_int_t)c->landed);
+    int rc = req ? exact_reserve(r, req, id) : -ENOMEM;
+    json_decref(req);
+    return rc ? rc : remote_commit(r, id, c->landed, c->etag);
+}
+
+/* After commit_send: what the server no longer knows goes the exact path,
+ * what cannot be reported is logged; frees the charges of batch. */
+static void commit_settle(struct remote *r, struct charge *batch)
+{
+    while (batch) {
+        struct charge *c = batch;
+        batch = c->next;
+        int rc = c->rc == -ENOENT ? commit_exact(r, c) : c->rc;
+        if (rc)
+            log_warn("cannot report the upload of '%s' to the server: %s (reconciliation will)",
+                     c->key, strerror(-rc));
+        charge_free(c);
+    }
+}
+
+/* The committer thread: sends the queue in order, each batch the longest
+ * run (up to COMMIT_BATCH) of charges of one allowance at its head. A first
+ * commit lingers up to COMMIT_LINGER_MS for others, so a burst of uploads
+ * costs a request (and a wake-up of this thread) per batch, not per file;
+ * waiters for commits and remote_free cut the wait short. Drains the queue
+ * before it ends. */
+static void *committer_main(void *arg)
+{
+    struct remote *r = arg;
+    pthread_mutex_lock(&r->alw_lock);
+    for (;;) {
+        while (!r->cq && !r->cq_stop)
+            pthread_cond_wait(&r->cq_cond, &r->alw_lock);
+        if (!r->cq)
+            break;
+        struct timespec until = ts_add_ms(mono_now(), COMMIT_LINGER_MS);
+        while (r->cq_len < COMMIT_BATCH && !r->cq_stop && !r->cq_waiters &&
+               pthread_cond_timedwait(&r->cq_cond, &r->alw_lock, &until) != ETIMEDOUT)
+            ;
+        struct charge *batch = r->cq, **end = &r->cq;
+        struct allowance *a = batch->a; /* alive: its charges count in pending */
+        size_t n = 0;
+        while (*end && n < COMMIT_BATCH && (*end)->a == a) {
+            end = &(*end)->next;
+            n++;
+        }
+        r->cq = *end;
+        r->cq_len -= n;
+        if (!r->cq)
+            r->cq_tail = &r->cq;
+        *end = NULL;
+        r->cq_sending = batch->seq;
+        pthread_mutex_unlock(&r->alw_lock);
+
+        commit_send(r, a, batch, n);
+        commit_settle(r, batch);
+
+        pthread_mutex_lock(&r->alw_lock);
+        r->cq_sending = 0;
+        pthread_cond_broadcast(&r->alw_cond);
+        struct allowance *gone = alw_collect(r, mono_now(), false);
+        pthread_mutex_unlock(&r->alw_lock);
+        alw_release_list(r, gone, r->timeout_ms);
+        pthread_mutex_lock(&r->alw_lock);
+    }
+    pthread_mutex_unlock(&r->alw_lock);
+    return NULL;
+}
+
+/* Whether every commit queued up to seq is answered. Caller holds alw_lock. */
+static bool commits_done(const struct remote *r, uint64_t seq)
+{
+    return (!r->cq || r->cq->seq > seq) && (!r->cq_sending || r->cq_sending > seq);
+}
+
+/* Wait up to timeout_ms for the commits queued before this call. True when
+ * they are all answered. */
+static bool commits_wait(struct remote *r, long timeout_ms)
+{
+    struct timespec deadline = ts_add_ms(mono_now(), timeout_ms);
+    pthread_mutex_lock(&r->alw_lock);
+    uint64_t seq = r->cq_seq;
+    r->cq_waiters++;
+    pthread_cond_signal(&r->cq_cond);
+    while (!commits_done(r, seq) && ts_diff_ms(deadline, mono_now()) > 0)
+        pthread_cond_timedwait(&r->alw_cond, &r->alw_lock, &deadline);
+    r->cq_waiters--;
+    bool done = commits_done(r, seq);
+    pthread_mutex_unlock(&r->alw_lock);
+    return done;
+}
+
+/* Stop the committer once it has sent what is queued. */
+static void committer_stop(struct remote *r)
+{
+    pthread_mutex_lock(&r->alw_lock);
+    bool started = r->cq_started;
+    r->cq_stop = true;
+    pthread_cond_signal(&r->cq_cond);
+    pthread_mutex_unlock(&r->alw_lock);
+    if (started)
+        pthread_join(r->committer, NULL);
+}
+
+/* Queue the commit of the charge n for the committer (or, when it is not
+ * running, send it); -ENOENT at once when its allowance is gone (the caller
+ * reserves again). */
+static int alw_commit(struct remote *r, uint64_t n, uint64_t size, const char *etag)
+{
+    /* An ETag that is not utf-8 (never seen from S3) would fail the whole
+     * batch's JSON: the object is recorded without one. */
+    json_t *e = json_string(etag);
+    bool etag_ok = e != NULL;
+    json_decref(e);
+    pthread_mutex_lock(&r->alw_lock);
+    struct charge *c = charge_take(r, n);
+    if (!c) {
+        pthread_mutex_unlock(&r->alw_lock);
+        return -ENOENT;
+    }
+    struct allowance *a = c->a;
+    if (a->dead) {
+        a->pending--;
+        pthread_cond_broadcast(&r->alw_cond);
+        pthread_mutex_unlock(&r->alw_lock);
+        charge_free(c);
+        return -ENOENT;
+    }
+    if (!r->cq_started && !r->cq_stop &&
+        pthread_create(&r->committer, NULL, committer_main, r) == 0)
+        r->cq_started = true;
+    c->landed = size;
+    snprintf(c->etag, sizeof(c->etag), "%s", etag_ok ? etag : "");
+    c->seq = ++r->cq_seq;
+    c->next = NULL;
+    if (!r->cq_started || r->cq_stop) { /* no committer (stopped, or no thread): send it now */
+        pthread_mutex_unlock(&r->alw_lock);
+        commit_send(r, a, c, 1);
+        commit_settle(r, c);
+        return 0;
+    }
+    *r->cq_tail = c;
+    r->cq_tail = &c->next;
+    if (++r->cq_len == 1 || r->cq_len == COMMIT_BATCH)
+        pthread_cond_signal(&r->cq_cond); /* a first to linger on, or a full batch */
+    pthread_mutex_unlock(&r->alw_lock);
+    return 0;
 }
 
 static int alw_release(struct remote *r, uint64_t n)
@@ -1589,8 +1784,6 @@ static void alw_free_all(struct remote *r)
     }
     r->current = NULL;
 }
-
-static int exact_reserve(struct remote *r, json_t *req, char id_out[64]);
 
 int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64])
 {
@@ -1699,6 +1892,11 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n)
 {
     if (!r || (n && !keys))
         return -EINVAL;
+    /* A commit queued before must not land after it: the ledger would count
+     * a deleted object. */
+    if (!commits_wait(r, r->write_wait_ms))
+        log_warn("quota commits still pending: a deletion report may overtake them "
+                 "(reconciliation will correct the usage)");
     for (size_t start = 0; start < n; start += DELETE_BATCH) {
         size_t end = n - start > DELETE_BATCH ? start + DELETE_BATCH : n;
         json_t *list = json_array();
@@ -1732,6 +1930,11 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n)
             return rc == -EINVAL || rc == -EACCES ? rc : -EIO;
     }
     return 0;
+}
+
+bool remote_settle(struct remote *r, long timeout_ms)
+{
+    return !r || commits_wait(r, timeout_ms);
 }
 
 int remote_usage(struct remote *r, struct remote_usage *u)

@@ -7,6 +7,7 @@
 #ifndef POCKITYFS_REMOTE_H
 #define POCKITYFS_REMOTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -123,13 +124,23 @@ const char *remote_access(struct remote *r);
 int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64]);
 
 /* Tell pockityd the upload of a reservation landed with this size and ETag.
- * A local id is committed against its allowance (POST
- * /v1/allowances/{id}/commit with the key it was reserved for); the id is
- * used up whatever the answer. Returns 0, -ENOENT (unknown or expired
- * reservation or allowance: the caller should report the object another
- * way, e.g. reserve+commit again), -EACCES, -EINVAL (a malformed id or
- * ETag), -EIO. */
+ * A server id is committed at once (POST /v1/reservations/{id}/commit). A
+ * local id is queued for the committer thread, which sends the queue in
+ * order, in batches of up to 64 commits to one allowance (POST
+ * /v1/allowances/{id}/commits; .../commit for a lone one) — commits queued
+ * while a request is in flight share the next — and logs what it cannot
+ * report (a commit whose allowance the server no longer knows goes the exact
+ * path first); deletion reports and remote_settle wait for what was queued
+ * before them, and remote_free sends the queue before it stops. The id is
+ * used up whatever the answer. Returns 0 (for a local id: queued), -ENOENT
+ * (unknown or expired reservation or allowance: the caller should report the
+ * object another way, e.g. reserve+commit again), -EACCES, -EINVAL (a
+ * malformed id or ETag), -EIO. */
 int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag);
+
+/* Wait up to timeout_ms for the commits queued before this call to be
+ * answered, so the server's totals include them. True when they are. */
+bool remote_settle(struct remote *r, long timeout_ms);
 
 /* Give a reservation back after a failed upload; a local id goes back to
  * its allowance without a request. Returns 0, -ENOENT, -EACCES, -EINVAL (a

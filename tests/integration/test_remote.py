@@ -401,6 +401,17 @@ class TestAllowances(Base):
         self.assertEqual(st["usage"], {"bytes": 6000, "objects": 1})
         self.assertEqual(st["reserved"], {"bytes": 0, "objects": 0})
 
+    def test_deletion_waits_for_queued_commits(self):
+        """Commits are sent in the background; a deletion reported right
+        after must not land before them, or the ledger would count the
+        deleted object again."""
+        p, key = self.pocket()
+        lines = script(D.url, key, "r:a:10", "c:0:10", "r:b:20", "c:1:20", "d:a", "u")
+        self.assertEqual(lines[4], "deleted", lines)
+        self.assertEqual(lines[5].split()[3:], ["used", "20", "1"], lines)
+        st = self.state(p)
+        self.assertEqual(st["usage"], {"bytes": 20, "objects": 1})
+
     def test_uncommitted_charges_leave_the_allowance_to_expire(self):
         p, key = self.pocket()
         lines = script(D.url, key, "r:a:10", "r:b:10", "c:1:10")
@@ -665,10 +676,13 @@ class TestFakeAllowances(Base):
     def tearDown(self):
         self.fake.close()
 
-    def grant(self, *ids, delay=0, commit_status=200):
-        """POST /v1/allowances grants ids in turn; their commits answer
-        commit_status (a dict id -> status, or one status)."""
+    def grant(self, *ids, delay=0, commit_status=200, commit_delay=0):
+        """POST /v1/allowances grants ids in turn; their commits (one by one
+        or in batches) answer commit_status (a dict id -> status, or one
+        status) after commit_delay seconds. self.commits lists (id, object)
+        per object committed, self.batches the size of each request."""
         left = {}  # id -> [bytes, objects] the allowance has left
+        self.batches = []
 
         def on_grant(n, body):
             req = json.loads(body)
@@ -682,18 +696,27 @@ class TestFakeAllowances(Base):
         for aid in ids:
             st = commit_status.get(aid, 200) if isinstance(commit_status, dict) else commit_status
 
-            def on_commit(n, body, aid=aid, st=st):
+            def on_commit(n, body, aid=aid, st=st, batch=False):
                 req = json.loads(body)
-                self.commits.append((aid, req))
+                objs = req["objects"] if batch else [req]
+                with self.fake.lock:
+                    self.commits.extend((aid, o) for o in objs)
+                    self.batches.append(len(objs) if batch else 0)
                 if st != 200:
                     return st, {"error": {"code": "not_found", "message": "no allowance"}}, 0
                 with self.fake.lock:
+                    for o in objs:
+                        lb, lo = left[aid]
+                        left[aid] = [max(lb - o["bytes"], 0), max(lo - 1, 0)]
                     lb, lo = left[aid]
-                    left[aid] = [max(lb - req["bytes"], 0), max(lo - 1, 0)]
-                    lb, lo = left[aid]
-                return 200, dict(totals(), allowance={"id": aid, "bytes": lb, "objects": lo,
-                                                      "expires_at": int(time.time()) + 120}), 0
+                body = dict(totals(), allowance={"id": aid, "bytes": lb, "objects": lo,
+                                                 "expires_at": int(time.time()) + 120})
+                if batch:
+                    body["committed"] = len(objs)
+                return 200, body, commit_delay
             self.fake.routes[("POST", "/v1/allowances/%s/commit" % aid)] = on_commit
+            self.fake.routes[("POST", "/v1/allowances/%s/commits" % aid)] = \
+                lambda n, b, f=on_commit: f(n, b, batch=True)
             self.fake.routes[("DELETE", "/v1/allowances/" + aid)] = lambda n, b: (
                 200, totals(), 0)
 
@@ -762,11 +785,34 @@ class TestFakeAllowances(Base):
             self.assertTrue(res.out.startswith("rsv_"), res)
             self.assertIn("malformed", res.err)
 
+    def exact_commits(self, n):
+        """Serve the commits of exact reservations rsv_1..rsv_n; returns the
+        keys reserved on the exact path, in order."""
+        keys = []
+
+        def reserve(n, body):
+            keys.append(json.loads(body)["key"])
+            return 201, dict(totals(), id="rsv_%d" % n, key=keys[-1], bytes=1,
+                             expires_at=int(time.time()) + 3600), 0
+        self.fake.routes[self.RSV] = reserve
+        for i in range(1, n + 1):
+            self.fake.routes[("POST", "/v1/reservations/rsv_%d/commit" % i)] = lambda n, b: (
+                200, totals(), 0)
+        return keys
+
     def test_commit_of_a_lost_allowance_falls_back(self):
+        """The commit of a charge whose allowance the server no longer knows
+        goes the exact path; the next file takes a new allowance."""
         self.grant("alw_one", "alw_two", commit_status={"alw_one": 404})
-        out = self.run_cycles(5, 10)
-        self.assertEqual(out, {"ok": 5, "local": 5, "error": None})
-        self.assertEqual([c[0] for c in self.commits], ["alw_one"] + ["alw_two"] * 5)
+        exact = self.exact_commits(1)
+        res = tool(self.fake.url, KEY, "script", "r:a:10", "c:0:10", "w", "r:b:10", "c:1:10",
+                   "w", opts=("-a",))
+        self.assertEqual(res.out.splitlines(), ["local#1", "committed", "settled", "local#2",
+                                                "committed", "settled"], res)
+        self.assertEqual([(aid, o["key"]) for aid, o in self.commits],
+                         [("alw_one", "a"), ("alw_two", "b")])
+        self.assertEqual(exact, ["a"])
+        self.assertEqual(self.fake.count("POST", "/v1/reservations/rsv_1/commit"), 1)
         self.assertEqual(self.fake.count(*self.ALW), 2)
         self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_one"), 0)
         self.assertEqual(self.fake.count("DELETE", "/v1/allowances/alw_two"), 1)
@@ -776,6 +822,36 @@ class TestFakeAllowances(Base):
         out = self.run_cycles(64, 10, threads=16)
         self.assertEqual(out, {"ok": 64, "local": 64, "error": None})
         self.assertEqual(self.fake.count(*self.ALW), 1)
+
+    def test_concurrent_commits_share_requests(self):
+        """Commits that arrive while one is in flight go together: 16 threads
+        commit 96 files in far fewer requests, each object exactly once, and
+        a lone commit still takes the one-object route."""
+        self.grant("alw_one", commit_delay=0.05)
+        out = self.run_cycles(96, 10, threads=16)
+        self.assertEqual(out, {"ok": 96, "local": 96, "error": None})
+        self.assertEqual(sorted(o["key"] for _, o in self.commits),
+                         sorted("k%d" % i for i in range(96)))
+        self.assertTrue(all(o["bytes"] == 10 and o["etag"] for _, o in self.commits),
+                        self.commits[:3])
+        self.assertLessEqual(len(self.batches), 48, self.batches)
+        self.assertGreater(max(self.batches), 1, self.batches)
+        self.assertLessEqual(max(self.batches), 64, self.batches)
+        self.batches.clear()
+        self.assertEqual(self.run_cycles(1, 10)["ok"], 1)
+        self.assertEqual(self.batches, [0])  # the one-object route
+
+    def test_batch_commit_of_a_lost_allowance_falls_back(self):
+        """A batch answered 404: each of its files is reserved and committed
+        on the exact path; later files take a new allowance. Every file is
+        reported exactly once."""
+        self.grant("alw_one", "alw_two", commit_status={"alw_one": 404}, commit_delay=0.05)
+        exact = self.exact_commits(32)
+        out = self.run_cycles(32, 10, threads=8)
+        self.assertEqual(out, {"ok": 32, "local": 32, "error": None})
+        two = [o["key"] for aid, o in self.commits if aid == "alw_two"]
+        self.assertGreater(len(exact), 0)
+        self.assertEqual(sorted(two + exact), sorted("k%d" % i for i in range(32)))
 
     def test_release_and_pending_charges(self):
         res = tool(self.fake.url, KEY, "script", "r:a:10", "x:0", "r:b:10", opts=("-a",))
@@ -801,7 +877,9 @@ class TestFakeAllowances(Base):
         self.fake.routes[("POST", "/v1/allowances/alw_one/commit")] = lambda n, b: (
             200, dict(totals(), allowance={"id": "alw_one", "bytes": 15, "objects": 50,
                                            "expires_at": int(time.time()) + 99}), 0)
-        self.assertEqual(self.run_cycles(3, 10), {"ok": 3, "local": 3, "error": None})
+        res = tool(self.fake.url, KEY, "script", "r:a:10", "c:0:10", "w", "r:b:10", "c:1:10",
+                   "w", "r:c:10", opts=("-a",))
+        self.assertEqual(res.out.splitlines()[-1], "local#3", res)
         self.assertEqual(self.fake.count(*self.ALW), 2)
 
     def test_restricted_pocket_takes_the_exact_path(self):

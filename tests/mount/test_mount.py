@@ -345,6 +345,7 @@ def test_restriction():
         set_tier_bytes(tid, 1 << 20)
         wait_for(lambda: root_s3("head", prefix + "c")[0] == 0, "pending 'c' uploaded", 30)
         write_file(m.p("d"), b"d")
+        sh("sync %s" % m.path)  # d's upload must not meet the hold set next
         # payment past due: a hold makes the pocket read-only
         set_hold(pk.id, "past_due")
         f = open(m.p("e"), "wb")

@@ -346,7 +346,10 @@ static int cmd_cycles(struct ctx *c)
  *   r:KEY:SIZE      reserve; prints the id (the Ith r op's id is $I, from 0)
  *   c:I:SIZE        commit reservation I with SIZE
  *   x:I             release reservation I
- *   u               the usage: "reserved BYTES OBJECTS used BYTES OBJECTS"
+ *   d:KEY           report KEY deleted
+ *   u               the usage, once the commits queued are answered:
+ *                   "reserved BYTES OBJECTS used BYTES OBJECTS"
+ *   w               wait for the commits queued to be answered
  *   s:MS            sleep
  *   R               start the renewal thread (it also looks after allowances)
  * A failed op prints "error ENAME" and the script goes on. */
@@ -386,10 +389,19 @@ static int cmd_script(struct ctx *c)
         } else if (!strcmp(op, "u")) {
             struct remote_usage u;
             sleep(2); /* past the usage cache */
-            rc = remote_usage(c->r, &u);
+            rc = remote_settle(c->r, 10000) ? remote_usage(c->r, &u) : -ETIMEDOUT;
             if (!rc)
                 printf("reserved %" PRIu64 " %" PRIu64 " used %" PRIu64 " %" PRIu64 "\n",
                        u.reserved_bytes, u.reserved_objects, u.used_bytes, u.used_objects);
+        } else if (op[0] == 'd' && a1 && a1[1]) {
+            const char *keys[1] = {a1 + 1};
+            rc = remote_deleted(c->r, keys, 1);
+            if (!rc)
+                printf("deleted\n");
+        } else if (!strcmp(op, "w")) {
+            rc = remote_settle(c->r, 10000) ? 0 : -ETIMEDOUT;
+            if (!rc)
+                printf("settled\n");
         } else if (!strcmp(op, "R") && !client) {
             if ((status = client_new(c, &client)) != 0)
                 break;
