@@ -79,6 +79,9 @@ struct allowances {
     uint64_t cq_sending; /* seq of the first charge in flight, or 0 */
     unsigned cq_waiters; /* threads waiting for commits: no lingering */
     bool cq_started, cq_stop;
+    bool no_thread;         /* the committer could not start: callers send */
+    bool single_only;       /* pockityd takes no batched commits */
+    bool failing;           /* the latest commit found pockityd unreachable */
     pthread_cond_t cq_cond; /* the committer's: a first or a full batch queued, a waiter, stop */
     pthread_t committer;
 };
@@ -367,32 +370,33 @@ int allowance_reserve(struct remote *r, const char *key, uint64_t size, char id_
 /* Before answering EDQUOT: give back what allowances hold beyond their
  * pending charges, waiting up to ALW_DRAIN_MS for the commits of those
  * charges (sent at once) and for give-backs already under way. True when
- * something went back (the exact path may now succeed). */
+ * something went or was going back (the exact path may now succeed). */
 bool allowance_give_back(struct remote *r)
 {
-    bool any = false;
+    struct allowances *s = r->alw;
     struct timespec deadline = ts_add_ms(mono_now(), ALW_DRAIN_MS);
-    pthread_mutex_lock(&r->alw->lock);
-    for (struct allowance *a = r->alw->list; a; a = a->next) {
+    pthread_mutex_lock(&s->lock);
+    bool any = s->releasing > 0;
+    for (struct allowance *a = s->list; a; a = a->next) {
         if (a->dead || (!a->bytes_left && !a->objects_left))
             continue;
         a->retired = true;
         any = true;
     }
-    r->alw->current = NULL;
-    r->alw->cq_waiters++; /* the committer sends without lingering */
-    pthread_cond_signal(&r->alw->cq_cond);
+    s->current = NULL;
+    s->cq_waiters++; /* the committer sends without lingering */
+    pthread_cond_signal(&s->cq_cond);
     for (;;) {
-        bool waiting = r->alw->releasing > 0;
-        for (struct allowance *a = r->alw->list; a && !waiting; a = a->next)
+        bool waiting = s->releasing > 0;
+        for (struct allowance *a = s->list; a && !waiting; a = a->next)
             waiting = a->retired && !a->dead && a->pending && (a->bytes_left || a->objects_left);
         if (!any || !waiting || ts_diff_ms(deadline, mono_now()) <= 0)
             break;
-        pthread_cond_timedwait(&r->alw->cond, &r->alw->lock, &deadline);
+        pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
     }
-    r->alw->cq_waiters--;
+    s->cq_waiters--;
     struct allowance *gone = any ? alw_collect(r, mono_now(), false) : NULL;
-    pthread_mutex_unlock(&r->alw->lock);
+    pthread_mutex_unlock(&s->lock);
     alw_release_list(r, gone, r->timeout_ms);
     return any;
 }
@@ -415,81 +419,125 @@ static json_t *commit_body(struct charge *batch, size_t n)
     return list ? json_pack("{s:o}", "objects", list) : NULL;
 }
 
-/* Commit the n charges of batch, all of allowance a, in one request: POST
- * .../commit for one, .../commits for more (none when a is dead). Sets each
- * charge's rc; they no longer count in a->pending. */
-static void commit_send(struct remote *r, struct allowance *a, struct charge *batch, size_t n)
-{
-    pthread_mutex_lock(&r->alw->lock);
-    char aid[ID_MAX + 1];
-    memcpy(aid, a->id, sizeof(aid));
-    bool dead = a->dead;
-    pthread_mutex_unlock(&r->alw->lock);
+/* What a commit's answer says of its allowance. */
+struct commit_answer {
+    bool got;
+    uint64_t left_b, left_o;
+    int64_t life_ms;
+};
 
-    bool got = false;
-    uint64_t left_b = 0, left_o = 0;
-    int64_t life_ms = 0;
-    json_t *body = NULL, *req = dead ? NULL : commit_body(batch, n);
-    int rc;
-    if (dead) {
-        rc = -ENOENT;
-    } else if (!req) {
-        rc = -ENOMEM; /* keys and ETags are valid utf-8 */
-    } else {
-        char path[128];
-        long status;
-        snprintf(path, sizeof(path), "/v1/allowances/%s/%s", aid, n == 1 ? "commit" : "commits");
-        rc = remote_quota_call(r, "quota commit", "POST", path, req, &status, &body);
-        if (rc == 0 && status >= 200 && status < 300) {
-            remote_usage_from_answer(r, body);
-            json_t *al = json_object_get(body, "allowance");
-            json_t *exp = json_is_object(al) ? json_object_get(al, "expires_at") : NULL;
-            got = remote_get_u64(al, "bytes", &left_b) && remote_get_u64(al, "objects", &left_o) &&
-                  json_is_integer(exp);
-            if (got)
-                life_ms = alw_lifetime_ms(exp);
-        } else if (rc == 0) {
-            rc = remote_quota_errno(r, "quota commit", status, body);
-        }
+/* One request committing the first n charges of batch to the allowance aid:
+ * POST .../commit for one, .../commits for more. 0 or -errno. */
+static int commit_request(struct remote *r, const char *aid, struct charge *batch, size_t n,
+                          struct commit_answer *ans)
+{
+    json_t *body = NULL, *req = commit_body(batch, n);
+    if (!req)
+        return -ENOMEM; /* keys and ETags are valid utf-8 */
+    char path[128];
+    long status;
+    snprintf(path, sizeof(path), "/v1/allowances/%s/%s", aid, n == 1 ? "commit" : "commits");
+    int rc = remote_quota_call(r, "quota commit", "POST", path, req, &status, &body);
+    if (rc == 0 && status >= 200 && status < 300) {
+        remote_usage_from_answer(r, body);
+        json_t *al = json_object_get(body, "allowance");
+        json_t *exp = json_is_object(al) ? json_object_get(al, "expires_at") : NULL;
+        ans->got = remote_get_u64(al, "bytes", &ans->left_b) &&
+                   remote_get_u64(al, "objects", &ans->left_o) && json_is_integer(exp);
+        if (ans->got)
+            ans->life_ms = alw_lifetime_ms(exp);
+    } else if (rc == 0) {
+        rc = remote_quota_errno(r, "quota commit", status, body);
     }
     json_decref(req);
     json_decref(body);
+    return rc;
+}
 
-    pthread_mutex_lock(&r->alw->lock);
+/* Commit the n charges of batch, all of allowance a, in one request (none
+ * when a is dead, or while stopping with pockityd unreachable). A batch
+ * answered 404 or 400 goes again one by one, each with its own answer: a
+ * pockityd without .../commits answers 404 too (then commits go one by one
+ * from now on), and one bad entry must not sink the others. Sets each
+ * charge's rc; they no longer count in a->pending. */
+static void commit_send(struct remote *r, struct allowance *a, struct charge *batch, size_t n)
+{
+    struct allowances *s = r->alw;
+    pthread_mutex_lock(&s->lock);
+    char aid[ID_MAX + 1];
+    memcpy(aid, a->id, sizeof(aid));
+    int rc = a->dead ? -ENOENT : s->cq_stop && s->failing ? -EIO : 0;
+    bool single = s->single_only;
+    pthread_mutex_unlock(&s->lock);
+
+    struct commit_answer ans = {0};
+    if (!rc && n > 1 && !single) {
+        rc = commit_request(r, aid, batch, n, &ans);
+        single = rc == -ENOENT || rc == -EINVAL;
+    } else if (!rc) {
+        single = true;
+    }
+    if (!single) {
+        for (struct charge *c = batch; c; c = c->next)
+            c->rc = rc; /* answered as one, dead, or given up */
+    } else {
+        int batch_rc = rc, stop = 0;
+        for (struct charge *c = batch; c; c = c->next) {
+            /* after a 404 or an unreachable pockityd, the rest fares alike */
+            c->rc = stop ? stop : commit_request(r, aid, c, 1, &ans);
+            if (c->rc == -ENOENT || c->rc == -EIO)
+                stop = c->rc;
+        }
+        if (n > 1 && batch_rc == -ENOENT && batch->rc == 0) {
+            log_info("pockityd has no batched commits: quota commits go one by one");
+            pthread_mutex_lock(&s->lock);
+            s->single_only = true;
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+
+    pthread_mutex_lock(&s->lock);
     struct timespec now = mono_now();
     a->pending -= (unsigned)n;
-    if (rc == -ENOENT) { /* expired or released on the server: charge it no more */
-        a->dead = true;
-        if (r->alw->current == a)
-            r->alw->current = NULL;
+    bool dead = false, failing = false;
+    for (struct charge *c = batch; c; c = c->next) {
+        dead = dead || c->rc == -ENOENT;
+        failing = failing || c->rc == -EIO;
     }
-    if (got) {
+    s->failing = failing;
+    if (dead) { /* expired or released on the server: charge it no more */
+        a->dead = true;
+        if (s->current == a)
+            s->current = NULL;
+    }
+    if (ans.got) {
         /* Ours is the cautious figure; the server's is lower only when a
          * file grew past its charge. */
-        if (left_b < a->bytes_left)
-            a->bytes_left = left_b;
-        if (left_o < a->objects_left)
-            a->objects_left = left_o;
-        a->expires = ts_add_ms(now, life_ms);
+        if (ans.left_b < a->bytes_left)
+            a->bytes_left = ans.left_b;
+        if (ans.left_o < a->objects_left)
+            a->objects_left = ans.left_o;
+        a->expires = ts_add_ms(now, ans.life_ms);
     }
-    for (struct charge *c = batch; c; c = c->next)
-        c->rc = rc;
-    pthread_mutex_unlock(&r->alw->lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* The commit of a charge whose allowance is gone: reserved and committed
  * again on the exact path. */
 static int commit_exact(struct remote *r, const struct charge *c)
 {
+    if (!*c->etag)
+        return -EINVAL; /* a reservation's commit needs the ETag we could not send */
     char id[64];
     json_t *req = json_pack("{s:s, s:I}", "key", c->key, "bytes", (json_int_t)c->landed);
     int rc = req ? remote_exact_reserve(r, req, id) : -ENOMEM;
     json_decref(req);
-    return rc ? rc : remote_commit(r, id, c->landed, c->etag);
+    return rc ? rc : remote_commit_reservation(r, id, c->landed, c->etag);
 }
 
 /* After commit_send: what the server no longer knows goes the exact path,
- * what cannot be reported is logged; frees the charges of batch. */
+ * what cannot be reported is logged; frees the charges of batch. Then
+ * wakes the waiters and gives back what can go. */
 static void commit_settle(struct remote *r, struct charge *batch)
 {
     while (batch) {
@@ -501,139 +549,145 @@ static void commit_settle(struct remote *r, struct charge *batch)
                      c->key, strerror(-rc));
         charge_free(c);
     }
+    pthread_mutex_lock(&r->alw->lock);
+    pthread_cond_broadcast(&r->alw->cond);
+    struct allowance *gone = alw_collect(r, mono_now(), false);
+    pthread_mutex_unlock(&r->alw->lock);
+    alw_release_list(r, gone, r->timeout_ms);
 }
 
 /* The committer thread: sends the queue in order, each batch the longest
  * run (up to COMMIT_BATCH) of charges of one allowance at its head. A first
  * commit lingers up to COMMIT_LINGER_MS for others, so a burst of uploads
  * costs a request (and a wake-up of this thread) per batch, not per file;
- * waiters for commits and remote_free cut the wait short. Drains the queue
- * before it ends. */
+ * waiters for commits and allowance_stop cut the wait short. Drains the
+ * queue before it ends (without requests once pockityd proved unreachable). */
 static void *committer_main(void *arg)
 {
     struct remote *r = arg;
-    pthread_mutex_lock(&r->alw->lock);
+    struct allowances *s = r->alw;
+    pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!r->alw->cq && !r->alw->cq_stop)
-            pthread_cond_wait(&r->alw->cq_cond, &r->alw->lock);
-        if (!r->alw->cq)
+        while (!s->cq && !s->cq_stop)
+            pthread_cond_wait(&s->cq_cond, &s->lock);
+        if (!s->cq)
             break;
         struct timespec until = ts_add_ms(mono_now(), COMMIT_LINGER_MS);
-        while (r->alw->cq_len < COMMIT_BATCH && !r->alw->cq_stop && !r->alw->cq_waiters &&
-               pthread_cond_timedwait(&r->alw->cq_cond, &r->alw->lock, &until) != ETIMEDOUT)
+        while (s->cq_len < COMMIT_BATCH && !s->cq_stop && !s->cq_waiters &&
+               pthread_cond_timedwait(&s->cq_cond, &s->lock, &until) != ETIMEDOUT)
             ;
-        struct charge *batch = r->alw->cq, **end = &r->alw->cq;
+        struct charge *batch = s->cq, **end = &s->cq;
         struct allowance *a = batch->a; /* alive: its charges count in pending */
         size_t n = 0;
         while (*end && n < COMMIT_BATCH && (*end)->a == a) {
             end = &(*end)->next;
             n++;
         }
-        r->alw->cq = *end;
-        r->alw->cq_len -= n;
-        if (!r->alw->cq)
-            r->alw->cq_tail = &r->alw->cq;
+        s->cq = *end;
+        s->cq_len -= n;
+        if (!s->cq)
+            s->cq_tail = &s->cq;
         *end = NULL;
-        r->alw->cq_sending = batch->seq;
-        pthread_mutex_unlock(&r->alw->lock);
+        s->cq_sending = batch->seq;
+        pthread_mutex_unlock(&s->lock);
 
         commit_send(r, a, batch, n);
         commit_settle(r, batch);
 
-        pthread_mutex_lock(&r->alw->lock);
-        r->alw->cq_sending = 0;
-        pthread_cond_broadcast(&r->alw->cond);
-        struct allowance *gone = alw_collect(r, mono_now(), false);
-        pthread_mutex_unlock(&r->alw->lock);
-        alw_release_list(r, gone, r->timeout_ms);
-        pthread_mutex_lock(&r->alw->lock);
+        pthread_mutex_lock(&s->lock);
+        s->cq_sending = 0;
+        pthread_cond_broadcast(&s->cond);
     }
-    pthread_mutex_unlock(&r->alw->lock);
+    pthread_mutex_unlock(&s->lock);
     return NULL;
 }
 
 /* Whether every commit queued up to seq is answered. Caller holds the lock. */
-static bool commits_done(const struct remote *r, uint64_t seq)
+static bool commits_done(const struct allowances *s, uint64_t seq)
 {
-    return (!r->alw->cq || r->alw->cq->seq > seq) &&
-           (!r->alw->cq_sending || r->alw->cq_sending > seq);
+    return (!s->cq || s->cq->seq > seq) && (!s->cq_sending || s->cq_sending > seq);
 }
 
 bool allowance_settle(struct remote *r, long timeout_ms)
 {
-    if (!r->alw)
+    struct allowances *s = r->alw;
+    if (!s)
         return true;
     struct timespec deadline = ts_add_ms(mono_now(), timeout_ms);
-    pthread_mutex_lock(&r->alw->lock);
-    uint64_t seq = r->alw->cq_seq;
-    r->alw->cq_waiters++;
-    pthread_cond_signal(&r->alw->cq_cond);
-    while (!commits_done(r, seq) && ts_diff_ms(deadline, mono_now()) > 0)
-        pthread_cond_timedwait(&r->alw->cond, &r->alw->lock, &deadline);
-    r->alw->cq_waiters--;
-    bool done = commits_done(r, seq);
-    pthread_mutex_unlock(&r->alw->lock);
+    pthread_mutex_lock(&s->lock);
+    uint64_t seq = s->cq_seq;
+    s->cq_waiters++;
+    pthread_cond_signal(&s->cq_cond);
+    /* while pockityd is unreachable, the queue's own retries are the wait */
+    while (!commits_done(s, seq) && !s->failing && ts_diff_ms(deadline, mono_now()) > 0)
+        pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
+    s->cq_waiters--;
+    bool done = commits_done(s, seq);
+    pthread_mutex_unlock(&s->lock);
     return done;
 }
 
 void allowance_stop(struct remote *r)
 {
-    if (!r->alw)
+    struct allowances *s = r->alw;
+    if (!s)
         return;
-    pthread_mutex_lock(&r->alw->lock);
-    bool started = r->alw->cq_started;
-    r->alw->cq_stop = true;
-    pthread_cond_signal(&r->alw->cq_cond);
-    pthread_mutex_unlock(&r->alw->lock);
+    pthread_mutex_lock(&s->lock);
+    bool started = s->cq_started;
+    s->cq_stop = true;
+    pthread_cond_signal(&s->cq_cond);
+    pthread_mutex_unlock(&s->lock);
     if (started)
-        pthread_join(r->alw->committer, NULL);
+        pthread_join(s->committer, NULL);
 }
 
-/* Queue the commit of the charge n for the committer (or, when it is not
- * running, send it); -ENOENT at once when its allowance is gone (the caller
- * reserves again). */
 int allowance_commit(struct remote *r, uint64_t n, uint64_t size, const char *etag)
 {
-    if (!r->alw)
+    struct allowances *s = r->alw;
+    if (!s)
         return -ENOENT;
     /* An ETag that is not utf-8 (never seen from S3) would fail the whole
      * batch's JSON: the object is recorded without one. */
     json_t *e = json_string(etag);
     bool etag_ok = e != NULL;
     json_decref(e);
-    pthread_mutex_lock(&r->alw->lock);
+    pthread_mutex_lock(&s->lock);
     struct charge *c = charge_take(r, n);
     if (!c) {
-        pthread_mutex_unlock(&r->alw->lock);
+        pthread_mutex_unlock(&s->lock);
         return -ENOENT;
     }
     struct allowance *a = c->a;
     if (a->dead) {
         a->pending--;
-        pthread_cond_broadcast(&r->alw->cond);
-        pthread_mutex_unlock(&r->alw->lock);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
         charge_free(c);
         return -ENOENT;
     }
-    if (!r->alw->cq_started && !r->alw->cq_stop &&
-        pthread_create(&r->alw->committer, NULL, committer_main, r) == 0)
-        r->alw->cq_started = true;
+    if (!s->cq_started && !s->cq_stop && !s->no_thread) {
+        int err = pthread_create(&s->committer, NULL, committer_main, r);
+        s->cq_started = err == 0;
+        s->no_thread = err != 0;
+        if (err)
+            log_warn("cannot start the quota committer thread: %s (commits go one by one)",
+                     strerror(err));
+    }
     c->landed = size;
     snprintf(c->etag, sizeof(c->etag), "%s", etag_ok ? etag : "");
-    c->seq = ++r->alw->cq_seq;
+    c->seq = ++s->cq_seq;
     c->next = NULL;
-    if (!r->alw->cq_started ||
-        r->alw->cq_stop) { /* no committer (stopped, or no thread): send it now */
-        pthread_mutex_unlock(&r->alw->lock);
+    if (!s->cq_started || s->cq_stop) { /* no committer: send it now */
+        pthread_mutex_unlock(&s->lock);
         commit_send(r, a, c, 1);
         commit_settle(r, c);
         return 0;
     }
-    *r->alw->cq_tail = c;
-    r->alw->cq_tail = &c->next;
-    if (++r->alw->cq_len == 1 || r->alw->cq_len == COMMIT_BATCH)
-        pthread_cond_signal(&r->alw->cq_cond); /* a first to linger on, or a full batch */
-    pthread_mutex_unlock(&r->alw->lock);
+    *s->cq_tail = c;
+    s->cq_tail = &c->next;
+    if (++s->cq_len == 1 || s->cq_len == COMMIT_BATCH)
+        pthread_cond_signal(&s->cq_cond); /* a first to linger on, or a full batch */
+    pthread_mutex_unlock(&s->lock);
     return 0;
 }
 

@@ -25,8 +25,9 @@ void allowance_close(struct remote *r);
  * -ENOMEM. */
 int allowance_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64]);
 /* Before answering EDQUOT: give back what allowances hold beyond their
- * pending charges, waiting up to 2 s for their commits and give-backs under
- * way. True when something went back (the exact path may now succeed). */
+ * pending charges, waiting up to 2 s for their commits and for give-backs
+ * under way. True when something went or was going back (the exact path may
+ * now succeed). */
 bool allowance_give_back(struct remote *r);
 /* "local#N" -> 1 with *n, a malformed local id -> -1, any other id -> 0. */
 int allowance_local_id(const char *id, uint64_t *n);

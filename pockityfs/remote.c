@@ -1061,15 +1061,8 @@ int remote_exact_reserve(struct remote *r, json_t *req, char id_out[64])
     return rc;
 }
 
-int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag)
+int remote_commit_reservation(struct remote *r, const char *id, uint64_t size, const char *etag)
 {
-    uint64_t n;
-    int local = allowance_local_id(reservation_id, &n);
-    if (!r || local < 0 || (!local && !remote_id_valid(reservation_id)) || !etag || !*etag ||
-        strlen(etag) > ETAG_MAX || size > (uint64_t)INT64_MAX)
-        return -EINVAL;
-    if (local)
-        return allowance_commit(r, n, size, etag);
     json_t *e = json_string(etag);
     if (!e)
         return -EINVAL;
@@ -1077,7 +1070,7 @@ int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, c
     if (!req)
         return -ENOMEM;
     char path[128];
-    snprintf(path, sizeof(path), "/v1/reservations/%s/commit", reservation_id);
+    snprintf(path, sizeof(path), "/v1/reservations/%s/commit", id);
     long status;
     json_t *body = NULL;
     int rc = remote_quota_call(r, "quota commit", "POST", path, req, &status, &body);
@@ -1090,6 +1083,21 @@ int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, c
         rc = remote_quota_errno(r, "quota commit", status, body);
     json_decref(body);
     return rc;
+}
+
+int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag)
+{
+    uint64_t n;
+    int local = allowance_local_id(reservation_id, &n);
+    if (!r || local < 0 || (!local && !remote_id_valid(reservation_id)) || !etag || !*etag ||
+        strlen(etag) > ETAG_MAX || size > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    if (local)
+        return allowance_commit(r, n, size, etag);
+    /* An earlier upload of the same key may have its commit queued: it goes
+     * first, or the ledger would keep the older version. */
+    allowance_settle(r, r->write_wait_ms);
+    return remote_commit_reservation(r, reservation_id, size, etag);
 }
 
 int remote_release(struct remote *r, const char *reservation_id)

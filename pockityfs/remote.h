@@ -67,7 +67,9 @@ int remote_open(const char *server_url, const char *api_key, const struct remote
 
 /* Stop the renewal thread (if started; a renewal request in flight is
  * aborted within about a second) and free; NULL is fine. No other call may be
- * in flight. With quota_batch, first gives back (DELETE, one attempt of at
+ * in flight. With quota_batch, first sends the commits queued (each batch
+ * retried up to write_wait_ms while pockityd is unreachable, the rest then
+ * dropped to reconciliation), then gives back (DELETE, one attempt of at
  * most 2 s each) the allowances no uncommitted charge still needs; one with
  * charges pending is left to expire on the server (a commit after its
  * release would be refused). */
@@ -124,22 +126,24 @@ const char *remote_access(struct remote *r);
 int remote_reserve(struct remote *r, const char *key, uint64_t size, char id_out[64]);
 
 /* Tell pockityd the upload of a reservation landed with this size and ETag.
- * A server id is committed at once (POST /v1/reservations/{id}/commit). A
- * local id is queued for the committer thread, which sends the queue in
- * order, in batches of up to 64 commits to one allowance (POST
- * /v1/allowances/{id}/commits; .../commit for a lone one) — commits queued
- * while a request is in flight share the next — and logs what it cannot
- * report (a commit whose allowance the server no longer knows goes the exact
- * path first); deletion reports and remote_settle wait for what was queued
- * before them, and remote_free sends the queue before it stops. The id is
- * used up whatever the answer. Returns 0 (for a local id: queued), -ENOENT
- * (unknown or expired reservation or allowance: the caller should report the
- * object another way, e.g. reserve+commit again), -EACCES, -EINVAL (a
- * malformed id or ETag), -EIO. */
+ * A server id is committed at once (POST /v1/reservations/{id}/commit),
+ * after the commits queued before (an earlier upload of the same key must
+ * not land last). A local id is queued for the committer thread, which sends
+ * the queue in order, in batches of up to 64 commits to one allowance (POST
+ * /v1/allowances/{id}/commits; .../commit for a lone one, and one by one
+ * after a batch answered 404 or 400) — commits queued while a request is in
+ * flight share the next — and logs what it cannot report (a commit whose
+ * allowance the server no longer knows goes the exact path first). A commit
+ * queued but not sent when the process dies is left to reconciliation, like
+ * one that fails. The id is used up whatever the answer. Returns 0 (for a
+ * local id: queued), -ENOENT (unknown or expired reservation or allowance:
+ * the caller should report the object another way, e.g. reserve+commit
+ * again), -EACCES, -EINVAL (a malformed id or ETag), -EIO. */
 int remote_commit(struct remote *r, const char *reservation_id, uint64_t size, const char *etag);
 
 /* Wait up to timeout_ms for the commits queued before this call to be
- * answered, so the server's totals include them. True when they are. */
+ * answered, so the server's totals include them (no longer once a commit
+ * found pockityd unreachable). True when they are. */
 bool remote_settle(struct remote *r, long timeout_ms);
 
 /* Give a reservation back after a failed upload; a local id goes back to
@@ -148,7 +152,9 @@ bool remote_settle(struct remote *r, long timeout_ms);
 int remote_release(struct remote *r, const char *reservation_id);
 
 /* Report deleted keys (relative to the prefix), any number: sent in batches
- * of at most 1000 (a failed batch stops the rest). Returns 0, -EACCES (the key
+ * of at most 1000 (a failed batch stops the rest), after the commits queued
+ * before (remote_settle for up to write_wait_ms), so a commit of a key never
+ * lands after its deletion. Returns 0, -EACCES (the key
  * may not write), -EINVAL (an empty, over-long or non-UTF-8 key) or -EIO. */
 int remote_deleted(struct remote *r, const char *const *keys, size_t n);
 

@@ -123,6 +123,9 @@ int remote_exchange_timeout(struct remote *r, const char *method, const char *pa
                             char *err, size_t errlen);
 /* Take the totals (and restriction) of a 2xx answer, when it carries them. */
 void remote_usage_from_answer(struct remote *r, json_t *body);
+/* POST /v1/reservations/{id}/commit, at once (remote_commit first waits
+ * for the commits queued). -EINVAL for an etag that is not utf-8. */
+int remote_commit_reservation(struct remote *r, const char *id, uint64_t size, const char *etag);
 /* POST /v1/reservations with req ({key, bytes}): id_out on success. */
 int remote_exact_reserve(struct remote *r, json_t *req, char id_out[64]);
 /* Field readers for what pockityd sends: a string of min..max bytes (NULL

@@ -412,6 +412,19 @@ class TestAllowances(Base):
         st = self.state(p)
         self.assertEqual(st["usage"], {"bytes": 20, "objects": 1})
 
+    def test_exact_commit_waits_for_queued_commits(self):
+        """A file too big for an allowance goes the exact path; its commit
+        must not overtake the queued commit of an earlier, smaller version
+        of the same key, or the ledger would keep the old size."""
+        p, key = self.pocket(self.tier(1 << 31, 1000))  # allowances of 64 MiB at most
+        big = 200 << 20
+        lines = script(D.url, key, "r:a:10", "c:0:10", "r:a:%d" % big, "c:1:%d" % big, "u")
+        self.assertTrue(lines[0].startswith("local#"), lines)
+        self.assertTrue(lines[2].startswith("rsv_"), lines)
+        self.assertEqual(lines[4].split()[3:], ["used", str(big), "1"], lines)
+        rows = D.sql("SELECT size FROM objects WHERE pocket_id = '%s' AND key = 'a'" % p["id"])
+        self.assertEqual(rows, [[str(big)]])
+
     def test_uncommitted_charges_leave_the_allowance_to_expire(self):
         p, key = self.pocket()
         lines = script(D.url, key, "r:a:10", "r:b:10", "c:1:10")
@@ -852,6 +865,22 @@ class TestFakeAllowances(Base):
         two = [o["key"] for aid, o in self.commits if aid == "alw_two"]
         self.assertGreater(len(exact), 0)
         self.assertEqual(sorted(two + exact), sorted("k%d" % i for i in range(32)))
+
+    def test_pockityd_without_batched_commits(self):
+        """A pockityd that answers 404 to .../commits but takes .../commit:
+        the batch goes again one by one, the allowance stays alive, and
+        later commits go one by one."""
+        self.grant("alw_one", commit_delay=0.05)
+        del self.fake.routes[("POST", "/v1/allowances/alw_one/commits")]
+        out = self.run_cycles(48, 10, threads=8)
+        self.assertEqual(out, {"ok": 48, "local": 48, "error": None})
+        self.assertEqual(sorted(o["key"] for _, o in self.commits),
+                         sorted("k%d" % i for i in range(48)))
+        self.assertEqual(len(self.batches), 48)  # every one by one, through .../commit
+        self.assertEqual(self.fake.count(*self.ALW), 1)  # never taken for dead
+        self.assertEqual(self.fake.count(*self.RSV), 0)
+        # one batch was tried (the threads queue while the first lingers), then no more
+        self.assertEqual(self.fake.count("POST", "/v1/allowances/alw_one/commits"), 1)
 
     def test_release_and_pending_charges(self):
         res = tool(self.fake.url, KEY, "script", "r:a:10", "x:0", "r:b:10", opts=("-a",))
