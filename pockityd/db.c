@@ -297,6 +297,26 @@ static int check_params(struct db_conn *c, const char *sql, const struct db_para
                 return DB_ERR_INVALID;
             }
             break;
+        case DB_TYPE_INT_ARRAY:
+            if (p->len && !p->ints) {
+                db_conn_set_error(c, "parameter $%zu is an array without values", i + 1);
+                return DB_ERR_INVALID;
+            }
+            break;
+        case DB_TYPE_TEXT_ARRAY:
+            if (p->len && !p->texts) {
+                db_conn_set_error(c, "parameter $%zu is an array without values", i + 1);
+                return DB_ERR_INVALID;
+            }
+            for (size_t k = 0; k < p->len; k++) {
+                if (p->texts[k] &&
+                    !text_valid((const unsigned char *)p->texts[k], strlen(p->texts[k]))) {
+                    db_conn_set_error(c, "parameter $%zu[%zu] is not valid utf-8 text", i + 1,
+                                      k + 1);
+                    return DB_ERR_INVALID;
+                }
+            }
+            break;
         default:
             db_conn_set_error(c, "parameter $%zu has an unknown type", i + 1);
             return DB_ERR_INVALID;

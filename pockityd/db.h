@@ -27,6 +27,15 @@
  *    the application. Use only SQL both engines accept (ON CONFLICT ... DO UPDATE,
  *    RETURNING, CASE, COALESCE, LIMIT/OFFSET all work on both).
  *  - db_exec/db_query run ONE statement.
+ *  - An array parameter (DB_INT_ARRAY, DB_TEXT_ARRAY) lets one statement work on a
+ *    whole batch of rows. The engines spell an array's rows differently, so such a
+ *    statement has one text per dialect:
+ *      PostgreSQL binds a typed array (bigint[] or text[]): unnest($1), several side
+ *      by side with unnest($1, $2) WITH ORDINALITY AS t(a, b, i) (i counts from 1),
+ *      or x = ANY($1);
+ *      SQLite binds a JSON array (text): json_each($1), whose column value holds an
+ *      element and key its index (counting from 0). One json_each per statement
+ *      reads well; joining several on their index does not (SQLite scans them).
  *
  * Results are copied in full, so they outlive the statement and the connection;
  * every value reads back as text (integers in decimal).
@@ -116,14 +125,19 @@ const char *db_conn_errmsg(const struct db_conn *c);
 enum db_type {
     DB_TYPE_NULL,
     DB_TYPE_INT,
-    DB_TYPE_TEXT
+    DB_TYPE_TEXT,
+    DB_TYPE_INT_ARRAY,
+    DB_TYPE_TEXT_ARRAY
 };
 
 struct db_param {
     enum db_type type;
-    int64_t i;     /* DB_TYPE_INT */
-    const char *s; /* DB_TYPE_TEXT */
-    size_t len;    /* DB_TYPE_TEXT: bytes of s, or DB_LEN_AUTO for strlen(s) */
+    int64_t i;                /* DB_TYPE_INT */
+    const char *s;            /* DB_TYPE_TEXT */
+    const int64_t *ints;      /* DB_TYPE_INT_ARRAY: len values */
+    const char *const *texts; /* DB_TYPE_TEXT_ARRAY: len NUL-terminated strings (NULL: SQL NULL) */
+    size_t len;               /* DB_TYPE_TEXT: bytes of s, or DB_LEN_AUTO for strlen(s);
+                                 the arrays: their number of elements */
 };
 
 #define DB_LEN_AUTO    ((size_t)-1)
@@ -131,6 +145,12 @@ struct db_param {
 #define DB_INT(v)      ((struct db_param){.type = DB_TYPE_INT, .i = (int64_t)(v)})
 #define DB_TEXT(v)     ((struct db_param){.type = DB_TYPE_TEXT, .s = (v), .len = DB_LEN_AUTO})
 #define DB_TEXTN(v, n) ((struct db_param){.type = DB_TYPE_TEXT, .s = (v), .len = (size_t)(n)})
+/* n values as one array parameter (see the SQL rules above); the values are borrowed
+ * for the call, each text element valid UTF-8 like DB_TEXT's. */
+#define DB_INT_ARRAY(v, n)                                                                         \
+    ((struct db_param){.type = DB_TYPE_INT_ARRAY, .ints = (v), .len = (size_t)(n)})
+#define DB_TEXT_ARRAY(v, n)                                                                        \
+    ((struct db_param){.type = DB_TYPE_TEXT_ARRAY, .texts = (v), .len = (size_t)(n)})
 /* Expands to the two arguments "params, n" for an inline list of parameters. */
 #define DB_ARGS(...)                                                                               \
     ((const struct db_param[]){__VA_ARGS__}),                                                      \

@@ -1,6 +1,7 @@
 /* db_pg: the PostgreSQL backend of the database layer, over libpq: one PGconn per
  * pooled connection, reset when found broken, with a small cache of named prepared
  * statements so that a statement is parsed and planned once per connection. */
+#include "buf.h"
 #include "db_backend.h"
 #include "log.h"
 
@@ -10,9 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define INT8_OID        20 /* pg_type.oid of bigint */
-#define STMT_CACHE_SIZE 64 /* prepared statements kept per connection */
-#define STMT_MAX_PARAMS 64 /* statements with more parameters are not prepared */
+#define INT8_OID        20   /* pg_type.oid of bigint */
+#define INT8_ARRAY_OID  1016 /* bigint[] */
+#define TEXT_ARRAY_OID  1009 /* text[] */
+#define STMT_CACHE_SIZE 64   /* prepared statements kept per connection */
+#define STMT_MAX_PARAMS 64   /* statements with more parameters are not prepared */
+
+#define ARRAY_MAX_BYTES ((size_t)1 << 30) /* the server's limit on one value */
 
 /* A statement prepared on the server as "pky_<serial>": the key is its SQL text
  * and the types its parameters were prepared with (int8 or unspecified). */
@@ -334,7 +339,48 @@ static void args_free(struct pg_args *a)
     memset(a, 0, sizeof(*a));
 }
 
-/* Convert params: integers typed int8, text untyped (the server infers it). */
+/* An array parameter in PostgreSQL's text form: {1,-2} or {"a","say \"hi\"",NULL},
+ * every text element quoted (so none reads as NULL) with " and \ escaped.
+ * Returns a malloc'd string, or NULL when out of memory. */
+static char *array_literal(const struct db_param *p)
+{
+    struct buf b;
+    buf_init(&b, ARRAY_MAX_BYTES);
+    int rc = buf_add(&b, "{", 1);
+    for (size_t k = 0; rc == 0 && k < p->len; k++) {
+        if (k)
+            rc = buf_add(&b, ",", 1);
+        if (rc == 0 && p->type == DB_TYPE_INT_ARRAY) {
+            rc = buf_addf(&b, "%" PRId64, p->ints[k]);
+        } else if (rc == 0 && !p->texts[k]) {
+            rc = buf_adds(&b, "NULL");
+        } else if (rc == 0) {
+            const char *t = p->texts[k];
+            rc = buf_add(&b, "\"", 1);
+            while (rc == 0 && *t) {
+                size_t run = strcspn(t, "\"\\");
+                rc = buf_add(&b, t, run);
+                t += run;
+                if (rc == 0 && *t) {
+                    const char esc[2] = {'\\', *t++};
+                    rc = buf_add(&b, esc, 2);
+                }
+            }
+            if (rc == 0)
+                rc = buf_add(&b, "\"", 1);
+        }
+    }
+    if (rc == 0)
+        rc = buf_add(&b, "}", 1);
+    if (rc) {
+        buf_release(&b);
+        return NULL;
+    }
+    return buf_detach(&b, NULL);
+}
+
+/* Convert params: integers typed int8, text untyped (the server infers it),
+ * arrays typed bigint[] or text[]. */
 static int args_make(struct db_conn *c, const struct db_param *params, size_t n, struct pg_args *a)
 {
     memset(a, 0, sizeof(*a));
@@ -363,6 +409,12 @@ static int args_make(struct db_conn *c, const struct db_param *params, size_t n,
                     goto nomem;
                 a->values[i] = a->copies[i];
             }
+        } else if (p->type == DB_TYPE_INT_ARRAY || p->type == DB_TYPE_TEXT_ARRAY) {
+            a->types[i] = p->type == DB_TYPE_INT_ARRAY ? INT8_ARRAY_OID : TEXT_ARRAY_OID;
+            a->copies[i] = array_literal(p);
+            if (!a->copies[i])
+                goto nomem;
+            a->values[i] = a->copies[i];
         }
     }
     return DB_OK;

@@ -1,5 +1,6 @@
 /* db_sqlite: the SQLite backend of the database layer: one sqlite3 handle per pooled
  * connection on a WAL-mode file, with a small cache of prepared statements. */
+#include "buf.h"
 #include "db_backend.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 
 #define STMT_CACHE_SIZE  32
 #define MAX_PARAM_NUMBER 65535
+#define ARRAY_MAX_BYTES  ((size_t)1 << 30) /* SQLite's default limit on one value */
 
 struct cached_stmt {
     char *sql; /* NULL when the slot is free */
@@ -236,6 +238,59 @@ static int stmt_get(struct db_conn *c, const char *sql, sqlite3_stmt **out)
     return DB_OK;
 }
 
+/* An array parameter as the JSON text json_each() reads: [1,-2] or
+ * ["a","say \"hi\"",null]. Returns a malloc'd string (its length in *len), or NULL
+ * when out of memory. */
+static char *array_json(const struct db_param *p, size_t *len)
+{
+    struct buf b;
+    buf_init(&b, ARRAY_MAX_BYTES);
+    int rc = buf_add(&b, "[", 1);
+    for (size_t k = 0; rc == 0 && k < p->len; k++) {
+        if (k)
+            rc = buf_add(&b, ",", 1);
+        if (rc == 0 && p->type == DB_TYPE_INT_ARRAY) {
+            rc = buf_addf(&b, "%" PRId64, p->ints[k]);
+        } else if (rc == 0 && !p->texts[k]) {
+            rc = buf_adds(&b, "null");
+        } else if (rc == 0) {
+            /* The text is valid UTF-8 (db.c checked): only quotes, backslashes
+             * and control characters need escapes. */
+            const unsigned char *t = (const unsigned char *)p->texts[k];
+            rc = buf_add(&b, "\"", 1);
+            while (rc == 0 && *t) {
+                size_t run = 0;
+                while (t[run] >= 0x20 && t[run] != '"' && t[run] != '\\')
+                    run++;
+                rc = buf_add(&b, t, run);
+                t += run;
+                if (rc == 0 && *t) {
+                    rc = *t == '"' || *t == '\\' ? buf_addf(&b, "\\%c", *t)
+                                                 : buf_addf(&b, "\\u%04x", *t);
+                    t++;
+                }
+            }
+            if (rc == 0)
+                rc = buf_add(&b, "\"", 1);
+        }
+    }
+    if (rc == 0)
+        rc = buf_add(&b, "]", 1);
+    if (rc) {
+        buf_release(&b);
+        return NULL;
+    }
+    return buf_detach(&b, len);
+}
+
+static int bind_array(sqlite3_stmt *st, int idx, const struct db_param *p)
+{
+    size_t len = 0;
+    char *json = array_json(p, &len);
+    /* SQLite frees it when done with it, also when the bind fails */
+    return json ? sqlite3_bind_text64(st, idx, json, len, free, SQLITE_UTF8) : SQLITE_NOMEM;
+}
+
 /* Bind every parameter the statement names. Each must be $N with 1 <= N <= n. */
 static int bind_params(struct db_conn *c, sqlite3_stmt *st, const struct db_param *params, size_t n)
 {
@@ -262,6 +317,8 @@ static int bind_params(struct db_conn *c, sqlite3_stmt *st, const struct db_para
         else if (p->type == DB_TYPE_TEXT && p->s)
             rc = sqlite3_bind_text64(st, idx, p->s, p->len == DB_LEN_AUTO ? strlen(p->s) : p->len,
                                      SQLITE_STATIC, SQLITE_UTF8);
+        else if (p->type == DB_TYPE_INT_ARRAY || p->type == DB_TYPE_TEXT_ARRAY)
+            rc = bind_array(st, idx, p);
         else
             rc = sqlite3_bind_null(st, idx);
         if (rc != SQLITE_OK)

@@ -378,6 +378,91 @@ static void test_params_roundtrip(void **state)
     db_release(c);
 }
 
+/* Array parameters: a batch of rows in one statement, spelled per engine. */
+static void test_array_params(void **state)
+{
+    struct fixture *f = *state;
+    struct db_conn *c = db_acquire(f->db);
+    assert_non_null(c);
+    bool pg = db_conn_dialect(c) == DB_POSTGRES;
+    assert_int_equal(
+            db_exec(c, "CREATE TABLE t (id TEXT PRIMARY KEY, i BIGINT, s TEXT)", NULL, 0, NULL),
+            DB_OK);
+    static const char *const ids[] = {"a", "b", "c", "d", "e", "f", "g"};
+    static const int64_t ints[] = {INT64_MAX, INT64_MIN, 0, -1, 42, 7, 1};
+    static const char *const texts[] = {
+            "plain",
+            "it's \"quoted\" \\ back\\",
+            "{NULL}, {a,b} [1] ",
+            NULL,
+            "tab\there\nnl \x01\x1f z\xc3\xbcrich \xf0\x9f\x99\x82",
+            "",
+            "NULL",
+    };
+    const size_t n = sizeof(ids) / sizeof(ids[0]);
+    int64_t changes = 0;
+    assert_int_equal(
+            db_exec(c,
+                    pg ? "INSERT INTO t (id, i, s) SELECT * FROM unnest($1, $2, $3)"
+                       : "INSERT INTO t (id, i, s) SELECT value, $2 ->> key, $3 ->> key"
+                         " FROM json_each($1)",
+                    DB_ARGS(DB_TEXT_ARRAY(ids, n), DB_INT_ARRAY(ints, n), DB_TEXT_ARRAY(texts, n)),
+                    &changes),
+            DB_OK);
+    assert_int_equal(changes, n);
+    for (size_t k = 0; k < n; k++) {
+        struct db_result *res = NULL;
+        assert_int_equal(
+                db_query_row(c, "SELECT i, s FROM t WHERE id = $1", DB_ARGS(DB_TEXT(ids[k])), &res),
+                DB_OK);
+        assert_true(db_result_int(res, 0, 0) == ints[k]);
+        if (texts[k])
+            assert_string_equal(db_result_text(res, 0, 1), texts[k]);
+        else
+            assert_true(db_result_is_null(res, 0, 1));
+        db_result_free(res);
+    }
+    /* Membership, and each element's position. */
+    static const char *const some[] = {"g", "zz", "b"};
+    struct db_result *res = NULL;
+    assert_int_equal(db_query(c,
+                              pg ? "SELECT u.i - 1, t.i FROM unnest($1) WITH ORDINALITY"
+                                   " AS u(id, i) JOIN t ON t.id = u.id ORDER BY 1"
+                                 : "SELECT u.key, t.i FROM json_each($1) u JOIN t"
+                                   " ON t.id = u.value ORDER BY 1",
+                              DB_ARGS(DB_TEXT_ARRAY(some, 3)), &res),
+                     DB_OK);
+    assert_int_equal(db_result_rows(res), 2);
+    assert_int_equal(db_result_int(res, 0, 0), 0);
+    assert_int_equal(db_result_int(res, 0, 1), 1);
+    assert_int_equal(db_result_int(res, 1, 0), 2);
+    assert_true(db_result_int(res, 1, 1) == INT64_MIN);
+    db_result_free(res);
+    int64_t v = -1;
+    assert_int_equal(db_query_int(c,
+                                  pg ? "SELECT COUNT(*) FROM t WHERE i = ANY($1)"
+                                     : "SELECT COUNT(*) FROM t WHERE i IN"
+                                       " (SELECT value FROM json_each($1))",
+                                  DB_ARGS(DB_INT_ARRAY(ints + 3, 3)), &v),
+                     DB_OK);
+    assert_int_equal(v, 3);
+    /* Empty arrays are arrays too. */
+    assert_int_equal(db_query_int(c,
+                                  pg ? "SELECT COUNT(*) FROM unnest($1) WHERE $2 = 0"
+                                     : "SELECT COUNT(*) FROM json_each($1) WHERE $2 = 0",
+                                  DB_ARGS(DB_TEXT_ARRAY(NULL, 0), DB_INT(0)), &v),
+                     DB_OK);
+    assert_int_equal(v, 0);
+    /* An element that is not UTF-8 is refused before it reaches the engine. */
+    static const char *const bad[] = {"ok", "\xc3\x28"};
+    assert_int_equal(db_exec(c, pg ? "SELECT unnest($1)" : "SELECT 1 FROM json_each($1)",
+                             DB_ARGS(DB_TEXT_ARRAY(bad, 2)), NULL),
+                     DB_ERR_INVALID);
+    assert_non_null(strstr(db_conn_errmsg(c), "$1[2]"));
+    assert_int_equal(db_exec(c, "SELECT $1", DB_ARGS(DB_INT_ARRAY(NULL, 2)), NULL), DB_ERR_INVALID);
+    db_release(c);
+}
+
 static void test_bad_statements(void **state)
 {
     struct fixture *f = *state;
@@ -1038,6 +1123,7 @@ int main(void)
             T(test_newer_schema_refused),
             cmocka_unit_test(test_concurrent_open),
             T(test_params_roundtrip),
+            T(test_array_params),
             T(test_bad_statements),
             T(test_constraints),
             T(test_transactions),
