@@ -266,8 +266,9 @@ static enum parsed parse_record(const struct config *cfg, json_t *r, size_t inde
     char *k = strdup(key);
     if (!k)
         return P_NOMEM;
+    bool decoded = rgw || url_decode(k);
     size_t klen = strlen(k);
-    if ((!rgw && !url_decode(k)) || (klen = strlen(k)) == 0 || klen > S3_MAX_KEY_LEN ||
+    if (!decoded || klen == 0 || klen > S3_MAX_KEY_LEN ||
         !utf8_valid((const unsigned char *)k, klen)) {
         free(k);
         return P_INVALID;
@@ -297,9 +298,9 @@ static enum parsed parse_record(const struct config *cfg, json_t *r, size_t inde
     return P_OK;
 }
 
-/* Group records by pocket (one lock order for every transaction, so two
- * pushes never deadlock) and by key, keeping each key's records in push
- * order. */
+/* Group records by pocket and by key, keeping each key's records in push
+ * order: the order the batch applies them in (which decides the totals when
+ * they clamp at zero). */
 static int rec_cmp(const void *a, const void *b)
 {
     const struct rec *x = a, *y = b;
@@ -315,82 +316,47 @@ struct ingest {
     int64_t now;
     int64_t parse_outside;    /* keys in no pocket, seen before the transaction */
     struct events_result res; /* applied/stale/outside: set by the last attempt */
+    /* for the transaction, n of each */
+    const char **prefixes; /* the distinct prefixes, in the records' order */
+    char (*pockets)[64];   /* their pockets' ids ("": none) */
+    struct usage_change *changes;
 };
 
-/* The pocket whose prefix is prefix: id into out, or DB_ERR_NOT_FOUND. */
-static int pocket_by_prefix(struct db_conn *c, const char *prefix, char out[64])
-{
-    struct db_result *res = NULL;
-    int rc = db_query_row(c, "SELECT id FROM pockets WHERE prefix = $1", DB_ARGS(DB_TEXT(prefix)),
-                          &res);
-    if (rc == DB_OK)
-        snprintf(out, 64, "%s", db_result_text(res, 0, 0));
-    db_result_free(res);
-    return rc;
-}
-
-static int apply_one(struct db_conn *c, const char *pocket_id, const struct rec *r, int64_t now,
-                     bool *stale)
-{
-    *stale = false;
-    if (r->seq[0]) {
-        struct db_result *res = NULL;
-        int rc = db_query(c, "SELECT sequencer FROM objects WHERE pocket_id = $1 AND key = $2",
-                          DB_ARGS(DB_TEXT(pocket_id), DB_TEXT(r->key)), &res);
-        if (rc)
-            return rc;
-        const char *have = db_result_rows(res) ? db_result_text(res, 0, 0) : NULL;
-        *stale = have && strcmp(r->seq, have) <= 0;
-        db_result_free(res);
-        if (*stale)
-            return DB_OK;
-    }
-    int rc = usage_ledger_set(c, pocket_id, r->key, r->create ? r->size : -1,
-                              r->etag[0] ? r->etag : NULL, now, NULL, NULL);
-    if (rc || !r->seq[0])
-        return rc;
-    /* Remember the order, also for the removal of a key the ledger never
-     * had: a late create of it then reads as stale. */
-    return db_exec(
-            c,
-            "INSERT INTO objects (pocket_id, key, size, etag, sequencer, deleted, updated_at)"
-            " VALUES ($1, $2, 0, NULL, $3, 1, $4) ON CONFLICT (pocket_id, key)"
-            " DO UPDATE SET sequencer = excluded.sequencer",
-            DB_ARGS(DB_TEXT(pocket_id), DB_TEXT(r->key), DB_TEXT(r->seq), DB_INT(now)), NULL);
-}
-
+/* The whole push in a constant number of statements: the pockets found and
+ * locked at once, then every record of theirs applied as one batch. */
 static int ingest_tx(struct db_conn *c, void *arg)
 {
     struct ingest *in = arg;
-    int64_t outside = in->parse_outside, applied = 0, stale = 0;
-    char pocket[64] = "";
-    const char *last_prefix = NULL;
-    bool known = false;
-    for (size_t i = 0; i < in->n; i++) {
+    size_t n_prefixes = 0, n_changes = 0;
+    for (size_t i = 0; i < in->n; i++)
+        if (!n_prefixes || strcmp(in->prefixes[n_prefixes - 1], in->recs[i].prefix) != 0)
+            in->prefixes[n_prefixes++] = in->recs[i].prefix;
+    int rc = usage_lock_prefixes(c, in->prefixes, n_prefixes, in->pockets);
+    if (rc)
+        return rc;
+    int64_t outside = in->parse_outside, stale = 0;
+    for (size_t i = 0, at = 0; i < in->n; i++) {
         const struct rec *r = &in->recs[i];
-        if (!last_prefix || strcmp(last_prefix, r->prefix) != 0) {
-            last_prefix = r->prefix;
-            int rc = pocket_by_prefix(c, r->prefix, pocket);
-            if (rc == DB_OK)
-                rc = usage_lock_pocket(c, pocket, NULL);
-            if (rc && rc != DB_ERR_NOT_FOUND)
-                return rc;
-            known = rc == DB_OK;
-        }
-        if (!known) {
+        while (strcmp(in->prefixes[at], r->prefix) != 0)
+            at++;
+        if (!in->pockets[at][0]) {
             outside++;
             continue;
         }
-        bool was_stale = false;
-        int rc = apply_one(c, pocket, r, in->now, &was_stale);
-        if (rc)
-            return rc;
-        if (was_stale)
-            stale++;
-        else
-            applied++;
+        in->changes[n_changes++] = (struct usage_change){
+                .pocket_id = in->pockets[at],
+                .key = r->key,
+                .size = r->create ? r->size : -1,
+                .etag = r->etag[0] ? r->etag : NULL,
+                .sequencer = r->seq[0] ? r->seq : NULL,
+        };
     }
-    in->res.applied = applied;
+    rc = usage_ledger_set_many(c, in->changes, n_changes, in->now);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n_changes; i++)
+        stale += in->changes[i].stale;
+    in->res.applied = (int64_t)n_changes - stale;
     in->res.stale = stale;
     in->res.outside = outside;
     return DB_OK;
@@ -439,7 +405,11 @@ int events_ingest(struct app *app, json_t *doc, int64_t now, struct events_resul
     in.res.outside = in.parse_outside;
     if (rc == DB_OK && in.n) {
         qsort(in.recs, in.n, sizeof(*in.recs), rec_cmp);
-        rc = db_transact(app->db, ingest_tx, &in);
+        in.prefixes = calloc(in.n, sizeof(*in.prefixes));
+        in.pockets = calloc(in.n, sizeof(*in.pockets));
+        in.changes = calloc(in.n, sizeof(*in.changes));
+        rc = in.prefixes && in.pockets && in.changes ? db_transact(app->db, ingest_tx, &in)
+                                                     : DB_ERR_NOMEM;
     }
     if (rc == DB_OK) {
         *out = in.res;
@@ -450,5 +420,8 @@ int events_ingest(struct app *app, json_t *doc, int64_t now, struct events_resul
         free(in.recs[i].key);
     }
     free(in.recs);
+    free(in.prefixes);
+    free(in.pockets);
+    free(in.changes);
     return rc;
 }

@@ -184,7 +184,9 @@ struct pass {
     int64_t started; /* rows written at or after this are left alone */
     struct fix fixes[BATCH_MAX];
     size_t n_fixes;
-    bool final; /* the last flush: also recompute the totals */
+    bool busy[BATCH_MAX];                   /* of each fix, in the current flush */
+    struct usage_change changes[BATCH_MAX]; /* of the fixes not busy */
+    bool final;                             /* the last flush: also recompute the totals */
     /* results of the flushes so far */
     bool corrected;
     struct reconcile_totals before, after;
@@ -203,17 +205,65 @@ static void fixes_clear(struct pass *p)
     p->n_fixes = 0;
 }
 
-/* Whether the pass must leave key alone: a reservation may mean an upload in
- * flight, and a row written since the pass started is newer than the listing. */
-static int key_busy(struct db_conn *c, const struct pass *p, const char *key, bool *busy)
+/* Which keys of the batch the pass must leave alone (p->busy): a reservation
+ * may mean an upload in flight, and a row written since the pass started is
+ * newer than the listing. One statement for the whole batch: the pocket's
+ * reservations read once, and a probe of the ledger per key (a scalar
+ * subquery, which no planner turns into a scan of the whole ledger). */
+static int keys_busy(struct db_conn *c, struct pass *p)
 {
-    int64_t n = 0;
-    int rc = db_query_int(c,
-                          "SELECT (SELECT COUNT(*) FROM reservations WHERE pocket_id = $1"
-                          " AND key = $2) + (SELECT COUNT(*) FROM objects WHERE pocket_id = $1"
-                          " AND key = $2 AND updated_at >= $3)",
-                          DB_ARGS(DB_TEXT(p->pocket_id), DB_TEXT(key), DB_INT(p->started)), &n);
-    *busy = n > 0;
+    const char *keys[BATCH_MAX];
+    for (size_t i = 0; i < p->n_fixes; i++) {
+        keys[i] = p->fixes[i].key;
+        p->busy[i] = false;
+    }
+    struct db_result *res = NULL;
+    int rc = db_query(
+            c,
+            db_conn_dialect(c) == DB_POSTGRES
+                    ? "SELECT u.i FROM unnest($2) WITH ORDINALITY AS u(key, i)"
+                      " WHERE u.key IN (SELECT key FROM reservations WHERE pocket_id = $1)"
+                      " OR (SELECT updated_at FROM objects WHERE pocket_id = $1"
+                      " AND key = u.key) >= $3"
+                    : "SELECT u.key + 1 FROM json_each($2) u"
+                      " WHERE u.value IN (SELECT key FROM reservations WHERE pocket_id = $1)"
+                      " OR (SELECT updated_at FROM objects WHERE pocket_id = $1"
+                      " AND key = u.value) >= $3",
+            DB_ARGS(DB_TEXT(p->pocket_id), DB_TEXT_ARRAY(keys, p->n_fixes), DB_INT(p->started)),
+            &res);
+    for (size_t k = 0; rc == DB_OK && k < db_result_rows(res); k++) {
+        int64_t i = db_result_int(res, k, 0);
+        if (i >= 1 && (size_t)i <= p->n_fixes)
+            p->busy[i - 1] = true;
+    }
+    db_result_free(res);
+    return rc;
+}
+
+/* Apply the batch's fixes but those of busy keys, as one batch of the ledger. */
+static int fixes_apply(struct db_conn *c, struct pass *p)
+{
+    int rc = p->n_fixes ? keys_busy(c, p) : DB_OK;
+    size_t n = 0;
+    for (size_t i = 0; rc == DB_OK && i < p->n_fixes; i++) {
+        const struct fix *f = &p->fixes[i];
+        if (!p->busy[i])
+            p->changes[n++] = (struct usage_change){
+                    .pocket_id = p->pocket_id,
+                    .key = f->key,
+                    .size = f->size,
+                    .etag = f->etag[0] ? f->etag : NULL,
+            };
+    }
+    if (rc == DB_OK)
+        rc = usage_ledger_set_many(c, p->changes, n, api_now());
+    for (size_t i = 0; rc == DB_OK && i < n; i++) {
+        int64_t db = p->changes[i].bytes_delta;
+        if (db || p->changes[i].objects_delta) {
+            p->tx_keys++;
+            p->tx_bytes += (uint64_t)(db < 0 ? -db : db);
+        }
+    }
     return rc;
 }
 
@@ -226,20 +276,8 @@ static int flush_tx(struct db_conn *c, void *arg)
     int rc = usage_lock_pocket(c, p->pocket_id, NULL);
     if (rc == DB_OK)
         rc = usage_get(c, p->pocket_id, &before);
-    for (size_t i = 0; rc == DB_OK && i < p->n_fixes; i++) {
-        const struct fix *f = &p->fixes[i];
-        bool busy = false;
-        rc = key_busy(c, p, f->key, &busy);
-        if (rc || busy)
-            continue;
-        int64_t db = 0, dobj = 0;
-        rc = usage_ledger_set(c, p->pocket_id, f->key, f->size, f->etag[0] ? f->etag : NULL,
-                              api_now(), &db, &dobj);
-        if (rc == DB_OK && (db || dobj)) {
-            p->tx_keys++;
-            p->tx_bytes += (uint64_t)(db < 0 ? -db : db);
-        }
-    }
+    if (rc == DB_OK)
+        rc = fixes_apply(c, p);
     if (rc == DB_OK && p->final) {
         /* The totals drift from the ledger only through bugs or clamping;
          * put them back to the ledger's sums. */

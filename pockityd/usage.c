@@ -32,6 +32,32 @@ int usage_lock_pocket(struct db_conn *c, const char *pocket_id, size_t *prefix_l
     return rc;
 }
 
+int usage_lock_prefixes(struct db_conn *c, const char *const *prefixes, size_t n, char (*ids)[64])
+{
+    for (size_t i = 0; i < n; i++)
+        ids[i][0] = '\0';
+    if (!n)
+        return DB_OK;
+    /* The rows come out of the sort before they are locked, so every caller
+     * takes its locks in the same order. */
+    struct db_result *res = NULL;
+    int rc = db_query(c,
+                      db_conn_dialect(c) == DB_POSTGRES
+                              ? "SELECT u.i, p.id FROM unnest($1) WITH ORDINALITY AS u(prefix, i)"
+                                " JOIN pockets p ON p.prefix = u.prefix ORDER BY p.id"
+                                " FOR UPDATE OF p"
+                              : "SELECT u.key + 1, p.id FROM json_each($1) u"
+                                " JOIN pockets p ON p.prefix = u.value",
+                      DB_ARGS(DB_TEXT_ARRAY(prefixes, n)), &res);
+    for (size_t k = 0; rc == DB_OK && k < db_result_rows(res); k++) {
+        int64_t i = db_result_int(res, k, 0);
+        if (i >= 1 && (size_t)i <= n)
+            snprintf(ids[i - 1], 64, "%s", db_result_text(res, k, 1));
+    }
+    db_result_free(res);
+    return rc;
+}
+
 #define TOTALS_COLUMNS   USAGE_TOTALS_COLUMNS
 #define TOTALS_RETURNING " RETURNING " TOTALS_COLUMNS
 
@@ -522,6 +548,389 @@ int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, 
         *bytes_delta = rc == DB_OK ? db : 0;
     if (objects_delta)
         *objects_delta = rc == DB_OK ? dobj : 0;
+    return rc;
+}
+
+/* ---- batches ---- */
+
+/* One (pocket, key) of a batch: its ledger row as read, then as the batch
+ * leaves it. */
+struct batch_row {
+    const char *pocket_id, *key; /* borrowed from the first change of the key */
+    size_t pocket;               /* index into the batch's pockets */
+    bool exists, dirty;          /* dirty: to be written */
+    int64_t size, deleted, updated_at;
+    char *etag, *sequencer; /* owned */
+};
+
+/* One pocket of a batch: the steps of its used totals, as sums S and lowest
+ * running sums M (see totals_walk). */
+struct batch_pocket {
+    const char *id;
+    bool moved;
+    int64_t sum_bytes, low_bytes, sum_objects, low_objects;
+};
+
+struct batch {
+    struct usage_change *ch;
+    size_t n;
+    size_t *row_of;         /* n: the row of each change */
+    struct batch_row *rows; /* distinct (pocket, key), sorted */
+    size_t n_rows;
+    struct batch_pocket *pockets; /* distinct, sorted */
+    size_t n_pockets;
+};
+
+static int change_cmp(const void *a, const void *b)
+{
+    const struct usage_change *x = *(const struct usage_change *const *)a;
+    const struct usage_change *y = *(const struct usage_change *const *)b;
+    int c = strcmp(x->pocket_id, y->pocket_id);
+    if (!c)
+        c = strcmp(x->key, y->key);
+    return c ? c : x < y ? -1 : x > y; /* same key: in the batch's order */
+}
+
+static void batch_release(struct batch *b)
+{
+    for (size_t i = 0; b->rows && i < b->n_rows; i++) {
+        free(b->rows[i].etag);
+        free(b->rows[i].sequencer);
+    }
+    free(b->rows);
+    free(b->row_of);
+    free(b->pockets);
+}
+
+/* Group the changes by pocket and key. */
+static int batch_group(struct batch *b)
+{
+    size_t n = b->n;
+    struct usage_change **sorted = calloc(n, sizeof(*sorted));
+    b->row_of = calloc(n, sizeof(*b->row_of));
+    b->rows = calloc(n, sizeof(*b->rows));
+    b->pockets = calloc(n, sizeof(*b->pockets));
+    if (!sorted || !b->row_of || !b->rows || !b->pockets) {
+        free(sorted);
+        return DB_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &b->ch[i];
+    qsort(sorted, n, sizeof(*sorted), change_cmp);
+    for (size_t i = 0; i < n; i++) {
+        const struct usage_change *ch = sorted[i];
+        const struct batch_row *last = b->n_rows ? &b->rows[b->n_rows - 1] : NULL;
+        if (!last || strcmp(last->pocket_id, ch->pocket_id) || strcmp(last->key, ch->key)) {
+            if (!b->n_pockets || strcmp(b->pockets[b->n_pockets - 1].id, ch->pocket_id))
+                b->pockets[b->n_pockets++].id = ch->pocket_id;
+            b->rows[b->n_rows++] = (struct batch_row){
+                    .pocket_id = ch->pocket_id, .key = ch->key, .pocket = b->n_pockets - 1};
+        }
+        b->row_of[ch - b->ch] = b->n_rows - 1;
+    }
+    free(sorted);
+    return DB_OK;
+}
+
+/* Fill row r from columns col.. of res: size, etag, sequencer, deleted, updated_at. */
+static int row_read(struct batch_row *r, const struct db_result *res, size_t row, size_t col)
+{
+    const char *etag = db_result_text(res, row, col + 1);
+    const char *seq = db_result_text(res, row, col + 2);
+    r->exists = true;
+    r->size = db_result_int(res, row, col);
+    r->deleted = db_result_int(res, row, col + 3);
+    r->updated_at = db_result_int(res, row, col + 4);
+    r->etag = etag ? strdup(etag) : NULL;
+    r->sequencer = seq ? strdup(seq) : NULL;
+    return (etag && !r->etag) || (seq && !r->sequencer) ? DB_ERR_NOMEM : DB_OK;
+}
+
+#define ROW_COLUMNS "size, etag, sequencer, deleted, updated_at"
+
+/* Read the batch's rows as they are: one statement on PostgreSQL; one per key
+ * on SQLite, where a statement costs no round trip. */
+static int batch_read(struct db_conn *c, struct batch *b)
+{
+    if (db_conn_dialect(c) == DB_SQLITE) {
+        for (size_t i = 0; i < b->n_rows; i++) {
+            struct batch_row *r = &b->rows[i];
+            struct db_result *res = NULL;
+            int rc = db_query(c,
+                              "SELECT " ROW_COLUMNS " FROM objects WHERE pocket_id = $1"
+                              " AND key = $2",
+                              DB_ARGS(DB_TEXT(r->pocket_id), DB_TEXT(r->key)), &res);
+            if (rc == DB_OK && db_result_rows(res))
+                rc = row_read(r, res, 0, 0);
+            db_result_free(res);
+            if (rc)
+                return rc;
+        }
+        return DB_OK;
+    }
+    const char **pockets = calloc(b->n_rows ? b->n_rows : 1, sizeof(*pockets));
+    const char **keys = calloc(b->n_rows ? b->n_rows : 1, sizeof(*keys));
+    struct db_result *res = NULL;
+    int rc = pockets && keys ? DB_OK : DB_ERR_NOMEM;
+    for (size_t i = 0; rc == DB_OK && i < b->n_rows; i++) {
+        pockets[i] = b->rows[i].pocket_id;
+        keys[i] = b->rows[i].key;
+    }
+    /* LIMIT 1 (the key is unique anyway) keeps the lookup a probe of the
+     * primary key per key: a join could turn into a scan of the pockets' whole
+     * ledgers when the planner's statistics lag behind a ledger that grows. */
+    if (rc == DB_OK)
+        rc = db_query(c,
+                      "SELECT u.i, o.*"
+                      " FROM unnest($1, $2) WITH ORDINALITY AS u(pocket_id, key, i),"
+                      " LATERAL (SELECT " ROW_COLUMNS " FROM objects"
+                      " WHERE pocket_id = u.pocket_id AND key = u.key LIMIT 1) o",
+                      DB_ARGS(DB_TEXT_ARRAY(pockets, b->n_rows), DB_TEXT_ARRAY(keys, b->n_rows)),
+                      &res);
+    for (size_t k = 0; rc == DB_OK && k < db_result_rows(res); k++) {
+        int64_t i = db_result_int(res, k, 0);
+        if (i < 1 || (size_t)i > b->n_rows)
+            rc = DB_ERR_SQL;
+        else
+            rc = row_read(&b->rows[i - 1], res, k, 1);
+    }
+    db_result_free(res);
+    free(pockets);
+    free(keys);
+    return rc;
+}
+
+/* Note a step of one of a pocket's used totals. One by one, the total is
+ * clamped at zero after every step (totals_adjust): with S_k the sum of the
+ * first k steps, x ends at max(x + S_n, S_n - min(0, S_1, ..., S_n)) (by
+ * induction on n), so one UPDATE applies them all given *sum = S_n and *low =
+ * min(0, S_1, ..., S_n). */
+static void totals_walk(int64_t *sum, int64_t *low, int64_t step)
+{
+    *sum += step;
+    if (*sum < *low)
+        *low = *sum;
+}
+
+static int set_text(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? DB_ERR_NOMEM : DB_OK;
+}
+
+/* Apply the changes in order to the rows as read, as ledger_apply and the
+ * sequencer rule would one by one, noting each change's deltas and each
+ * pocket's steps. */
+static int batch_apply(struct batch *b, int64_t now)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        struct usage_change *ch = &b->ch[i];
+        struct batch_row *r = &b->rows[b->row_of[i]];
+        ch->stale = ch->sequencer && r->exists && r->sequencer &&
+                    strcmp(ch->sequencer, r->sequencer) <= 0;
+        ch->bytes_delta = ch->objects_delta = 0;
+        if (ch->stale)
+            continue;
+        bool live = r->exists && r->deleted == 0;
+        int64_t old = live ? r->size : 0;
+        int rc = DB_OK;
+        if (ch->size >= 0) {
+            r->exists = true; /* a new row's sequencer is NULL: r's already is */
+            r->size = ch->size;
+            r->deleted = 0;
+            r->updated_at = now;
+            r->dirty = true;
+            ch->bytes_delta = ch->size - old;
+            ch->objects_delta = live ? 0 : 1;
+            rc = set_text(&r->etag, ch->etag);
+        } else if (live) {
+            r->size = 0;
+            r->deleted = 1;
+            r->updated_at = now;
+            r->dirty = true;
+            ch->bytes_delta = -old;
+            ch->objects_delta = -1;
+            rc = set_text(&r->etag, NULL);
+        }
+        if (rc == DB_OK && ch->sequencer) {
+            /* remembered also for the removal of a key the ledger never had:
+             * a late create of it then reads as stale */
+            if (!r->exists) {
+                r->exists = true;
+                r->size = 0;
+                r->deleted = 1;
+                r->updated_at = now;
+                rc = set_text(&r->etag, NULL);
+            }
+            r->dirty = true;
+            if (rc == DB_OK)
+                rc = set_text(&r->sequencer, ch->sequencer);
+        }
+        if (rc)
+            return rc;
+        if (ch->bytes_delta || ch->objects_delta) {
+            struct batch_pocket *p = &b->pockets[r->pocket];
+            p->moved = true;
+            totals_walk(&p->sum_bytes, &p->low_bytes, ch->bytes_delta);
+            totals_walk(&p->sum_objects, &p->low_objects, ch->objects_delta);
+        }
+    }
+    return DB_OK;
+}
+
+#define ROW_UPSERT_SET                                                                             \
+    " ON CONFLICT (pocket_id, key) DO UPDATE SET size = excluded.size, etag = excluded.etag,"      \
+    " sequencer = excluded.sequencer, deleted = excluded.deleted,"                                 \
+    " updated_at = excluded.updated_at"
+
+/* SQLite: write the rows the changes touched, whole, then move each pocket's
+ * used totals by its steps (see totals_walk). */
+static int batch_write_sqlite(struct db_conn *c, const struct batch *b)
+{
+    int rc = DB_OK;
+    for (size_t i = 0; rc == DB_OK && i < b->n_rows; i++) {
+        const struct batch_row *r = &b->rows[i];
+        if (r->dirty)
+            rc = db_exec(c,
+                         "INSERT INTO objects (pocket_id, key, " ROW_COLUMNS ")"
+                         " VALUES ($1, $2, $3, $4, $5, $6, $7)" ROW_UPSERT_SET,
+                         DB_ARGS(DB_TEXT(r->pocket_id), DB_TEXT(r->key), DB_INT(r->size),
+                                 DB_TEXT(r->etag), DB_TEXT(r->sequencer), DB_INT(r->deleted),
+                                 DB_INT(r->updated_at)),
+                         NULL);
+    }
+    for (size_t i = 0; rc == DB_OK && i < b->n_pockets; i++) {
+        const struct batch_pocket *p = &b->pockets[i];
+        if (p->moved)
+            rc = db_exec(c,
+                         "UPDATE pockets SET used_bytes = CASE WHEN used_bytes + $2 < $2 - $3"
+                         " THEN $2 - $3 ELSE used_bytes + $2 END,"
+                         " used_objects = CASE WHEN used_objects + $4 < $4 - $5"
+                         " THEN $4 - $5 ELSE used_objects + $4 END WHERE id = $1",
+                         DB_ARGS(DB_TEXT(p->id), DB_INT(p->sum_bytes), DB_INT(p->low_bytes),
+                                 DB_INT(p->sum_objects), DB_INT(p->low_objects)),
+                         NULL);
+    }
+    return rc;
+}
+
+/* The columns of batch_write_pg's arrays. */
+struct batch_arrays {
+    /* the rows written */
+    const char **pockets, **keys, **etags, **seqs;
+    int64_t *sizes, *deleted, *updated;
+    /* the pockets moved */
+    const char **ids;
+    int64_t *sb, *lb, *so, *lo;
+};
+
+static void arrays_release(struct batch_arrays *a)
+{
+    free(a->pockets);
+    free(a->keys);
+    free(a->etags);
+    free(a->seqs);
+    free(a->sizes);
+    free(a->deleted);
+    free(a->updated);
+    free(a->ids);
+    free(a->sb);
+    free(a->lb);
+    free(a->so);
+    free(a->lo);
+}
+
+/* PostgreSQL: the same in one statement (a data-modifying WITH query), the
+ * rows and the totals as arrays. */
+static int batch_write_pg(struct db_conn *c, const struct batch *b)
+{
+    size_t n = 0, m = 0, rows = b->n_rows ? b->n_rows : 1, ps = b->n_pockets ? b->n_pockets : 1;
+    struct batch_arrays a = {
+            .pockets = calloc(rows, sizeof(char *)),
+            .keys = calloc(rows, sizeof(char *)),
+            .etags = calloc(rows, sizeof(char *)),
+            .seqs = calloc(rows, sizeof(char *)),
+            .sizes = calloc(rows, sizeof(int64_t)),
+            .deleted = calloc(rows, sizeof(int64_t)),
+            .updated = calloc(rows, sizeof(int64_t)),
+            .ids = calloc(ps, sizeof(char *)),
+            .sb = calloc(ps, sizeof(int64_t)),
+            .lb = calloc(ps, sizeof(int64_t)),
+            .so = calloc(ps, sizeof(int64_t)),
+            .lo = calloc(ps, sizeof(int64_t)),
+    };
+    if (!a.pockets || !a.keys || !a.etags || !a.seqs || !a.sizes || !a.deleted || !a.updated ||
+        !a.ids || !a.sb || !a.lb || !a.so || !a.lo) {
+        arrays_release(&a);
+        return DB_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < b->n_rows; i++) {
+        const struct batch_row *r = &b->rows[i];
+        if (!r->dirty)
+            continue;
+        a.pockets[n] = r->pocket_id;
+        a.keys[n] = r->key;
+        a.sizes[n] = r->size;
+        a.etags[n] = r->etag;
+        a.seqs[n] = r->sequencer;
+        a.deleted[n] = r->deleted;
+        a.updated[n] = r->updated_at;
+        n++;
+    }
+    for (size_t i = 0; i < b->n_pockets; i++) {
+        const struct batch_pocket *p = &b->pockets[i];
+        if (!p->moved)
+            continue;
+        a.ids[m] = p->id;
+        a.sb[m] = p->sum_bytes;
+        a.lb[m] = p->low_bytes;
+        a.so[m] = p->sum_objects;
+        a.lo[m] = p->low_objects;
+        m++;
+    }
+    int rc = DB_OK;
+    if (n || m)
+        rc = db_exec(c,
+                     "WITH w AS (INSERT INTO objects (pocket_id, key, " ROW_COLUMNS ")"
+                     " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7)" ROW_UPSERT_SET ")"
+                     " UPDATE pockets SET used_bytes = CASE WHEN used_bytes + d.sb < d.sb - d.lb"
+                     " THEN d.sb - d.lb ELSE used_bytes + d.sb END,"
+                     " used_objects = CASE WHEN used_objects + d.so < d.so - d.lo"
+                     " THEN d.so - d.lo ELSE used_objects + d.so END"
+                     " FROM unnest($8, $9, $10, $11, $12) AS d(id, sb, lb, so, lo)"
+                     " WHERE pockets.id = d.id",
+                     DB_ARGS(DB_TEXT_ARRAY(a.pockets, n), DB_TEXT_ARRAY(a.keys, n),
+                             DB_INT_ARRAY(a.sizes, n), DB_TEXT_ARRAY(a.etags, n),
+                             DB_TEXT_ARRAY(a.seqs, n), DB_INT_ARRAY(a.deleted, n),
+                             DB_INT_ARRAY(a.updated, n), DB_TEXT_ARRAY(a.ids, m),
+                             DB_INT_ARRAY(a.sb, m), DB_INT_ARRAY(a.lb, m), DB_INT_ARRAY(a.so, m),
+                             DB_INT_ARRAY(a.lo, m)),
+                     NULL);
+    arrays_release(&a);
+    return rc;
+}
+
+int usage_ledger_set_many(struct db_conn *c, struct usage_change *changes, size_t n, int64_t now)
+{
+    if (n && !changes)
+        return DB_ERR_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        const struct usage_change *ch = &changes[i];
+        if (!ch->pocket_id || !ch->key || !*ch->key || ch->size > USAGE_MAX_OBJECT_SIZE)
+            return DB_ERR_INVALID;
+    }
+    if (!n)
+        return DB_OK;
+    struct batch b = {.ch = changes, .n = n};
+    int rc = batch_group(&b);
+    if (rc == DB_OK)
+        rc = batch_read(c, &b);
+    if (rc == DB_OK)
+        rc = batch_apply(&b, now);
+    if (rc == DB_OK)
+        rc = db_conn_dialect(c) == DB_POSTGRES ? batch_write_pg(c, &b) : batch_write_sqlite(c, &b);
+    batch_release(&b);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #define POCKITYD_USAGE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -139,6 +140,42 @@ int usage_mark_deleted(struct db_conn *c, const char *pocket_id, const char *con
  * the change applied to the totals. DB_ERR_NOT_FOUND for an unknown pocket. */
 int usage_ledger_set(struct db_conn *c, const char *pocket_id, const char *key, int64_t size,
                      const char *etag, int64_t now, int64_t *bytes_delta, int64_t *objects_delta);
+
+/* One change of a batch for usage_ledger_set_many. */
+struct usage_change {
+    const char *pocket_id; /* its row locked by the caller */
+    const char *key;       /* relative, non-empty */
+    int64_t size;          /* >= 0: live, size bytes with etag; < 0: a tombstone */
+    const char *etag;      /* may be NULL */
+    /* NULL: applied whatever came before it. Else the change is applied only
+     * when its sequencer sorts (strcmp) after the one the key's row holds, and
+     * the row then keeps it, also when the change is the removal of a key the
+     * ledger never had (a tombstone then holds it: a late create reads as
+     * stale). */
+    const char *sequencer;
+    /* set by usage_ledger_set_many */
+    bool stale;          /* not applied: its sequencer was not newer */
+    int64_t bytes_delta; /* what it changed in the used totals, as usage_ledger_set's */
+    int64_t objects_delta;
+};
+
+/* For writers in a write transaction that holds the lock of every pocket the
+ * changes name: apply n changes as usage_ledger_set would one by one, in the
+ * array's order (and with the sequencer rule above): the same ledger rows,
+ * and each pocket's used totals as if clamped at zero after every change.
+ * Changes may name several pockets and the same key several times. On
+ * PostgreSQL two statements whatever n (the rows read; the rows written and the
+ * totals moved), with array parameters; SQLite, where a statement costs no
+ * round trip, runs one per key. Fills each change's results.
+ * DB_ERR_INVALID for a bad change (nothing written), else a db status. */
+int usage_ledger_set_many(struct db_conn *c, struct usage_change *changes, size_t n, int64_t now);
+
+/* Inside a write transaction: find the pockets whose prefixes are the n given
+ * (distinct) and lock their rows as usage_lock_pocket does, in one statement,
+ * in the order of their ids (so concurrent callers never wait on each other in
+ * a cycle). ids[i] receives the id of prefixes[i]'s pocket, or "" when no pocket
+ * has that prefix. */
+int usage_lock_prefixes(struct db_conn *c, const char *const *prefixes, size_t n, char (*ids)[64]);
 
 /* ---- for writers that build on the totals (allowance.c) ---- */
 

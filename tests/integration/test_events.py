@@ -235,6 +235,58 @@ class EventsTest(unittest.TestCase):
         self.assertEqual(r.body["applied"], 2)
         self.assertEqual(self.usage(), (4, 1))
 
+    def ledger(self, pocket):
+        rows = self.d.sql("SELECT key, size, etag, sequencer, deleted FROM objects"
+                          " WHERE pocket_id = %s", (pocket["id"],))
+        # psql reads NULL as ""
+        return {k: (int(size), etag or None, seq or None, int(deleted))
+                for k, size, etag, seq, deleted in rows}
+
+    def test_one_push_over_pockets_and_keys(self):
+        """A push of records of two pockets, several of the same keys, with
+        and without sequencers, stale ones among them: each row and total as
+        applying the records one by one leaves them, also when the totals had
+        drifted below the ledger and clamp at zero on the way."""
+        other = self.d.new_pocket(self.utoken)
+        p1, p2 = self.pocket["prefix"], other["prefix"]
+        base = int(time.time())
+
+        def seq(n):  # what the ledger keeps of rgw_seq(base, n)
+            return "%016X%08X%08X" % (0, base, n)
+
+        def created(key, size, n=None):
+            return self.record("ObjectCreated:Put", key, size, None if n is None else rgw_seq(base, n))
+
+        def removed(key, n):
+            return self.record("ObjectRemoved:Delete", key, 0, rgw_seq(base, n))
+
+        root = p1.split("/")[0]
+        r = self.push([created(p1 + "x", 10, 1), created(p2 + "x", 20, 1),
+                       created(p1 + "x", 15, 3),  # an overwrite, another size
+                       created(p1 + "x", 99, 2),  # older than the last: stale
+                       removed(p2 + "x", 2),
+                       created(p2 + "x", 5, 1),  # a replay: stale
+                       removed(p1 + "never", 5),  # a key the ledger never had
+                       created(p1 + "never", 7, 4),  # its create, late: stale
+                       created(p1 + "plain", 3), created(p1 + "plain", 4),  # in push order
+                       created(root + "/pkt_nosuchpocket/x", 1)])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, {"applied": 7, "stale": 3, "outside": 1, "ignored": 0,
+                                  "invalid": 0})
+        self.assertEqual(self.ledger(self.pocket), {"x": (15, "e15", seq(3), 0),
+                                                    "never": (0, None, seq(5), 1),
+                                                    "plain": (4, "e4", None, 0)})
+        self.assertEqual(self.ledger(other), {"x": (0, None, seq(2), 1)})
+        self.assertEqual(self.usage(), (19, 2))
+        r = self.d.request("GET", "/v1/pockets/" + other["id"], token=self.utoken)
+        self.assertEqual(r.body["usage"], {"bytes": 0, "objects": 0})
+        # totals below the ledger (as after a bug): each change clamps at zero
+        self.d.sql("UPDATE pockets SET used_bytes = 5, used_objects = 0 WHERE id = %s",
+                   (self.pocket["id"],))
+        r = self.push([removed(p1 + "x", 6), created(p1 + "y", 8)])
+        self.assertEqual((r.body["applied"], r.body["stale"]), (2, 0), r)
+        self.assertEqual(self.usage(), (8, 1))  # (5 - 15 -> 0) + 8; (0 - 1 -> 0) + 1
+
     def test_records_outside_pockets_and_bad_records(self):
         before = self.metric('pockityd_events_records_total{result="outside"}')
         root = self.pocket["prefix"].split("/")[0]

@@ -5,6 +5,7 @@ audit rows and drift metrics), an over-quota pocket gets read+delete sessions,
 abandoned multipart uploads are aborted, a pocket being deleted is emptied,
 and two pockityd processes reconciling one database at once give one result."""
 
+import hashlib
 import secrets
 import threading
 import time
@@ -110,6 +111,68 @@ class ReconcileTest(unittest.TestCase):
         self.assertEqual(rep["corrections"][0]["keys"], 2, rep)
         self.assertEqual(self.usage(token, pocket), (33, 3))
         self.assertEqual(len(self.audits(pocket["id"])), 2)
+
+    def ledger(self, pocket):
+        rows = self.d.sql("SELECT key, size, etag, deleted FROM objects WHERE pocket_id = %s",
+                          (pocket["id"],))
+        return {k: (int(size), etag.strip('"') if etag else None, int(deleted))  # psql: NULL is ""
+                for k, size, etag, deleted in rows}
+
+    def test_page_of_every_kind_of_correction(self):
+        """One page mixing new keys, overwrites (one of another size, one of
+        the same), deletions and busy keys (reserved: a new one, an overwrite
+        and a deletion), checked row by row and in the totals; the busy ones
+        are corrected by the pass after their reservations go."""
+        token, pocket, key = self.make_pocket()
+        s, prefix = self.session(key), pocket["prefix"]
+        md5 = lambda b: hashlib.md5(b).hexdigest()
+        first = {"a": b"a" * 100, "b": b"b" * 20, "c": b"c" * 3, "d": b"d" * 7, "e": b"e" * 50}
+        for name, body in first.items():
+            self.assertEqual(s3_put_bytes(s, prefix + name, body), 0)
+        self.reconcile(pocket)
+        self.assertEqual(self.ledger(pocket),
+                         {k: (len(b), md5(b), 0) for k, b in first.items()})
+        time.sleep(1.1)  # rows of the first pass's second would look busy
+        held = []
+        for name, size in (("d", 1), ("e", 60), ("h", 40)):
+            r = self.d.request("POST", "/v1/reservations", {"key": name, "bytes": size},
+                               token=key)
+            self.assertEqual(r.status, 201, r)
+            held.append(r.body["id"])
+        self.assertEqual(s3tool(s, "rm", prefix + "d")[0], 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "e", b"E" * 60), 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "h", b"h" * 40), 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "a", b"A" * 10), 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "b", b"B" * 20), 0)
+        self.assertEqual(s3tool(s, "rm", prefix + "c")[0], 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "f", b"f" * 5), 0)
+        self.assertEqual(s3_put_bytes(s, prefix + "g", b""), 0)
+        rep = self.reconcile(pocket)
+        self.assertEqual(rep["corrections"], [{"pocket_id": pocket["id"],
+                                               "before": {"bytes": 180, "objects": 5},
+                                               "after": {"bytes": 92, "objects": 6},
+                                               "keys": 4}])
+        want = {"a": (10, md5(b"A" * 10), 0),
+                "b": (20, md5(first["b"]), 0),  # the same size: not a correction
+                "c": (0, None, 1),
+                "d": (7, md5(first["d"]), 0),  # busy: left alone
+                "e": (50, md5(first["e"]), 0),  # busy
+                "f": (5, md5(b"f" * 5), 0),
+                "g": (0, md5(b""), 0)}  # "h": busy, not there yet
+        self.assertEqual(self.ledger(pocket), want)
+        self.assertEqual(self.usage(token, pocket), (92, 6))
+        for rid in held:
+            r = self.d.request("DELETE", "/v1/reservations/" + rid, token=key)
+            self.assertIn(r.status, (200, 204), r)
+        time.sleep(1.1)
+        rep = self.reconcile(pocket)
+        self.assertEqual(rep["corrections"][0]["after"], {"bytes": 135, "objects": 6}, rep)
+        self.assertEqual(rep["corrections"][0]["keys"], 3, rep)
+        want.update({"d": (0, None, 1), "e": (60, md5(b"E" * 60), 0),
+                     "h": (40, md5(b"h" * 40), 0)})
+        self.assertEqual(self.ledger(pocket), want)
+        self.assertEqual(self.usage(token, pocket), (135, 6))
+        self.assertEqual(self.state(token, pocket)["reserved"], {"bytes": 0, "objects": 0})
 
     def test_reservation_in_flight_is_left_alone(self):
         token, pocket, key = self.make_pocket()
