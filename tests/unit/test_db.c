@@ -20,98 +20,17 @@
 
 #include "db.h"
 #include "migrations.h"
-
-enum backend {
-    BK_SQLITE,
-    BK_PG
-};
-
-static enum backend g_backend;
-static const char *g_pg_url; /* POCKITY_TEST_PG_URL */
-static int g_counter;
-
-/* A fresh, empty database: a file in a temporary folder, or a schema of its own. */
-struct target {
-    char dir[256];
-    char path[300];
-    char schema[64];
-    char url[2048];
-};
+#include "test_target.h"
 
 struct fixture {
     struct target t;
     struct db *db;
 };
 
-static void quiet(void *arg, const char *msg)
-{
-}
-
-static int pg_admin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Run one statement on the PostgreSQL server outside the layer under test. */
-static int pg_admin(const char *fmt, ...)
-{
-    char sql[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGconn *pg = PQconnectdb(g_pg_url);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "cannot connect to '%s': %s", g_pg_url, PQerrorMessage(pg));
-        PQfinish(pg);
-        return -1;
-    }
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    PGresult *r = PQexec(pg, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf(stderr, "'%s' failed: %s", sql, PQerrorMessage(pg));
-    PQclear(r);
-    PQfinish(pg);
-    return ok ? 0 : -1;
-}
-
-static int target_make(struct target *t)
-{
-    memset(t, 0, sizeof(*t));
-    if (g_backend == BK_SQLITE) {
-        strcpy(t->dir, "/tmp/pockity-test-db-XXXXXX");
-        if (!mkdtemp(t->dir))
-            return -1;
-        snprintf(t->path, sizeof(t->path), "%s/pockity.db", t->dir);
-        snprintf(t->url, sizeof(t->url), "sqlite:%s", t->path);
-        return 0;
-    }
-    snprintf(t->schema, sizeof(t->schema), "pockity_test_%ld_%d", (long)getpid(), ++g_counter);
-    if (pg_admin("DROP SCHEMA IF EXISTS %s CASCADE", t->schema) ||
-        pg_admin("CREATE SCHEMA %s", t->schema))
-        return -1;
-    snprintf(t->url, sizeof(t->url), "%s%coptions=-csearch_path%%3D%s", g_pg_url,
-             strchr(g_pg_url, '?') ? '&' : '?', t->schema);
-    return 0;
-}
-
-static void target_drop(struct target *t)
-{
-    if (g_backend == BK_SQLITE) {
-        const char *suffix[] = {"", "-wal", "-shm", "-journal"};
-        for (size_t i = 0; i < 4; i++) {
-            char p[320];
-            snprintf(p, sizeof(p), "%s%s", t->path, suffix[i]);
-            unlink(p);
-        }
-        rmdir(t->dir);
-    } else {
-        pg_admin("DROP SCHEMA IF EXISTS %s CASCADE", t->schema);
-    }
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    if (!f || target_make(&f->t)) {
+    if (!f || target_make(&f->t, "db")) {
         free(f);
         return -1;
     }
@@ -236,7 +155,7 @@ static void *open_thread(void *arg)
 static void test_concurrent_open(void **state)
 {
     struct target t;
-    assert_int_equal(target_make(&t), 0);
+    assert_int_equal(target_make(&t, "db"), 0);
     enum {
         N = 4
     };

@@ -7,80 +7,32 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "db.h"
+#include "test_target.h"
 #include "usage.h"
 
-enum backend {
-    BK_SQLITE,
-    BK_PG
-};
-
-static enum backend g_backend;
-static const char *g_pg_url; /* POCKITY_TEST_PG_URL */
-static int g_counter;
-
 struct fixture {
-    char dir[256], path[300], schema[64], url[2048];
+    struct target t;
     struct db *db;
 };
-
-static void quiet(void *arg, const char *msg)
-{
-}
-
-/* Run one statement on the PostgreSQL server outside the layer under test. */
-static int pg_admin(const char *sql)
-{
-    PGconn *pg = PQconnectdb(g_pg_url);
-    int ok = PQstatus(pg) == CONNECTION_OK;
-    if (ok) {
-        PQsetNoticeProcessor(pg, quiet, NULL);
-        PGresult *r = PQexec(pg, sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            fprintf(stderr, "'%s' failed: %s", sql, PQerrorMessage(pg));
-        PQclear(r);
-    }
-    PQfinish(pg);
-    return ok ? 0 : -1;
-}
 
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    if (!f)
+    if (!f || target_make(&f->t, "usage")) {
+        free(f);
         return -1;
-    if (g_backend == BK_SQLITE) {
-        strcpy(f->dir, "/tmp/pockity-test-usage-XXXXXX");
-        if (!mkdtemp(f->dir)) {
-            free(f);
-            return -1;
-        }
-        snprintf(f->path, sizeof(f->path), "%s/pockity.db", f->dir);
-        snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
-    } else {
-        char sql[128];
-        snprintf(f->schema, sizeof(f->schema), "pockity_test_usage_%ld_%d", (long)getpid(),
-                 ++g_counter);
-        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", f->schema);
-        if (pg_admin(sql)) {
-            free(f);
-            return -1;
-        }
-        snprintf(f->url, sizeof(f->url), "%s%coptions=-csearch_path%%3D%s", g_pg_url,
-                 strchr(g_pg_url, '?') ? '&' : '?', f->schema);
     }
     char err[256];
-    int rc = db_open(f->url, NULL, &f->db, err, sizeof(err));
+    int rc = db_open(f->t.url, NULL, &f->db, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "db_open: %s: %s\n", db_strerror(rc), err);
+        target_drop(&f->t);
         free(f);
         return -1;
     }
@@ -92,19 +44,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     db_close(f->db);
-    if (g_backend == BK_SQLITE) {
-        const char *suffix[] = {"", "-wal", "-shm"};
-        for (size_t i = 0; i < 3; i++) {
-            char p[320];
-            snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    } else {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", f->schema);
-        pg_admin(sql);
-    }
+    target_drop(&f->t);
     free(f);
     return 0;
 }
