@@ -109,14 +109,21 @@ static int commit_tx(struct db_conn *c, void *arg)
 
     /* The allowance pays for the growth it can cover; the rest still counts
      * in used (the object is in S3), so the pocket may end up over quota. */
+    struct usage_change ch[ALLOWANCE_COMMIT_MAX];
+    memset(ch, 0, a->n * sizeof(ch[0]));
+    for (size_t i = 0; i < a->n; i++) {
+        ch[i].pocket_id = a->pocket_id;
+        ch[i].key = a->objs[i].key;
+        ch[i].size = a->objs[i].size;
+        ch[i].etag = a->objs[i].etag;
+    }
+    rc = usage_ledger_set_many(c, ch, a->n, a->now);
+    if (rc)
+        return rc;
     int64_t paid_bytes = 0, paid_objects = 0;
     for (size_t i = 0; i < a->n; i++) {
-        const struct allowance_object *o = &a->objs[i];
-        int64_t gb = 0, go = 0;
-        rc = usage_ledger_set(c, a->pocket_id, o->key, o->size, o->etag, a->now, &gb, &go);
-        if (rc)
-            return rc;
-        int64_t pb = gb > 0 ? gb : 0, po = go > 0 ? go : 0;
+        int64_t pb = ch[i].bytes_delta > 0 ? ch[i].bytes_delta : 0;
+        int64_t po = ch[i].objects_delta > 0 ? ch[i].objects_delta : 0;
         if (pb > left_bytes - paid_bytes)
             pb = left_bytes - paid_bytes;
         if (po > left_objects - paid_objects)

@@ -15,7 +15,7 @@
  * reserved_bytes / reserved_objects, exactly like a reservation, so the quota
  * check of every other grant (reservations, allowances) counts it. It is
  * granted by ONE conditional UPDATE of the pocket's reserved totals (see
- * usage.h). A commit records an object in the usage ledger (usage_ledger_set)
+ * usage.h). A commit records an object in the usage ledger (usage_ledger_set_many)
  * and pays for its growth from what the allowance has left: whatever the
  * allowance cannot cover still counts in used, since the object exists.
  *
