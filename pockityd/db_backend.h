@@ -74,10 +74,14 @@ struct db_backend {
     /* Optional (engines with a write-ahead log that commits checkpoint, SQLite):
      * wal_handover makes commits on c no longer checkpoint but call fn(arg,
      * pages) with the log's length (fn NULL: no call, no checkpoint); checkpoint copies the log
-     * into the database without blocking writers and sets *left to the pages still to copy
-     * (appended meanwhile, or held by readers). See db_checkpointer.c. */
+     * into the database and sets *left to the pages still to copy (appended
+     * meanwhile, or held by readers). Without restart it does not block
+     * writers; with restart the caller holds writers off, and it also waits a
+     * few milliseconds for readers of older snapshots so that the next writer
+     * starts the log over (still DB_OK when they outlast the wait). See
+     * db_checkpointer.c. */
     void (*wal_handover)(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg);
-    int (*checkpoint)(struct db_conn *c, int *left);
+    int (*checkpoint)(struct db_conn *c, bool restart, int *left);
 };
 
 extern const struct db_backend db_backend_sqlite;

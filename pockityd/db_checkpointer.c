@@ -7,9 +7,11 @@
  * of reservations, against 1-2 ms without). Here commits only report the log's
  * length; past CHECKPOINT_PAGES the thread copies the log on a connection of
  * its own, in two passes: the first while writers go on, the second, holding
- * the process's writer mutex, for the few pages they appended meanwhile. Once
- * the log is copied whole the next writer starts it again from the beginning,
- * so it stays near CHECKPOINT_PAGES under a steady load instead of growing. */
+ * the process's writer mutex, for the few pages they appended meanwhile, and
+ * waiting up to a few milliseconds for readers of older snapshots. Once the
+ * log is copied whole and no reader holds it, the next writer starts it again
+ * from the beginning, so it stays near CHECKPOINT_PAGES under a steady load
+ * instead of growing. */
 #include "db_checkpointer.h"
 
 #include <pthread.h>
@@ -47,18 +49,20 @@ static void on_commit(void *arg, int pages)
 }
 
 /* A round: copy the log while writers go on, then, holding them off, the
- * pages they appended meanwhile. (Should a long read keep the log from
- * starting over, each commit past the threshold asks for a round again;
- * those copy nothing new and so cost little. Rounds that back off instead
- * let the log grow 2-3 times larger under a steady load of writes.) */
+ * pages they appended meanwhile, waiting a moment for readers of older
+ * snapshots so that the next writer starts the log over. (Readers that
+ * outlast the wait keep it from starting over; each commit past the threshold
+ * then asks for a round again. Without that second pass, under a steady load
+ * of writes and reads, the log grew 2-3 times larger, or by everything written
+ * when the machine was busy enough that readers were always present.) */
 static void checkpoint(struct db_checkpointer *ck)
 {
     const struct db_backend *be = ck->db->be;
     int left = 0;
-    int rc = be->checkpoint(&ck->conn, &left);
-    if (rc == DB_OK && left > 0) {
+    int rc = be->checkpoint(&ck->conn, false, &left);
+    if (rc == DB_OK) {
         pthread_mutex_lock(&ck->db->writer);
-        rc = be->checkpoint(&ck->conn, &left);
+        rc = be->checkpoint(&ck->conn, true, &left);
         pthread_mutex_unlock(&ck->db->writer);
     }
     if (rc != DB_OK && rc != DB_ERR_RETRY)

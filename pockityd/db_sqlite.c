@@ -28,6 +28,7 @@ struct sq_conn {
     struct cached_stmt cache[STMT_CACHE_SIZE];
     void (*on_commit)(void *arg, int pages); /* set by sq_wal_handover */
     void *on_commit_arg;
+    int busy_ms; /* the busy timeout set at connect */
 };
 
 static int map_status(int rc)
@@ -126,8 +127,8 @@ static int sq_connect(struct db_conn *c, const char *path, const struct db_optio
     }
     c->handle = sc;
     sqlite3_extended_result_codes(sc->h, 1);
-    sqlite3_busy_timeout(sc->h,
-                         opt->busy_timeout_ms > INT32_MAX ? INT32_MAX : (int)opt->busy_timeout_ms);
+    sc->busy_ms = opt->busy_timeout_ms > INT32_MAX ? INT32_MAX : (int)opt->busy_timeout_ms;
+    sqlite3_busy_timeout(sc->h, sc->busy_ms);
 
     /* Switching to WAL needs a moment of exclusive access, and SQLite may answer busy
      * at once (without its busy handler) while another process opens or recovers the
@@ -450,12 +451,25 @@ static void sq_wal_handover(struct db_conn *c, void (*fn)(void *arg, int pages),
     sqlite3_wal_hook(sc->h, fn ? wal_hook : NULL, fn ? sc : NULL);
 }
 
-static int sq_checkpoint(struct db_conn *c, int *left)
+/* How long a restarting checkpoint waits for readers of older snapshots. */
+#define RESTART_WAIT_MS 5
+
+static int sq_checkpoint(struct db_conn *c, bool restart, int *left)
 {
     struct sq_conn *sc = c->handle;
     int log = 0, copied = 0;
-    int rc = sqlite3_wal_checkpoint_v2(sc->h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    if (restart)
+        sqlite3_busy_timeout(sc->h, RESTART_WAIT_MS);
+    int rc = sqlite3_wal_checkpoint_v2(
+            sc->h, NULL, restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log,
+            &copied);
+    if (restart)
+        sqlite3_busy_timeout(sc->h, sc->busy_ms);
     *left = log > copied ? log - copied : 0;
+    /* Busy on a restart: a reader kept its pages or the log from starting
+     * over; what could be copied was, and the next round tries again. */
+    if (restart && (rc & 0xff) == SQLITE_BUSY)
+        rc = SQLITE_OK;
     return rc == SQLITE_OK ? DB_OK : fail(c, rc);
 }
 
