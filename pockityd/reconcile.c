@@ -367,6 +367,54 @@ enum {
     PASS_STOPPED
 };
 
+/* A page of the pocket's listing fetched by a thread of its own, at the
+ * process's listing rate, while the pass loads the ledger or writes the
+ * corrections of the page before. */
+struct page_ahead {
+    struct app *app;
+    const char *prefix;
+    char *token; /* owned; NULL for the first page */
+    pthread_t thread;
+    bool threaded;
+    bool stopped; /* the process is stopping: not listed */
+    int rc;       /* of the listing */
+    char detail[256];
+    struct s3_list_page page; /* when listed (rc 0): the caller releases it */
+};
+
+static void *page_fetch(void *arg)
+{
+    struct page_ahead *a = arg;
+    a->stopped = rate_wait(a->app) != 0;
+    if (a->stopped)
+        return NULL;
+    a->rc = s3_list_objects(a->app->s3, a->prefix, NULL, a->token, NULL, 1000, &a->page);
+    if (a->rc)
+        snprintf(a->detail, sizeof(a->detail), "%s", s3_last_error_detail());
+    return NULL;
+}
+
+/* Start fetching the page after token (NULL: the first; owned by a from now
+ * on); without a thread to spare, fetch it now. */
+static void page_start(struct page_ahead *a, struct app *app, const char *prefix, char *token)
+{
+    *a = (struct page_ahead){.app = app, .prefix = prefix, .token = token};
+    a->threaded = pthread_create(&a->thread, NULL, page_fetch, a) == 0;
+    if (!a->threaded)
+        page_fetch(a);
+}
+
+/* Wait for the page; true when it was listed (a->page then holds it). */
+static bool page_wait(struct page_ahead *a)
+{
+    if (a->threaded)
+        pthread_join(a->thread, NULL);
+    a->threaded = false;
+    free(a->token);
+    a->token = NULL;
+    return !a->stopped && !a->rc;
+}
+
 /* Walk the pocket's listing beside its ledger and queue the differences. */
 static int reconcile_pocket(struct app *app, struct db_conn *c, const struct lease *l,
                             const char *prefix, struct pass *p)
@@ -374,26 +422,39 @@ static int reconcile_pocket(struct app *app, struct db_conn *c, const struct lea
     struct row *rows = NULL;
     size_t n_rows = 0, at = 0, plen = strlen(prefix);
     int result = PASS_DB;
-    char *token = NULL;
+    struct page_ahead ahead;
+    page_start(&ahead, app, prefix, NULL);
+    bool waiting = true; /* ahead holds a page not yet taken */
     if (ledger_load(c, l->pocket_id, &rows, &n_rows) != DB_OK)
         goto out;
     for (;;) {
-        if (rate_wait(app) != 0) {
-            result = PASS_STOPPED;
+        waiting = false;
+        if (!page_wait(&ahead)) {
+            if (ahead.rc)
+                log_warn("reconcile: listing '%s': %s: %s", prefix, s3_strerror(ahead.rc),
+                         ahead.detail);
+            result = ahead.stopped ? PASS_STOPPED : PASS_S3;
             break;
         }
+        struct s3_list_page page = ahead.page;
+        bool more = page.is_truncated;
         int rc = lease_renew(c, l);
-        if (rc) {
+        if (rc)
             result = rc == DB_ERR_BUSY ? PASS_LOST : PASS_DB;
+        else if (more && !page.next_token)
+            result = PASS_S3;
+        if (rc || (more && !page.next_token)) {
+            s3_list_page_release(&page);
             break;
         }
-        struct s3_list_page page;
-        rc = s3_list_objects(app->s3, prefix, NULL, token, NULL, 1000, &page);
-        if (rc) {
-            log_warn("reconcile: listing '%s': %s: %s", prefix, s3_strerror(rc),
-                     s3_last_error_detail());
-            result = PASS_S3;
-            break;
+        if (more) {
+            char *token = strdup(page.next_token);
+            if (!token) {
+                s3_list_page_release(&page);
+                break; /* PASS_DB: out of memory */
+            }
+            page_start(&ahead, app, prefix, token);
+            waiting = true;
         }
         int drc = DB_OK;
         for (size_t i = 0; drc == DB_OK && i < page.n_objects; i++) {
@@ -409,18 +470,9 @@ static int reconcile_pocket(struct app *app, struct db_conn *c, const struct lea
             if (known)
                 at++;
         }
-        free(token);
-        token = page.is_truncated && page.next_token ? strdup(page.next_token) : NULL;
-        bool more = page.is_truncated;
         s3_list_page_release(&page);
-        if (drc) {
-            result = PASS_DB;
-            break;
-        }
-        if (more && !token) {
-            result = PASS_S3;
-            break;
-        }
+        if (drc)
+            break; /* PASS_DB */
         if (!more) {
             int rc2 = DB_OK;
             while (rc2 == DB_OK && at < n_rows)
@@ -431,7 +483,8 @@ static int reconcile_pocket(struct app *app, struct db_conn *c, const struct lea
         }
     }
 out:
-    free(token);
+    if (waiting && page_wait(&ahead))
+        s3_list_page_release(&ahead.page);
     rows_free(rows, n_rows);
     return result;
 }

@@ -3,15 +3,18 @@
 deleted directly with session credentials are corrected after one pass (with
 audit rows and drift metrics), an over-quota pocket gets read+delete sessions,
 abandoned multipart uploads are aborted, a pocket being deleted is emptied,
-and two pockityd processes reconciling one database at once give one result."""
+a pocket of several listing pages is corrected row by row, and two pockityd processes reconciling one database at once give one result."""
 
 import hashlib
+import os
 import secrets
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import Daemon, require_services, s3_put_bytes, s3tool
+from harness import Daemon, build_path, require_services, s3_put_bytes, s3tool
 from test_events import RawS3
 
 
@@ -173,6 +176,47 @@ class ReconcileTest(unittest.TestCase):
         self.assertEqual(self.ledger(pocket), want)
         self.assertEqual(self.usage(token, pocket), (135, 6))
         self.assertEqual(self.state(token, pocket)["reserved"], {"bytes": 0, "objects": 0})
+
+    def test_pages_of_corrections(self):
+        """A pocket of 2,300 objects (three listing pages, the next one listed
+        while the one before is written): the first pass inserts every key; after
+        deletions and overwrites at the pages' edges and ghost rows between them,
+        the second pass leaves the ledger equal to S3, row by row."""
+        token, pocket, key = self.make_pocket(max_objects=5000)
+        prefix = pocket["prefix"]
+        names = ["k%04d" % i for i in range(2300)]
+        size = lambda i: i % 13
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, name in enumerate(names):
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(b"x" * size(i))
+            subprocess.run([build_path("bench", "s3bench"), "put-files", prefix, tmp, "8"],
+                           check=True, capture_output=True, timeout=300)
+        md5 = lambda b: hashlib.md5(b).hexdigest()
+        want = {name: (size(i), md5(b"x" * size(i)), 0) for i, name in enumerate(names)}
+        total = sum(size(i) for i in range(len(names)))
+        rep = self.reconcile(pocket)
+        self.assertEqual(rep["corrections"][0]["keys"], 2300, rep)
+        self.assertEqual(self.ledger(pocket), want)
+        self.assertEqual(self.usage(token, pocket), (total, 2300))
+        time.sleep(1.1)  # rows of the first pass's second would look busy
+        s = self.session(key)
+        for name in ("k0000", "k0999", "k1000", "k1999", "k2000", "k2299"):
+            self.assertEqual(s3tool(s, "rm", prefix + name)[0], 0)
+            want[name] = (0, None, 1)
+        for name in ("k0998", "k1001", "k2298"):
+            self.assertEqual(s3_put_bytes(s, prefix + name, b"y" * 100), 0)
+            want[name] = (100, md5(b"y" * 100), 0)
+        ghosts = ("k0999a", "k1000a", "k2299a", "zz")  # in the ledger, never in S3
+        for name in ghosts:
+            self.d.sql("INSERT INTO objects (pocket_id, key, size, etag, deleted, updated_at)"
+                       " VALUES (%s, %s, 5, NULL, 0, 0)", (pocket["id"], name))
+            want[name] = (0, None, 1)
+        rep = self.reconcile(pocket)
+        self.assertEqual(rep["corrections"][0]["keys"], 6 + 3 + len(ghosts), rep)
+        self.assertEqual(self.ledger(pocket), want)
+        live = [v for v in want.values() if not v[2]]
+        self.assertEqual(self.usage(token, pocket), (sum(v[0] for v in live), len(live)))
 
     def test_reservation_in_flight_is_left_alone(self):
         token, pocket, key = self.make_pocket()
