@@ -77,8 +77,8 @@ struct db_backend {
      * into the database and sets *left to the pages still to copy (appended
      * meanwhile, or held by readers). Without restart it does not block
      * writers; with restart the caller holds writers off, and it also waits a
-     * few milliseconds for readers of older snapshots so that the next writer
-     * starts the log over (still DB_OK when they outlast the wait). See
+     * few milliseconds for the readers still using the log so that the next
+     * writer starts it over (DB_ERR_RETRY when they outlast the wait). See
      * db_checkpointer.c. */
     void (*wal_handover)(struct db_conn *c, void (*fn)(void *arg, int pages), void *arg);
     int (*checkpoint)(struct db_conn *c, bool restart, int *left);

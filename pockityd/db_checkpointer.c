@@ -8,21 +8,23 @@
  * length; past CHECKPOINT_PAGES the thread copies the log on a connection of
  * its own, in two passes: the first while writers go on, the second, holding
  * the process's writer mutex, for the few pages they appended meanwhile, and
- * waiting up to a few milliseconds for readers of older snapshots. Once the
- * log is copied whole and no reader holds it, the next writer starts it again
- * from the beginning, so it stays near CHECKPOINT_PAGES under a steady load
- * instead of growing. */
+ * waiting up to a few milliseconds for the readers still using the log. Once
+ * the log is copied whole and no reader holds it, the next writer starts it
+ * again from the beginning, so it stays near CHECKPOINT_PAGES under a steady
+ * load instead of growing. */
 #include "db_checkpointer.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "db_backend.h"
 #include "log.h"
 
-#define CHECKPOINT_PAGES 1000 /* SQLite's own default threshold */
+#define CHECKPOINT_PAGES   1000 /* SQLite's own default threshold */
+#define RESTART_BACKOFF_MS 100  /* after readers outlasted a restart's wait */
 
 struct db_checkpointer {
     struct db *db;
@@ -34,7 +36,15 @@ struct db_checkpointer {
     bool stopping;     /* guarded by lock */
     atomic_bool asked; /* due or running: commits need not ask again */
     atomic_ulong rounds;
+    int64_t restart_after; /* the thread's: no restart before (mono_ms) */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* A commit's report (any connection, any thread): the log holds pages. */
 static void on_commit(void *arg, int pages)
@@ -49,21 +59,25 @@ static void on_commit(void *arg, int pages)
 }
 
 /* A round: copy the log while writers go on, then, holding them off, the
- * pages they appended meanwhile, waiting a moment for readers of older
- * snapshots so that the next writer starts the log over. (Readers that
- * outlast the wait keep it from starting over; each commit past the threshold
- * then asks for a round again. Without that second pass, under a steady load
- * of writes and reads, the log grew 2-3 times larger, or by everything written
- * when the machine was busy enough that readers were always present.) */
+ * pages they appended meanwhile, waiting a moment for the readers still using
+ * the log so that the next writer starts it over. Readers that outlast the
+ * wait (a long read) keep it from starting over; then, for RESTART_BACKOFF_MS,
+ * rounds hold writers off only to copy pages, without waiting. (Without the
+ * wait, under a steady load of writes and reads, the log grew 2-3 times
+ * larger, or by everything written when the machine was busy enough that
+ * readers were always present.) */
 static void checkpoint(struct db_checkpointer *ck)
 {
     const struct db_backend *be = ck->db->be;
     int left = 0;
     int rc = be->checkpoint(&ck->conn, false, &left);
-    if (rc == DB_OK) {
+    bool restart = mono_ms() >= ck->restart_after;
+    if (rc == DB_OK && (restart || left > 0)) {
         pthread_mutex_lock(&ck->db->writer);
-        rc = be->checkpoint(&ck->conn, true, &left);
+        rc = be->checkpoint(&ck->conn, restart, &left);
         pthread_mutex_unlock(&ck->db->writer);
+        if (restart && rc == DB_ERR_RETRY)
+            ck->restart_after = mono_ms() + RESTART_BACKOFF_MS;
     }
     if (rc != DB_OK && rc != DB_ERR_RETRY)
         log_warn("database checkpoint failed: %s", ck->conn.errmsg);

@@ -451,7 +451,7 @@ static void sq_wal_handover(struct db_conn *c, void (*fn)(void *arg, int pages),
     sqlite3_wal_hook(sc->h, fn ? wal_hook : NULL, fn ? sc : NULL);
 }
 
-/* How long a restarting checkpoint waits for readers of older snapshots. */
+/* How long a restarting checkpoint waits for the readers still using the log. */
 #define RESTART_WAIT_MS 5
 
 static int sq_checkpoint(struct db_conn *c, bool restart, int *left)
@@ -466,10 +466,10 @@ static int sq_checkpoint(struct db_conn *c, bool restart, int *left)
     if (restart)
         sqlite3_busy_timeout(sc->h, sc->busy_ms);
     *left = log > copied ? log - copied : 0;
-    /* Busy on a restart: a reader kept its pages or the log from starting
-     * over; what could be copied was, and the next round tries again. */
+    /* Busy on a restart: readers outlasted the wait; what could be copied
+     * was, but the log will not start over. */
     if (restart && (rc & 0xff) == SQLITE_BUSY)
-        rc = SQLITE_OK;
+        return DB_ERR_RETRY;
     return rc == SQLITE_OK ? DB_OK : fail(c, rc);
 }
 

@@ -368,8 +368,8 @@ enum {
 };
 
 /* A page of the pocket's listing fetched by a thread of its own, at the
- * process's listing rate, while the pass loads the ledger or writes the
- * corrections of the page before. */
+ * process's listing rate, while the pass writes the corrections of the page
+ * before. */
 struct page_ahead {
     struct app *app;
     const char *prefix;
@@ -423,10 +423,14 @@ static int reconcile_pocket(struct app *app, struct db_conn *c, const struct lea
     size_t n_rows = 0, at = 0, plen = strlen(prefix);
     int result = PASS_DB;
     struct page_ahead ahead;
-    page_start(&ahead, app, prefix, NULL);
-    bool waiting = true; /* ahead holds a page not yet taken */
+    bool waiting = false; /* ahead holds a page not yet taken */
+    /* The ledger before the listing: a listing at least as new as the rows
+     * read cannot take a key back to an older state (rows written after the
+     * listing: see keys_busy). */
     if (ledger_load(c, l->pocket_id, &rows, &n_rows) != DB_OK)
         goto out;
+    page_start(&ahead, app, prefix, NULL);
+    waiting = true;
     for (;;) {
         waiting = false;
         if (!page_wait(&ahead)) {

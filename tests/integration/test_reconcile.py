@@ -178,10 +178,10 @@ class ReconcileTest(unittest.TestCase):
         self.assertEqual(self.state(token, pocket)["reserved"], {"bytes": 0, "objects": 0})
 
     def test_pages_of_corrections(self):
-        """A pocket of 2,300 objects (three listing pages, the next one listed
-        while the one before is written): the first pass inserts every key; after
-        deletions and overwrites at the pages' edges and ghost rows between them,
-        the second pass leaves the ledger equal to S3, row by row."""
+        """A pocket of 2,300 objects (three listing pages, each listed while
+        the one before is written): the first pass inserts every key; after
+        deletions and overwrites at the pages' edges and ghost rows between
+        them, the second pass leaves the ledger equal to S3, row by row."""
         token, pocket, key = self.make_pocket(max_objects=5000)
         prefix = pocket["prefix"]
         names = ["k%04d" % i for i in range(2300)]
@@ -196,6 +196,7 @@ class ReconcileTest(unittest.TestCase):
         want = {name: (size(i), md5(b"x" * size(i)), 0) for i, name in enumerate(names)}
         total = sum(size(i) for i in range(len(names)))
         rep = self.reconcile(pocket)
+        self.assertEqual(rep["failed"], 0, rep)
         self.assertEqual(rep["corrections"][0]["keys"], 2300, rep)
         self.assertEqual(self.ledger(pocket), want)
         self.assertEqual(self.usage(token, pocket), (total, 2300))
@@ -204,16 +205,19 @@ class ReconcileTest(unittest.TestCase):
         for name in ("k0000", "k0999", "k1000", "k1999", "k2000", "k2299"):
             self.assertEqual(s3tool(s, "rm", prefix + name)[0], 0)
             want[name] = (0, None, 1)
-        for name in ("k0998", "k1001", "k2298"):
+        # the second pass's pages end at k1002 and k2004 (1000 keys each)
+        for name in ("k0998", "k1001", "k1002", "k1003", "k2004", "k2298"):
             self.assertEqual(s3_put_bytes(s, prefix + name, b"y" * 100), 0)
             want[name] = (100, md5(b"y" * 100), 0)
-        ghosts = ("k0999a", "k1000a", "k2299a", "zz")  # in the ledger, never in S3
+        # in the ledger, never in S3: between pages too
+        ghosts = ("k0999a", "k1000a", "k1002a", "k2004a", "k2299a", "zz")
         for name in ghosts:
             self.d.sql("INSERT INTO objects (pocket_id, key, size, etag, deleted, updated_at)"
                        " VALUES (%s, %s, 5, NULL, 0, 0)", (pocket["id"], name))
             want[name] = (0, None, 1)
         rep = self.reconcile(pocket)
-        self.assertEqual(rep["corrections"][0]["keys"], 6 + 3 + len(ghosts), rep)
+        self.assertEqual(rep["failed"], 0, rep)
+        self.assertEqual(rep["corrections"][0]["keys"], 6 + 6 + len(ghosts), rep)
         self.assertEqual(self.ledger(pocket), want)
         live = [v for v in want.values() if not v[2]]
         self.assertEqual(self.usage(token, pocket), (sum(v[0] for v in live), len(live)))
