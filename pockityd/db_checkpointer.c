@@ -18,10 +18,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "db_backend.h"
 #include "log.h"
+#include "monotime.h"
 
 #define CHECKPOINT_PAGES   1000 /* SQLite's own default threshold */
 #define RESTART_BACKOFF_MS 100  /* after readers outlasted a restart's wait */
@@ -36,15 +36,8 @@ struct db_checkpointer {
     bool stopping;     /* guarded by lock */
     atomic_bool asked; /* due or running: commits need not ask again */
     atomic_ulong rounds;
-    int64_t restart_after; /* the thread's: no restart before (mono_ms) */
+    int64_t restart_after; /* the thread's: no restart before (mono_ns) */
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A commit's report (any connection, any thread): the log holds pages. */
 static void on_commit(void *arg, int pages)
@@ -71,13 +64,13 @@ static void checkpoint(struct db_checkpointer *ck)
     const struct db_backend *be = ck->db->be;
     int left = 0;
     int rc = be->checkpoint(&ck->conn, false, &left);
-    bool restart = mono_ms() >= ck->restart_after;
+    bool restart = mono_ns() >= ck->restart_after;
     if (rc == DB_OK && (restart || left > 0)) {
         pthread_mutex_lock(&ck->db->writer);
         rc = be->checkpoint(&ck->conn, restart, &left);
         pthread_mutex_unlock(&ck->db->writer);
         if (restart && rc == DB_ERR_RETRY)
-            ck->restart_after = mono_ms() + RESTART_BACKOFF_MS;
+            ck->restart_after = mono_ns() + RESTART_BACKOFF_MS * 1000000;
     }
     if (rc != DB_OK && rc != DB_ERR_RETRY)
         log_warn("database checkpoint failed: %s", ck->conn.errmsg);

@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotime.h"
 #include "secret.h"
 
 #include <arpa/inet.h>
@@ -118,9 +119,7 @@ struct http_request {
 
 static uint64_t now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)mono_ns();
 }
 
 static int hexval(char c)

@@ -17,6 +17,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotime.h"
 #include "s3.h"
 #include "secret.h"
 #include "usage.h"
@@ -30,13 +31,6 @@
 
 static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t rate_next_ns; /* guarded by rate_lock: when the next page may start */
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void sleep_ms(int64_t ms)
 {

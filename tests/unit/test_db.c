@@ -22,37 +22,9 @@
 #include "migrations.h"
 #include "test_target.h"
 
-struct fixture {
-    struct target t;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    if (!f || target_make(&f->t, "db")) {
-        free(f);
-        return -1;
-    }
-    char err[256];
-    int rc = db_open(f->t.url, NULL, &f->db, err, sizeof(err));
-    if (rc) {
-        fprintf(stderr, "db_open: %s: %s\n", db_strerror(rc), err);
-        target_drop(&f->t);
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    db_close(f->db);
-    target_drop(&f->t);
-    free(f);
-    return 0;
+    return db_fixture_setup(state, "db");
 }
 
 /* Create a user, and a pocket on a tier of max_bytes, used_bytes already used. */
@@ -93,7 +65,7 @@ static int64_t count_rows(struct db_conn *c, const char *sql)
 
 static void test_migrations(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     assert_int_equal(count_rows(c, "SELECT COUNT(*) FROM schema_migrations"), migrations_latest());
@@ -119,7 +91,7 @@ static void test_migrations(void **state)
 
 static void test_newer_schema_refused(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     assert_int_equal(db_exec(c,
@@ -186,7 +158,7 @@ static void test_concurrent_open(void **state)
 
 static void test_params_roundtrip(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     assert_int_equal(
@@ -300,7 +272,7 @@ static void test_params_roundtrip(void **state)
 /* Array parameters: a batch of rows in one statement, spelled per engine. */
 static void test_array_params(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     bool pg = db_conn_dialect(c) == DB_POSTGRES;
@@ -384,7 +356,7 @@ static void test_array_params(void **state)
 
 static void test_bad_statements(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     struct db_result *res = (struct db_result *)&res; /* must be reset to NULL */
@@ -418,7 +390,7 @@ static void test_bad_statements(void **state)
 
 static void test_constraints(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pocket(c, "p1", 100, 0);
@@ -498,7 +470,7 @@ static int tx_nothing(struct db_conn *c, void *arg)
 
 static void test_transactions(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     const char *ins = "INSERT INTO users (id, email, name, password_hash, created_at, updated_at)"
@@ -580,7 +552,7 @@ static int retry_counter(struct db_conn *c, void *arg)
 
 static void test_transact_retries(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     int calls = 0;
     assert_int_equal(db_transact(f->db, retry_counter, &calls), DB_OK);
     assert_int_equal(calls, 3);
@@ -639,7 +611,7 @@ static void *group_thread_main(void *arg)
 
 static void test_transact_group(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     /* a pool as large as the callers, so that they all queue at once */
     db_close(f->db);
     char err[256];
@@ -704,7 +676,7 @@ static void *wal_thread_main(void *arg)
 
 static void test_wal_bounded(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     memset(wal_value, 'w', WAL_VALUE);
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
@@ -738,7 +710,7 @@ static void test_wal_bounded(void **state)
 
 static void test_reservation(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pocket(c, "p1", 100, 40);
@@ -812,7 +784,7 @@ static void *race_thread(void *arg)
 
 static void test_reservation_race(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pocket(c, "race", RACE_LIMIT, 0);
@@ -857,7 +829,7 @@ static void *release_later(void *arg)
 
 static void test_pool_exhaustion(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_options opt = {.pool_size = 2, .acquire_timeout_ms = 300};
     struct db *db;
     char err[256];
@@ -890,7 +862,7 @@ static void test_pool_exhaustion(void **state)
 
 static void test_result_cap_and_accessors(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_options opt = {.pool_size = 1, .max_result_bytes = 1024};
     struct db *db;
     char err[256];
@@ -945,7 +917,7 @@ static void test_result_cap_and_accessors(void **state)
  * reset when it is next acquired. */
 static void test_pg_reconnect(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_options opt = {.pool_size = 1};
     struct db *db;
     char err[256];
@@ -1030,7 +1002,7 @@ static void test_strerror(void **state)
     assert_null(db_acquire(NULL));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, db_fixture_teardown)
 
 int main(void)
 {

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
+
 enum backend g_backend;
 const char *g_pg_url;
 static int counter;
@@ -74,4 +76,32 @@ void target_drop(struct target *t)
     } else {
         pg_admin("DROP SCHEMA IF EXISTS %s CASCADE", t->schema);
     }
+}
+
+int db_fixture_setup(void **state, const char *name)
+{
+    struct db_fixture *f = calloc(1, sizeof(*f));
+    if (!f || target_make(&f->t, name)) {
+        free(f);
+        return -1;
+    }
+    char err[256];
+    int rc = db_open(f->t.url, NULL, &f->db, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "db_open: %s: %s\n", db_strerror(rc), err);
+        target_drop(&f->t);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+int db_fixture_teardown(void **state)
+{
+    struct db_fixture *f = *state;
+    db_close(f->db);
+    target_drop(&f->t);
+    free(f);
+    return 0;
 }

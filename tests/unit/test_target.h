@@ -4,6 +4,8 @@
 #ifndef POCKITY_TEST_TARGET_H
 #define POCKITY_TEST_TARGET_H
 
+struct db;
+
 enum backend {
     BK_SQLITE,
     BK_PG
@@ -28,5 +30,17 @@ int pg_admin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int target_make(struct target *t, const char *name);
 /* Remove what target_make made. */
 void target_drop(struct target *t);
+
+/* A cmocka fixture: a fresh target, open through the layer under test. */
+struct db_fixture {
+    struct target t;
+    struct db *db;
+};
+
+/* Make and open a target named after name into a new fixture in *state.
+ * 0 or -1. */
+int db_fixture_setup(void **state, const char *name);
+/* Close and drop the fixture in *state. */
+int db_fixture_teardown(void **state);
 
 #endif

@@ -16,37 +16,9 @@
 #include "test_target.h"
 #include "usage.h"
 
-struct fixture {
-    struct target t;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    if (!f || target_make(&f->t, "usage")) {
-        free(f);
-        return -1;
-    }
-    char err[256];
-    int rc = db_open(f->t.url, NULL, &f->db, err, sizeof(err));
-    if (rc) {
-        fprintf(stderr, "db_open: %s: %s\n", db_strerror(rc), err);
-        target_drop(&f->t);
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    db_close(f->db);
-    target_drop(&f->t);
-    free(f);
-    return 0;
+    return db_fixture_setup(state, "usage");
 }
 
 /* Pockets "b0".."b<n-1>" (the batch's) and "r0".. (the reference's), with
@@ -156,7 +128,7 @@ static const char *const etags[] = {"\"e1\"", "\"e2\"", "\"e3\""};
  * one-by-one path leaves its twin pocket, and reports the same per change. */
 static void test_batch_matches_one_by_one(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pockets(c, N_POCKETS);
@@ -235,7 +207,7 @@ static void test_batch_matches_one_by_one(void **state)
  * reports and the rows it leaves, row by row. */
 static void test_batch_page(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pockets(c, 1);
@@ -292,7 +264,7 @@ static void test_batch_page(void **state)
 /* Pockets found by prefix, the unknown ones left "". */
 static void test_lock_prefixes(void **state)
 {
-    struct fixture *f = *state;
+    struct db_fixture *f = *state;
     struct db_conn *c = db_acquire(f->db);
     assert_non_null(c);
     make_pockets(c, 2);
@@ -309,7 +281,7 @@ static void test_lock_prefixes(void **state)
     db_release(c);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, db_fixture_teardown)
 
 int main(void)
 {
