@@ -913,7 +913,8 @@ static long mem_read(void *arg, uint64_t offset, void *buf, size_t n)
     size_t left = m->len - (size_t)offset;
     if (n > left)
         n = left;
-    memcpy(buf, (char *)m->data + offset, n);
+    if (n) /* data may be NULL when len is 0 */
+        memcpy(buf, (char *)m->data + offset, n);
     return (long)n;
 }
 

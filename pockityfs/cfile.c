@@ -1,5 +1,5 @@
 /* cfile: sparse local copies of objects, filled block by block with ranged
- * GETs, and the LRU budget of the data cache. */
+ * GETs, small new files in memory, and the LRU budget of the data cache. */
 #include "cfile.h"
 
 #include <errno.h>
@@ -82,18 +82,19 @@ void cache_release(struct cache *c)
 /* With c->lock held. */
 static void lru_unlink(struct cache *c, struct cfile *cf)
 {
-    if (!cf->in_lru)
+    struct lru *l = cf->in_lru;
+    if (!l)
         return;
     if (cf->prev)
         cf->prev->next = cf->next;
     else
-        c->head = cf->next;
+        l->head = cf->next;
     if (cf->next)
         cf->next->prev = cf->prev;
     else
-        c->tail = cf->prev;
+        l->tail = cf->prev;
     cf->prev = cf->next = NULL;
-    cf->in_lru = 0;
+    cf->in_lru = NULL;
     c->used -= cf->counted;
     cf->counted = 0;
 }
@@ -104,29 +105,72 @@ static uint64_t present_bytes(const struct cfile *cf)
     return b < cf->size ? b : cf->size;
 }
 
-/* Put a clean cfile at the head of the LRU with its present bytes counted. */
+/* Put a clean cfile at the head of its LRU with its present bytes counted. */
 static void lru_touch(struct cache *c, struct cfile *cf)
 {
     pthread_mutex_lock(&c->lock);
     lru_unlink(c, cf);
     if (!cf->dirty) {
+        struct lru *l = cf->in_mem ? &c->mems : &c->files;
         cf->counted = present_bytes(cf);
         c->used += cf->counted;
-        cf->next = c->head;
-        if (c->head)
-            c->head->prev = cf;
-        c->head = cf;
-        if (!c->tail)
-            c->tail = cf;
-        cf->in_lru = 1;
+        cf->next = l->head;
+        if (l->head)
+            l->head->prev = cf;
+        l->head = cf;
+        if (!l->tail)
+            l->tail = cf;
+        cf->in_lru = l;
     }
     pthread_mutex_unlock(&c->lock);
+}
+
+/* Give back the memory of an in-memory cfile. With c->lock held. */
+static void mem_free(struct cache *c, struct cfile *cf)
+{
+    c->mem -= cf->mem_cap;
+    free(cf->mem);
+    cf->mem = NULL;
+    cf->mem_cap = 0;
+}
+
+/* Make room for size bytes in an in-memory cfile, zero-filling beyond its
+ * current size. -ENOSPC: it must move to a local file (too large, the
+ * budget is spent, or no memory). */
+static int mem_reserve(struct cache *c, struct cfile *cf, uint64_t size)
+{
+    if (size > CFILE_MEM_MAX)
+        return -ENOSPC;
+    if (size > cf->mem_cap) {
+        size_t cap = cf->mem_cap ? cf->mem_cap : 4096;
+        while (cap < size)
+            cap *= 2;
+        pthread_mutex_lock(&c->lock);
+        int ok = c->mem + (cap - cf->mem_cap) <= CACHE_MEM_MAX;
+        char *m = ok ? realloc(cf->mem, cap) : NULL;
+        if (m) {
+            c->mem += cap - cf->mem_cap;
+            cf->mem = m;
+            cf->mem_cap = cap;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (!m)
+            return -ENOSPC;
+    }
+    if (size > cf->size)
+        memset(cf->mem + cf->size, 0, (size_t)(size - cf->size));
+    return 0;
+}
+
+static void local_path(const struct cache *c, const struct cfile *cf, char path[PATH_MAX + 64])
+{
+    snprintf(path, PATH_MAX + 64, "%s/%s", c->dir, cf->name);
 }
 
 static int open_local(struct cache *c, struct cfile *cf, int flags)
 {
     char path[PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
+    local_path(c, cf, path);
     int fd = open(path, O_RDWR | O_CLOEXEC | flags, 0600);
     if (fd < 0) {
         int e = errno;
@@ -136,8 +180,47 @@ static int open_local(struct cache *c, struct cfile *cf, int flags)
     return fd;
 }
 
+/* Move an in-memory cfile's content to a new local file. */
+static int spill(struct cache *c, struct cfile *cf)
+{
+    int fd = open_local(c, cf, O_CREAT | O_TRUNC);
+    if (fd < 0)
+        return fd;
+    size_t done = 0;
+    while (done < cf->size) {
+        ssize_t n = pwrite(fd, cf->mem + done, (size_t)cf->size - done, (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            log_error("cannot write the cache file '%s': %s", cf->name, strerror(e));
+            close(fd);
+            char path[PATH_MAX + 64];
+            local_path(c, cf, path);
+            unlink(path);
+            return -e;
+        }
+        done += (size_t)n;
+    }
+    pthread_mutex_lock(&c->lock);
+    struct lru *was = cf->in_lru;
+    lru_unlink(c, cf);
+    mem_free(c, cf);
+    pthread_mutex_unlock(&c->lock);
+    cf->in_mem = 0;
+    cf->fd = fd;
+    if (was)
+        lru_touch(c, cf);
+    return 0;
+}
+
 int cfile_fd(struct cache *c, struct cfile *cf)
 {
+    if (cf->in_mem) {
+        int rc = spill(c, cf);
+        if (rc)
+            return rc;
+    }
     if (cf->fd < 0)
         cf->fd = open_local(c, cf, 0);
     return cf->fd;
@@ -173,11 +256,16 @@ int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const 
         return -ENOMEM;
     pthread_mutex_lock(&c->lock);
     uint64_t seq = ++c->seq;
+    cf->in_mem = remote_size == 0 && c->mem < CACHE_MEM_MAX;
     pthread_mutex_unlock(&c->lock);
     cf->id = seq;
     snprintf(cf->name, sizeof(cf->name), "f%lld-%ld-%llu", c->run, (long)getpid(),
              (unsigned long long)seq);
     snprintf(cf->etag, sizeof(cf->etag), "%s", etag ? etag : "");
+    if (cf->in_mem) {
+        *out = cf;
+        return 0;
+    }
     int fd = open_local(c, cf, O_CREAT | O_TRUNC);
     if (fd < 0) {
         cfile_free(c, cf, 0);
@@ -219,24 +307,46 @@ int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct c
     return 0;
 }
 
+int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint64_t size,
+                    struct cfile **out)
+{
+    struct cfile *cf = NULL;
+    int rc = cfile_new(c, owner, 0, "", &cf);
+    long n = rc ? rc : cfile_write(c, cf, NULL, 0, data, (size_t)size);
+    if (n < 0 || (uint64_t)n != size) {
+        cfile_free(c, cf, 1);
+        return n < 0 ? (int)n : -EIO;
+    }
+    cf->journaled = 1;
+    *out = cf;
+    return 0;
+}
+
+/* Free cf (off its list first), with c->lock held. */
+static void destroy(struct cache *c, struct cfile *cf, int remove_file)
+{
+    lru_unlink(c, cf);
+    if (cf->fd >= 0)
+        close(cf->fd);
+    if (remove_file && !cf->in_mem && cf->name[0]) {
+        char path[PATH_MAX + 64];
+        local_path(c, cf, path);
+        unlink(path);
+    }
+    mem_free(c, cf);
+    free(cf->bits);
+    free(cf->busy);
+    free(cf->resv_path);
+    free(cf);
+}
+
 void cfile_free(struct cache *c, struct cfile *cf, int remove_file)
 {
     if (!cf)
         return;
     pthread_mutex_lock(&c->lock);
-    lru_unlink(c, cf);
+    destroy(c, cf, remove_file);
     pthread_mutex_unlock(&c->lock);
-    if (cf->fd >= 0)
-        close(cf->fd);
-    if (remove_file && cf->name[0]) {
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
-        unlink(path);
-    }
-    free(cf->bits);
-    free(cf->busy);
-    free(cf->resv_path);
-    free(cf);
 }
 
 /* GET blocks [b0, b1) of the object into the local file. */
@@ -347,7 +457,7 @@ void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t sta
             cf->ra_sched = b0; /* what did not land may be asked again */
     }
     int same = !cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0;
-    if (data && gen == cf->gen && same && cfile_fd(c, cf) >= 0) {
+    if (data && gen == cf->gen && same && !cf->in_mem && cfile_fd(c, cf) >= 0) {
         size_t before = cf->npresent;
         for (size_t b = b0; b < b1 && b < cf->nblocks; b++) {
             if (bit_get(cf, b))
@@ -393,6 +503,12 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
         return 0;
     if (len > cf->size - off)
         len = (size_t)(cf->size - off);
+    if (cf->in_mem) {
+        memcpy(buf, cf->mem + off, len);
+        if (!cf->dirty && !cf->in_lru)
+            lru_touch(c, cf);
+        return (long)len;
+    }
     int fd = cfile_fd(c, cf);
     if (fd < 0)
         return fd;
@@ -463,16 +579,37 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     return (long)len;
 }
 
+/* A write of len bytes covering blocks [first, last) landed; the size is
+ * now size. */
+static long wrote(struct cache *c, struct cfile *cf, size_t first, size_t last, uint64_t size,
+                  size_t len)
+{
+    for (size_t b = first; b < last && b < cf->nblocks; b++)
+        bit_set(cf, b);
+    cf->size = size;
+    cfile_set_dirty(c, cf);
+    cf->last_write = inode_now();
+    return (long)len;
+}
+
 long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
                  const char *buf, size_t len)
 {
     if (len == 0)
         return 0;
+    size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
+    if (cf->in_mem) {
+        /* everything is present: nothing to fetch */
+        uint64_t size = off + len > cf->size ? off + len : cf->size;
+        if (off + len >= off && mem_reserve(c, cf, size) == 0) {
+            memcpy(cf->mem + off, buf, len);
+            return wrote(c, cf, first, last, size, len);
+        }
+    }
     int fd = cfile_fd(c, cf);
     if (fd < 0)
         return fd;
     /* blocks the write covers whole need no fetch; partial ones do */
-    size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
     for (size_t b = first; b < last && b < cf->nblocks; b++) {
         if (bit_get(cf, b))
             continue;
@@ -495,22 +632,18 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
         }
         done += (size_t)n;
     }
-    for (size_t b = first; b < last && b < cf->nblocks; b++)
-        bit_set(cf, b);
-    if (off + len > cf->size)
-        cf->size = off + len;
-    cfile_set_dirty(c, cf);
-    cf->last_write = inode_now();
-    return (long)len;
+    return wrote(c, cf, first, last, off + len > cf->size ? off + len : cf->size, len);
 }
 
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
 {
-    int fd = cfile_fd(c, cf);
-    if (fd < 0)
-        return fd;
-    if (ftruncate(fd, (off_t)size) != 0)
-        return -errno;
+    if (!cf->in_mem || (size > cf->size && mem_reserve(c, cf, size) != 0)) {
+        int fd = cfile_fd(c, cf);
+        if (fd < 0)
+            return fd;
+        if (ftruncate(fd, (off_t)size) != 0)
+            return -errno;
+    }
     if (size < cf->remote_size) {
         gen_bump(cf);
         cf->remote_size = size;
@@ -591,18 +724,8 @@ static int evict(struct cache *c, struct cfile *cf)
 {
     struct inode *in = cf->owner;
     if (in->opens == 0) {
-        lru_unlink(c, cf);
         in->cf = NULL;
-        /* cfile_free would take c->lock again */
-        if (cf->fd >= 0)
-            close(cf->fd);
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof(path), "%s/%s", c->dir, cf->name);
-        unlink(path);
-        free(cf->bits);
-        free(cf->busy);
-        free(cf->resv_path);
-        free(cf);
+        destroy(c, cf, 1);
         return 1;
     }
     if (cf->fd < 0)
@@ -623,11 +746,21 @@ static int evict(struct cache *c, struct cfile *cf)
     return 0;
 }
 
-void cache_trim(struct cache *c)
+static int over_limit(const struct cache *c)
 {
-    pthread_mutex_lock(&c->lock);
-    struct cfile *cf = c->tail;
-    while (c->used > c->limit && cf) {
+    return c->used > c->limit;
+}
+
+static int over_memory(const struct cache *c)
+{
+    return c->mem > CACHE_MEM_MAX / 2; /* room for new small files */
+}
+
+/* Evict from the tail of l while over(c). With c->lock held. */
+static void trim(struct cache *c, struct lru *l, int (*over)(const struct cache *))
+{
+    struct cfile *cf = l->tail;
+    while (over(c) && cf) {
         struct cfile *prev = cf->prev;
         struct inode *in = cf->owner;
         if (pthread_mutex_trylock(&in->lock) == 0) {
@@ -637,5 +770,13 @@ void cache_trim(struct cache *c)
         }
         cf = prev;
     }
+}
+
+void cache_trim(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    trim(c, &c->files, over_limit);
+    trim(c, &c->mems, over_limit);
+    trim(c, &c->mems, over_memory);
     pthread_mutex_unlock(&c->lock);
 }

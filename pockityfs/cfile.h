@@ -3,7 +3,10 @@
  * and the data cache: a byte budget over the clean cfiles, trimmed least
  * recently used first. Writes go to the local file; blocks a write touches
  * partially are fetched first, so uploading only needs the blocks not yet
- * present. Unless said otherwise the caller holds the owning inode's lock. */
+ * present. A file the mount creates starts in memory instead (no local
+ * file, whose creation is most of the cost of a small file): it moves to a
+ * local file once it outgrows CFILE_MEM_MAX or the memory budget. Unless
+ * said otherwise the caller holds the owning inode's lock. */
 #ifndef POCKITYFS_CFILE_H
 #define POCKITYFS_CFILE_H
 
@@ -14,26 +17,38 @@
 
 #include "s3.h"
 
-#define CFILE_BLOCK  (1u << 20)
-#define CFILE_RA_MAX (32u << 20) /* largest read-ahead */
+#define CFILE_BLOCK   (1u << 20)
+#define CFILE_RA_MAX  (32u << 20) /* largest read-ahead */
+#define CFILE_MEM_MAX (64u << 10) /* largest content held in memory */
+#define CACHE_MEM_MAX (16u << 20) /* memory of all in-memory contents */
 
 struct inode;
 struct readahead;
 
+/* A list of clean cfiles, most recently used first. */
+struct lru {
+    struct cfile *head, *tail;
+};
+
 struct cache {
-    pthread_mutex_t lock; /* guards used, head, tail, seq and each cfile's lru fields */
+    pthread_mutex_t lock; /* guards used, mem, the lists, seq and each cfile's lru fields */
     uint64_t limit;       /* bytes of clean data kept */
     uint64_t used;
-    struct cfile *head, *tail; /* most recently used first */
-    char dir[PATH_MAX];        /* where the local files live */
+    uint64_t mem;       /* bytes allocated by in-memory cfiles, at most CACHE_MEM_MAX */
+    struct lru files;   /* clean cfiles with a local file */
+    struct lru mems;    /* clean in-memory cfiles */
+    char dir[PATH_MAX]; /* where the local files live */
     uint64_t seq;
     long long run; /* start time: local file names never repeat across runs */
 };
 
 struct cfile {
     struct inode *owner;  /* constant */
-    int fd;               /* -1 while closed (idle) */
+    int fd;               /* -1 while closed (idle), and in memory */
     char name[48];        /* file name inside cache->dir */
+    int in_mem;           /* the content is mem[0, size): no local file */
+    char *mem;            /* NULL while in_mem with nothing allocated */
+    size_t mem_cap;       /* allocated, counted in cache->mem */
     uint64_t size;        /* logical size */
     uint64_t remote_size; /* bytes [0, remote_size) not present come from the object */
     char etag[S3_ETAG_MAX];
@@ -59,8 +74,8 @@ struct cfile {
     char *resv_path;
     int queued; /* in the flusher's upload queue */
     /* guarded by cache->lock */
-    int in_lru;
-    uint64_t counted; /* bytes counted in cache->used */
+    struct lru *in_lru; /* the list it is on, or NULL */
+    uint64_t counted;   /* bytes counted in cache->used */
     struct cfile *prev, *next;
 };
 
@@ -80,13 +95,19 @@ void cache_release(struct cache *c);
 void cache_trim(struct cache *c);
 
 /* A new cfile for the object (remote_size bytes, etag) with nothing
- * present. Returns 0 or -errno. */
+ * present; in memory when remote_size is 0 and the budget allows. Returns 0
+ * or -errno. */
 int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
               struct cfile **out);
 
 /* A cfile over an existing local file holding the whole content (a
  * journaled upload found at start-up), dirty and journaled. */
 int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct cfile **out);
+
+/* An in-memory cfile holding a copy of data[0, size) (a journaled upload
+ * found at start-up), dirty and journaled. */
+int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint64_t size,
+                    struct cfile **out);
 
 /* Free; remove_file also deletes the local file. NULL is fine. */
 void cfile_free(struct cache *c, struct cfile *cf, int remove_file);
@@ -105,7 +126,8 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size);
 /* Fetch every block not yet present (before an upload). Returns 0 or -errno. */
 int cfile_fill(struct cfile *cf, const struct cfile_src *src);
 
-/* The open descriptor of the local file (opened when idle). -errno on failure. */
+/* The open descriptor of the local file (opened when idle; an in-memory
+ * cfile moves to a local file first). -errno on failure. */
 int cfile_fd(struct cache *c, struct cfile *cf);
 
 /* Mark the content dirty (not counted in the budget) or clean after an

@@ -18,8 +18,8 @@ struct journal {
 };
 
 static const char *const put_sql = "INSERT OR REPLACE INTO pending"
-                                   " (path, file, size, mode, uid, gid, mtime, updated)"
-                                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+                                   " (path, file, size, mode, uid, gid, mtime, updated, data)"
+                                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 static const char *const remove_sql = "DELETE FROM pending WHERE path = ?1";
 
 static const char *const schema =
@@ -28,7 +28,18 @@ static const char *const schema =
         "CREATE TABLE IF NOT EXISTS pending ("
         " path TEXT PRIMARY KEY, file TEXT NOT NULL, size INTEGER NOT NULL,"
         " mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
-        " mtime INTEGER NOT NULL, updated INTEGER NOT NULL);";
+        " mtime INTEGER NOT NULL, updated INTEGER NOT NULL, data BLOB);";
+
+/* Journals written before rows could hold the content lack its column. */
+static int add_data_column(sqlite3 *db, char **msg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT data FROM pending LIMIT 0", -1, &st, NULL);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK)
+        return rc;
+    return sqlite3_exec(db, "ALTER TABLE pending ADD COLUMN data BLOB", NULL, NULL, msg);
+}
 
 int journal_open(const char *path, struct journal **out, char *err, size_t errlen)
 {
@@ -44,6 +55,8 @@ int journal_open(const char *path, struct journal **out, char *err, size_t errle
         sqlite3_busy_timeout(j->db, 5000);
         rc = sqlite3_exec(j->db, schema, NULL, NULL, &msg);
     }
+    if (rc == SQLITE_OK)
+        rc = add_data_column(j->db, &msg);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(j->db, put_sql, -1, &j->put, NULL);
     if (rc == SQLITE_OK)
@@ -101,6 +114,8 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable)
     sqlite3_bind_int64(st, 6, e->gid);
     sqlite3_bind_int64(st, 7, e->mtime);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
+    if (!e->file[0])
+        sqlite3_bind_blob64(st, 9, e->data ? e->data : "", e->data ? e->size : 0, SQLITE_STATIC);
     int rc = step_done(j, st, "record a pending upload");
     if (durable)
         sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
@@ -122,6 +137,7 @@ void journal_entries_free(struct journal_entry *e, size_t n)
     for (size_t i = 0; e && i < n; i++) {
         free(e[i].path);
         free(e[i].file);
+        free(e[i].data);
     }
     free(e);
 }
@@ -136,7 +152,7 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
     *n = 0;
     pthread_mutex_lock(&j->lock);
     if (sqlite3_prepare_v2(j->db,
-                           "SELECT path, file, size, mode, uid, gid, mtime FROM pending"
+                           "SELECT path, file, size, mode, uid, gid, mtime, data FROM pending"
                            " ORDER BY updated, rowid",
                            -1, &st, NULL) != SQLITE_OK) {
         log_error("journal: %s", sqlite3_errmsg(j->db));
@@ -171,6 +187,16 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
         e->uid = (uid_t)sqlite3_column_int64(st, 4);
         e->gid = (gid_t)sqlite3_column_int64(st, 5);
         e->mtime = sqlite3_column_int64(st, 6);
+        if (!e->file[0]) { /* the content is in the row */
+            const void *data = sqlite3_column_blob(st, 7);
+            e->size = (uint64_t)sqlite3_column_bytes(st, 7);
+            if (e->size && !(e->data = malloc(e->size))) {
+                rc = -ENOMEM;
+                break;
+            }
+            if (e->size)
+                memcpy(e->data, data, e->size);
+        }
     }
     if (rc == 0 && s != SQLITE_DONE) {
         log_error("journal: cannot list pending uploads: %s", sqlite3_errmsg(j->db));

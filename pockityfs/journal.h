@@ -1,6 +1,7 @@
 /* journal: the pending-upload journal of a mount, an SQLite database in the
  * cache folder (WAL). A row names a path of the pocket whose newest content
- * sits in a local file and is not in S3 yet: written when close hands the
+ * is not in S3 yet and holds that content (a small file kept in memory) or
+ * names the local file that does: written when close hands the
  * file to the background uploads (it survives a kill -9 of the mount), made
  * durable on disk before the failure of an upload is reported, and removed
  * once the content is in S3 (or the file is deleted). Thread-safe. */
@@ -15,7 +16,8 @@ struct journal;
 
 struct journal_entry {
     char *path; /* relative to the pocket prefix */
-    char *file; /* name of the data file inside the cache folder's files/ */
+    char *file; /* name of the data file inside the cache folder's files/, */
+    void *data; /* or "" with the content here: size bytes (NULL when 0) */
     uint64_t size;
     mode_t mode;
     uid_t uid;

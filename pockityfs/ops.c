@@ -325,10 +325,10 @@ static int cached_body(struct fs *fs, struct inode *in, struct upload_body *body
         cf->size != (uint64_t)in->st.st_size || cf->npresent != cf->nblocks ||
         cf->remote_size != cf->size || strcmp(cf->etag, in->etag) != 0)
         return 0;
-    int fd = cfile_fd(&fs->cache, cf);
-    if (fd < 0)
+    int fd = cf->in_mem ? -1 : cfile_fd(&fs->cache, cf);
+    if (fd < 0 && !cf->in_mem)
         return 0;
-    *body = (struct upload_body){.fd = fd, .size = cf->size};
+    *body = (struct upload_body){.fd = fd, .data = cf->mem, .size = cf->size};
     return 1;
 }
 

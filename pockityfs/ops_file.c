@@ -71,20 +71,30 @@ static const char *resv_take(struct fs *fs, struct cfile *cf, const char *path, 
     return id;
 }
 
+/* The journal row of in's pending content at path: the content itself
+ * when it is in memory, else the name of its local file. */
+static struct journal_entry pending_entry(const struct inode *in, const char *path)
+{
+    const struct cfile *cf = in->cf;
+    return (struct journal_entry){.path = (char *)path,
+                                  .file = cf->in_mem ? "" : (char *)cf->name,
+                                  .data = cf->in_mem ? cf->mem : NULL,
+                                  .size = cf->size,
+                                  .mode = in->st.st_mode,
+                                  .uid = in->st.st_uid,
+                                  .gid = in->st.st_gid,
+                                  .mtime = in->st.st_mtim.tv_sec};
+}
+
 /* An upload of in failed with rc: keep the data, durable on disk and in the
- * journal, and let the flusher retry it. */
+ * journal, and let the flusher retry it. fd: the local file's descriptor
+ * (-1 in memory). */
 static void keep_pending(struct fs *fs, struct inode *in, const char *path, int fd, int local,
                          int rc)
 {
     struct cfile *cf = in->cf;
-    struct journal_entry e = {.path = (char *)path,
-                              .file = cf->name,
-                              .size = cf->size,
-                              .mode = in->st.st_mode,
-                              .uid = in->st.st_uid,
-                              .gid = in->st.st_gid,
-                              .mtime = in->st.st_mtim.tv_sec};
-    if (fd >= 0 && fdatasync(fd) == 0 && journal_put(fs->journal, &e, 1) == 0) {
+    struct journal_entry e = pending_entry(in, path);
+    if ((cf->in_mem || (fd >= 0 && fdatasync(fd) == 0)) && journal_put(fs->journal, &e, 1) == 0) {
         cf->journaled = 1;
         inode_set_flags(&fs->inodes, in, 1, local);
         flusher_note(fs->flusher, in);
@@ -113,9 +123,10 @@ int ops_sync(struct fs *fs, struct inode *in)
     int local = inode_is_local(&fs->inodes, in);
     rc = src_of(fs, in, key, &src);
     int refused = rc ? 0 : remote_write_check(fs->remote);
-    int fd = rc ? rc : cfile_fd(&fs->cache, cf);
-    if (fd < 0)
+    int fd = -1;
+    if (!rc && !cf->in_mem && (fd = cfile_fd(&fs->cache, cf)) < 0)
         rc = fd;
+    int at_hand = !rc; /* the content: a failure below keeps it pending */
     if (!rc)
         rc = cfile_fill(cf, &src);
     if (!rc && refused)
@@ -124,7 +135,7 @@ int ops_sync(struct fs *fs, struct inode *in)
     struct stat st = in->st;
     st.st_size = (off_t)cf->size;
     if (!rc) {
-        struct upload_body body = {.fd = fd, .size = cf->size};
+        struct upload_body body = {.fd = fd, .data = cf->mem, .size = cf->size};
         rc = upload_put_reserved(fs, path, &body, &st, resv_take(fs, cf, path, id), etag);
     }
     if (!rc) {
@@ -135,7 +146,7 @@ int ops_sync(struct fs *fs, struct inode *in)
         inode_set_flags(&fs->inodes, in, 0, 0);
         if (local)
             ops_dir_changed(fs, path);
-    } else if (fd >= 0) {
+    } else if (at_hand) {
         keep_pending(fs, in, path, fd, local, rc);
     }
     free(path);
@@ -158,8 +169,8 @@ static int close_sync(struct fs *fs, struct inode *in)
     if (rc)
         return ops_sync(fs, in); /* unlinked (nothing to do) or out of memory */
     int local = inode_is_local(&fs->inodes, in);
-    int fd = cfile_fd(&fs->cache, cf);
-    if (fd < 0) {
+    int fd = cf->in_mem ? -1 : cfile_fd(&fs->cache, cf);
+    if (fd < 0 && !cf->in_mem) {
         free(path);
         return fd;
     }
@@ -185,13 +196,7 @@ static int close_sync(struct fs *fs, struct inode *in)
         if (!cf->resv_path)
             ops_resv_drop(fs, cf);
     }
-    struct journal_entry e = {.path = path,
-                              .file = cf->name,
-                              .size = cf->size,
-                              .mode = in->st.st_mode,
-                              .uid = in->st.st_uid,
-                              .gid = in->st.st_gid,
-                              .mtime = in->st.st_mtim.tv_sec};
+    struct journal_entry e = pending_entry(in, path);
     if (journal_put(fs->journal, &e, 0) != 0) {
         free(path);
         return ops_sync(fs, in); /* cannot journal: upload now */
@@ -497,27 +502,30 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
 {
     char file[PATH_MAX + 64];
     snprintf(file, sizeof(file), "%s/%s", fs->cache.dir, e->file);
-    int fd = open(file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    int fd = -1;
+    struct upload_body body = {.fd = -1, .data = e->data, .size = e->size};
+    if (e->file[0] && (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
         log_error("pending upload of '%s' lost its cache file '%s': %s", e->path, file,
                   strerror(errno));
         journal_remove(fs->journal, e->path);
         return 0;
     }
     struct stat fst;
-    fstat(fd, &fst);
+    if (fd >= 0 && fstat(fd, &fst) == 0)
+        body = (struct upload_body){.fd = fd, .size = (uint64_t)fst.st_size};
     struct stat st = {0};
     st.st_mode = e->mode;
     st.st_uid = e->uid;
     st.st_gid = e->gid;
     st.st_mtim.tv_sec = (time_t)e->mtime;
-    struct upload_body body = {.fd = fd, .size = (uint64_t)fst.st_size};
     int rc = upload_put(fs, e->path, 0, &body, &st, NULL);
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     if (!rc) {
         log_info("uploaded pending '%s' (%llu bytes)", e->path, (unsigned long long)body.size);
         journal_remove(fs->journal, e->path);
-        unlink(file);
+        if (fd >= 0)
+            unlink(file);
         return 0;
     }
     log_warn("pending '%s' still not uploaded: %s", e->path, strerror(-rc));
@@ -525,7 +533,8 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
     if (!in)
         return 1;
     pthread_mutex_lock(&in->lock);
-    if (!in->cf && cfile_adopt(&fs->cache, in, e->file, &in->cf) == 0) {
+    if (!in->cf && (e->file[0] ? cfile_adopt(&fs->cache, in, e->file, &in->cf)
+                               : cfile_adopt_mem(&fs->cache, in, e->data, e->size, &in->cf)) == 0) {
         st.st_nlink = 1;
         st.st_size = (off_t)in->cf->size;
         st.st_blksize = 4096;

@@ -13,7 +13,8 @@
  *                                          prefix-scoped session policy
  *
  * Settings from the environment as for tests/tools/s3tool (POCKITY_S3_ENDPOINT,
- * _REGION, _BUCKET, _ACCESS_KEY, _SECRET_KEY). Prints one line
+ * _REGION, _BUCKET, _ACCESS_KEY, _SECRET_KEY; _SESSION_TOKEN with STS
+ * credentials, e.g. a mount's from POST /v1/session). Prints one line
  * "RESULT name=value ..." on success (seconds with 3 decimals); exit 1 on failure
  * with "error: ..." on stderr, 2 on bad usage. */
 #include <errno.h>
@@ -524,6 +525,7 @@ int main(int argc, char **argv)
             .bucket = getenv("POCKITY_S3_BUCKET"),
             .access_key = getenv("POCKITY_S3_ACCESS_KEY"),
             .secret_key = getenv("POCKITY_S3_SECRET_KEY"),
+            .session_token = getenv("POCKITY_S3_SESSION_TOKEN"),
             .max_retries = 3,
             .request_timeout_ms = 120000,
     };

@@ -1,4 +1,5 @@
-/* Unit tests of pockityfs/journal: rows survive reopening, replace, remove. */
+/* Unit tests of pockityfs/journal: rows survive reopening, replace, remove;
+ * rows holding the content; journals from before content rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,10 +72,98 @@ static void test_roundtrip(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Rows holding the content (file ""): the bytes come back as written, an
+ * empty content too, and a row can change from content to file. */
+static void test_content_rows(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-journal.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], err[256];
+    snprintf(path, sizeof(path), "%s/journal.db", dir);
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    char bytes[5000];
+    for (size_t i = 0; i < sizeof(bytes); i++)
+        bytes[i] = (char)(i * 7); /* NULs included */
+    struct journal_entry e = {.path = "small", .file = "", .data = bytes, .size = sizeof(bytes)};
+    assert_int_equal(journal_put(j, &e, 0), 0);
+    e = (struct journal_entry){.path = "empty", .file = "", .data = NULL, .size = 0};
+    assert_int_equal(journal_put(j, &e, 1), 0);
+    e = (struct journal_entry){.path = "grew", .file = "", .data = bytes, .size = 10};
+    assert_int_equal(journal_put(j, &e, 0), 0);
+    e = (struct journal_entry){.path = "grew", .file = "f9", .size = 70000};
+    assert_int_equal(journal_put(j, &e, 0), 0);
+    journal_free(j);
+
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    struct journal_entry *v;
+    size_t n;
+    assert_int_equal(journal_list(j, &v, &n), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].path, "small") == 0) {
+            assert_string_equal(v[i].file, "");
+            assert_int_equal(v[i].size, sizeof(bytes));
+            assert_memory_equal(v[i].data, bytes, sizeof(bytes));
+        } else if (strcmp(v[i].path, "empty") == 0) {
+            assert_string_equal(v[i].file, "");
+            assert_int_equal(v[i].size, 0);
+        } else {
+            assert_string_equal(v[i].path, "grew");
+            assert_string_equal(v[i].file, "f9");
+            assert_int_equal(v[i].size, 70000);
+            assert_null(v[i].data);
+        }
+    }
+    journal_entries_free(v, n);
+    journal_free(j);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A journal written before rows could hold content (no data column) opens,
+ * keeps its rows and takes content rows. */
+static void test_old_journal(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-journal.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], cmd[512], err[256];
+    snprintf(path, sizeof(path), "%s/journal.db", dir);
+    snprintf(cmd, sizeof(cmd),
+             "sqlite3 %s \"CREATE TABLE pending (path TEXT PRIMARY KEY, file TEXT NOT NULL,"
+             " size INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
+             " gid INTEGER NOT NULL, mtime INTEGER NOT NULL, updated INTEGER NOT NULL);"
+             " INSERT INTO pending VALUES ('old', 'f1', 3, 33188, 0, 0, 5, 6);\"",
+             path);
+    assert_int_equal(system(cmd), 0); /* the sqlite3 shell: scripts/test installs it */
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    struct journal_entry e = {.path = "new", .file = "", .data = "abc", .size = 3};
+    assert_int_equal(journal_put(j, &e, 0), 0);
+    struct journal_entry *v;
+    size_t n;
+    assert_int_equal(journal_list(j, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].path, "old");
+    assert_string_equal(v[0].file, "f1");
+    assert_null(v[0].data);
+    assert_string_equal(v[1].path, "new");
+    assert_memory_equal(v[1].data, "abc", 3);
+    journal_entries_free(v, n);
+    journal_free(j);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_roundtrip),
+            cmocka_unit_test(test_content_rows),
+            cmocka_unit_test(test_old_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -679,10 +679,18 @@ def test_close_then_kill():
         try:
             want = {}
             for i in range(20):
-                want["k%d" % i] = os.urandom(4096 + i)
+                # small files are journaled with their content, k18 and k19
+                # (past 64 KiB) as names of local files
+                want["k%d" % i] = os.urandom(4096 + i if i < 18 else 100000 + i)
                 write_file(m.p("k%d" % i), want["k%d" % i])  # close returned 0
             sh("echo shell > %s/echoed" % m.path)
             want["echoed"] = b"shell\n"
+            # starts in memory, moves to a local file while open
+            with open(m.p("grown"), "wb") as f:
+                for _ in range(40):
+                    f.write(b"x" * 3000)
+                    f.flush()
+            want["grown"] = b"x" * 120000
             check(not in_s3(prefix + "k0"), "upload is in the background (delayed)")
             check(open(m.p("k3"), "rb").read() == want["k3"], "served before upload")
             m.kill()
