@@ -317,6 +317,7 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
         cfile_free(c, cf, 1);
         return n < 0 ? (int)n : -EIO;
     }
+    cfile_set_dirty(c, cf); /* an empty content wrote nothing */
     cf->journaled = 1;
     *out = cf;
     return 0;
@@ -505,7 +506,7 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
         len = (size_t)(cf->size - off);
     if (cf->in_mem) {
         memcpy(buf, cf->mem + off, len);
-        if (!cf->dirty && !cf->in_lru)
+        if (!cf->dirty)
             lru_touch(c, cf);
         return (long)len;
     }

@@ -34,9 +34,14 @@ static const char *const schema =
 static int add_data_column(sqlite3 *db, char **msg)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT data FROM pending LIMIT 0", -1, &st, NULL);
-    sqlite3_finalize(st);
+    int rc = sqlite3_prepare_v2(
+            db, "SELECT count(*) FROM pragma_table_info('pending') WHERE name = 'data'", -1, &st,
+            NULL);
     if (rc == SQLITE_OK)
+        rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(db);
+    int has = rc == SQLITE_OK && sqlite3_column_int(st, 0) > 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK || has)
         return rc;
     return sqlite3_exec(db, "ALTER TABLE pending ADD COLUMN data BLOB", NULL, NULL, msg);
 }

@@ -511,8 +511,9 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
         return 0;
     }
     struct stat fst;
-    if (fd >= 0 && fstat(fd, &fst) == 0)
-        body = (struct upload_body){.fd = fd, .size = (uint64_t)fst.st_size};
+    if (fd >= 0)
+        body = (struct upload_body){.fd = fd,
+                                    .size = fstat(fd, &fst) == 0 ? (uint64_t)fst.st_size : e->size};
     struct stat st = {0};
     st.st_mode = e->mode;
     st.st_uid = e->uid;
@@ -553,9 +554,8 @@ size_t fs_replay(struct fs *fs)
     size_t n = 0, left = 0;
     if (journal_list(fs->journal, &v, &n) != 0)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        left += (size_t)replay_one(fs, &v[i]);
-    /* cache files no row names are leftovers of the previous run */
+    /* cache files no row names are leftovers of the previous run; before
+     * the replay, which may create cache files of its own */
     DIR *d = opendir(fs->cache.dir);
     struct dirent *de;
     while (d && (de = readdir(d))) {
@@ -569,6 +569,8 @@ size_t fs_replay(struct fs *fs)
     }
     if (d)
         closedir(d);
+    for (size_t i = 0; i < n; i++)
+        left += (size_t)replay_one(fs, &v[i]);
     journal_entries_free(v, n);
     return left;
 }

@@ -705,6 +705,39 @@ def test_close_then_kill():
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def test_replay_refused():
+    """A replay the pocket refuses (on hold) keeps the journaled files, a
+    small one and an empty one, served from the cache; they go up by
+    themselves once the hold is lifted."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV, options=["quota_batch=0"])
+        try:
+            write_file(m.p("c"), b"c" * 100)
+            write_file(m.p("z"), b"")
+            m.kill()
+        finally:
+            m.stop()
+        check(not in_s3(prefix + "c") and not in_s3(prefix + "z"), "nothing uploaded")
+        set_hold(pk.id, "past_due")
+        try:
+            with Mount(D, pk, cache_dir=cache) as m2:
+                check(open(m2.p("c"), "rb").read() == b"c" * 100, "refused replay served")
+                check(os.path.getsize(m2.p("z")) == 0, "empty file served")
+                check(not in_s3(prefix + "c"), "refused while on hold")
+                set_hold(pk.id, None)
+                wait_for(lambda: in_s3(prefix + "c") and in_s3(prefix + "z"),
+                         "pending files uploaded after the hold", 60)
+                check(s3_get(prefix + "c") == b"c" * 100, "uploaded content")
+                check(s3_get(prefix + "z") == b"", "uploaded empty file")
+        finally:
+            set_hold(pk.id, None)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def test_async_uploads():
     """Background uploads of closed files: fsync waits for its file, sync
     of a directory (fsyncdir) for all, unmount drains the queue, an unlink
@@ -812,7 +845,7 @@ def test_readahead():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_close_then_kill, test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_close_then_kill, test_replay_refused, test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
