@@ -25,8 +25,9 @@ enum {
 struct listing {
     int refs;             /* atomic */
     int state;            /* atomic: LISTING_GROWING, LISTING_DONE or -errno */
-    pthread_mutex_t lock; /* guards n, cap, e while growing */
+    pthread_mutex_t lock; /* guards pages, n, cap, e while growing */
     pthread_cond_t grown;
+    unsigned pages; /* pages listed so far */
     size_t n, cap;
     struct dent *e;
     const struct dent **by_name; /* sorted by name, once done */

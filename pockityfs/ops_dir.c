@@ -1,8 +1,8 @@
 /* ops_dir: directory listings from ListObjectsV2 (delimiter '/'), cached
  * per directory for dir_timeout, and readdir/readdirplus filling attributes
- * from the listing instead of a HEAD per entry. opendir lists the first
- * page; a thread lists the rest while readdir already answers with what is
- * in, so a large directory costs about its raw listing time. */
+ * from the listing instead of a HEAD per entry. opendir waits for the first
+ * page of a thread that lists them all while readdir already answers with
+ * what is in, so a large directory costs about its raw listing time. */
 #include "ops.h"
 
 #include <errno.h>
@@ -151,6 +151,7 @@ static int listing_fetch(struct fs *fs, struct listing *l)
             rc = add_dent(l, page.prefixes[p++], 1, 0, 0);
         }
     }
+    l->pages++;
     pthread_cond_broadcast(&l->grown);
     pthread_mutex_unlock(&l->lock);
     if (!rc && page.is_truncated && page.next_token && !(l->token = strdup(page.next_token)))
@@ -189,8 +190,35 @@ static void *lister_main(void *arg)
     return NULL;
 }
 
-/* Start listing path: the first page now, and with rest the others in a
- * thread (or here, if no thread can start). Returns 0 or -errno. */
+/* A thread that lists l to its end. Returns whether it started. */
+static int start_lister(struct fs *fs, struct listing *l)
+{
+    struct lister *ls = malloc(sizeof(*ls));
+    pthread_t t;
+    pthread_mutex_lock(&fs->dir_lock);
+    int ok = ls && !fs->stopping;
+    if (ok) {
+        *ls = (struct lister){fs, l};
+        listing_ref(l);
+        fs->listers++;
+        if (pthread_create(&t, NULL, lister_main, ls) == 0) {
+            pthread_detach(t);
+        } else {
+            fs->listers--;
+            __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
+            ok = 0;
+        }
+    }
+    pthread_mutex_unlock(&fs->dir_lock);
+    if (!ok)
+        free(ls);
+    return ok;
+}
+
+/* Start listing path: the first page, and with rest the others. With rest,
+ * a thread lists every page, each following the one before at once, and
+ * this waits for the first (if no thread can start, all are listed here).
+ * Returns 0 or -errno. */
 static int list_dir(struct fs *fs, const char *path, int rest, struct listing **out)
 {
     char key[S3_MAX_KEY_LEN + 1];
@@ -200,33 +228,20 @@ static int list_dir(struct fs *fs, const char *path, int rest, struct listing **
     struct listing *l = listing_new(key);
     if (!l)
         return -ENOMEM;
-    if ((rc = listing_fetch(fs, l)) != 0) {
+    if (rest && start_lister(fs, l)) {
+        pthread_mutex_lock(&l->lock);
+        while (l->pages == 0 && listing_state(l) == LISTING_GROWING)
+            pthread_cond_wait(&l->grown, &l->lock);
+        rc = l->pages == 0 ? listing_state(l) : 0; /* the first page failed */
+        pthread_mutex_unlock(&l->lock);
+    } else {
+        rc = listing_fetch(fs, l);
+        while (!rc && rest && listing_state(l) == LISTING_GROWING && listing_fetch(fs, l) == 0)
+            ;
+    }
+    if (rc) {
         listing_unref(l);
         return rc;
-    }
-    if (rest && listing_state(l) == LISTING_GROWING) {
-        struct lister *ls = malloc(sizeof(*ls));
-        pthread_t t;
-        pthread_mutex_lock(&fs->dir_lock);
-        int ok = ls && !fs->stopping;
-        if (ok) {
-            *ls = (struct lister){fs, l};
-            listing_ref(l);
-            fs->listers++;
-            if (pthread_create(&t, NULL, lister_main, ls) == 0) {
-                pthread_detach(t);
-            } else {
-                fs->listers--;
-                __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL);
-                ok = 0;
-            }
-        }
-        pthread_mutex_unlock(&fs->dir_lock);
-        if (!ok) {
-            free(ls);
-            while (listing_state(l) == LISTING_GROWING && listing_fetch(fs, l) == 0)
-                ;
-        }
     }
     *out = l;
     return 0;
