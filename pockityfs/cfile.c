@@ -580,14 +580,14 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     return (long)len;
 }
 
-/* A write of len bytes covering blocks [first, last) landed; the size is
- * now size. */
-static long wrote(struct cache *c, struct cfile *cf, size_t first, size_t last, uint64_t size,
+/* A write of len bytes ending at end, over blocks [first, last), landed. */
+static long wrote(struct cache *c, struct cfile *cf, size_t first, size_t last, uint64_t end,
                   size_t len)
 {
     for (size_t b = first; b < last && b < cf->nblocks; b++)
         bit_set(cf, b);
-    cf->size = size;
+    if (end > cf->size)
+        cf->size = end;
     cfile_set_dirty(c, cf);
     cf->last_write = inode_now();
     return (long)len;
@@ -601,10 +601,9 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
     size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
     if (cf->in_mem) {
         /* everything is present: nothing to fetch */
-        uint64_t size = off + len > cf->size ? off + len : cf->size;
-        if (off + len >= off && mem_reserve(c, cf, size) == 0) {
+        if (off + len >= off && mem_reserve(c, cf, off + len) == 0) {
             memcpy(cf->mem + off, buf, len);
-            return wrote(c, cf, first, last, size, len);
+            return wrote(c, cf, first, last, off + len, len);
         }
     }
     int fd = cfile_fd(c, cf);
@@ -633,7 +632,7 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
         }
         done += (size_t)n;
     }
-    return wrote(c, cf, first, last, off + len > cf->size ? off + len : cf->size, len);
+    return wrote(c, cf, first, last, off + len, len);
 }
 
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)

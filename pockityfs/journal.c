@@ -199,7 +199,7 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
                 rc = -ENOMEM;
                 break;
             }
-            if (e->size)
+            if (e->data)
                 memcpy(e->data, data, e->size);
         }
     }

@@ -12,13 +12,41 @@
 
 #include "journal.h"
 
+/* Each test's folder and the journal's path in it. */
+struct dir {
+    char dir[32];
+    char path[64];
+};
+
+static int dir_setup(void **state)
+{
+    struct dir *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -1;
+    snprintf(d->dir, sizeof(d->dir), "/tmp/test-journal.XXXXXX");
+    if (!mkdtemp(d->dir)) {
+        free(d);
+        return -1;
+    }
+    snprintf(d->path, sizeof(d->path), "%s/journal.db", d->dir);
+    *state = d;
+    return 0;
+}
+
+static int dir_teardown(void **state)
+{
+    struct dir *d = *state;
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+    int rc = system(cmd);
+    free(d);
+    return rc == 0 ? 0 : -1;
+}
+
 static void test_roundtrip(void **state)
 {
-    (void)state;
-    char dir[] = "/tmp/test-journal.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[128], err[256];
-    snprintf(path, sizeof(path), "%s/journal.db", dir);
+    const char *path = ((struct dir *)*state)->path;
+    char err[256];
     struct journal *j = NULL;
     assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
     struct journal_entry e = {.path = "a/b c",
@@ -67,20 +95,14 @@ static void test_roundtrip(void **state)
     /* a folder that does not exist: a clear error */
     assert_int_not_equal(journal_open("/nonexistent/dir/j.db", &j, err, sizeof(err)), 0);
     assert_non_null(strstr(err, "/nonexistent/dir/j.db"));
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 /* Rows holding the content (file ""): the bytes come back as written, an
  * empty content too, and a row can change from content to file. */
 static void test_content_rows(void **state)
 {
-    (void)state;
-    char dir[] = "/tmp/test-journal.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[128], err[256];
-    snprintf(path, sizeof(path), "%s/journal.db", dir);
+    const char *path = ((struct dir *)*state)->path;
+    char err[256];
     struct journal *j = NULL;
     assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
     char bytes[5000];
@@ -118,20 +140,14 @@ static void test_content_rows(void **state)
     }
     journal_entries_free(v, n);
     journal_free(j);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 /* A journal written before rows could hold content (no data column) opens,
  * keeps its rows and takes content rows. */
 static void test_old_journal(void **state)
 {
-    (void)state;
-    char dir[] = "/tmp/test-journal.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char path[128], cmd[512], err[256];
-    snprintf(path, sizeof(path), "%s/journal.db", dir);
+    const char *path = ((struct dir *)*state)->path;
+    char cmd[512], err[256];
     snprintf(cmd, sizeof(cmd),
              "sqlite3 %s \"CREATE TABLE pending (path TEXT PRIMARY KEY, file TEXT NOT NULL,"
              " size INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,"
@@ -154,16 +170,14 @@ static void test_old_journal(void **state)
     assert_memory_equal(v[1].data, "abc", 3);
     journal_entries_free(v, n);
     journal_free(j);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_roundtrip),
-            cmocka_unit_test(test_content_rows),
-            cmocka_unit_test(test_old_journal),
+            cmocka_unit_test_setup_teardown(test_roundtrip, dir_setup, dir_teardown),
+            cmocka_unit_test_setup_teardown(test_content_rows, dir_setup, dir_teardown),
+            cmocka_unit_test_setup_teardown(test_old_journal, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
