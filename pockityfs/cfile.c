@@ -13,6 +13,7 @@
 #include "inode.h"
 #include "log.h"
 #include "readahead.h"
+#include "stream.h"
 
 static int bit_get(const struct cfile *cf, size_t b)
 {
@@ -244,6 +245,7 @@ static struct cfile *cfile_alloc(struct inode *owner, uint64_t remote_size)
     cf->owner = owner;
     cf->fd = -1;
     cf->remote_size = cf->size = remote_size;
+    cf->appending = remote_size == 0;
     cf->ra_window = CFILE_BLOCK;
     return cf;
 }
@@ -290,6 +292,7 @@ int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct c
     cf->id = ++c->seq;
     pthread_mutex_unlock(&c->lock);
     snprintf(cf->name, sizeof(cf->name), "%s", name);
+    cf->appending = 0;
     int fd = open_local(c, cf, 0);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -327,6 +330,7 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
 static void destroy(struct cache *c, struct cfile *cf, int remove_file)
 {
     lru_unlink(c, cf);
+    stream_cancel(cf->stream);
     if (cf->fd >= 0)
         close(cf->fd);
     if (remove_file && !cf->in_mem && cf->name[0]) {
@@ -580,6 +584,14 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     return (long)len;
 }
 
+/* The content changes other than at its end: no stream from now. */
+static void abandon(struct cfile *cf)
+{
+    stream_cancel(cf->stream);
+    cf->stream = NULL;
+    cf->appending = 0;
+}
+
 /* A write of len bytes ending at end, over blocks [first, last), landed. */
 static long wrote(struct cache *c, struct cfile *cf, size_t first, size_t last, uint64_t end,
                   size_t len)
@@ -598,6 +610,8 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
 {
     if (len == 0)
         return 0;
+    if (off != cf->size)
+        abandon(cf);
     size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
     if (cf->in_mem) {
         /* everything is present: nothing to fetch */
@@ -637,6 +651,8 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
 
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
 {
+    abandon(cf);
+    cf->appending = size == 0;
     if (!cf->in_mem || (size > cf->size && mem_reserve(c, cf, size) != 0)) {
         int fd = cfile_fd(c, cf);
         if (fd < 0)

@@ -55,12 +55,14 @@ struct cfile {
     uint8_t *bits;  /* present blocks below remote_size */
     size_t nblocks; /* blocks covering remote_size */
     size_t npresent;
-    int dirty;          /* differs from the object */
-    double dirty_since; /* monotonic time it became dirty */
-    double last_write;  /* monotonic time of the last write or truncate */
-    int journaled;      /* has a journal row */
-    uint64_t ra_next;   /* where a sequential read would continue */
-    uint64_t ra_window; /* current read-ahead */
+    int dirty;             /* differs from the object */
+    double dirty_since;    /* monotonic time it became dirty */
+    double last_write;     /* monotonic time of the last write or truncate */
+    int journaled;         /* has a journal row */
+    int appending;         /* every write since the content was empty was at its end */
+    struct stream *stream; /* the upload of the content as it is written (stream.h), or NULL */
+    uint64_t ra_next;      /* where a sequential read would continue */
+    uint64_t ra_window;    /* current read-ahead */
     /* background read-ahead (readahead.c) */
     uint64_t id;     /* unique in the mount: background fetches name their cfile by it */
     uint64_t gen;    /* bumped when the block layout changes (truncate, upload) */
@@ -109,18 +111,21 @@ int cfile_adopt(struct cache *c, struct inode *owner, const char *name, struct c
 int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint64_t size,
                     struct cfile **out);
 
-/* Free; remove_file also deletes the local file. NULL is fine. */
+/* Free (abandoning the stream); remove_file also deletes the local file.
+ * NULL is fine. */
 void cfile_free(struct cache *c, struct cfile *cf, int remove_file);
 
 /* Read up to len bytes at off into buf; returns the count or -errno. */
 long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
                 size_t len, char *buf);
 
-/* Write len bytes at off; returns len or -errno. Marks the cfile dirty. */
+/* Write len bytes at off; returns len or -errno. Marks the cfile dirty. A
+ * write elsewhere than at the end abandons the stream. */
 long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
                  const char *buf, size_t len);
 
-/* Set the size; marks the cfile dirty. Returns 0 or -errno. */
+/* Set the size; marks the cfile dirty and abandons the stream. Returns 0
+ * or -errno. */
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size);
 
 /* Fetch every block not yet present (before an upload). Returns 0 or -errno. */

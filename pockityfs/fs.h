@@ -17,6 +17,7 @@
 #include "readahead.h"
 #include "remote.h"
 #include "s3.h"
+#include "stream.h"
 
 struct fs_options {
     char *key_file;
@@ -41,6 +42,7 @@ struct fs {
     struct journal *journal;
     struct flusher *flusher;     /* NULL until the mount serves */
     struct readahead *readahead; /* NULL: reads fetch inline */
+    struct streams streams;      /* uploads of files as they are written */
     struct meta_defaults defaults;
     int read_only;            /* ro mount or read-only key */
     char dir[PATH_MAX];       /* the pocket's cache folder */
@@ -56,7 +58,8 @@ extern const struct fuse_lowlevel_ops fs_ops;
 /* Free what an inode holds besides itself (inode_table on_free hook). */
 void fs_inode_free(struct inode *inode, void *arg);
 
-/* Upload every journaled pending upload (at start-up, before serving).
+/* Upload every journaled pending upload (at start-up, before serving),
+ * after aborting the multipart uploads an earlier run left under way.
  * What cannot be uploaded stays journaled and is served from the cache.
  * Returns the number left pending. */
 size_t fs_replay(struct fs *fs);

@@ -28,7 +28,8 @@ static const char *const schema =
         "CREATE TABLE IF NOT EXISTS pending ("
         " path TEXT PRIMARY KEY, file TEXT NOT NULL, size INTEGER NOT NULL,"
         " mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
-        " mtime INTEGER NOT NULL, updated INTEGER NOT NULL, data BLOB);";
+        " mtime INTEGER NOT NULL, updated INTEGER NOT NULL, data BLOB);"
+        "CREATE TABLE IF NOT EXISTS uploads (id TEXT PRIMARY KEY, key TEXT NOT NULL);";
 
 /* Journals written before rows could hold the content lack its column. */
 static int add_data_column(sqlite3 *db, char **msg)
@@ -211,6 +212,91 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
     pthread_mutex_unlock(&j->lock);
     if (rc) {
         journal_entries_free(v, count);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+/* Run sql with text parameters a and b (b may be NULL). */
+static int exec_text(struct journal *j, const char *sql, const char *a, const char *b,
+                     const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    pthread_mutex_lock(&j->lock);
+    int rc = -EIO;
+    if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+        if (b)
+            sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+        rc = step_done(j, st, what);
+    } else {
+        log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+int journal_upload_add(struct journal *j, const char *key, const char *id)
+{
+    return exec_text(j, "INSERT OR REPLACE INTO uploads (id, key) VALUES (?1, ?2)", id, key,
+                     "record an upload under way");
+}
+
+int journal_upload_remove(struct journal *j, const char *id)
+{
+    return exec_text(j, "DELETE FROM uploads WHERE id = ?1", id, NULL, "remove an upload");
+}
+
+void journal_uploads_free(struct journal_upload *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].key);
+        free(v[i].id);
+    }
+    free(v);
+}
+
+int journal_uploads(struct journal *j, struct journal_upload **out, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    struct journal_upload *v = NULL;
+    size_t count = 0, cap = 0;
+    int rc = -EIO, s = SQLITE_ERROR;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&j->lock);
+    if (sqlite3_prepare_v2(j->db, "SELECT key, id FROM uploads ORDER BY rowid", -1, &st, NULL) ==
+        SQLITE_OK) {
+        rc = 0;
+        while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+            if (count == cap) {
+                size_t nc = cap ? cap * 2 : 8;
+                struct journal_upload *nv = realloc(v, nc * sizeof(*nv));
+                if (!nv) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                v = nv;
+                cap = nc;
+            }
+            struct journal_upload *u = &v[count++];
+            u->key = strdup((const char *)sqlite3_column_text(st, 0));
+            u->id = strdup((const char *)sqlite3_column_text(st, 1));
+            if (!u->key || !u->id)
+                rc = -ENOMEM;
+        }
+        if (rc == 0 && s != SQLITE_DONE)
+            rc = -EIO;
+    }
+    if (rc == -EIO)
+        log_error("journal: cannot list uploads under way: %s", sqlite3_errmsg(j->db));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&j->lock);
+    if (rc) {
+        journal_uploads_free(v, count);
         return rc;
     }
     *out = v;

@@ -4,7 +4,10 @@
  * names the local file that does: written when close hands the
  * file to the background uploads (it survives a kill -9 of the mount), made
  * durable on disk before the failure of an upload is reported, and removed
- * once the content is in S3 (or the file is deleted). Thread-safe. */
+ * once the content is in S3 (or the file is deleted). It also lists the
+ * multipart uploads under way, so that the next start aborts those a kill
+ * left behind (their parts would otherwise stay in the bucket, unseen).
+ * Thread-safe. */
 #ifndef POCKITYFS_JOURNAL_H
 #define POCKITYFS_JOURNAL_H
 
@@ -44,5 +47,21 @@ int journal_remove(struct journal *j, const char *path);
  * journal_entries_free. Returns 0, -EIO or -ENOMEM. */
 int journal_list(struct journal *j, struct journal_entry **out, size_t *n);
 void journal_entries_free(struct journal_entry *e, size_t n);
+
+/* A multipart upload under way: the object key and its upload id. */
+struct journal_upload {
+    char *key;
+    char *id;
+};
+
+/* Record the upload id of key, until journal_upload_remove. The row
+ * survives a kill of the process. Returns 0 or -EIO. */
+int journal_upload_add(struct journal *j, const char *key, const char *id);
+/* Remove the row of upload id (none is fine). Returns 0 or -EIO. */
+int journal_upload_remove(struct journal *j, const char *id);
+/* Every recorded upload into a malloc'd array the caller frees with
+ * journal_uploads_free. Returns 0, -EIO or -ENOMEM. */
+int journal_uploads(struct journal *j, struct journal_upload **out, size_t *n);
+void journal_uploads_free(struct journal_upload *v, size_t n);
 
 #endif

@@ -288,6 +288,7 @@ static int setup_cache(struct fs *fs, int *lock_fd)
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
+    fs->streams.journal = fs->journal;
     snprintf(path, sizeof(path), "%s/files", fs->dir);
     uint64_t limit = 1ull << 30;
     if (fs->opt.cache_size && !(limit = parse_size(fs->opt.cache_size))) {
@@ -322,6 +323,7 @@ int main(int argc, char **argv)
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fs fs;
     memset(&fs, 0, sizeof(fs));
+    streams_init(&fs.streams, NULL); /* the journal joins in setup_cache */
     fs.opt.attr_timeout = 5;
     fs.opt.dir_timeout = 5;
     fs.opt.write_timeout = 30;
@@ -487,6 +489,7 @@ out:
     remote_free(fs.remote);   /* stops the renewal thread before the client goes */
     if (table)
         inode_table_release(&fs.inodes);
+    streams_release(&fs.streams, 10000); /* abandoned ones abort their upload */
     journal_free(fs.journal);
     s3_client_free(fs.s3);
     remote_session_release(&fs.session);

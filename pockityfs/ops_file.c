@@ -109,15 +109,20 @@ int ops_sync(struct fs *fs, struct inode *in)
     struct cfile *cf = in->cf;
     if (!cf || !cf->dirty)
         return 0;
+    struct stream *stream = cf->stream; /* handed to the upload, else cancelled */
+    cf->stream = NULL;
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc == -ENOENT) { /* unlinked: nothing to keep */
+        stream_cancel(stream);
         ops_resv_drop(fs, cf);
         cf->dirty = 0;
         return 0;
     }
-    if (rc)
+    if (rc) {
+        stream_cancel(stream);
         return rc;
+    }
     char key[S3_MAX_KEY_LEN + 1];
     struct cfile_src src;
     int local = inode_is_local(&fs->inodes, in);
@@ -135,9 +140,11 @@ int ops_sync(struct fs *fs, struct inode *in)
     struct stat st = in->st;
     st.st_size = (off_t)cf->size;
     if (!rc) {
-        struct upload_body body = {.fd = fd, .data = cf->mem, .size = cf->size};
+        struct upload_body body = {.fd = fd, .data = cf->mem, .size = cf->size, .stream = stream};
+        stream = NULL;
         rc = upload_put_reserved(fs, path, &body, &st, resv_take(fs, cf, path, id), etag);
     }
+    stream_cancel(stream);
     if (!rc) {
         cfile_set_clean(&fs->cache, cf, etag);
         snprintf(in->etag, sizeof(in->etag), "%s", etag);
@@ -372,6 +379,30 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     cache_trim(&fs->cache);
 }
 
+/* After a write at the end of in's content: feed its stream, or start one
+ * once the content qualifies (stream.h). key: the object's, "" when in was
+ * unlinked. */
+static void stream_feed(struct fs *fs, struct inode *in, const char *key)
+{
+    struct cfile *cf = in->cf;
+    if (cf->stream) {
+        if (key[0] && stream_grow(cf->stream, cf->size) == 0)
+            return;
+        stream_cancel(cf->stream);
+        cf->stream = NULL;
+        cf->appending = 0; /* the close uploads it whole */
+        return;
+    }
+    if (!cf->appending || cf->size < STREAM_START || cf->size > STREAM_MAX || !key[0])
+        return;
+    int fd = cfile_fd(&fs->cache, cf);
+    if (fd >= 0)
+        cf->stream = stream_start(&fs->streams, fs->s3, key, fd, &in->st, cf->size,
+                                  fs->opt.upload_threads);
+    if (!cf->stream)
+        cf->appending = 0;
+}
+
 void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                struct fuse_file_info *fi)
 {
@@ -395,6 +426,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
             in->st.st_size = (off_t)in->cf->size;
             clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
             in->st.st_ctim = in->st.st_mtim;
+            stream_feed(fs, in, key);
         }
         pthread_mutex_unlock(&in->lock);
     }
@@ -548,10 +580,32 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
     return 1;
 }
 
+/* Abort the multipart uploads an earlier run left under way (killed while
+ * uploading): their parts would stay in the bucket, counted nowhere. */
+static void abort_left_uploads(struct fs *fs)
+{
+    struct journal_upload *v = NULL;
+    size_t n = 0;
+    if (journal_uploads(fs->journal, &v, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        int st = s3_multipart_abort(fs->s3, v[i].key, v[i].id);
+        if (st == S3_OK || st == S3_ERR_NO_UPLOAD) {
+            journal_upload_remove(fs->journal, v[i].id);
+            log_info("aborted the unfinished upload of '%s' an earlier run left", v[i].key);
+        } else {
+            log_warn("cannot abort the unfinished upload of '%s': %s (next start retries)",
+                     v[i].key, s3_strerror(st));
+        }
+    }
+    journal_uploads_free(v, n);
+}
+
 size_t fs_replay(struct fs *fs)
 {
     struct journal_entry *v = NULL;
     size_t n = 0, left = 0;
+    abort_left_uploads(fs);
     if (journal_list(fs->journal, &v, &n) != 0)
         return 0;
     /* cache files no row names are leftovers of the previous run; before

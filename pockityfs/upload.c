@@ -10,6 +10,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "stream.h"
 
 #define COPY_MAX    (5ull << 30) /* largest single CopyObject */
 #define COPY_PART   (1ull << 30)
@@ -70,11 +71,10 @@ static void *mp_worker(void *arg)
     }
 }
 
-/* Complete a multipart upload of size bytes. The RGW here answers some
- * completions with an empty <ETag>, which the client rightly calls
- * malformed: then the object itself tells whether the upload landed (its
- * size and an ETag of n parts). */
-static int complete(struct fs *fs, const char *key, const char *upload_id, int n,
+/* The RGW here answers some completions with an empty <ETag>, which the
+ * client rightly calls malformed: then the object itself tells whether the
+ * upload landed (its size and an ETag of n parts). */
+int upload_complete(struct s3_client *s3, const char *key, const char *upload_id, int n,
                     char (*etags)[S3_ETAG_MAX], uint64_t size, char etag[S3_ETAG_MAX])
 {
     int *numbers = malloc((size_t)n * sizeof(*numbers));
@@ -85,14 +85,14 @@ static int complete(struct fs *fs, const char *key, const char *upload_id, int n
             numbers[i] = i + 1;
             tags[i] = etags[i];
         }
-        st = s3_multipart_complete(fs->s3, key, upload_id, numbers, tags, (size_t)n, etag);
+        st = s3_multipart_complete(s3, key, upload_id, numbers, tags, (size_t)n, etag);
     }
     if (st == S3_ERR_BAD_RESPONSE) {
         struct s3_head head = {0};
         char suffix[16];
         snprintf(suffix, sizeof(suffix), "-%d\"", n);
         size_t el, sl = strlen(suffix);
-        if (s3_head_object(fs->s3, key, &head) == S3_OK && head.size == size &&
+        if (s3_head_object(s3, key, &head) == S3_OK && head.size == size &&
             (el = strlen(head.etag)) > sl && strcmp(head.etag + el - sl, suffix) == 0) {
             memcpy(etag, head.etag, S3_ETAG_MAX);
             st = S3_OK;
@@ -111,6 +111,7 @@ static int put_multipart(struct fs *fs, const char *key, int fd, uint64_t size,
     int st = s3_multipart_create(fs->s3, key, opts, &upload_id);
     if (st != S3_OK)
         return s3_fail("start the upload of", key, st);
+    journal_upload_add(fs->journal, key, upload_id);
     struct mp m = {.fs = fs, .key = key, .upload_id = upload_id, .fd = fd, .size = size};
     m.part_size = upload_part_size(size);
     m.n_parts = (int)((size + m.part_size - 1) / m.part_size);
@@ -137,12 +138,15 @@ static int put_multipart(struct fs *fs, const char *key, int fd, uint64_t size,
             pthread_join(threads[i], NULL);
     }
     if (m.status == S3_OK)
-        m.status = complete(fs, key, upload_id, m.n_parts, m.etags, size, etag);
+        m.status = upload_complete(fs->s3, key, upload_id, m.n_parts, m.etags, size, etag);
     int rc = 0;
+    st = S3_OK;
     if (m.status != S3_OK) {
         rc = s3_fail("upload", key, m.status);
-        s3_multipart_abort(fs->s3, key, upload_id);
+        st = s3_multipart_abort(fs->s3, key, upload_id);
     }
+    if (st == S3_OK || st == S3_ERR_NO_UPLOAD) /* else the next start aborts it */
+        journal_upload_remove(fs->journal, upload_id);
     pthread_mutex_destroy(&m.lock);
     free(m.etags);
     free(upload_id);
@@ -168,6 +172,7 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
     if (rc) {
         if (reservation)
             remote_release(fs->remote, reservation);
+        stream_cancel(body->stream);
         return rc;
     }
     snprintf(qkey, sizeof(qkey), "%s%s", path, as_dir ? "/" : "");
@@ -179,12 +184,25 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
         if (rc != -EDQUOT)
             log_error("cannot reserve %llu bytes for '%s': %s", (unsigned long long)body->size,
                       qkey, strerror(-rc));
+        stream_cancel(body->stream);
         return rc;
     }
     struct meta_set ms;
     meta_from_stat(st, &ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
-    if (body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) {
+    rc = -EAGAIN;
+    if (body->stream) {
+        int stale = 0;
+        rc = stream_finish(body->stream, key, body->size, st, etag, &stale);
+        if (!rc && stale) {
+            /* the upload was created with the attributes of its start */
+            int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
+            rc = s == S3_OK ? 0 : s3_fail("set the attributes of", key, s);
+        }
+    }
+    if (rc != -EAGAIN) {
+        /* finished by its stream */
+    } else if (body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) {
         rc = put_multipart(fs, key, body->fd, body->size, &opts, etag);
     } else {
         struct s3_fd f = {.fd = body->fd, .base = 0};
@@ -228,6 +246,7 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
     s3_head_release(&head);
     if (st != S3_OK)
         return s3_fail("start the copy to", dst, st);
+    journal_upload_add(fs->journal, dst, upload_id);
     int n = (int)((size + COPY_PART - 1) / COPY_PART);
     char(*etags)[S3_ETAG_MAX] = calloc((size_t)n, sizeof(*etags));
     st = etags ? S3_OK : S3_ERR_NOMEM;
@@ -237,12 +256,14 @@ static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint6
         st = s3_multipart_copy_part(fs->s3, dst, upload_id, i + 1, src, first, last, etags[i]);
     }
     if (st == S3_OK)
-        st = complete(fs, dst, upload_id, n, etags, size, etag);
+        st = upload_complete(fs->s3, dst, upload_id, n, etags, size, etag);
     int rc = 0;
     if (st != S3_OK) {
         rc = s3_fail("copy to", dst, st);
-        s3_multipart_abort(fs->s3, dst, upload_id);
+        st = s3_multipart_abort(fs->s3, dst, upload_id);
     }
+    if (st == S3_OK || st == S3_ERR_NO_UPLOAD) /* else the next start aborts it */
+        journal_upload_remove(fs->journal, upload_id);
     free(etags);
     free(upload_id);
     return rc;

@@ -1,7 +1,9 @@
 /* upload: putting objects of the pocket with the quota protocol around
  * them — remote_reserve before, remote_commit after success,
  * remote_release after failure — as one PUT or as a parallel multipart
- * upload for large bodies, and server-side copies (rename). */
+ * upload for large bodies, and server-side copies (rename). A multipart
+ * upload is recorded in the journal while under way, so that the next start
+ * aborts one a kill cut short. */
 #ifndef POCKITYFS_UPLOAD_H
 #define POCKITYFS_UPLOAD_H
 
@@ -16,12 +18,17 @@ struct fs;
 #define UPLOAD_PART_MIN      (8ull << 20)
 #define UPLOAD_PART_LARGE    (16ull << 20) /* the smallest part of a body of 256 MiB or more */
 
+struct stream;
+
 /* Where the body comes from: a descriptor (fd >= 0, read with pread) or
- * memory (fd < 0, data may be NULL when size is 0). */
+ * memory (fd < 0, data may be NULL when size is 0). stream (optional): the
+ * streamed upload of that content (stream.h), consumed by the upload, which
+ * finishes it, or falls back to uploading the body when it does not match. */
 struct upload_body {
     int fd;
     const void *data;
     uint64_t size;
+    struct stream *stream;
 };
 
 /* Upload path (relative to the pocket prefix; as_dir adds the '/' of a
@@ -42,6 +49,11 @@ int upload_put_reserved(struct fs *fs, const char *path, const struct upload_bod
  * bytes, keeping the metadata; multipart copy above 5 GiB. Reserves and
  * commits like an upload. Returns 0 or -errno. */
 int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size);
+
+/* Complete the multipart upload upload_id of key: parts 1..n with etags,
+ * size bytes in all; etag receives the object's. Returns an S3 status. */
+int upload_complete(struct s3_client *s3, const char *key, const char *upload_id, int n,
+                    char (*etags)[S3_ETAG_MAX], uint64_t size, char etag[S3_ETAG_MAX]);
 
 /* Part size for a multipart upload of size bytes: at least 8 MiB (16 MiB
  * from 256 MiB: fewer, larger requests measured faster on RGW), and

@@ -1,5 +1,6 @@
 /* Unit tests of pockityfs/journal: rows survive reopening, replace, remove;
- * rows holding the content; journals from before content rows. */
+ * rows holding the content; journals from before content rows; uploads
+ * under way. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -172,12 +173,48 @@ static void test_old_journal(void **state)
     journal_free(j);
 }
 
+static void test_uploads(void **state)
+{
+    const char *path = ((struct dir *)*state)->path;
+    char err[256];
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    struct journal_upload *v = NULL;
+    size_t n = 9;
+    assert_int_equal(journal_uploads(j, &v, &n), 0);
+    assert_int_equal(n, 0);
+    journal_uploads_free(v, n);
+    assert_int_equal(journal_upload_add(j, "p/big file", "2~one"), 0);
+    assert_int_equal(journal_upload_add(j, "p/other", "2~two"), 0);
+    assert_int_equal(journal_upload_add(j, "p/third", "2~three"), 0);
+    assert_int_equal(journal_upload_remove(j, "2~two"), 0);
+    assert_int_equal(journal_upload_remove(j, "2~none"), 0); /* unknown is fine */
+    journal_free(j);
+
+    /* a new process sees what was left, in the order it was started */
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    assert_int_equal(journal_uploads(j, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].key, "p/big file");
+    assert_string_equal(v[0].id, "2~one");
+    assert_string_equal(v[1].key, "p/third");
+    assert_string_equal(v[1].id, "2~three");
+    journal_uploads_free(v, n);
+    /* pending rows and uploads are apart */
+    struct journal_entry *e = NULL;
+    assert_int_equal(journal_list(j, &e, &n), 0);
+    assert_int_equal(n, 0);
+    journal_entries_free(e, n);
+    journal_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_roundtrip, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_content_rows, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_old_journal, dir_setup, dir_teardown),
+            cmocka_unit_test_setup_teardown(test_uploads, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

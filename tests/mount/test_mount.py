@@ -6,6 +6,7 @@ tests to run (default: all)."""
 import errno
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -843,9 +844,185 @@ def test_readahead():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+MIB = 1 << 20
+
+
+def streams_of(m):
+    """The streamed uploads the mount's log names (log_level=debug): [(key, id)]."""
+    return re.findall(r"streaming '(.*?)' as it is written \(upload (\S+)\)", m.log())
+
+
+def parts_of(m, key):
+    """The parts sent so far by the mount's streamed uploads of key."""
+    got = []
+    for k, upload in streams_of(m):
+        rc, out, _ = root_s3("parts", k, upload)
+        if k == key and rc == 0:
+            got += out.split()[::2]
+    return got
+
+
+def upload_gone(key, upload):
+    return root_s3("parts", key, upload)[0] == 4  # NoSuchUpload: completed or aborted
+
+
+def head_of(key):
+    rc, out, err = root_s3("head", key)
+    check(rc == 0, "head %s: %s" % (key, err))
+    fields = {}
+    for line in out.splitlines():  # "size N", "etag E", "meta NAME VALUE"
+        words = line.split(" ", 2 if line.startswith("meta ") else 1)
+        fields[" ".join(words[:-1])] = words[-1]
+    return fields
+
+
+# A writer in a process of its own: a process that spawns another (s3tool)
+# closes its descriptors in the child, and each close is a FUSE flush, which
+# uploads the file and finishes its stream.
+WRITER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+src = open(sys.argv[2], "rb").read()
+for line in sys.stdin:
+    op, *a = line.split()
+    if op == "append":  # src[lo:hi] in writes of 1 MiB
+        lo, hi = int(a[0]), int(a[1])
+        for i in range(lo, hi, 1 << 20):
+            os.write(fd, src[i:min(i + (1 << 20), hi)])
+    elif op == "pwrite":
+        os.pwrite(fd, a[1].encode(), int(a[0]))
+    elif op == "truncate":
+        os.ftruncate(fd, int(a[0]))
+        os.lseek(fd, 0, os.SEEK_END)
+    elif op == "fsync":
+        os.fsync(fd)
+    print("ok", flush=True)
+os.close(fd)
+print("closed", flush=True)
+"""
+
+
+class Writer:
+    def __init__(self, path, src):
+        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, path, src], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def do(self, *cmd):
+        self.proc.stdin.write(" ".join(str(c) for c in cmd) + "\n")
+        self.proc.stdin.flush()
+        check(self.proc.stdout.readline().strip() == "ok", "writer: %r" % (cmd,))
+
+    def close(self):
+        self.proc.stdin.close()
+        check(self.proc.stdout.readline().strip() == "closed", "writer: close returned 0")
+        self.proc.wait(timeout=60)
+
+
+def test_streamed_upload():
+    """A file written at its end goes up while it is written (16 MiB parts
+    of a multipart upload, from 32 MiB on). Any other change abandons that
+    upload and the close uploads the file whole. Either way the object is
+    the file with its attributes, and no incomplete upload is left."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-stream.")
+    try:
+        src = os.path.join(tmp, "src")
+        data = os.urandom(40 * MIB + 123)
+        write_file(src, data)
+        n = len(data)
+        with Mount(D, pk, options=["log_level=debug"]) as m:
+            # written at its end: parts go up before the close
+            w = Writer(m.p("seq"), src)
+            w.do("append", 0, 33 * MIB)
+            wait_for(lambda: parts_of(m, prefix + "seq") == ["1", "2"], "parts sent while written")
+            time.sleep(1.1)  # the upload was created with an older mtime
+            w.do("append", 33 * MIB, n)
+            w.close()
+            check(s3_get(prefix + "seq") == data, "streamed content")
+            h = head_of(prefix + "seq")
+            check(h["etag"].endswith('-3"'), "three parts of 16 MiB: %s" % h["etag"])
+            check(int(h["meta mtime"]) == int(os.stat(m.p("seq")).st_mtime),
+                  "mtime of the last write, not of the stream's start: %r" % h)
+            check(int(h["meta mode"]) & 0o777 == 0o644, "mode: %r" % h)
+
+            # a write elsewhere abandons the stream
+            w = Writer(m.p("mod"), src)
+            w.do("append", 0, n)
+            wait_for(lambda: parts_of(m, prefix + "mod"), "parts sent while written")
+            w.do("pwrite", 5, "changed")
+            w.close()
+            want = data[:5] + b"changed" + data[12:]
+            check(s3_get(prefix + "mod") == want, "content after a write in the middle")
+
+            # so does a truncate
+            w = Writer(m.p("trunc"), src)
+            w.do("append", 0, n)
+            w.do("truncate", 35 * MIB)
+            w.do("append", 0, 100)
+            w.close()
+            check(s3_get(prefix + "trunc") == data[:35 * MIB] + data[:100],
+                  "content after a truncate")
+
+            # renamed while written: the object has the new name only
+            w = Writer(m.p("r1"), src)
+            w.do("append", 0, 34 * MIB)
+            os.rename(m.p("r1"), m.p("r2"))
+            w.do("append", 34 * MIB, n)
+            w.close()
+            check(s3_get(prefix + "r2") == data, "content under the new name")
+            check(not in_s3(prefix + "r1"), "nothing under the old name")
+
+            # fsync in the middle finishes the stream; appends after it start again
+            w = Writer(m.p("synced"), src)
+            w.do("append", 0, n)
+            w.do("fsync")
+            check(s3_get(prefix + "synced") == data, "content at fsync")
+            w.do("append", 0, n)
+            w.close()
+            check(s3_get(prefix + "synced") == data + data, "content after more appends")
+
+            # unlinked while written: nothing is left
+            w = Writer(m.p("gone"), src)
+            w.do("append", 0, 34 * MIB)
+            os.unlink(m.p("gone"))
+            w.do("append", 34 * MIB, n)
+            w.close()
+            check(not in_s3(prefix + "gone"), "no object for an unlinked file")
+
+            streams = streams_of(m)
+            check(len(streams) >= 7, "streams started: %r" % streams)
+            deadline = time.time() + 15
+            while True:
+                left = [(k, u) for k, u in streams if not upload_gone(k, u)]
+                if not left or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            check(not left, "streamed uploads neither completed nor aborted: %r" % left)
+
+        # killed while written: the next mount aborts the unfinished upload
+        cache = os.path.join(tmp, "cache")
+        m = Mount(D, pk, cache_dir=cache, options=["log_level=debug"])
+        try:
+            w = Writer(m.p("killed"), src)
+            w.do("append", 0, 34 * MIB)
+            wait_for(lambda: parts_of(m, prefix + "killed"), "parts sent while written")
+            (key, upload), = [s for s in streams_of(m) if s[0] == prefix + "killed"]
+            m.kill()
+            w.proc.kill()
+            w.proc.wait()
+        finally:
+            m.stop()
+        check(not upload_gone(key, upload), "the upload outlives the kill")
+        with Mount(D, pk, cache_dir=cache) as m:
+            check(upload_gone(key, upload), "aborted before serving")
+            check("aborted the unfinished upload of '%s'" % key in m.log(), "logged")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_close_then_kill, test_replay_refused, test_async_uploads, test_readahead, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_close_then_kill, test_replay_refused, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 

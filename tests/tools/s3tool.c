@@ -1,11 +1,12 @@
 /* s3tool: a small S3 command line over lib/s3 for test scripts.
  *
  *   s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX
+ *          | parts KEY UPLOAD_ID   (the parts of an upload: NUMBER SIZE)
  *
  * Credentials and endpoint from the environment: POCKITY_S3_ENDPOINT,
  * POCKITY_S3_REGION, POCKITY_S3_BUCKET, POCKITY_S3_ACCESS_KEY,
  * POCKITY_S3_SECRET_KEY and optionally POCKITY_S3_SESSION_TOKEN.
- * Exit status: 0 success, 3 access denied, 4 not found, 1 any other failure,
+ * Exit status: 0 success, 3 access denied, 4 not found (object or upload), 1 any other failure,
  * 2 usage. The error is printed as "error: CODE: detail". */
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,12 +17,16 @@
 
 #include "s3.h"
 
+#define USAGE                                                                                      \
+    "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX | parts KEY "       \
+    "UPLOAD_ID\n"
+
 static int fail(int rc)
 {
     fprintf(stderr, "error: %s: %s\n", s3_strerror(rc), s3_last_error_detail());
     if (rc == S3_ERR_ACCESS_DENIED)
         return 3;
-    if (rc == S3_ERR_NOT_FOUND)
+    if (rc == S3_ERR_NOT_FOUND || rc == S3_ERR_NO_UPLOAD)
         return 4;
     return 1;
 }
@@ -29,8 +34,7 @@ static int fail(int rc)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr,
-                "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
+        fputs(USAGE, stderr);
         return 2;
     }
     struct s3_config cfg = {
@@ -108,9 +112,22 @@ int main(int argc, char **argv)
                 token = strdup(page.next_token);
             s3_list_page_release(&page);
         } while (token);
+    } else if (!strcmp(op, "parts") && argc == 4) {
+        int marker = 0;
+        do {
+            struct s3_part_list list;
+            rc = s3_multipart_list_parts(c, key, argv[3], marker, &list);
+            if (rc) {
+                status = fail(rc);
+                break;
+            }
+            for (size_t i = 0; i < list.n_parts; i++)
+                printf("%d %llu\n", list.parts[i].number, (unsigned long long)list.parts[i].size);
+            marker = list.is_truncated ? list.next_marker : 0;
+            s3_part_list_release(&list);
+        } while (marker);
     } else {
-        fprintf(stderr,
-                "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX\n");
+        fputs(USAGE, stderr);
         status = 2;
     }
     s3_client_free(c);
