@@ -652,7 +652,6 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
 {
     abandon(cf);
-    cf->appending = size == 0;
     if (!cf->in_mem || (size > cf->size && mem_reserve(c, cf, size) != 0)) {
         int fd = cfile_fd(c, cf);
         if (fd < 0)
@@ -660,6 +659,7 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
         if (ftruncate(fd, (off_t)size) != 0)
             return -errno;
     }
+    cf->appending = size == 0;
     if (size < cf->remote_size) {
         gen_bump(cf);
         cf->remote_size = size;
@@ -674,9 +674,14 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
     return 0;
 }
 
+int cfile_whole(const struct cfile *cf)
+{
+    return cf->npresent == cf->nblocks;
+}
+
 int cfile_fill(struct cfile *cf, const struct cfile_src *src)
 {
-    if (cf->npresent == cf->nblocks)
+    if (cfile_whole(cf))
         return 0;
     if (cf->fd < 0)
         return -EBADF;

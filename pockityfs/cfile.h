@@ -128,6 +128,9 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
  * or -errno. */
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size);
 
+/* Whether every byte of the content is local (no block left to fetch). */
+int cfile_whole(const struct cfile *cf);
+
 /* Fetch every block not yet present (before an upload). Returns 0 or -errno. */
 int cfile_fill(struct cfile *cf, const struct cfile_src *src);
 

@@ -198,9 +198,8 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
         }
     } else if ((now - cf->dirty_since >= f->upload_after &&
                 now - cf->last_write >= FLUSHER_QUIET) ||
-               (now - cf->dirty_since >= 4 * f->upload_after && !cf->stream)) {
-        /* open for a while with data not uploaded (a stream uploads as the
-         * file grows: finishing it while written would restart it) */
+               now - cf->dirty_since >= 4 * f->upload_after) {
+        /* open for a while with data not uploaded */
         int rc = ops_sync(fs, in);
         if (!rc) {
             in->flush_watched = 0;

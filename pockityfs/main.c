@@ -489,9 +489,12 @@ out:
     remote_free(fs.remote);   /* stops the renewal thread before the client goes */
     if (table)
         inode_table_release(&fs.inodes);
-    streams_release(&fs.streams, 10000); /* abandoned ones abort their upload */
-    journal_free(fs.journal);
-    s3_client_free(fs.s3);
+    /* abandoned streams abort their upload; one still at it past the wait
+     * keeps the journal and the client (the next start aborts it) */
+    if (streams_release(&fs.streams, 10000) == 0) {
+        journal_free(fs.journal);
+        s3_client_free(fs.s3);
+    }
     remote_session_release(&fs.session);
     if (lock_fd >= 0)
         close(lock_fd);

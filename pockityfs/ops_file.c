@@ -386,14 +386,17 @@ static void stream_feed(struct fs *fs, struct inode *in, const char *key)
 {
     struct cfile *cf = in->cf;
     if (cf->stream) {
-        if (key[0] && stream_grow(cf->stream, cf->size) == 0)
+        if (stream_grow(cf->stream, key, cf->size) == 0)
             return;
         stream_cancel(cf->stream);
         cf->stream = NULL;
         cf->appending = 0; /* the close uploads it whole */
         return;
     }
-    if (!cf->appending || cf->size < STREAM_START || cf->size > STREAM_MAX || !key[0])
+    /* every byte local: blocks an upload made clean may have been evicted
+     * since (an open file's cache keeps only what is near its reader) */
+    if (!cf->appending || cf->size < STREAM_START || cf->size > STREAM_MAX || !key[0] ||
+        !cfile_whole(cf))
         return;
     int fd = cfile_fd(&fs->cache, cf);
     if (fd >= 0)

@@ -44,7 +44,7 @@ void streams_init(struct streams *set, struct journal *journal)
     set->live = 0;
 }
 
-void streams_release(struct streams *set, long timeout_ms)
+int streams_release(struct streams *set, long timeout_ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -62,10 +62,11 @@ void streams_release(struct streams *set, long timeout_ms)
     pthread_mutex_unlock(&set->lock);
     if (live > 0) {
         log_warn("%d abandoned uploads still being aborted at exit", live);
-        return; /* their workers still use set */
+        return live; /* their workers still use set */
     }
     pthread_mutex_destroy(&set->lock);
     pthread_cond_destroy(&set->idle);
+    return 0;
 }
 
 /* Abort the upload unless completed, forget it and free s. */
@@ -129,12 +130,12 @@ static void create(struct stream *s)
     struct s3_put_opts opts = meta_put_opts(&s->meta);
     char *id = NULL;
     int st = s3_multipart_create(s->s3, s->key, &opts, &id);
+    if (st == S3_OK && s->set->journal)
+        journal_upload_add(s->set->journal, s->key, id);
     pthread_mutex_lock(&s->lock);
     s->creating = 0;
     if (st == S3_OK) {
         s->upload_id = id;
-        if (s->set->journal)
-            journal_upload_add(s->set->journal, s->key, id);
         log_debug("streaming '%s' as it is written (upload %s)", s->key, id);
     } else {
         log_warn("cannot start the streamed upload of '%s': %s %s", s->key, s3_strerror(st),
@@ -163,11 +164,20 @@ static void send_part(struct stream *s, int n, uint64_t len)
     }
 }
 
+/* A worker stays until the stream is cancelled or finished, even after a
+ * failure (it then waits idle): so there is always a last worker out to
+ * free a cancelled stream, and cancel never does network work itself. */
 static void *worker(void *arg)
 {
     struct stream *s = arg;
     pthread_mutex_lock(&s->lock);
-    while (!s->cancelled && s->status == S3_OK) {
+    while (!s->cancelled) {
+        if (s->status != S3_OK) {
+            if (s->final)
+                break;
+            pthread_cond_wait(&s->cond, &s->lock);
+            continue;
+        }
         if (!s->upload_id) {
             if (s->creating)
                 pthread_cond_wait(&s->cond, &s->lock);
@@ -184,7 +194,7 @@ static void *worker(void *arg)
         }
         if (etag_room(s, s->next) != 0) {
             fail(s, S3_ERR_NOMEM);
-            break;
+            continue;
         }
         send_part(s, s->next++, len);
     }
@@ -240,10 +250,10 @@ struct stream *stream_start(struct streams *set, struct s3_client *s3, const cha
     return s;
 }
 
-int stream_grow(struct stream *s, uint64_t size)
+int stream_grow(struct stream *s, const char *key, uint64_t size)
 {
     pthread_mutex_lock(&s->lock);
-    int ok = s->status == S3_OK && size <= STREAM_MAX;
+    int ok = s->status == S3_OK && size <= STREAM_MAX && strcmp(s->key, key) == 0;
     if (ok && size / STREAM_PART > s->size / STREAM_PART)
         pthread_cond_broadcast(&s->cond); /* a part is full */
     if (size > s->size)

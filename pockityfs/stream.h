@@ -36,8 +36,10 @@ struct streams {
 /* Set up set; journal (may be NULL) records each upload until it is
  * completed or aborted (journal_upload_add). */
 void streams_init(struct streams *set, struct journal *journal);
-/* Wait up to timeout_ms for every stream to end; then release set. */
-void streams_release(struct streams *set, long timeout_ms);
+/* Wait up to timeout_ms for every stream to end, then release set. Returns
+ * the number still live (their workers still use the S3 client and the
+ * journal: keep both). */
+int streams_release(struct streams *set, long timeout_ms);
 
 struct stream;
 
@@ -48,10 +50,11 @@ struct stream;
 struct stream *stream_start(struct streams *set, struct s3_client *s3, const char *key, int fd,
                             const struct stat *st, uint64_t size, int workers);
 
-/* The content grew to size bytes, written at its end: send the parts now
- * full. Returns 0, or -1 when the stream cannot go on (past STREAM_MAX,
- * or a part failed): abandon it. */
-int stream_grow(struct stream *s, uint64_t size);
+/* The content of the object key grew to size bytes, written at its end:
+ * send the parts now full. Returns 0, or -1 when the stream cannot go on
+ * (past STREAM_MAX, a part failed, or key is not the stream's any more: a
+ * directory above was renamed): abandon it. */
+int stream_grow(struct stream *s, const char *key, uint64_t size);
 
 /* Abandon the stream: parts in flight end in the background, then the
  * upload is aborted and the stream freed. NULL is fine. */

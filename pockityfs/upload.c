@@ -191,9 +191,11 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
     meta_from_stat(st, &ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
     rc = -EAGAIN;
+    int landed = 0; /* the content is in S3, whatever happens next */
     if (body->stream) {
         int stale = 0;
         rc = stream_finish(body->stream, key, body->size, st, etag, &stale);
+        landed = rc == 0;
         if (!rc && stale) {
             /* the upload was created with the attributes of its start */
             int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
@@ -210,6 +212,10 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
         struct s3_source src = body->fd >= 0 ? s3_source_fd(&f, body->size) : s3_source_mem(&m);
         int s = s3_put_object(fs->s3, key, &src, &opts, etag);
         rc = s == S3_OK ? 0 : s3_fail("upload", key, s);
+    }
+    if (rc && landed) {
+        commit(fs, qkey, id, body->size, etag); /* the file stays pending: retried whole */
+        return rc;
     }
     if (rc) {
         remote_release(fs->remote, id);

@@ -931,7 +931,8 @@ def test_streamed_upload():
         data = os.urandom(40 * MIB + 123)
         write_file(src, data)
         n = len(data)
-        with Mount(D, pk, options=["log_level=debug"]) as m:
+        # a small data cache: uploaded files lose their blocks quickly
+        with Mount(D, pk, options=["log_level=debug", "cache_size=16M"]) as m:
             # written at its end: parts go up before the close
             w = Writer(m.p("seq"), src)
             w.do("append", 0, 33 * MIB)
@@ -958,13 +959,25 @@ def test_streamed_upload():
             # so does a truncate
             w = Writer(m.p("trunc"), src)
             w.do("append", 0, n)
+            wait_for(lambda: parts_of(m, prefix + "trunc"), "parts sent while written")
             w.do("truncate", 35 * MIB)
             w.do("append", 0, 100)
             w.close()
             check(s3_get(prefix + "trunc") == data[:35 * MIB] + data[:100],
                   "content after a truncate")
 
-            # renamed while written: the object has the new name only
+            # its folder renamed while written: the stream's key is stale
+            os.mkdir(m.p("d1"))
+            w = Writer(m.p("d1/f"), src)
+            w.do("append", 0, 34 * MIB)
+            wait_for(lambda: parts_of(m, prefix + "d1/f"), "parts sent while written")
+            os.rename(m.p("d1"), m.p("d2"))
+            w.do("append", 34 * MIB, n)
+            w.close()
+            check(s3_get(prefix + "d2/f") == data, "content under the new folder")
+            check(not in_s3(prefix + "d1/f"), "nothing under the old folder")
+
+            # renamed while written (uploaded, then appended to): the new name only
             w = Writer(m.p("r1"), src)
             w.do("append", 0, 34 * MIB)
             os.rename(m.p("r1"), m.p("r2"))
@@ -978,6 +991,9 @@ def test_streamed_upload():
             w.do("append", 0, n)
             w.do("fsync")
             check(s3_get(prefix + "synced") == data, "content at fsync")
+            # a read elsewhere trims the cache: the uploaded blocks go
+            with open(m.p("seq"), "rb") as f:
+                f.read(MIB)
             w.do("append", 0, n)
             w.close()
             check(s3_get(prefix + "synced") == data + data, "content after more appends")
