@@ -584,8 +584,7 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     return (long)len;
 }
 
-/* The content changes other than at its end: no stream from now. */
-static void abandon(struct cfile *cf)
+void cfile_unstream(struct cfile *cf)
 {
     stream_cancel(cf->stream);
     cf->stream = NULL;
@@ -611,7 +610,7 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
     if (len == 0)
         return 0;
     if (off != cf->size)
-        abandon(cf);
+        cfile_unstream(cf);
     size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
     if (cf->in_mem) {
         /* everything is present: nothing to fetch */
@@ -651,7 +650,7 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
 
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
 {
-    abandon(cf);
+    cfile_unstream(cf);
     if (!cf->in_mem || (size > cf->size && mem_reserve(c, cf, size) != 0)) {
         int fd = cfile_fd(c, cf);
         if (fd < 0)

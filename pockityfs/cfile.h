@@ -128,6 +128,11 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
  * or -errno. */
 int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size);
 
+/* Abandon the stream (cancelled, NULL) and start none until the content
+ * is emptied again: it changed other than at its end, or its upload
+ * cannot go on. */
+void cfile_unstream(struct cfile *cf);
+
 /* Whether every byte of the content is local (no block left to fetch). */
 int cfile_whole(const struct cfile *cf);
 

@@ -386,11 +386,8 @@ static void stream_feed(struct fs *fs, struct inode *in, const char *key)
 {
     struct cfile *cf = in->cf;
     if (cf->stream) {
-        if (stream_grow(cf->stream, key, cf->size) == 0)
-            return;
-        stream_cancel(cf->stream);
-        cf->stream = NULL;
-        cf->appending = 0; /* the close uploads it whole */
+        if (stream_grow(cf->stream, key, cf->size) != 0)
+            cfile_unstream(cf); /* the close uploads it whole */
         return;
     }
     /* every byte local: blocks an upload made clean may have been evicted
@@ -403,7 +400,7 @@ static void stream_feed(struct fs *fs, struct inode *in, const char *key)
         cf->stream = stream_start(&fs->streams, fs->s3, key, fd, &in->st, cf->size,
                                   fs->opt.upload_threads);
     if (!cf->stream)
-        cf->appending = 0;
+        cfile_unstream(cf);
 }
 
 void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -918,6 +918,11 @@ class Writer:
         self.proc.wait(timeout=60)
 
 
+# A fresh RGW creates the pool of multipart uploads at the first one, which
+# takes seconds on a loaded machine: the waits allow for it.
+PARTS_WAIT = 60
+
+
 def test_streamed_upload():
     """A file written at its end goes up while it is written (16 MiB parts
     of a multipart upload, from 32 MiB on). Any other change abandons that
@@ -936,7 +941,8 @@ def test_streamed_upload():
             # written at its end: parts go up before the close
             w = Writer(m.p("seq"), src)
             w.do("append", 0, 33 * MIB)
-            wait_for(lambda: parts_of(m, prefix + "seq") == ["1", "2"], "parts sent while written")
+            wait_for(lambda: parts_of(m, prefix + "seq") == ["1", "2"], "parts sent while written",
+                     PARTS_WAIT)
             time.sleep(1.1)  # the upload was created with an older mtime
             w.do("append", 33 * MIB, n)
             w.close()
@@ -950,7 +956,7 @@ def test_streamed_upload():
             # a write elsewhere abandons the stream
             w = Writer(m.p("mod"), src)
             w.do("append", 0, n)
-            wait_for(lambda: parts_of(m, prefix + "mod"), "parts sent while written")
+            wait_for(lambda: parts_of(m, prefix + "mod"), "parts sent while written", PARTS_WAIT)
             w.do("pwrite", 5, "changed")
             w.close()
             want = data[:5] + b"changed" + data[12:]
@@ -959,7 +965,7 @@ def test_streamed_upload():
             # so does a truncate
             w = Writer(m.p("trunc"), src)
             w.do("append", 0, n)
-            wait_for(lambda: parts_of(m, prefix + "trunc"), "parts sent while written")
+            wait_for(lambda: parts_of(m, prefix + "trunc"), "parts sent while written", PARTS_WAIT)
             w.do("truncate", 35 * MIB)
             w.do("append", 0, 100)
             w.close()
@@ -970,7 +976,7 @@ def test_streamed_upload():
             os.mkdir(m.p("d1"))
             w = Writer(m.p("d1/f"), src)
             w.do("append", 0, 34 * MIB)
-            wait_for(lambda: parts_of(m, prefix + "d1/f"), "parts sent while written")
+            wait_for(lambda: parts_of(m, prefix + "d1/f"), "parts sent while written", PARTS_WAIT)
             os.rename(m.p("d1"), m.p("d2"))
             w.do("append", 34 * MIB, n)
             w.close()
@@ -1008,7 +1014,7 @@ def test_streamed_upload():
 
             streams = streams_of(m)
             check(len(streams) >= 7, "streams started: %r" % streams)
-            deadline = time.time() + 15
+            deadline = time.time() + PARTS_WAIT
             while True:
                 left = [(k, u) for k, u in streams if not upload_gone(k, u)]
                 if not left or time.time() > deadline:
@@ -1022,7 +1028,7 @@ def test_streamed_upload():
         try:
             w = Writer(m.p("killed"), src)
             w.do("append", 0, 34 * MIB)
-            wait_for(lambda: parts_of(m, prefix + "killed"), "parts sent while written")
+            wait_for(lambda: parts_of(m, prefix + "killed"), "parts sent while written", PARTS_WAIT)
             (key, upload), = [s for s in streams_of(m) if s[0] == prefix + "killed"]
             m.kill()
             w.proc.kill()
