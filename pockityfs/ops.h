@@ -65,6 +65,12 @@ void ops_dir_changed(struct fs *fs, const char *path);
  * stays in the cache and is journaled. Returns 0 or -errno. */
 int ops_sync(struct fs *fs, struct inode *in);
 
+/* in's attributes changed while its data waits in the journal for its
+ * upload: write them to its row too, so that a restart after a kill uploads
+ * them with the data. No-op without a row. Caller holds in->lock. Returns 0
+ * or -errno. */
+int ops_journal_attrs(struct fs *fs, struct inode *in);
+
 /* Give back the quota reservation cf holds for a queued upload (none is
  * fine). Caller holds the owner's lock. */
 void ops_resv_drop(struct fs *fs, struct cfile *cf);

@@ -86,6 +86,20 @@ static struct journal_entry pending_entry(const struct inode *in, const char *pa
                                   .mtime = in->st.st_mtim.tv_sec};
 }
 
+int ops_journal_attrs(struct fs *fs, struct inode *in)
+{
+    if (!in->cf || !in->cf->journaled)
+        return 0;
+    char *path = NULL;
+    int rc = inode_path(&fs->inodes, in, &path);
+    if (rc)
+        return rc == -ENOENT ? 0 : rc;
+    struct journal_entry e = pending_entry(in, path);
+    rc = journal_put(fs->journal, &e, 0);
+    free(path);
+    return rc;
+}
+
 /* An upload of in failed with rc: keep the data, durable on disk and in the
  * journal, and let the flusher retry it. fd: the local file's descriptor
  * (-1 in memory). */

@@ -692,6 +692,10 @@ def test_close_then_kill():
                     f.write(b"x" * 3000)
                     f.flush()
             want["grown"] = b"x" * 120000
+            # attributes changed after close, before the upload: journaled too
+            os.chmod(m.p("k1"), 0o600)
+            os.utime(m.p("k2"), (1500000000, 1500000000))
+            os.chmod(m.p("k18"), 0o640)
             check(not in_s3(prefix + "k0"), "upload is in the background (delayed)")
             check(open(m.p("k3"), "rb").read() == want["k3"], "served before upload")
             m.kill()
@@ -702,6 +706,11 @@ def test_close_then_kill():
             for k, v in want.items():
                 check(s3_get(prefix + k) == v, "replayed %s before serving" % k)
             check(open(m2.p("k7"), "rb").read() == want["k7"], "read after replay")
+        for k, name, value in (("k1", "meta mode", str(0o100600)),
+                               ("k2", "meta mtime", "1500000000"),
+                               ("k18", "meta mode", str(0o100640))):
+            got = head_of(prefix + k).get(name, "")
+            check(got.split(".")[0] == value, "%s of %s: %s, not %s" % (name, k, got, value))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
