@@ -345,9 +345,10 @@ static void cached_done(struct fs *fs, struct inode *in)
  * in->lock. */
 static int store_meta(struct fs *fs, struct inode *in)
 {
+    /* the root has no object; pending data uploads with the attributes */
     if (in->ino == INODE_ROOT)
-        return 0; /* the root has no object */
-    if (in->cf && in->cf->dirty) /* pending data uploads with them */
+        return 0;
+    if (in->cf && in->cf->dirty)
         return ops_journal_attrs(fs, in);
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
