@@ -396,18 +396,25 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
 /* After a write at the end of in's content: feed its stream, or start one
  * once the content qualifies (stream.h). key: the object's, "" when in was
  * unlinked. */
+/* A new file the pocket has no room for: its close will be refused, so no
+ * part of it is streamed for nothing (a file replacing another may fit). */
+static int no_room(struct fs *fs, struct inode *in)
+{
+    return inode_is_local(&fs->inodes, in) && remote_no_room(fs->remote, in->cf->size);
+}
+
 static void stream_feed(struct fs *fs, struct inode *in, const char *key)
 {
     struct cfile *cf = in->cf;
     if (cf->stream) {
-        if (stream_grow(cf->stream, key, cf->size) != 0)
+        if (no_room(fs, in) || stream_grow(cf->stream, key, cf->size) != 0)
             cfile_unstream(cf); /* the close uploads it whole */
         return;
     }
     /* every byte local: blocks an upload made clean may have been evicted
      * since (an open file's cache keeps only what is near its reader) */
     if (!cf->appending || cf->size < STREAM_START || cf->size > STREAM_MAX || !key[0] ||
-        !cfile_whole(cf))
+        !cfile_whole(cf) || no_room(fs, in))
         return;
     int fd = cfile_fd(&fs->cache, cf);
     if (fd >= 0)

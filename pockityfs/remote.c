@@ -1170,6 +1170,15 @@ bool remote_settle(struct remote *r, long timeout_ms)
     return !r || allowance_settle(r, timeout_ms);
 }
 
+bool remote_no_room(struct remote *r, uint64_t bytes)
+{
+    pthread_mutex_lock(&r->seen_lock);
+    bool have = r->have_seen;
+    struct remote_usage u = r->seen;
+    pthread_mutex_unlock(&r->seen_lock);
+    return have && (u.used_bytes > u.max_bytes || bytes > u.max_bytes - u.used_bytes);
+}
+
 int remote_usage(struct remote *r, struct remote_usage *u)
 {
     if (!r || !u)

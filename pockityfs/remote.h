@@ -166,6 +166,11 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n);
  * given to remote_start_renewal. Cheap when not restricted. */
 int remote_write_check(struct remote *r);
 
+/* Whether the latest totals pockityd gave (of any answer) leave no room for
+ * a new object of bytes: used + bytes > the tier's bytes. False when none is
+ * known yet. Never blocks; the totals may be a few seconds old. */
+bool remote_no_room(struct remote *r, uint64_t bytes);
+
 /* Quota and usage for statfs (GET /v1/usage), cached for 2 s and refreshed
  * too by the totals that reserve/commit/deleted answers carry. One attempt,
  * no retry; after a failure the next attempt waits 2 s. Returns 0 or -EIO

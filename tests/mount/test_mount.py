@@ -289,7 +289,7 @@ def write_file(path, data):
 def test_quota():
     tid = tiny_tier(1 << 20)
     pk = Pocket(D, tier=tid)
-    with Mount(D, pk) as m:
+    with Mount(D, pk, options=["log_level=debug"]) as m:
         check(df(m.path, "size") == str(1 << 20), "df size is the quota")
         out = sh("df --output=itotal %s" % m.path).stdout.split()
         check(out[-1] == "50", "df inodes are the object quota: %r" % out)
@@ -311,6 +311,21 @@ def test_quota():
         with open(m.p("big"), "rb") as g:
             check(g.read() == data, "data kept in the cache")
         check(open(m.p("small"), "rb").read() == b"s" * 1000, "small file fine")
+        # a large new file the pocket has no room for is not streamed (its
+        # parts would be sent, then refused at close)
+        chunk = os.urandom(1 << 20)
+        f = open(m.p("huge"), "wb")
+        for _ in range(40):
+            f.write(chunk)
+        try:
+            f.close()
+            raise AssertionError("close of a 40 MiB file in a 1 MiB pocket succeeded")
+        except OSError as e:
+            check(e.errno == errno.EDQUOT, "close of 'huge' gives EDQUOT: %r" % e)
+        check(not [k for k, _ in streams_of(m) if k.endswith("/huge")],
+              "no streamed upload of 'huge': " + repr(streams_of(m)))
+        check(os.path.getsize(m.p("huge")) == 40 << 20, "'huge' kept in the cache")
+        os.unlink(m.p("huge"))
         # a larger tier: the mount retries the pending upload by itself
         set_tier_bytes(tid, 4 << 20)
         key = pk.pocket["prefix"] + "big"
@@ -318,6 +333,28 @@ def test_quota():
         check(s3_get(key) == data, "retried upload is the data")
         os.unlink(m.p("big"))
         check(not os.path.exists(m.p("big")), "deleted")
+    # a stream started with room abandons its upload once the file outgrows
+    # what the pocket has left, before its close
+    pk = Pocket(D, tier=tiny_tier(48 * MIB))
+    key = pk.pocket["prefix"] + "grows"
+    tmp = tempfile.mkdtemp(prefix="pockityfs-quota.")
+    try:
+        src = os.path.join(tmp, "src")
+        write_file(src, os.urandom(64 * MIB))
+        # upload_after: no background upload of the open file meanwhile,
+        # which would end its stream too
+        with Mount(D, pk, options=["log_level=debug", "upload_after=600"]) as m:
+            w = Writer(m.p("grows"), src)
+            w.do("append", 0, 40 * MIB)
+            wait_for(lambda: parts_of(m, key), "parts sent while there is room", PARTS_WAIT)
+            (_, upload), = [s for s in streams_of(m) if s[0] == key]
+            w.do("append", 40 * MIB, 64 * MIB)
+            wait_for(lambda: upload_gone(key, upload), "upload aborted while still open", 30)
+            w.close(errno.EDQUOT)
+            check(os.path.getsize(m.p("grows")) == 64 * MIB, "'grows' kept in the cache")
+            os.unlink(m.p("grows"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_restriction():
@@ -906,8 +943,11 @@ for line in sys.stdin:
     elif op == "fsync":
         os.fsync(fd)
     print("ok", flush=True)
-os.close(fd)
-print("closed", flush=True)
+try:
+    os.close(fd)
+    print("closed", flush=True)
+except OSError as e:
+    print("close failed %d" % e.errno, flush=True)
 """
 
 
@@ -921,9 +961,11 @@ class Writer:
         self.proc.stdin.flush()
         check(self.proc.stdout.readline().strip() == "ok", "writer: %r" % (cmd,))
 
-    def close(self):
+    def close(self, errno_wanted=0):
         self.proc.stdin.close()
-        check(self.proc.stdout.readline().strip() == "closed", "writer: close returned 0")
+        want = "close failed %d" % errno_wanted if errno_wanted else "closed"
+        got = self.proc.stdout.readline().strip()
+        check(got == want, "writer: %r, not %r" % (got, want))
         self.proc.wait(timeout=60)
 
 
