@@ -393,9 +393,6 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     cache_trim(&fs->cache);
 }
 
-/* After a write at the end of in's content: feed its stream, or start one
- * once the content qualifies (stream.h). key: the object's, "" when in was
- * unlinked. */
 /* A new file the pocket has no room for: its close will be refused, so no
  * part of it is streamed for nothing (a file replacing another may fit). */
 static int no_room(struct fs *fs, struct inode *in)
@@ -403,6 +400,9 @@ static int no_room(struct fs *fs, struct inode *in)
     return inode_is_local(&fs->inodes, in) && remote_no_room(fs->remote, in->cf->size);
 }
 
+/* After a write at the end of in's content: feed its stream, or start one
+ * once the content qualifies (stream.h). key: the object's, "" when in was
+ * unlinked. */
 static void stream_feed(struct fs *fs, struct inode *in, const char *key)
 {
     struct cfile *cf = in->cf;
