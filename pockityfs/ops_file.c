@@ -397,7 +397,8 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
  * part of it is streamed for nothing (a file replacing another may fit). */
 static int no_room(struct fs *fs, struct inode *in)
 {
-    return inode_is_local(&fs->inodes, in) && remote_no_room(fs->remote, in->cf->size);
+    /* the totals first: inode_is_local takes the table's lock, at every write */
+    return remote_no_room(fs->remote, in->cf->size) && inode_is_local(&fs->inodes, in);
 }
 
 /* After a write at the end of in's content: feed its stream, or start one
