@@ -20,6 +20,7 @@
 
 #define S3_ETAG_MAX    128 /* room for an ETag with its quotes */
 #define S3_MAX_KEY_LEN 1024
+#define S3_MAX_OBJECT (5ull << 40) /* S3's largest object: 5 TiB */
 #define S3_MAX_META    64 /* user metadata entries kept from a response */
 #define S3_MAX_DELETE  1000
 

@@ -59,6 +59,7 @@ struct cfile {
     double dirty_since;    /* monotonic time it became dirty */
     double last_write;     /* monotonic time of the last write or truncate */
     int journaled;         /* has a journal row */
+    int replayed;          /* pending at start-up: its object may exist already */
     int appending;         /* every write since the content was empty was at its end */
     struct stream *stream; /* the upload of the content as it is written (stream.h), or NULL */
     uint64_t ra_next;      /* where a sequential read would continue */

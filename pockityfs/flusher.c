@@ -91,6 +91,7 @@ static int upload_queued(struct fs *fs, uint64_t ino)
     if (!in)
         return 0;
     int rc = 0;
+    ops_names_share(fs);
     pthread_mutex_lock(&in->lock);
     if (in->cf) {
         in->cf->queued = 0;
@@ -100,6 +101,7 @@ static int upload_queued(struct fs *fs, uint64_t ino)
             ops_resv_drop(fs, in->cf);
     }
     pthread_mutex_unlock(&in->lock);
+    ops_names_done(fs);
     inode_put(&fs->inodes, in);
     return rc;
 }
@@ -169,7 +171,12 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
     struct inode *in = inode_get(&fs->inodes, w->ino);
     if (!in)
         return DROP;
+    if (ops_names_try_share(fs) != 0) {
+        inode_put(&fs->inodes, in); /* a directory rename; next tick */
+        return KEEP;
+    }
     if (pthread_mutex_trylock(&in->lock) != 0) {
+        ops_names_done(fs);
         inode_put(&fs->inodes, in); /* busy: a writer or an upload; next tick */
         return KEEP;
     }
@@ -209,6 +216,7 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
         }
     }
     pthread_mutex_unlock(&in->lock);
+    ops_names_done(fs);
     inode_put(&fs->inodes, in);
     return r;
 }

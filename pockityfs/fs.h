@@ -50,6 +50,10 @@ struct fs {
     pthread_cond_t listers_idle;
     int listers;  /* threads listing the rest of a directory (ops_dir.c) */
     int stopping; /* the mount is going away: listers stop */
+    /* A directory rename moves many objects, not atomically: it holds the
+     * names alone; every other change to S3 holds them shared (ops.h). */
+    pthread_rwlock_t names;
+    pthread_mutex_t rename_lock; /* one rename at a time: it locks two inodes */
 };
 
 /* The low-level operations of the mount; userdata is the struct fs. */

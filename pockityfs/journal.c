@@ -224,6 +224,38 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
     return 0;
 }
 
+int journal_move(struct journal *j, const char *from, const char *to)
+{
+    /* bytes, not characters: paths are UTF-8 (or anything but NUL) */
+    static const char *const sql = "UPDATE OR REPLACE pending SET path = ?2 || "
+                                   "CAST(substr(CAST(path AS BLOB), ?3) AS TEXT)"
+                                   " WHERE substr(CAST(path AS BLOB), 1, ?4) = ?1";
+    size_t nf = strlen(from);
+    char *prefix = malloc(nf + 2), *dest = malloc(strlen(to) + 2);
+    sqlite3_stmt *st = NULL;
+    int rc = -ENOMEM;
+    if (prefix && dest) {
+        sprintf(prefix, "%s/", from);
+        sprintf(dest, "%s/", to);
+        pthread_mutex_lock(&j->lock);
+        rc = -EIO;
+        if (sqlite3_prepare_v2(j->db, sql, -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_blob(st, 1, prefix, (int)nf + 1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, dest, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, (sqlite3_int64)nf + 2);
+            sqlite3_bind_int64(st, 4, (sqlite3_int64)nf + 1);
+            rc = step_done(j, st, "move pending uploads to their new names");
+        } else {
+            log_error("journal: cannot move pending uploads: %s", sqlite3_errmsg(j->db));
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&j->lock);
+    }
+    free(prefix);
+    free(dest);
+    return rc;
+}
+
 /* Run sql with text parameters a and b (b may be NULL). */
 static int exec_text(struct journal *j, const char *sql, const char *a, const char *b,
                      const char *what)

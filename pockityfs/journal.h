@@ -43,6 +43,10 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable);
 /* Remove the row of path (none is fine). Returns 0 or -EIO. */
 int journal_remove(struct journal *j, const char *path);
 
+/* Give the rows below the directory from (from/...) the same names below
+ * to (a renamed directory). Returns 0, -EIO or -ENOMEM. */
+int journal_move(struct journal *j, const char *from, const char *to);
+
 /* Every row, oldest first, into a malloc'd array the caller frees with
  * journal_entries_free. Returns 0, -EIO or -ENOMEM. */
 int journal_list(struct journal *j, struct journal_entry **out, size_t *n);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -251,6 +252,17 @@ static int mkdirs(const char *path)
 }
 
 /* Create and lock the pocket's cache folder, open the journal. */
+/* Open files, and files whose upload failed, each hold a descriptor of
+ * their cache file: allow as many as the process may have. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 static int setup_cache(struct fs *fs, int *lock_fd)
 {
     char base[PATH_MAX], path[PATH_MAX + 64];
@@ -337,6 +349,7 @@ int main(int argc, char **argv)
     char key[KEY_MAX];
 
     log_setup("pockityfs", LOG_LEVEL_INFO, 0);
+    raise_fd_limit();
     int parsed = fuse_opt_parse(&args, &fs.opt, option_table, option_proc);
     c = cmdline;
     if (parsed != 0 || c.bad)
@@ -418,6 +431,13 @@ int main(int argc, char **argv)
         goto out;
     pthread_mutex_init(&fs.dir_lock, NULL);
     pthread_cond_init(&fs.listers_idle, NULL);
+    pthread_rwlockattr_t names_attr;
+    pthread_rwlockattr_init(&names_attr);
+    /* a waiting rename goes before new sharers: uploads never end */
+    pthread_rwlockattr_setkind_np(&names_attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fs.names, &names_attr);
+    pthread_rwlockattr_destroy(&names_attr);
+    pthread_mutex_init(&fs.rename_lock, NULL);
     if (inode_table_init(&fs.inodes, fs_inode_free, &fs) != 0) {
         fprintf(stderr, "error: out of memory\n");
         goto out;
@@ -486,9 +506,9 @@ out:
         ops_dir_stop(&fs); /* listers use the S3 client */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
-    remote_free(fs.remote);   /* stops the renewal thread before the client goes */
-    if (table)
+    if (table)                /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
+    remote_free(fs.remote); /* stops the renewal thread before the client goes */
     /* abandoned streams abort their upload; one still at it past the wait
      * keeps the journal and the client (the next start aborts it) */
     if (streams_release(&fs.streams, 10000) == 0) {

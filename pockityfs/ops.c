@@ -209,6 +209,21 @@ int ops_write_check(struct fs *fs)
     return fs->read_only ? -EROFS : remote_write_check(fs->remote);
 }
 
+void ops_names_share(struct fs *fs)
+{
+    pthread_rwlock_rdlock(&fs->names);
+}
+
+int ops_names_try_share(struct fs *fs)
+{
+    return pthread_rwlock_tryrdlock(&fs->names);
+}
+
+void ops_names_done(struct fs *fs)
+{
+    pthread_rwlock_unlock(&fs->names);
+}
+
 static void reply_entry_of(fuse_req_t req, struct fs *fs, struct inode *in)
 {
     struct fuse_entry_param e = {0};
@@ -408,6 +423,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     }
     struct stat st;
     int rc = ops_write_check(fs);
+    ops_names_share(fs);
     pthread_mutex_lock(&in->lock);
     if (!rc)
         rc = ops_stat(fs, in, &st);
@@ -448,6 +464,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (!rc)
         rc = ops_stat(fs, in, &st);
     pthread_mutex_unlock(&in->lock);
+    ops_names_done(fs);
     inode_put(&fs->inodes, in);
     if (rc)
         fuse_reply_err(req, -rc);
@@ -493,6 +510,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1], etag[S3_ETAG_MAX] = "";
     int rc = ops_write_check(fs);
+    ops_names_share(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     if (!rc)
@@ -506,6 +524,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, -rc);
     else
         reply_new(req, fs, path, &st, etag, 1);
+    ops_names_done(fs);
     free(path);
 }
 
@@ -517,6 +536,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     int rc = ops_write_check(fs);
     if (!rc && len >= LINK_MAX_BYTES)
         rc = -ENAMETOOLONG;
+    ops_names_share(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     struct stat st;
@@ -526,6 +546,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     if (!rc)
         rc = upload_put(fs, path, 0, &body, &st, etag);
     if (rc) {
+        ops_names_done(fs);
         fuse_reply_err(req, -rc);
         free(path);
         return;
@@ -539,6 +560,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         inode_put(&fs->inodes, in);
     }
     reply_new(req, fs, path, &st, etag, 0);
+    ops_names_done(fs);
     free(path);
 }
 
@@ -597,57 +619,60 @@ static void report_deleted(struct fs *fs, const char *const *keys, size_t n)
                  strerror(-rc));
 }
 
+/* The file in, at path, is unlinked or replaced: its pending content is
+ * never to be uploaded. Caller holds in->lock. */
+static void drop_content(struct fs *fs, struct inode *in, const char *path)
+{
+    ops_resv_drop(fs, in->cf);
+    if (in->cf && in->cf->journaled) {
+        journal_remove(fs->journal, path);
+        in->cf->journaled = 0;
+    }
+    if (in->cf && in->opens == 0) {
+        cfile_free(&fs->cache, in->cf, 1);
+        in->cf = NULL;
+    }
+    inode_set_flags(&fs->inodes, in, 0, 0);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1];
     int rc = read_only(fs);
+    ops_names_share(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     if (!rc)
         rc = ops_key(fs, path, 0, key);
-    if (rc) {
-        fuse_reply_err(req, -rc);
-        free(path);
-        return;
-    }
-    struct inode *in = inode_get_path(&fs->inodes, path);
+    struct inode *in = rc ? NULL : inode_get_path(&fs->inodes, path);
     /* under the inode's lock: a background upload of a file only local so
      * far either has ended (the object exists: delete it) or will not run */
     if (in)
         pthread_mutex_lock(&in->lock);
-    int local = in && inode_is_local(&fs->inodes, in);
-    if (!local) {
+    /* one pending at start-up may replace an object: delete that too */
+    int local = in && inode_is_local(&fs->inodes, in) && !(in->cf && in->cf->replayed);
+    if (!rc && !local) {
         int s = s3_delete_object(fs->s3, key);
-        if (s != S3_OK) {
-            fuse_reply_err(req, -s3_err("delete", key, s));
-            if (in)
-                pthread_mutex_unlock(&in->lock);
-            inode_put(&fs->inodes, in);
-            free(path);
-            return;
+        if (s == S3_OK) {
+            const char *keys[1] = {path};
+            report_deleted(fs, keys, 1);
+        } else {
+            rc = s3_err("delete", key, s);
         }
-        const char *keys[1] = {path};
-        report_deleted(fs, keys, 1);
     }
-    if (in) {
-        ops_resv_drop(fs, in->cf);
-        if (in->cf && in->cf->journaled) {
-            journal_remove(fs->journal, path);
-            in->cf->journaled = 0;
-        }
-        if (in->cf && in->opens == 0) {
-            cfile_free(&fs->cache, in->cf, 1);
-            in->cf = NULL;
-        }
-        inode_set_flags(&fs->inodes, in, 0, 0);
+    if (!rc && in) {
+        drop_content(fs, in, path);
         inode_detach(&fs->inodes, in);
-        pthread_mutex_unlock(&in->lock);
-        inode_put(&fs->inodes, in);
     }
-    ops_dir_changed(fs, path);
+    if (in)
+        pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
+    if (!rc)
+        ops_dir_changed(fs, path);
+    ops_names_done(fs);
     free(path);
-    fuse_reply_err(req, 0);
+    fuse_reply_err(req, -rc);
 }
 
 /* Whether the directory at path holds anything besides its marker. */
@@ -675,6 +700,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1];
     int rc = read_only(fs);
+    ops_names_share(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     if (!rc)
@@ -701,25 +727,9 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
         ops_dir_changed(fs, path);
     }
+    ops_names_done(fs);
     free(path);
     fuse_reply_err(req, -rc);
-}
-
-/* Upload the pending content of the file at path before it is copied.
- * Files below a renamed directory need not: their inodes move with it and
- * upload under the new names. */
-static int sync_file(struct fs *fs, const char *path)
-{
-    struct inode *in = inode_get_path(&fs->inodes, path);
-    int rc = 0;
-    if (in) {
-        pthread_mutex_lock(&in->lock);
-        if (in->cf && in->cf->dirty)
-            rc = ops_sync(fs, in);
-        pthread_mutex_unlock(&in->lock);
-        inode_put(&fs->inodes, in);
-    }
-    return rc;
 }
 
 /* Move every object under from/ to to/ (copy then delete, not atomic). */
@@ -786,51 +796,111 @@ static int move_tree(struct fs *fs, const char *from, const char *to)
     return rc;
 }
 
+/* Rename the file src (NULL: not in the table) at from to to, over the file
+ * dn (NULL: none or not in the table). The caller holds the names shared
+ * and both inodes' locks, so that no upload of either runs meanwhile: src
+ * uploads its pending content first, and dn's is dropped once src's
+ * content is under its name. */
+static int rename_file(struct fs *fs, struct inode *src, const char *from, struct inode *dn,
+                       const char *to, uint64_t size)
+{
+    char key[S3_MAX_KEY_LEN + 1];
+    int rc = ops_key(fs, from, 0, key);
+    if (!rc && src && src->cf && src->cf->dirty)
+        rc = ops_sync(fs, src);
+    if (rc)
+        return rc;
+    /* a small file held whole in the cache: PUT it under the new name */
+    struct upload_body body;
+    if (src && cached_body(fs, src, &body)) {
+        char etag[S3_ETAG_MAX];
+        rc = upload_put(fs, to, 0, &body, &src->st, etag);
+        cached_done(fs, src);
+        if (!rc) {
+            snprintf(src->etag, sizeof(src->etag), "%s", etag);
+            snprintf(src->cf->etag, sizeof(src->cf->etag), "%s", etag);
+        }
+    } else {
+        rc = upload_copy(fs, from, to, size);
+    }
+    if (rc)
+        return rc;
+    if (dn)
+        drop_content(fs, dn, to);
+    int s = s3_delete_object(fs->s3, key);
+    if (s != S3_OK)
+        log_warn("renamed '%s' but cannot delete the old name: %s", key, s3_strerror(s));
+    const char *keys[1] = {from};
+    report_deleted(fs, keys, 1);
+    return 0;
+}
+
+/* Rename the directory at from to to (absent, or an empty directory): its
+ * objects are copied and deleted, the pending uploads below it move along.
+ * The caller holds the names alone. */
+static int rename_dir(struct fs *fs, const char *from, const char *to, int exists)
+{
+    int rc = exists ? dir_empty(fs, to) : 0;
+    if (rc)
+        return rc;
+    if (exists) {
+        char key[S3_MAX_KEY_LEN + 1];
+        if (ops_key(fs, to, 1, key) == 0)
+            s3_delete_object(fs->s3, key);
+    }
+    rc = move_tree(fs, from, to);
+    if (!rc)
+        rc = journal_move(fs->journal, from, to);
+    return rc;
+}
+
+/* The attributes of the file or directory at path (in: its inode, or NULL). */
+static int stat_of(struct fs *fs, struct inode *in, const char *path, struct stat *st)
+{
+    if (!in) {
+        char etag[S3_ETAG_MAX];
+        int marker;
+        return ops_resolve(fs, path, st, etag, &marker);
+    }
+    pthread_mutex_lock(&in->lock);
+    int rc = ops_stat(fs, in, st);
+    pthread_mutex_unlock(&in->lock);
+    return rc;
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
     struct fs *fs = fs_of(req);
     char *from = NULL, *to = NULL;
-    struct inode *src = NULL;
+    struct inode *src = NULL, *dn = NULL;
     int rc = ops_write_check(fs);
     if (!rc && (flags & ~RENAME_NOREPLACE))
         rc = -EINVAL; /* RENAME_EXCHANGE and RENAME_WHITEOUT: S3 cannot */
+    pthread_mutex_lock(&fs->rename_lock);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &from);
     if (!rc)
         rc = ops_child_path(fs, newparent, newname, &to);
-    if (rc)
-        goto done;
-    if (strcmp(from, to) == 0)
-        goto done;
+    if (rc || strcmp(from, to) == 0)
+        goto unlocked;
     size_t fl = strlen(from);
     if (strncmp(to, from, fl) == 0 && to[fl] == '/') {
         rc = -EINVAL; /* into itself */
-        goto done;
+        goto unlocked;
     }
     src = inode_get_path(&fs->inodes, from);
     struct stat sst, dst;
-    char etag[S3_ETAG_MAX];
-    int marker;
-    if (src) {
-        pthread_mutex_lock(&src->lock);
-        rc = ops_stat(fs, src, &sst);
-        pthread_mutex_unlock(&src->lock);
-    } else {
-        rc = ops_resolve(fs, from, &sst, etag, &marker);
-    }
+    rc = stat_of(fs, src, from, &sst);
     if (rc)
-        goto done;
+        goto unlocked;
     int is_dir = S_ISDIR(sst.st_mode);
-    struct inode *dn = inode_get_path(&fs->inodes, to);
-    if (dn) {
-        pthread_mutex_lock(&dn->lock);
-        rc = ops_stat(fs, dn, &dst);
-        pthread_mutex_unlock(&dn->lock);
-        inode_put(&fs->inodes, dn);
-    } else {
-        rc = ops_resolve(fs, to, &dst, etag, &marker);
-    }
+    if (is_dir)
+        pthread_rwlock_wrlock(&fs->names);
+    else
+        ops_names_share(fs);
+    dn = inode_get_path(&fs->inodes, to);
+    rc = stat_of(fs, dn, to, &dst);
     int exists = rc == 0;
     if (rc && rc != -ENOENT && rc != -ESTALE)
         goto done;
@@ -841,61 +911,41 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         rc = -ENOTDIR;
     else if (exists && !is_dir && S_ISDIR(dst.st_mode))
         rc = -EISDIR;
-    else if (exists && is_dir)
-        rc = dir_empty(fs, to);
-    if (!rc && !is_dir)
-        rc = sync_file(fs, from);
     if (rc)
         goto done;
-    if (exists && is_dir) {
-        char key[S3_MAX_KEY_LEN + 1];
-        if (ops_key(fs, to, 1, key) == 0)
-            s3_delete_object(fs->s3, key);
-    }
     if (is_dir) {
-        rc = move_tree(fs, from, to);
+        rc = rename_dir(fs, from, to, exists);
     } else {
-        char key[S3_MAX_KEY_LEN + 1];
-        rc = ops_key(fs, from, 0, key);
-        int copied = 0;
-        if (!rc && src) {
-            /* a small file held whole in the cache: PUT it under the new name */
+        struct inode *over = exists ? dn : NULL;
+        if (over)
+            pthread_mutex_lock(&over->lock);
+        if (src)
             pthread_mutex_lock(&src->lock);
-            struct upload_body body;
-            if (cached_body(fs, src, &body)) {
-                char etag2[S3_ETAG_MAX];
-                rc = upload_put(fs, to, 0, &body, &src->st, etag2);
-                cached_done(fs, src);
-                if (!rc) {
-                    snprintf(src->etag, sizeof(src->etag), "%s", etag2);
-                    snprintf(src->cf->etag, sizeof(src->cf->etag), "%s", etag2);
-                }
-                copied = 1;
-            }
+        rc = rename_file(fs, src, from, over, to, (uint64_t)sst.st_size);
+        if (!rc)
+            rc = inode_move(&fs->inodes, from, to);
+        if (src)
             pthread_mutex_unlock(&src->lock);
-        }
-        if (!rc && !copied)
-            rc = upload_copy(fs, from, to, (uint64_t)sst.st_size);
-        if (!rc) {
-            int s = s3_delete_object(fs->s3, key);
-            if (s != S3_OK)
-                log_warn("renamed '%s' but cannot delete the old name: %s", key, s3_strerror(s));
-            const char *keys[1] = {from};
-            report_deleted(fs, keys, 1);
-        }
+        if (over)
+            pthread_mutex_unlock(&over->lock);
     }
-    if (rc)
-        goto done;
-    rc = inode_move(&fs->inodes, from, to);
-    if (src) {
+    if (!rc && is_dir)
+        rc = inode_move(&fs->inodes, from, to);
+    if (!rc && src) {
         pthread_mutex_lock(&src->lock);
         clock_gettime(CLOCK_REALTIME, &src->st.st_ctim);
         pthread_mutex_unlock(&src->lock);
     }
-    ops_dir_changed(fs, from);
-    ops_dir_changed(fs, to);
+    if (!rc) {
+        ops_dir_changed(fs, from);
+        ops_dir_changed(fs, to);
+    }
 done:
+    ops_names_done(fs);
+unlocked:
+    pthread_mutex_unlock(&fs->rename_lock);
     inode_put(&fs->inodes, src);
+    inode_put(&fs->inodes, dn);
     free(from);
     free(to);
     fuse_reply_err(req, -rc);

@@ -108,13 +108,15 @@ static void keep_pending(struct fs *fs, struct inode *in, const char *path, int 
 {
     struct cfile *cf = in->cf;
     struct journal_entry e = pending_entry(in, path);
-    if ((cf->in_mem || (fd >= 0 && fdatasync(fd) == 0)) && journal_put(fs->journal, &e, 1) == 0) {
+    /* a row naming a file with holes would replay them as zeros */
+    if ((cf->in_mem || (fd >= 0 && cfile_whole(cf) && fdatasync(fd) == 0)) &&
+        journal_put(fs->journal, &e, 1) == 0) {
         cf->journaled = 1;
         inode_set_flags(&fs->inodes, in, 1, local);
         flusher_note(fs->flusher, in);
         log_warn("'%s' stays in the cache, not uploaded: %s", path, strerror(-rc));
     } else {
-        log_error("cannot journal '%s': its data lives only in this process", path);
+        log_error("cannot journal '%s': its data lives only in this process (retried)", path);
     }
 }
 
@@ -167,6 +169,8 @@ int ops_sync(struct fs *fs, struct inode *in)
         inode_set_flags(&fs->inodes, in, 0, 0);
         if (local)
             ops_dir_changed(fs, path);
+        if (in->opens == 0) /* uploaded in the background: the fd goes */
+            cfile_idle(&fs->cache, cf);
     } else if (at_hand) {
         keep_pending(fs, in, path, fd, local, rc);
     }
@@ -194,6 +198,21 @@ static int close_sync(struct fs *fs, struct inode *in)
     if (fd < 0 && !cf->in_mem) {
         free(path);
         return fd;
+    }
+    if (!cfile_whole(cf)) {
+        /* a change to part of an object: the row must name all of it, so
+         * fetch the rest now (on failure the flusher retries the upload) */
+        char key[S3_MAX_KEY_LEN + 1];
+        struct cfile_src src;
+        rc = src_of(fs, in, key, &src);
+        if (!rc)
+            rc = cfile_fill(cf, &src);
+        if (rc) {
+            log_error("cannot fetch the rest of '%s' before journaling it: %s", path,
+                      strerror(-rc));
+            free(path);
+            return rc;
+        }
     }
     /* a held reservation for this name and at least this size serves; an
      * empty file not yet in S3 (the first close of `echo x > f`) reserves
@@ -231,6 +250,8 @@ static int close_sync(struct fs *fs, struct inode *in)
 
 int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle)
 {
+    if (size > S3_MAX_OBJECT)
+        return -EFBIG;
     int rc = ensure_cfile(fs, in);
     if (!rc)
         rc = cfile_truncate(&fs->cache, in->cf, size);
@@ -252,12 +273,15 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     struct fs *fs = fs_of(req);
     char *path = NULL;
     int rc = ops_write_check(fs);
+    /* not a change to S3 yet, but a name under a directory being renamed */
+    ops_names_share(fs);
     if (!rc)
         rc = ops_child_path(fs, parent, name, &path);
     struct inode *in = NULL;
     if (!rc && !(in = inode_make(&fs->inodes, path, NULL)))
         rc = -ENOMEM;
     if (rc) {
+        ops_names_done(fs);
         free(path);
         fuse_reply_err(req, -rc);
         return;
@@ -301,6 +325,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     } else {
         fuse_reply_err(req, -rc);
     }
+    ops_names_done(fs);
     inode_put(&fs->inodes, in);
     free(path);
 }
@@ -439,8 +464,8 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
         n = ensure_cfile(fs, in);
         if (!n)
             n = src_of(fs, in, key, &src);
-        if (!n && (uint64_t)off + size > (5ull << 40))
-            n = -EFBIG; /* S3's largest object */
+        if (!n && (uint64_t)off + size > S3_MAX_OBJECT)
+            n = -EFBIG;
         if (!n)
             n = cfile_write(&fs->cache, in->cf, &src, (uint64_t)off, buf, size);
         if (n >= 0) {
@@ -465,10 +490,12 @@ static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
     struct inode *in = inode_get(&fs->inodes, ino);
     int rc = 0;
     if (in) {
+        ops_names_share(fs);
         pthread_mutex_lock(&in->lock);
         if (in->cf && in->cf->dirty)
             rc = closing ? close_sync(fs, in) : ops_sync(fs, in);
         pthread_mutex_unlock(&in->lock);
+        ops_names_done(fs);
         inode_put(&fs->inodes, in);
     }
     fuse_reply_err(req, -rc);
@@ -595,6 +622,7 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
         st.st_blksize = 4096;
         st.st_ctim = st.st_atim = st.st_mtim;
         ops_set_attr(fs, in, &st, "", 0, 1);
+        in->cf->replayed = 1;
     }
     pthread_mutex_unlock(&in->lock);
     inode_set_flags(&fs->inodes, in, 1, 1);

@@ -1,6 +1,6 @@
 /* Unit tests of pockityfs/journal: rows survive reopening, replace, remove;
  * rows holding the content; journals from before content rows; uploads
- * under way. */
+ * under way; rows moving with a renamed directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -208,6 +208,31 @@ static void test_uploads(void **state)
     journal_free(j);
 }
 
+/* journal_move renames the rows below a directory, by bytes, and no other. */
+static void test_move(void **state)
+{
+    const char *path = ((struct dir *)*state)->path;
+    char err[256];
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(path, &j, err, sizeof(err)), 0);
+    const char *names[] = {"d\xc3\xa9/b", "d\xc3\xa9/c/d", "d\xc3\xa9x/y", "d\xc3\xa9", "e/f"};
+    for (size_t i = 0; i < 5; i++) {
+        struct journal_entry e = {.path = (char *)names[i], .file = "", .data = "x", .size = 1};
+        assert_int_equal(journal_put(j, &e, 0), 0);
+    }
+    assert_int_equal(journal_move(j, "d\xc3\xa9", "new/\xe2\x82\xac"), 0);
+    struct journal_entry *v;
+    size_t n;
+    assert_int_equal(journal_list(j, &v, &n), 0);
+    assert_int_equal(n, 5);
+    const char *want[] = {"new/\xe2\x82\xac/b", "new/\xe2\x82\xac/c/d", "d\xc3\xa9x/y", "d\xc3\xa9",
+                          "e/f"};
+    for (size_t i = 0; i < n; i++) /* listed in the order they were put */
+        assert_string_equal(v[i].path, want[i]);
+    journal_entries_free(v, n);
+    journal_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +240,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_content_rows, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_old_journal, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_uploads, dir_setup, dir_teardown),
+            cmocka_unit_test_setup_teardown(test_move, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

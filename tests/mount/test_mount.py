@@ -785,6 +785,120 @@ def test_replay_refused():
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def test_partial_close_kill():
+    """A change to part of an object, closed then killed before its upload:
+    the next mount uploads the whole object, not the change over zeros."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        orig = bytes((i * 7) % 251 + 1 for i in range(3 << 20))  # no zero byte
+        with Mount(D, pk, cache_dir=cache) as m:
+            write_file(m.p("big"), orig)
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV)
+        try:
+            fd = os.open(m.p("big"), os.O_WRONLY)
+            os.pwrite(fd, b"X", 0)
+            os.close(fd)  # returned 0: journaled
+            m.kill()
+        finally:
+            m.stop()
+        check(s3_get(prefix + "big") == orig, "not uploaded before the kill")
+        with Mount(D, pk, cache_dir=cache):
+            check(s3_get(prefix + "big") == b"X" + orig[1:], "replayed whole")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_pending_names():
+    """Files waiting for their upload when names change: a rename over one
+    drops its pending content, a renamed folder takes its pending files
+    along, and a file pending at start-up that replaces an object is
+    deleted from S3 by rm. Nothing old comes back after a remount."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        with Mount(D, pk, cache_dir=cache) as m:
+            write_file(m.p("g"), b"NEW\n")
+            write_file(m.p("v"), b"v1\n")
+        # mv g f over f's queued upload; mv d e with d/a queued, then rm of
+        # both at their new names once uploaded
+        with Mount(D, pk, cache_dir=cache, env=DELAY_ENV) as m:
+            write_file(m.p("f"), b"old\n")
+            os.rename(m.p("g"), m.p("f"))
+            os.mkdir(m.p("d"))
+            write_file(m.p("d/a"), b"hello\n")
+            write_file(m.p("d/b"), b"kept\n")
+            os.rename(m.p("d"), m.p("e"))
+            wait_for(lambda: in_s3(prefix + "e/a"), "e/a uploaded under its new name", 30)
+            os.unlink(m.p("e/a"))
+        check(s3_get(prefix + "f") == b"NEW\n", "f holds the renamed content")
+        check(s3_get(prefix + "e/b") == b"kept\n", "e/b uploaded under its new name")
+        for k in ("g", "d/a", "d/b", "e/a"):
+            check(not in_s3(prefix + k), "%s not in S3 after the unmount" % k)
+        with Mount(D, pk, cache_dir=cache) as m:
+            check(open(m.p("f"), "rb").read() == b"NEW\n", "f after a remount")
+            check(sorted(os.listdir(m.path)) == ["e", "f", "v"],
+                  "nothing old replayed: %r" % sorted(os.listdir(m.path)))
+            check(os.listdir(m.p("e")) == ["b"], "e holds b only")
+        # killed with d2/c queued after mv d2 e2: replayed under the new name
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV)
+        try:
+            os.mkdir(m.p("d2"))
+            write_file(m.p("d2/c"), b"c\n")
+            os.rename(m.p("d2"), m.p("e2"))
+            m.kill()
+        finally:
+            m.stop()
+        with Mount(D, pk, cache_dir=cache):
+            check(s3_get(prefix + "e2/c") == b"c\n", "replayed under the new name")
+            check(not in_s3(prefix + "d2/c"), "not under the old name")
+        # v rewritten, killed, then the replay refused (on hold): rm v
+        # deletes the old object too
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV, options=["quota_batch=0"])
+        try:
+            write_file(m.p("v"), b"v2\n")
+            m.kill()
+        finally:
+            m.stop()
+        set_hold(pk.id, "past_due")
+        try:
+            with Mount(D, pk, cache_dir=cache) as m:
+                check(open(m.p("v"), "rb").read() == b"v2\n", "pending v served")
+                os.unlink(m.p("v"))
+                check(not in_s3(prefix + "v"), "rm deleted the object v replaces")
+        finally:
+            set_hold(pk.id, None)
+        with Mount(D, pk, cache_dir=cache) as m:
+            check(not os.path.exists(m.p("v")), "v stays deleted")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_uploaded_files_close():
+    """A file uploaded in the background after its release keeps no file
+    descriptor; a truncate past S3's largest object is EFBIG."""
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        fds = "/proc/%d/fd" % m.proc.pid
+
+        def cache_fds():  # the lock, the journal, and the cache files open
+            return [t for t in (os.readlink(os.path.join(fds, f)) for f in os.listdir(fds))
+                    if t.startswith(m.cache_dir + "/")]
+        before = cache_fds()
+        for i in range(200):
+            write_file(m.p("x%d" % i), b"y" * (100 << 10))  # a cache file each
+        sh("sync %s" % m.path)
+        after = cache_fds()
+        check(len(after) == len(before), "cache descriptors: %r before, %d after"
+              % (before, len(after)))
+        write_file(m.p("t"), b"t")
+        expect_errno(lambda: os.truncate(m.p("t"), (5 << 40) + 1), errno.EFBIG,
+                     "truncate past 5 TiB")
+        check(os.path.getsize(m.p("t")) == 1, "size unchanged")
+
+
 def test_async_uploads():
     """Background uploads of closed files: fsync waits for its file, sync
     of a directory (fsyncdir) for all, unmount drains the queue, an unlink
@@ -1095,7 +1209,8 @@ def test_streamed_upload():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_close_then_kill, test_replay_refused, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
+         test_uploaded_files_close, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
