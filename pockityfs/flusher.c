@@ -90,8 +90,9 @@ static int upload_queued(struct fs *fs, uint64_t ino)
     struct inode *in = inode_get(&fs->inodes, ino);
     if (!in)
         return 0;
+    char *entered = NULL;
+    ops_enter_inode(fs, in, 1, &entered); /* out of memory: goes on regardless */
     int rc = 0;
-    ops_names_share(fs);
     pthread_mutex_lock(&in->lock);
     if (in->cf) {
         in->cf->queued = 0;
@@ -101,7 +102,7 @@ static int upload_queued(struct fs *fs, uint64_t ino)
             ops_resv_drop(fs, in->cf);
     }
     pthread_mutex_unlock(&in->lock);
-    ops_names_done(fs);
+    ops_leave(fs, entered);
     inode_put(&fs->inodes, in);
     return rc;
 }
@@ -171,12 +172,13 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
     struct inode *in = inode_get(&fs->inodes, w->ino);
     if (!in)
         return DROP;
-    if (ops_names_try_share(fs) != 0) {
-        inode_put(&fs->inodes, in); /* a directory rename; next tick */
+    char *entered = NULL;
+    if (ops_enter_inode(fs, in, 0, &entered) != 0) {
+        inode_put(&fs->inodes, in); /* a directory rename over it; next tick */
         return KEEP;
     }
     if (pthread_mutex_trylock(&in->lock) != 0) {
-        ops_names_done(fs);
+        ops_leave(fs, entered);
         inode_put(&fs->inodes, in); /* busy: a writer or an upload; next tick */
         return KEEP;
     }
@@ -216,7 +218,7 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
         }
     }
     pthread_mutex_unlock(&in->lock);
-    ops_names_done(fs);
+    ops_leave(fs, entered);
     inode_put(&fs->inodes, in);
     return r;
 }

@@ -14,6 +14,7 @@
 #include "inode.h"
 #include "journal.h"
 #include "meta.h"
+#include "names.h"
 #include "readahead.h"
 #include "remote.h"
 #include "s3.h"
@@ -48,11 +49,9 @@ struct fs {
     char dir[PATH_MAX];       /* the pocket's cache folder */
     pthread_mutex_t dir_lock; /* guards every inode's dir and dir_expire, and: */
     pthread_cond_t listers_idle;
-    int listers;  /* threads listing the rest of a directory (ops_dir.c) */
-    int stopping; /* the mount is going away: listers stop */
-    /* A directory rename moves many objects, not atomically: it holds the
-     * names alone; every other change to S3 holds them shared (ops.h). */
-    pthread_rwlock_t names;
+    int listers;                 /* threads listing the rest of a directory (ops_dir.c) */
+    int stopping;                /* the mount is going away: listers stop */
+    struct names names;          /* changes to S3 apart from a directory rename */
     pthread_mutex_t rename_lock; /* one rename at a time: it locks two inodes */
 };
 

@@ -3,6 +3,7 @@
 #include "inode.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -207,11 +208,11 @@ struct inode *inode_get_path(struct inode_table *t, const char *path)
     return in;
 }
 
-struct inode *inode_make(struct inode_table *t, const char *path, int *created)
+/* inode_make with t->lock held. */
+static struct inode *make_locked(struct inode_table *t, const char *path, int *created)
 {
     if (created)
         *created = 0;
-    pthread_mutex_lock(&t->lock);
     struct inode *in = find_path(t, path);
     if (!in) {
         in = inode_alloc(t->next_ino, path);
@@ -227,7 +228,28 @@ struct inode *inode_make(struct inode_table *t, const char *path, int *created)
     }
     if (in)
         in->pins++;
+    return in;
+}
+
+struct inode *inode_make(struct inode_table *t, const char *path, int *created)
+{
+    pthread_mutex_lock(&t->lock);
+    struct inode *in = make_locked(t, path, created);
     pthread_mutex_unlock(&t->lock);
+    return in;
+}
+
+struct inode *inode_make_child(struct inode_table *t, uint64_t parent, const char *name)
+{
+    pthread_mutex_lock(&t->lock);
+    struct inode *p = find_ino(t, parent), *in = NULL;
+    char *path = p && p->path ? malloc(strlen(p->path) + strlen(name) + 2) : NULL;
+    if (path) {
+        sprintf(path, "%s%s%s", p->path, *p->path ? "/" : "", name);
+        in = make_locked(t, path, NULL);
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(path);
     return in;
 }
 

@@ -431,12 +431,7 @@ int main(int argc, char **argv)
         goto out;
     pthread_mutex_init(&fs.dir_lock, NULL);
     pthread_cond_init(&fs.listers_idle, NULL);
-    pthread_rwlockattr_t names_attr;
-    pthread_rwlockattr_init(&names_attr);
-    /* a waiting rename goes before new sharers: uploads never end */
-    pthread_rwlockattr_setkind_np(&names_attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&fs.names, &names_attr);
-    pthread_rwlockattr_destroy(&names_attr);
+    names_init(&fs.names);
     pthread_mutex_init(&fs.rename_lock, NULL);
     if (inode_table_init(&fs.inodes, fs_inode_free, &fs) != 0) {
         fprintf(stderr, "error: out of memory\n");
@@ -506,8 +501,10 @@ out:
         ops_dir_stop(&fs); /* listers use the S3 client */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
-    if (table)                /* before the remote: a cfile may still give a reservation back */
+    if (table) {              /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
+        names_destroy(&fs.names);
+    }
     remote_free(fs.remote); /* stops the renewal thread before the client goes */
     /* abandoned streams abort their upload; one still at it past the wait
      * keeps the journal and the client (the next start aborts it) */

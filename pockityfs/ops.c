@@ -209,19 +209,43 @@ int ops_write_check(struct fs *fs)
     return fs->read_only ? -EROFS : remote_write_check(fs->remote);
 }
 
-void ops_names_share(struct fs *fs)
+int ops_enter_child(struct fs *fs, fuse_ino_t parent, const char *name, char **path)
 {
-    pthread_rwlock_rdlock(&fs->names);
+    int rc;
+    do {
+        uint64_t moves = names_moves(&fs->names);
+        *path = NULL;
+        rc = ops_child_path(fs, parent, name, path);
+        if (!rc && (rc = names_enter(&fs->names, *path, moves, 1)) != 0) {
+            free(*path);
+            *path = NULL;
+        }
+    } while (rc == -EAGAIN); /* renamed meanwhile: the path may be old */
+    return rc;
 }
 
-int ops_names_try_share(struct fs *fs)
+int ops_enter_inode(struct fs *fs, struct inode *in, int wait, char **path)
 {
-    return pthread_rwlock_tryrdlock(&fs->names);
+    int rc;
+    do {
+        uint64_t moves = names_moves(&fs->names);
+        *path = NULL;
+        rc = inode_path(&fs->inodes, in, path);
+        if (rc == -ENOENT)
+            return 0;
+        if (!rc && (rc = names_enter(&fs->names, *path, moves, wait)) != 0) {
+            free(*path);
+            *path = NULL;
+        }
+    } while (rc == -EAGAIN);
+    return rc;
 }
 
-void ops_names_done(struct fs *fs)
+void ops_leave(struct fs *fs, char *path)
 {
-    pthread_rwlock_unlock(&fs->names);
+    if (path)
+        names_leave(&fs->names, path);
+    free(path);
 }
 
 static void reply_entry_of(fuse_req_t req, struct fs *fs, struct inode *in)
@@ -267,8 +291,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             rc = ops_resolve(fs, path, &st, etag, &has_marker);
         if (rc)
             goto fail;
-        int created;
-        in = inode_make(&fs->inodes, path, &created);
+        in = inode_make_child(&fs->inodes, parent, name);
         if (!in) {
             rc = -ENOMEM;
             goto fail;
@@ -422,8 +445,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         return;
     }
     struct stat st;
+    char *entered = NULL;
     int rc = ops_write_check(fs);
-    ops_names_share(fs);
+    if (!rc)
+        rc = ops_enter_inode(fs, in, 1, &entered);
     pthread_mutex_lock(&in->lock);
     if (!rc)
         rc = ops_stat(fs, in, &st);
@@ -464,7 +489,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (!rc)
         rc = ops_stat(fs, in, &st);
     pthread_mutex_unlock(&in->lock);
-    ops_names_done(fs);
+    ops_leave(fs, entered);
     inode_put(&fs->inodes, in);
     if (rc)
         fuse_reply_err(req, -rc);
@@ -510,9 +535,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1], etag[S3_ETAG_MAX] = "";
     int rc = ops_write_check(fs);
-    ops_names_share(fs);
     if (!rc)
-        rc = ops_child_path(fs, parent, name, &path);
+        rc = ops_enter_child(fs, parent, name, &path);
     if (!rc)
         rc = ops_key(fs, path, 1, key);
     struct stat st;
@@ -524,8 +548,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, -rc);
     else
         reply_new(req, fs, path, &st, etag, 1);
-    ops_names_done(fs);
-    free(path);
+    ops_leave(fs, path);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -536,9 +559,8 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     int rc = ops_write_check(fs);
     if (!rc && len >= LINK_MAX_BYTES)
         rc = -ENAMETOOLONG;
-    ops_names_share(fs);
     if (!rc)
-        rc = ops_child_path(fs, parent, name, &path);
+        rc = ops_enter_child(fs, parent, name, &path);
     struct stat st;
     new_stat(req, S_IFLNK | 0777, &st);
     st.st_size = (off_t)len;
@@ -546,9 +568,8 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     if (!rc)
         rc = upload_put(fs, path, 0, &body, &st, etag);
     if (rc) {
-        ops_names_done(fs);
+        ops_leave(fs, path);
         fuse_reply_err(req, -rc);
-        free(path);
         return;
     }
     struct inode *in = inode_make(&fs->inodes, path, NULL);
@@ -560,8 +581,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         inode_put(&fs->inodes, in);
     }
     reply_new(req, fs, path, &st, etag, 0);
-    ops_names_done(fs);
-    free(path);
+    ops_leave(fs, path);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -640,9 +660,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1];
     int rc = read_only(fs);
-    ops_names_share(fs);
     if (!rc)
-        rc = ops_child_path(fs, parent, name, &path);
+        rc = ops_enter_child(fs, parent, name, &path);
     if (!rc)
         rc = ops_key(fs, path, 0, key);
     struct inode *in = rc ? NULL : inode_get_path(&fs->inodes, path);
@@ -670,8 +689,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     inode_put(&fs->inodes, in);
     if (!rc)
         ops_dir_changed(fs, path);
-    ops_names_done(fs);
-    free(path);
+    ops_leave(fs, path);
     fuse_reply_err(req, -rc);
 }
 
@@ -700,9 +718,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs *fs = fs_of(req);
     char *path = NULL, key[S3_MAX_KEY_LEN + 1];
     int rc = read_only(fs);
-    ops_names_share(fs);
     if (!rc)
-        rc = ops_child_path(fs, parent, name, &path);
+        rc = ops_enter_child(fs, parent, name, &path);
     if (!rc)
         rc = ops_key(fs, path, 1, key);
     if (!rc)
@@ -727,8 +744,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
         ops_dir_changed(fs, path);
     }
-    ops_names_done(fs);
-    free(path);
+    ops_leave(fs, path);
     fuse_reply_err(req, -rc);
 }
 
@@ -849,8 +865,8 @@ static int rename_dir(struct fs *fs, const char *from, const char *to, int exist
             s3_delete_object(fs->s3, key);
     }
     rc = move_tree(fs, from, to);
-    if (!rc)
-        rc = journal_move(fs->journal, from, to);
+    if (!rc && journal_move(fs->journal, from, to) != 0)
+        log_error("pending uploads below '%s' keep their old names in the journal", from);
     return rc;
 }
 
@@ -895,14 +911,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (rc)
         goto unlocked;
     int is_dir = S_ISDIR(sst.st_mode);
-    if (is_dir)
-        pthread_rwlock_wrlock(&fs->names);
-    else
-        ops_names_share(fs);
+    if (is_dir) /* file renames need not: renames are one at a time */
+        names_move_begin(&fs->names, from, to);
     dn = inode_get_path(&fs->inodes, to);
     rc = stat_of(fs, dn, to, &dst);
+    if (rc == -ESTALE) /* its type changed: what is there now */
+        rc = stat_of(fs, NULL, to, &dst);
     int exists = rc == 0;
-    if (rc && rc != -ENOENT && rc != -ESTALE)
+    if (rc && rc != -ENOENT)
         goto done;
     rc = 0;
     if (exists && (flags & RENAME_NOREPLACE))
@@ -941,7 +957,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         ops_dir_changed(fs, to);
     }
 done:
-    ops_names_done(fs);
+    if (is_dir)
+        names_move_end(&fs->names);
 unlocked:
     pthread_mutex_unlock(&fs->rename_lock);
     inode_put(&fs->inodes, src);

@@ -65,14 +65,13 @@ void ops_dir_changed(struct fs *fs, const char *path);
  * stays in the cache and is journaled. Returns 0 or -errno. */
 int ops_sync(struct fs *fs, struct inode *in);
 
-/* Hold the pocket's names shared around any change to S3 (an upload, a
- * delete, a marker, new attributes), taken before any inode's lock and
- * never twice in one thread: a directory rename, which holds them alone,
- * then sees every change land before its move (which carries it along) or
- * after it (under the new names). */
-void ops_names_share(struct fs *fs);
-int ops_names_try_share(struct fs *fs); /* 0 when shared */
-void ops_names_done(struct fs *fs);
+/* Around any change to S3 (an upload, a delete, a marker, new attributes,
+ * a new file), before taking any inode's lock: enter the names (names.h)
+ * at the path of the change, returned in *path (NULL for an inode without
+ * one: unlinked, nothing to change), then leave them with ops_leave. */
+int ops_enter_child(struct fs *fs, fuse_ino_t parent, const char *name, char **path);
+int ops_enter_inode(struct fs *fs, struct inode *in, int wait, char **path); /* !wait: -EBUSY */
+void ops_leave(struct fs *fs, char *path);                                   /* frees path */
 
 /* in's attributes changed while its data waits in the journal for its
  * upload: write them to its row too, so that a restart after a kill uploads

@@ -537,6 +537,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    /* the directory's name now: it may have been renamed since opendir
+     * (the kernel sends one readdir of a handle at a time) */
+    struct inode *dir = inode_get(&fs->inodes, ino);
+    char *now = NULL;
+    if (dir && inode_path(&fs->inodes, dir, &now) == 0) {
+        free(d->path);
+        d->path = now;
+    }
+    inode_put(&fs->inodes, dir);
     size_t used = 0;
     int err = 0;
     for (size_t i = (size_t)off;; i++) {
@@ -596,16 +605,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         need = fuse_add_direntry_plus(req, NULL, 0, name, &e, 0);
         if (need > size - used)
             break;
-        size_t n = strlen(d->path) + strlen(name) + 2;
-        char *path = malloc(n);
-        struct inode *c = NULL;
-        if (!path || meta_join(d->path, name, path, n) != 0 ||
-            !(c = inode_make(&fs->inodes, path, NULL))) {
-            free(path);
+        struct inode *c = inode_make_child(&fs->inodes, ino, name);
+        if (!c) {
             err = ENOMEM;
             break;
         }
-        free(path);
         pthread_mutex_lock(&c->lock);
         if (de) {
             entry_from_dent(fs, c, de);

@@ -273,16 +273,14 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     struct fs *fs = fs_of(req);
     char *path = NULL;
     int rc = ops_write_check(fs);
-    /* not a change to S3 yet, but a name under a directory being renamed */
-    ops_names_share(fs);
+    /* not a change to S3 yet, but a name below a directory being renamed */
     if (!rc)
-        rc = ops_child_path(fs, parent, name, &path);
+        rc = ops_enter_child(fs, parent, name, &path);
     struct inode *in = NULL;
     if (!rc && !(in = inode_make(&fs->inodes, path, NULL)))
         rc = -ENOMEM;
     if (rc) {
-        ops_names_done(fs);
-        free(path);
+        ops_leave(fs, path);
         fuse_reply_err(req, -rc);
         return;
     }
@@ -325,9 +323,8 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     } else {
         fuse_reply_err(req, -rc);
     }
-    ops_names_done(fs);
     inode_put(&fs->inodes, in);
-    free(path);
+    ops_leave(fs, path);
 }
 
 void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -490,12 +487,13 @@ static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
     struct inode *in = inode_get(&fs->inodes, ino);
     int rc = 0;
     if (in) {
-        ops_names_share(fs);
+        char *entered = NULL;
+        ops_enter_inode(fs, in, 1, &entered); /* out of memory: goes on regardless */
         pthread_mutex_lock(&in->lock);
         if (in->cf && in->cf->dirty)
             rc = closing ? close_sync(fs, in) : ops_sync(fs, in);
         pthread_mutex_unlock(&in->lock);
-        ops_names_done(fs);
+        ops_leave(fs, entered);
         inode_put(&fs->inodes, in);
     }
     fuse_reply_err(req, -rc);

@@ -876,6 +876,54 @@ def test_pending_names():
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def test_dir_rename_concurrent():
+    """A directory rename keeps apart only what is below it: a handle
+    opened on it before lists entries under the new name, and files
+    elsewhere are written and closed while it moves."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as m:
+        os.mkdir(m.p("d"))
+        for i in range(3):
+            write_file(m.p("d/x%d" % i), b"orig\n")
+        os.mkdir(m.p("big"))
+        for i in range(300):
+            write_file(m.p("big/f%d" % i), b"f")
+        os.mkdir(m.p("other"))
+    with Mount(D, pk) as m:
+        fd = os.open(m.p("d"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.rename(m.p("d"), m.p("e"))
+            check(sorted(os.listdir(fd)) == ["x0", "x1", "x2"], "listed after the rename")
+        finally:
+            os.close(fd)
+        with open(m.p("e/x0"), "r+b") as f:  # through the entry just listed
+            f.write(b"NEW!\n")
+        sh("sync %s" % m.p("e"))
+        check(s3_get(prefix + "e/x0") == b"NEW!\n", "written under the new name")
+        check(not in_s3(prefix + "d/x0"), "nothing under the old name")
+        check(not os.path.exists(m.p("d")), "the old name stays gone")
+        # the kernel holds the root's lock during the rename: "other" must
+        # be known before
+        write_file(m.p("other/first"), b"c")
+        closed = []
+        moving = threading.Thread(target=os.rename, args=(m.p("big"), m.p("big2")))
+        t0 = time.time()
+        moving.start()
+        time.sleep(0.2)
+        i = 0
+        while moving.is_alive() and i < 50:
+            write_file(m.p("other/c%d" % i), b"c")
+            closed.append(time.time())
+            i += 1
+        moving.join()
+        t1 = time.time()
+        check(t1 - t0 > 0.5, "the rename of 300 files takes a while: %.2f s" % (t1 - t0))
+        check(any(t < t1 - 0.05 for t in closed),
+              "files elsewhere closed during the rename (%.2f s): %d" % (t1 - t0, len(closed)))
+        check(len(os.listdir(m.p("big2"))) == 300, "all moved")
+
+
 def test_uploaded_files_close():
     """A file uploaded in the background after its release keeps no file
     descriptor; a truncate past S3's largest object is EFBIG."""
@@ -1210,7 +1258,7 @@ def test_streamed_upload():
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
-         test_uploaded_files_close, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_uploaded_files_close, test_dir_rename_concurrent, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
