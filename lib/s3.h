@@ -20,17 +20,21 @@
 
 #define S3_ETAG_MAX    128 /* room for an ETag with its quotes */
 #define S3_MAX_KEY_LEN 1024
-#define S3_MAX_OBJECT (5ull << 40) /* S3's largest object: 5 TiB */
-#define S3_MAX_META    64 /* user metadata entries kept from a response */
+#define S3_MAX_OBJECT  (5ull << 40) /* S3's largest object: 5 TiB */
+#define S3_MAX_META    64           /* user metadata entries kept from a response */
 #define S3_MAX_DELETE  1000
 
 struct s3_client;
 
-/* Called when a request fails with S3_ERR_EXPIRED_TOKEN: the callee should
- * obtain fresh credentials and install them with s3_client_set_credentials,
- * returning 0; the request is then retried once. Called from the failing
- * request's thread; it may run concurrently in several threads. */
-typedef int (*s3_refresh_fn)(void *arg, struct s3_client *client);
+/* Called when a request fails with S3_ERR_EXPIRED_TOKEN, or with
+ * S3_ERR_ACCESS_DENIED under session credentials (RGW answers expired ones
+ * so; status says which): the callee should obtain fresh credentials and
+ * install them with s3_client_set_credentials, returning 0; the request is
+ * then retried once. For a denial it should do so only when the credentials
+ * may have expired, and otherwise return non-zero (the denial stands).
+ * Called from the failing request's thread; it may run concurrently in
+ * several threads. */
+typedef int (*s3_refresh_fn)(void *arg, struct s3_client *client, int status);
 
 struct s3_config {
     const char *endpoint;   /* "http://127.0.0.1:7480"; path-style addressing */

@@ -840,6 +840,15 @@ out:
     return rc;
 }
 
+/* Whether c signs with session credentials. */
+static int has_token(struct s3_client *c)
+{
+    pthread_rwlock_rdlock(&c->cred_lock);
+    int has = c->session_token != NULL;
+    pthread_rwlock_unlock(&c->cred_lock);
+    return has;
+}
+
 /* Full jitter: a random wait in [0, min(max, base * 2^n)] milliseconds. */
 static void backoff_sleep(const struct s3_client *c, int n)
 {
@@ -885,11 +894,12 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         int rc = attempt(c, r, hash);
         if (rc == S3_OK)
             return rc;
-        if (rc == S3_ERR_EXPIRED_TOKEN && c->refresh && !refreshed) {
+        if ((rc == S3_ERR_EXPIRED_TOKEN || (rc == S3_ERR_ACCESS_DENIED && has_token(c))) &&
+            c->refresh && !refreshed) {
             refreshed = 1;
             char saved[sizeof(error_detail)];
             memcpy(saved, error_detail, sizeof(saved));
-            if (c->refresh(c->refresh_arg, c) == 0) {
+            if (c->refresh(c->refresh_arg, c, rc) == 0) {
                 retry--;
                 continue;
             }

@@ -419,7 +419,7 @@ int main(int argc, char **argv)
                             .secret_key = fs.session.secret_key,
                             .session_token = fs.session.session_token,
                             .request_timeout_ms = 60000,
-                            .refresh = remote_refresh,
+                            .refresh = remote_s3_refresh,
                             .refresh_arg = fs.remote};
     int s = s3_client_new(&cfg, &fs.s3);
     if (s != S3_OK) {

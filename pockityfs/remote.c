@@ -32,7 +32,9 @@
 #define RETRY_MAX_MS         4000 /* longest pause of a quota call's retry loop */
 #define RENEW_BACKOFF_FIRST  1    /* seconds: first pause after a failed renewal */
 #define RENEW_BACKOFF_MAX    30
-#define REFRESH_MIN_INTERVAL 2000 /* ms: a refresh this soon after a fetch is a no-op */
+#define REFRESH_MIN_INTERVAL 2000  /* ms: a refresh this soon after a fetch is a no-op */
+#define EXPIRY_MARGIN        60    /* s: credentials this close to their end may have expired */
+#define RENEW_CHECK_MS       30000 /* longest sleep of the renewal thread between clock checks */
 #define USAGE_TTL_MS         2000
 #define DELETE_BATCH         1000
 #define MESSAGE_MAX          300  /* bytes of a server's error message we repeat */
@@ -650,6 +652,7 @@ static void schedule_after(struct remote *r, time_t expiration)
         wait_ms = 1000;
     pthread_mutex_lock(&r->state_lock);
     r->renew_at = ts_add_ms(mono_now(), wait_ms);
+    r->renew_wall = time(NULL) + (time_t)(wait_ms / 1000);
     pthread_cond_broadcast(&r->state_cond);
     pthread_mutex_unlock(&r->state_lock);
 }
@@ -664,10 +667,20 @@ static int refresh_into(struct remote *r, struct s3_client *client, bool force, 
     if (!force && r->fetched && r->last_into == client &&
         ts_diff_ms(mono_now(), r->last_fetch) < REFRESH_MIN_INTERVAL)
         goto out;
+    /* threads queued behind a fetch that just failed do not each wait for
+     * their own (pockityd unreachable: seconds apiece) */
+    if (!force && r->fail_rc && ts_diff_ms(mono_now(), r->last_fail) < REFRESH_MIN_INTERVAL) {
+        rc = r->fail_rc;
+        seterr(err, errlen, "the last attempt just failed");
+        goto out;
+    }
     struct remote_session s;
     rc = session_fetch(r, &s, err, errlen);
-    if (rc)
+    if (rc) {
+        r->fail_rc = rc;
+        r->last_fail = mono_now();
         goto out;
+    }
     rc = s3_client_set_credentials(client, s.access_key, s.secret_key,
                                    *s.session_token ? s.session_token : NULL);
     if (rc) {
@@ -677,6 +690,8 @@ static int refresh_into(struct remote *r, struct s3_client *client, bool force, 
         r->fetched = true;
         r->last_fetch = mono_now();
         r->last_into = client;
+        r->expires = s.expiration;
+        r->fail_rc = 0;
         schedule_after(r, s.expiration);
     }
     remote_session_release(&s);
@@ -697,6 +712,20 @@ int remote_refresh(void *arg, struct s3_client *client)
     return rc;
 }
 
+int remote_s3_refresh(void *arg, struct s3_client *client, int status)
+{
+    struct remote *r = arg;
+    if (r && status == S3_ERR_ACCESS_DENIED) {
+        /* RGW denies expired credentials; others are truly denied */
+        pthread_mutex_lock(&r->refresh_lock);
+        int valid = time(NULL) + EXPIRY_MARGIN < r->expires;
+        pthread_mutex_unlock(&r->refresh_lock);
+        if (valid)
+            return -EACCES;
+    }
+    return remote_refresh(arg, client);
+}
+
 static void *renewal_main(void *arg)
 {
     struct remote *r = arg;
@@ -712,11 +741,14 @@ static void *renewal_main(void *arg)
             next_sweep = ts_add_ms(mono_now(), ALW_SWEEP_MS);
             continue;
         }
-        if (ts_diff_ms(r->renew_at, now) > 0) {
-            /* Woken early by a new session (renew_at moved) or by remote_free. */
+        if (ts_diff_ms(r->renew_at, now) > 0 && time(NULL) < r->renew_wall) {
+            /* Woken early by a new session (renew_at moved) or by remote_free;
+             * the wall clock is looked at now and then (after a sleep). */
             struct timespec until = r->renew_at;
             if (r->batch && ts_diff_ms(until, next_sweep) > 0)
                 until = next_sweep;
+            if (ts_diff_ms(until, now) > RENEW_CHECK_MS)
+                until = ts_add_ms(now, RENEW_CHECK_MS);
             pthread_cond_timedwait(&r->state_cond, &r->state_lock, &until);
             continue;
         }
@@ -731,6 +763,7 @@ static void *renewal_main(void *arg)
         } else if (!atomic_load(&r->stopping)) {
             log_warn("cannot renew the storage credentials, retrying in %d s: %s", backoff, err);
             r->renew_at = ts_add_ms(mono_now(), (int64_t)backoff * 1000);
+            r->renew_wall = time(NULL) + backoff;
             backoff = backoff * 2 > RENEW_BACKOFF_MAX ? RENEW_BACKOFF_MAX : backoff * 2;
         }
     }
@@ -849,6 +882,7 @@ int remote_open(const char *server_url, const char *api_key, const struct remote
     r->fetched = true;
     r->last_fetch = mono_now();
     r->last_into = NULL; /* the caller installs these credentials itself */
+    r->expires = session->expiration;
     pthread_mutex_unlock(&r->refresh_lock);
     schedule_after(r, session->expiration);
     *out = r;

@@ -94,6 +94,11 @@ int remote_start_renewal(struct remote *r, struct s3_client *client);
  * remote_open. */
 int remote_refresh(void *arg, struct s3_client *client);
 
+/* The s3_refresh_fn of the mount's client: remote_refresh, but for a denial
+ * (RGW's answer to expired session credentials) only when the session is
+ * within a minute of its end or past it; otherwise -EACCES. */
+int remote_s3_refresh(void *arg, struct s3_client *client, int status);
+
 /* The access the latest session granted ("rw", "ro", "read-delete"); a
  * static string, safe to keep. */
 const char *remote_access(struct remote *r);

@@ -45,11 +45,16 @@ struct remote {
     struct timespec last_fetch;  /* guarded by refresh_lock; monotonic, of the last success */
     struct s3_client *last_into; /* guarded by refresh_lock; client it went into, or NULL */
     bool fetched;                /* guarded by refresh_lock */
+    time_t expires;              /* guarded by refresh_lock; wall clock, of the latest session */
+    struct timespec last_fail;   /* guarded by refresh_lock; monotonic, of the last failure */
+    int fail_rc;                 /* guarded by refresh_lock; its error, 0 when none yet */
 
     /* The renewal thread's schedule. */
     pthread_mutex_t state_lock;
     pthread_cond_t state_cond; /* signalled on stop and on every new session */
     struct timespec renew_at;  /* guarded by state_lock; monotonic */
+    time_t renew_wall;         /* guarded by state_lock; the same on the wall clock, which
+                                  goes on while the machine sleeps (monotonic does not) */
     struct s3_client *client;  /* guarded by state_lock; NULL until renewal starts */
     bool thread_started;       /* guarded by state_lock */
     pthread_t thread;

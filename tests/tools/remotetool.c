@@ -143,7 +143,7 @@ static int client_new(struct ctx *c, struct s3_client **out)
             .secret_key = c->s->secret_key,
             .session_token = *c->s->session_token ? c->s->session_token : NULL,
             .max_retries = 1,
-            .refresh = remote_refresh,
+            .refresh = remote_s3_refresh,
             .refresh_arg = c->r,
     };
     int rc = s3_client_new(&cfg, out);

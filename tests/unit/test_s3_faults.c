@@ -645,8 +645,11 @@ static void test_ranged_get(void **state)
 
 static int refresh_calls;
 
-static int refresh_ok(void *arg, struct s3_client *c)
+static int refresh_status;
+
+static int refresh_ok(void *arg, struct s3_client *c, int status)
 {
+    refresh_status = status;
     refresh_calls++;
     return s3_client_set_credentials(c, "NEWKEY", "newsecret", "newtoken");
 }
@@ -711,6 +714,53 @@ static void test_expired_token_refresh_once_only(void **state)
     assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_ERR_EXPIRED_TOKEN);
     assert_int_equal(refresh_calls, 1);
     assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+/* RGW's answer to expired session credentials: AccessDenied. */
+static enum action denied_once(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    if (!strstr(r->headers, "NEWKEY"))
+        reply_status(b, 403, NULL, error_xml("AccessDenied"));
+    else
+        reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+static void test_denied_session_refresh(void **state)
+{
+    struct server *s = server_start(denied_once);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "r",
+                            .bucket = "b",
+                            .access_key = "OLDKEY",
+                            .secret_key = "s",
+                            .session_token = "oldtoken",
+                            .refresh = refresh_ok};
+    struct s3_client *c;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    refresh_calls = 0;
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
+    s3_head_release(&h);
+    assert_int_equal(refresh_calls, 1);
+    assert_int_equal(refresh_status, S3_ERR_ACCESS_DENIED);
+    assert_int_equal(s->n_requests, 2);
+    s3_client_free(c);
+    server_stop(s);
+
+    /* without a session, a denial is only that */
+    s = server_start(denied_once);
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    cfg.session_token = NULL;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    refresh_calls = 0;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_ACCESS_DENIED);
+    assert_int_equal(refresh_calls, 0);
+    assert_int_equal(s->n_requests, 1);
     s3_client_free(c);
     server_stop(s);
 }
@@ -1038,6 +1088,7 @@ int main(void)
             cmocka_unit_test(test_ranged_get),
             cmocka_unit_test(test_expired_token_refresh),
             cmocka_unit_test(test_expired_token_refresh_once_only),
+            cmocka_unit_test(test_denied_session_refresh),
             cmocka_unit_test(test_complete_200_with_error),
             cmocka_unit_test(test_complete_empty_etag_reads_head),
             cmocka_unit_test(test_complete_empty_etag_object_gone),
