@@ -639,8 +639,21 @@ static void report_deleted(struct fs *fs, const char *const *keys, size_t n)
                  strerror(-rc));
 }
 
+/* The file in, at path, is about to be unlinked or replaced in S3: while
+ * it is open its readers go on reading what it held, so the parts not in
+ * its cache file yet are fetched now (drop_content then keeps them). Caller
+ * holds in->lock. */
+static void fill_for_readers(struct fs *fs, struct inode *in, const char *path)
+{
+    int rc = in->opens > 0 ? ops_fill(fs, in) : 0;
+    if (rc)
+        log_warn("'%s' is open but its object goes: the parts not read yet go too: %s", path,
+                 strerror(-rc));
+}
+
 /* The file in, at path, is unlinked or replaced: its pending content is
- * never to be uploaded. Caller holds in->lock. */
+ * never to be uploaded; while open, its content stays for its readers
+ * (dirty: off the cache's LRU). Caller holds in->lock. */
 static void drop_content(struct fs *fs, struct inode *in, const char *path)
 {
     ops_resv_drop(fs, in->cf);
@@ -651,6 +664,8 @@ static void drop_content(struct fs *fs, struct inode *in, const char *path)
     if (in->cf && in->opens == 0) {
         cfile_free(&fs->cache, in->cf, 1);
         in->cf = NULL;
+    } else if (in->cf) {
+        cfile_set_dirty(&fs->cache, in->cf);
     }
     inode_set_flags(&fs->inodes, in, 0, 0);
 }
@@ -672,6 +687,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     /* one pending at start-up may replace an object: delete that too */
     int local = in && inode_is_local(&fs->inodes, in) && !(in->cf && in->cf->replayed);
     if (!rc && !local) {
+        if (in)
+            fill_for_readers(fs, in, path);
         int s = s3_delete_object(fs->s3, key);
         if (s == S3_OK) {
             const char *keys[1] = {path};
@@ -826,6 +843,8 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
         rc = ops_sync(fs, src);
     if (rc)
         return rc;
+    if (dn)
+        fill_for_readers(fs, dn, to);
     /* a small file held whole in the cache: PUT it under the new name */
     struct upload_body body;
     if (src && cached_body(fs, src, &body)) {

@@ -11,7 +11,11 @@ struct dent {
     uint64_t size;
     time_t mtime;
     int is_dir;
+    uint64_t etag; /* a hash of the object's ETag (ops_etag_hash), 0 when unknown */
 };
+
+/* A 64-bit hash of an ETag, never 0. */
+uint64_t ops_etag_hash(const char *etag);
 
 /* A directory's entries from S3, in S3's (key) order, without duplicates
  * (a file wins over a directory of the same name). It grows page by page
@@ -64,6 +68,11 @@ void ops_dir_changed(struct fs *fs, const char *path);
 /* Upload in's dirty content. Caller holds in->lock. On failure the content
  * stays in the cache and is journaled. Returns 0 or -errno. */
 int ops_sync(struct fs *fs, struct inode *in);
+
+/* Bring the parts of in's object not in its cache file yet into it (a
+ * change about to be journaled; a file open while its name goes). Caller
+ * holds in->lock. Returns 0 or -errno. */
+int ops_fill(struct fs *fs, struct inode *in);
 
 /* Around any change to S3 (an upload, a delete, a marker, new attributes,
  * a new file), before taking any inode's lock: enter the names (names.h)

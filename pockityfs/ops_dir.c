@@ -72,7 +72,16 @@ static int has_file(const struct listing *l, const char *name)
 }
 
 /* Append an entry of key (under l->key). Caller holds l->lock. */
-static int add_dent(struct listing *l, const char *key, int prefix, uint64_t size, time_t mtime)
+uint64_t ops_etag_hash(const char *etag)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)etag; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h | 1;
+}
+
+static int add_dent(struct listing *l, const char *key, int prefix, uint64_t size, time_t mtime,
+                    const char *etag)
 {
     size_t plen = strlen(l->key), n = strlen(key);
     if (n <= plen || strncmp(key, l->key, plen) != 0)
@@ -98,7 +107,8 @@ static int add_dent(struct listing *l, const char *key, int prefix, uint64_t siz
         free(s); /* a file and a directory of one name: the file is shown */
         return 0;
     }
-    l->e[l->n++] = (struct dent){s, prefix ? 0 : size, prefix ? 0 : mtime, is_dir};
+    l->e[l->n++] = (struct dent){s, prefix ? 0 : size, prefix ? 0 : mtime, is_dir,
+                                 etag && *etag ? ops_etag_hash(etag) : 0};
     return 0;
 }
 
@@ -146,9 +156,9 @@ static int listing_fetch(struct fs *fs, struct listing *l)
         if (p == page.n_prefixes ||
             (o < page.n_objects && strcmp(page.objects[o].key, page.prefixes[p]) < 0)) {
             const struct s3_object_info *obj = &page.objects[o++];
-            rc = add_dent(l, obj->key, 0, obj->size, obj->last_modified);
+            rc = add_dent(l, obj->key, 0, obj->size, obj->last_modified, obj->etag);
         } else {
-            rc = add_dent(l, page.prefixes[p++], 1, 0, 0);
+            rc = add_dent(l, page.prefixes[p++], 1, 0, 0, NULL);
         }
     }
     l->pages++;
@@ -513,8 +523,12 @@ static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *
     struct stat st;
     meta_default_stat(de->is_dir, de->size, de->mtime, &fs->defaults, &st);
     int same_kind = !de->is_dir == !S_ISDIR(in->st.st_mode);
-    if (in->attr_expire > 0 && in->meta_known && same_kind &&
-        (de->is_dir || (uint64_t)in->st.st_size == de->size)) {
+    /* the object another client replaced with one of the same size has
+     * another ETag: its metadata and cached content are not this one's */
+    int same_object =
+            de->is_dir || ((uint64_t)in->st.st_size == de->size &&
+                           (!de->etag || !in->etag[0] || ops_etag_hash(in->etag) == de->etag));
+    if (in->attr_expire > 0 && in->meta_known && same_kind && same_object) {
         /* metadata seen before still describes the object */
         st.st_mode = in->st.st_mode;
         st.st_uid = in->st.st_uid;

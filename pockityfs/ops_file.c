@@ -35,6 +35,18 @@ static int src_of(struct fs *fs, struct inode *in, char key[S3_MAX_KEY_LEN + 1],
     return rc;
 }
 
+int ops_fill(struct fs *fs, struct inode *in)
+{
+    struct cfile *cf = in->cf;
+    if (!cf || cfile_whole(cf))
+        return 0;
+    char key[S3_MAX_KEY_LEN + 1];
+    struct cfile_src src;
+    int rc = src_of(fs, in, key, &src);
+    int fd = rc ? rc : cfile_fd(&fs->cache, cf);
+    return fd < 0 ? fd : cfile_fill(cf, &src);
+}
+
 /* Make sure in has a cfile for its current object. Caller holds in->lock. */
 static int ensure_cfile(struct fs *fs, struct inode *in)
 {
@@ -199,20 +211,12 @@ static int close_sync(struct fs *fs, struct inode *in)
         free(path);
         return fd;
     }
-    if (!cfile_whole(cf)) {
-        /* a change to part of an object: the row must name all of it, so
-         * fetch the rest now (on failure the flusher retries the upload) */
-        char key[S3_MAX_KEY_LEN + 1];
-        struct cfile_src src;
-        rc = src_of(fs, in, key, &src);
-        if (!rc)
-            rc = cfile_fill(cf, &src);
-        if (rc) {
-            log_error("cannot fetch the rest of '%s' before journaling it: %s", path,
-                      strerror(-rc));
-            free(path);
-            return rc;
-        }
+    /* a change to part of an object: the row must name all of it, so fetch
+     * the rest now (on failure the flusher retries the upload) */
+    if ((rc = ops_fill(fs, in)) != 0) {
+        log_error("cannot fetch the rest of '%s' before journaling it: %s", path, strerror(-rc));
+        free(path);
+        return rc;
     }
     /* a held reservation for this name and at least this size serves; an
      * empty file not yet in S3 (the first close of `echo x > f`) reserves

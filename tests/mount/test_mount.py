@@ -924,6 +924,38 @@ def test_dir_rename_concurrent():
         check(len(os.listdir(m.p("big2"))) == 300, "all moved")
 
 
+def test_other_writers():
+    """What another client changes shows through the mount's caches: an
+    object replaced by one of the same size is read anew after `ls -l`;
+    a file removed or replaced while open stays readable whole."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    big = bytes((i * 13) % 251 + 1 for i in range(12 << 20))
+    with Mount(D, pk) as m:
+        write_file(m.p("f"), b"AAAAAAAA")
+        write_file(m.p("big"), big)
+        write_file(m.p("big2"), big)
+        write_file(m.p("new"), b"n")
+    with Mount(D, pk, options=["attr_timeout=1"]) as m:
+        check(open(m.p("f"), "rb").read() == b"AAAAAAAA", "cached")
+        with tempfile.NamedTemporaryFile() as t:
+            t.write(b"BBBBBBBB")
+            t.flush()
+            check(root_s3("put", prefix + "f", t.name)[0] == 0, "replaced by another client")
+        time.sleep(1.2)  # the attributes expire; the listing renews them
+        sh("ls -l %s" % m.path)
+        check(open(m.p("f"), "rb").read() == b"BBBBBBBB", "read anew after ls -l")
+        with open(m.p("big"), "rb") as f, open(m.p("big2"), "rb") as g:
+            check(f.read(4096) == big[:4096] and g.read(4096) == big[:4096], "first block")
+            os.unlink(m.p("big"))
+            os.rename(m.p("new"), m.p("big2"))
+            at = 10 << 20  # past what read-ahead took
+            check(os.pread(f.fileno(), 4096, at) == big[at:at + 4096], "unlinked, still readable")
+            check(os.pread(g.fileno(), 4096, at) == big[at:at + 4096], "replaced, still readable")
+        check(not in_s3(prefix + "big"), "unlinked in S3")
+        check(s3_get(prefix + "big2") == b"n", "replaced in S3")
+
+
 def test_uploaded_files_close():
     """A file uploaded in the background after its release keeps no file
     descriptor; a truncate past S3's largest object is EFBIG."""
@@ -1258,7 +1290,8 @@ def test_streamed_upload():
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
-         test_uploaded_files_close, test_dir_rename_concurrent, test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers,
+         test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
