@@ -42,6 +42,7 @@ struct inode {
     int flush_watched;      /* the flusher has it on its list */
     struct listing *dir;    /* cached listing of a directory (fs dir_lock) */
     double dir_expire;      /* (fs dir_lock) */
+    uint64_t dir_changes;   /* (fs dir_lock) changes this mount made in it (ops_dir_note) */
     /* Names known to be absent (fs dir_lock): a name that is neither in neg
      * nor in added (names this mount created or removed since neg was
      * listed) does not exist, until neg_expire. Spares the S3 requests of

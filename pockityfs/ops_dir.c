@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -293,13 +294,19 @@ static void neg_clear(struct inode *d)
     d->n_added = d->cap_added = 0;
 }
 
-void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
+/* With fs dir_lock held. */
+static void set_names_locked(struct fs *fs, struct inode *d, struct listing *l)
 {
     listing_ref(l);
-    pthread_mutex_lock(&fs->dir_lock);
     neg_clear(d);
     d->neg = l;
     d->neg_expire = inode_now() + fs->opt.dir_timeout;
+}
+
+void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
+{
+    pthread_mutex_lock(&fs->dir_lock);
+    set_names_locked(fs, d, l);
     pthread_mutex_unlock(&fs->dir_lock);
 }
 
@@ -323,6 +330,7 @@ int ops_dir_set_empty(struct fs *fs, struct inode *d)
 void ops_dir_note(struct fs *fs, struct inode *d, const char *name)
 {
     pthread_mutex_lock(&fs->dir_lock);
+    d->dir_changes++;
     listing_unref(d->dir);
     d->dir = NULL;
     if (d->neg) {
@@ -374,14 +382,24 @@ int ops_dir_probe(struct fs *fs, const char *path)
         return -ENOMEM;
     struct inode *d = inode_get_path(&fs->inodes, parent);
     struct listing *l = NULL;
-    int rc = d ? list_dir(fs, parent, 0, &l) : 1;
+    uint64_t changes = 0;
+    if (d) {
+        pthread_mutex_lock(&fs->dir_lock);
+        changes = d->dir_changes;
+        pthread_mutex_unlock(&fs->dir_lock);
+    }
+    int rc = d ? list_dir(fs, parent, 0, &l) : 2;
     free(parent);
     if (rc == 0 && listing_state(l) == LISTING_DONE) {
-        ops_dir_set_names(fs, d, l);
+        pthread_mutex_lock(&fs->dir_lock);
+        int current = d->dir_changes == changes; /* else it may predate a change */
+        if (current)
+            set_names_locked(fs, d, l);
+        pthread_mutex_unlock(&fs->dir_lock);
         const struct dent *e = listing_find(l, path + plen + (plen ? 1 : 0));
-        rc = !e ? 0 : e->is_dir ? 1 : 2;
+        rc = !current ? 2 : !e ? 0 : e->is_dir ? 1 : 2;
     } else if (rc == 0) {
-        rc = 2; /* too large to hold: ask about the name itself */
+        rc = 2; /* too large to hold, or changed meanwhile: ask about the name itself */
     }
     listing_unref(l);
     inode_put(&fs->inodes, d);
@@ -467,6 +485,16 @@ static int dirh_entry(struct fs *fs, struct dirh *d, size_t j, int wait, struct 
     return 1;
 }
 
+/* Tests widen a race's window: sleep the milliseconds the variable says. */
+static void test_pause(const char *var)
+{
+    const char *v = getenv(var);
+    long ms = v ? atol(v) : 0;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    if (ms > 0)
+        nanosleep(&ts, NULL);
+}
+
 void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
@@ -481,18 +509,24 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         d->l = in->dir;
         listing_ref(d->l);
     }
+    uint64_t changes = in->dir_changes;
     pthread_mutex_unlock(&fs->dir_lock);
     if (!d->l) {
         rc = list_dir(fs, d->path, 1, &d->l);
         if (rc)
             goto done;
+        test_pause("POCKITYFS_LIST_DELAY_MS");
+        /* cached only if this mount changed nothing in the directory while
+         * it was listed: the listing may predate the change */
         pthread_mutex_lock(&fs->dir_lock);
-        listing_unref(in->dir);
-        in->dir = d->l;
-        listing_ref(d->l);
-        in->dir_expire = now + fs->opt.dir_timeout;
+        if (in->dir_changes == changes) {
+            listing_unref(in->dir);
+            in->dir = d->l;
+            listing_ref(d->l);
+            in->dir_expire = now + fs->opt.dir_timeout;
+            set_names_locked(fs, in, d->l);
+        }
         pthread_mutex_unlock(&fs->dir_lock);
-        ops_dir_set_names(fs, in, d->l);
     }
 done:
     inode_put(&fs->inodes, in);

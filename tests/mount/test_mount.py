@@ -956,6 +956,27 @@ def test_other_writers():
         check(s3_get(prefix + "big2") == b"n", "replaced in S3")
 
 
+def test_listing_race():
+    """A listing that started before this mount removed a name is not
+    cached past the removal (the listing is held up by a test hook)."""
+    pk = Pocket(D)
+    with Mount(D, pk) as m:
+        os.mkdir(m.p("d"))
+        for n in ("a", "b"):
+            write_file(m.p("d/" + n), b"x")
+    env = dict(os.environ, POCKITYFS_LIST_DELAY_MS="1500")
+    with Mount(D, pk, env=env) as m:
+        fds = []
+        opener = threading.Thread(target=lambda: fds.append(os.open(m.p("d"), os.O_RDONLY)))
+        opener.start()
+        time.sleep(0.5)  # listed, not yet cached
+        os.unlink(m.p("d/a"))
+        opener.join()
+        os.close(fds[0])
+        check(sorted(os.listdir(m.p("d"))) == ["b"], "the removed name is not listed")
+        check(not os.path.exists(m.p("d/a")), "nor found")
+
+
 def test_uploaded_files_close():
     """A file uploaded in the background after its release keeps no file
     descriptor; a truncate past S3's largest object is EFBIG."""
@@ -1290,7 +1311,7 @@ def test_streamed_upload():
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
-         test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers,
+         test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
          test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
