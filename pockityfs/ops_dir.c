@@ -581,7 +581,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fs *fs = fs_of(req);
     struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
     char *buf = malloc(size);
-    if (!buf) {
+    /* the inodes given a lookup, forgotten again if the reply fails (an
+     * entry with its attributes takes more than 144 bytes) */
+    size_t cap = size / 144 + 1, n_counted = 0;
+    uint64_t *counted = malloc(cap * sizeof(*counted));
+    if (!buf || !counted) {
+        free(buf);
+        free(counted);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -651,7 +657,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* readdirplus: every entry gets an inode and counts a lookup */
         struct fuse_entry_param e = {0};
         need = fuse_add_direntry_plus(req, NULL, 0, name, &e, 0);
-        if (need > size - used)
+        if (need > size - used || n_counted == cap)
             break;
         struct inode *c = inode_make_child(&fs->inodes, ino, name);
         if (!c) {
@@ -669,13 +675,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         ops_entry(fs, c, &e);
         pthread_mutex_unlock(&c->lock);
         inode_count_lookup(&fs->inodes, c);
+        counted[n_counted++] = c->ino;
         used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
         inode_put(&fs->inodes, c);
     }
     if (err && used == 0)
         fuse_reply_err(req, err);
-    else
-        fuse_reply_buf(req, buf, used);
+    else if (fuse_reply_buf(req, buf, used) != 0) /* interrupted: the kernel counts none */
+        for (size_t k = 0; k < n_counted; k++)
+            inode_forget(&fs->inodes, counted[k], 1);
+    free(counted);
     free(buf);
 }
 
