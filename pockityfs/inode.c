@@ -239,17 +239,24 @@ struct inode *inode_make(struct inode_table *t, const char *path, int *created)
     return in;
 }
 
-struct inode *inode_make_child(struct inode_table *t, uint64_t parent, const char *name)
+struct inode *inode_make_child(struct inode_table *t, uint64_t parent, const char *name, int *err)
 {
     pthread_mutex_lock(&t->lock);
     struct inode *p = find_ino(t, parent), *in = NULL;
-    char *path = p && p->path ? malloc(strlen(p->path) + strlen(name) + 2) : NULL;
-    if (path) {
-        sprintf(path, "%s%s%s", p->path, *p->path ? "/" : "", name);
-        in = make_locked(t, path, NULL);
+    char *path = NULL;
+    *err = -ENOENT;
+    if (p && p->path) {
+        *err = -ENOMEM;
+        path = malloc(strlen(p->path) + strlen(name) + 2);
+        if (path) {
+            sprintf(path, "%s%s%s", p->path, *p->path ? "/" : "", name);
+            in = make_locked(t, path, NULL);
+        }
     }
     pthread_mutex_unlock(&t->lock);
     free(path);
+    if (in)
+        *err = 0;
     return in;
 }
 

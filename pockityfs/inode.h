@@ -84,9 +84,9 @@ struct inode *inode_make(struct inode_table *t, const char *path, int *created);
 
 /* inode_make of name in the directory numbered parent, at the directory's
  * path of the moment (a lookup that raced a rename of the directory does
- * not leave an inode under the old name). NULL: out of memory, or the
- * directory is unknown or gone. */
-struct inode *inode_make_child(struct inode_table *t, uint64_t parent, const char *name);
+ * not leave an inode under the old name). NULL with *err -ENOENT (the
+ * directory is unknown or gone) or -ENOMEM. */
+struct inode *inode_make_child(struct inode_table *t, uint64_t parent, const char *name, int *err);
 
 /* Count one lookup by the kernel (a reply with an entry). */
 void inode_count_lookup(struct inode_table *t, struct inode *inode);

@@ -93,6 +93,7 @@ void names_move_begin(struct names *n, const char *from, const char *to)
     pthread_mutex_lock(&n->lock);
     n->from = from;
     n->to = to;
+    n->moves++;
     for (;;) {
         int busy = 0;
         for (size_t i = 0; i < n->n_paths && !busy; i++)

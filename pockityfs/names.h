@@ -16,7 +16,8 @@
 struct names {
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    uint64_t moves;        /* moves ended: a path computed before one may be stale */
+    uint64_t moves;        /* moves begun and ended (odd: one under way); a path
+                              computed before it moved on may be stale */
     const char *from, *to; /* the move under way (its caller's strings), or NULL */
     char **paths;          /* changes under way (one entry each) */
     size_t n_paths, cap;
@@ -25,15 +26,17 @@ struct names {
 void names_init(struct names *n);
 void names_destroy(struct names *n);
 
-/* The count of ended moves, to pass to names_enter: read it before
- * computing the path of the change. */
+/* The count of moves begun and ended, to pass to names_enter: read it
+ * before computing the path of the change. Odd while a move is under way;
+ * the same even count before and after a listing says no rename ran
+ * meanwhile. */
 uint64_t names_moves(struct names *n);
 
 /* Enter a change at path (relative to the pocket, no trailing '/'): waits
  * while a move covers path (unless !wait: -EBUSY). Returns 0 (then
- * names_leave(path) after the change), -EAGAIN when a move ended since
- * moves was read (path may be an old name: compute it again and retry) or
- * -ENOMEM. */
+ * names_leave(path) after the change), -EAGAIN when a move began or ended
+ * since moves was read (path may be an old name: compute it again and
+ * retry) or -ENOMEM. */
 int names_enter(struct names *n, const char *path, uint64_t moves, int wait);
 void names_leave(struct names *n, const char *path);
 

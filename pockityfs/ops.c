@@ -291,11 +291,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             rc = ops_resolve(fs, path, &st, etag, &has_marker);
         if (rc)
             goto fail;
-        in = inode_make_child(&fs->inodes, parent, name);
-        if (!in) {
-            rc = -ENOMEM;
+        in = inode_make_child(&fs->inodes, parent, name, &rc);
+        if (!in)
             goto fail;
-        }
         pthread_mutex_lock(&in->lock);
         if (!(in->cf && in->cf->dirty))
             ops_set_attr(fs, in, &st, etag, has_marker, 1);
@@ -930,8 +928,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (rc)
         goto unlocked;
     int is_dir = S_ISDIR(sst.st_mode);
-    if (is_dir) /* file renames need not: renames are one at a time */
-        names_move_begin(&fs->names, from, to);
+    /* a file's too: a change that entered its name before waits no more */
+    names_move_begin(&fs->names, from, to);
     dn = inode_get_path(&fs->inodes, to);
     rc = stat_of(fs, dn, to, &dst);
     if (rc == -ESTALE) /* its type changed: what is there now */
@@ -976,8 +974,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         ops_dir_changed(fs, to);
     }
 done:
-    if (is_dir)
-        names_move_end(&fs->names);
+    names_move_end(&fs->names);
 unlocked:
     pthread_mutex_unlock(&fs->rename_lock);
     inode_put(&fs->inodes, src);

@@ -382,7 +382,7 @@ int ops_dir_probe(struct fs *fs, const char *path)
         return -ENOMEM;
     struct inode *d = inode_get_path(&fs->inodes, parent);
     struct listing *l = NULL;
-    uint64_t changes = 0;
+    uint64_t changes = 0, moves = names_moves(&fs->names);
     if (d) {
         pthread_mutex_lock(&fs->dir_lock);
         changes = d->dir_changes;
@@ -392,7 +392,9 @@ int ops_dir_probe(struct fs *fs, const char *path)
     free(parent);
     if (rc == 0 && listing_state(l) == LISTING_DONE) {
         pthread_mutex_lock(&fs->dir_lock);
-        int current = d->dir_changes == changes; /* else it may predate a change */
+        /* else it may predate a change, or a rename */
+        int current =
+                d->dir_changes == changes && names_moves(&fs->names) == moves && moves % 2 == 0;
         if (current)
             set_names_locked(fs, d, l);
         pthread_mutex_unlock(&fs->dir_lock);
@@ -509,7 +511,7 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         d->l = in->dir;
         listing_ref(d->l);
     }
-    uint64_t changes = in->dir_changes;
+    uint64_t changes = in->dir_changes, moves = names_moves(&fs->names);
     pthread_mutex_unlock(&fs->dir_lock);
     if (!d->l) {
         rc = list_dir(fs, d->path, 1, &d->l);
@@ -519,7 +521,7 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         /* cached only if this mount changed nothing in the directory while
          * it was listed: the listing may predate the change */
         pthread_mutex_lock(&fs->dir_lock);
-        if (in->dir_changes == changes) {
+        if (in->dir_changes == changes && names_moves(&fs->names) == moves && moves % 2 == 0) {
             listing_unref(in->dir);
             in->dir = d->l;
             listing_ref(d->l);
@@ -659,9 +661,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         need = fuse_add_direntry_plus(req, NULL, 0, name, &e, 0);
         if (need > size - used || n_counted == cap)
             break;
-        struct inode *c = inode_make_child(&fs->inodes, ino, name);
+        int made;
+        struct inode *c = inode_make_child(&fs->inodes, ino, name, &made);
         if (!c) {
-            err = ENOMEM;
+            err = made == -ENOENT ? 0 : -made; /* the directory went: the listing ends */
             break;
         }
         pthread_mutex_lock(&c->lock);

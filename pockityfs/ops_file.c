@@ -141,10 +141,10 @@ int ops_sync(struct fs *fs, struct inode *in)
     cf->stream = NULL;
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
-    if (rc == -ENOENT) { /* unlinked: nothing to keep */
+    if (rc == -ENOENT) { /* unlinked: nothing to upload */
         stream_cancel(stream);
         ops_resv_drop(fs, cf);
-        cf->dirty = 0;
+        cf->dirty = in->opens > 0; /* its readers keep it (off the cache's LRU) */
         return 0;
     }
     if (rc) {
