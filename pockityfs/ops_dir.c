@@ -417,6 +417,10 @@ struct dirh {
     size_t n_extra, cap_extra;
     int extras_known;
     int oom;
+    int cached;       /* l is (or was offered as) the directory's cached listing */
+    uint64_t changes; /* the directory's dir_changes when l started */
+    uint64_t moves;   /* names_moves when l started */
+    double listed_at;
 };
 
 static void collect_local(void *arg, const char *name, struct inode *inode)
@@ -487,14 +491,29 @@ static int dirh_entry(struct fs *fs, struct dirh *d, size_t j, int wait, struct 
     return 1;
 }
 
-/* Tests widen a race's window: sleep the milliseconds the variable says. */
-static void test_pause(const char *var)
+/* A listing read to its end becomes the directory's cached listing (and the
+ * names it implies), unless this mount changed the directory or renamed
+ * anything while it was listed: it may predate the change. Only complete
+ * listings are cached, so a reader that stops early (ls | head) lets the
+ * lister stop too. */
+static void cache_listing(struct fs *fs, fuse_ino_t ino, struct dirh *d)
 {
-    const char *v = getenv(var);
-    long ms = v ? atol(v) : 0;
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    if (ms > 0)
-        nanosleep(&ts, NULL);
+    if (d->cached || listing_state(d->l) != LISTING_DONE)
+        return;
+    d->cached = 1;
+    struct inode *in = inode_get(&fs->inodes, ino);
+    if (!in)
+        return;
+    pthread_mutex_lock(&fs->dir_lock);
+    if (in->dir_changes == d->changes && names_moves(&fs->names) == d->moves && d->moves % 2 == 0) {
+        listing_unref(in->dir);
+        in->dir = d->l;
+        listing_ref(d->l);
+        in->dir_expire = d->listed_at + fs->opt.dir_timeout;
+        set_names_locked(fs, in, d->l);
+    }
+    pthread_mutex_unlock(&fs->dir_lock);
+    inode_put(&fs->inodes, in);
 }
 
 void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -505,31 +524,18 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int rc = !in ? -ENOENT : !d ? -ENOMEM : inode_path(&fs->inodes, in, &d->path);
     if (rc)
         goto done;
-    double now = inode_now();
+    d->listed_at = inode_now();
     pthread_mutex_lock(&fs->dir_lock);
-    if (in->dir && in->dir_expire > now && listing_state(in->dir) >= 0) {
+    if (in->dir && in->dir_expire > d->listed_at && listing_state(in->dir) >= 0) {
         d->l = in->dir;
         listing_ref(d->l);
+        d->cached = 1;
     }
-    uint64_t changes = in->dir_changes, moves = names_moves(&fs->names);
+    d->changes = in->dir_changes;
+    d->moves = names_moves(&fs->names);
     pthread_mutex_unlock(&fs->dir_lock);
-    if (!d->l) {
+    if (!d->l)
         rc = list_dir(fs, d->path, 1, &d->l);
-        if (rc)
-            goto done;
-        test_pause("POCKITYFS_LIST_DELAY_MS");
-        /* cached only if this mount changed nothing in the directory while
-         * it was listed: the listing may predate the change */
-        pthread_mutex_lock(&fs->dir_lock);
-        if (in->dir_changes == changes && names_moves(&fs->names) == moves && moves % 2 == 0) {
-            listing_unref(in->dir);
-            in->dir = d->l;
-            listing_ref(d->l);
-            in->dir_expire = now + fs->opt.dir_timeout;
-            set_names_locked(fs, in, d->l);
-        }
-        pthread_mutex_unlock(&fs->dir_lock);
-    }
 done:
     inode_put(&fs->inodes, in);
     if (rc) {
@@ -601,6 +607,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         free(d->path);
         d->path = now;
     }
+    /* changed since it was listed: names only, no attributes, so that the
+     * kernel keeps no entry of a name this mount just removed */
+    int stale = 0;
+    if (dir) {
+        pthread_mutex_lock(&fs->dir_lock);
+        stale = dir->dir_changes != d->changes || names_moves(&fs->names) != d->moves;
+        pthread_mutex_unlock(&fs->dir_lock);
+    }
     inode_put(&fs->inodes, dir);
     size_t used = 0;
     int err = 0;
@@ -615,6 +629,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         } else {
             /* wait for the lister only when there is nothing to answer yet */
             int rc = dirh_entry(fs, d, i - 2, used == 0, &dent, &name);
+            if (rc == 0)
+                cache_listing(fs, ino, d);
             if (rc <= 0) {
                 err = rc == -EAGAIN ? 0 : -rc;
                 break;
@@ -623,7 +639,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 name = (de = &dent)->name;
         }
         size_t need;
-        if (!plus || i < 2) {
+        if (!plus || i < 2 || stale) {
             struct stat st = {0};
             st.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
             st.st_mode = de && !de->is_dir ? S_IFREG : S_IFDIR;
