@@ -107,12 +107,10 @@ int ops_child_path(struct fs *fs, fuse_ino_t parent, const char *name, char **ou
 void ops_dir_stop(struct fs *fs);
 
 /* Names known in the directory inode d (ops_dir.c; each takes fs dir_lock):
- * set_names installs l (a reference is taken) as every name d holds, for
- * dir_timeout; set_empty says d was just created empty; note records that
+ * set_empty says d was just created empty; note records that
  * this mount created or removed name in d (and drops d's cached listing);
  * absent tells whether name is known not to exist in d; release forgets
  * everything (the inode goes away). */
-void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l);
 int ops_dir_set_empty(struct fs *fs, struct inode *d);
 void ops_dir_note(struct fs *fs, struct inode *d, const char *name);
 int ops_dir_absent(struct fs *fs, struct inode *d, const char *name);

@@ -294,7 +294,8 @@ static void neg_clear(struct inode *d)
     d->n_added = d->cap_added = 0;
 }
 
-/* With fs dir_lock held. */
+/* Install l (a reference is taken) as every name d holds, for dir_timeout.
+ * With fs dir_lock held. */
 static void set_names_locked(struct fs *fs, struct inode *d, struct listing *l)
 {
     listing_ref(l);
@@ -303,21 +304,14 @@ static void set_names_locked(struct fs *fs, struct inode *d, struct listing *l)
     d->neg_expire = inode_now() + fs->opt.dir_timeout;
 }
 
-void ops_dir_set_names(struct fs *fs, struct inode *d, struct listing *l)
-{
-    pthread_mutex_lock(&fs->dir_lock);
-    set_names_locked(fs, d, l);
-    pthread_mutex_unlock(&fs->dir_lock);
-}
-
 int ops_dir_set_empty(struct fs *fs, struct inode *d)
 {
     struct listing *l = listing_new("");
     if (!l)
         return -ENOMEM;
     listing_end(l, 0);
-    ops_dir_set_names(fs, d, l);
     pthread_mutex_lock(&fs->dir_lock);
+    set_names_locked(fs, d, l);
     listing_unref(d->dir);
     d->dir = l; /* our reference */
     d->dir_expire = d->neg_expire;

@@ -654,18 +654,30 @@ static int refresh_ok(void *arg, struct s3_client *c, int status)
     return s3_client_set_credentials(c, "NEWKEY", "newsecret", "newtoken");
 }
 
-static enum action expired_once(struct server *s, int i, const struct request *r, struct buf *b)
+/* How the server refuses the old credentials (refuse_old_key). */
+static struct {
+    int status;
+    const char *code;
+} refusal;
+
+static enum action refuse_old_key(struct server *s, int i, const struct request *r, struct buf *b)
 {
     if (!strstr(r->headers, "NEWKEY"))
-        reply_status(b, 400, NULL, error_xml("ExpiredToken"));
+        reply_status(b, refusal.status, NULL, error_xml(refusal.code));
     else
         reply_status(b, 200, "ETag: \"e\"\r\n", "");
     return REPLY;
 }
 
-static void test_expired_token_refresh(void **state)
+/* A HEAD signed with session_token (may be NULL) against a server refusing
+ * the old credentials with status and code; the client (returned, with its
+ * server) has made its requests. */
+static struct s3_client *head_refused(int status, const char *code, const char *session_token,
+                                      int want, struct server **out)
 {
-    struct server *s = server_start(expired_once);
+    refusal.status = status;
+    refusal.code = code;
+    struct server *s = server_start(refuse_old_key);
     char endpoint[64];
     snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
     struct s3_config cfg = {.endpoint = endpoint,
@@ -673,14 +685,23 @@ static void test_expired_token_refresh(void **state)
                             .bucket = "b",
                             .access_key = "OLDKEY",
                             .secret_key = "s",
-                            .session_token = "oldtoken",
+                            .session_token = session_token,
                             .refresh = refresh_ok};
     struct s3_client *c;
     assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
     refresh_calls = 0;
     struct s3_head h;
-    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
-    s3_head_release(&h);
+    assert_int_equal(s3_head_object(c, "k", &h), want);
+    if (want == S3_OK)
+        s3_head_release(&h);
+    *out = s;
+    return c;
+}
+
+static void test_expired_token_refresh(void **state)
+{
+    struct server *s;
+    struct s3_client *c = head_refused(400, "ExpiredToken", "oldtoken", S3_OK, &s);
     assert_int_equal(refresh_calls, 1);
     assert_int_equal(s->n_requests, 2);
     assert_non_null(strcasestr(s->last.headers, "x-amz-security-token: newtoken"));
@@ -719,33 +740,10 @@ static void test_expired_token_refresh_once_only(void **state)
 }
 
 /* RGW's answer to expired session credentials: AccessDenied. */
-static enum action denied_once(struct server *s, int i, const struct request *r, struct buf *b)
-{
-    if (!strstr(r->headers, "NEWKEY"))
-        reply_status(b, 403, NULL, error_xml("AccessDenied"));
-    else
-        reply_status(b, 200, "ETag: \"e\"\r\n", "");
-    return REPLY;
-}
-
 static void test_denied_session_refresh(void **state)
 {
-    struct server *s = server_start(denied_once);
-    char endpoint[64];
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
-    struct s3_config cfg = {.endpoint = endpoint,
-                            .region = "r",
-                            .bucket = "b",
-                            .access_key = "OLDKEY",
-                            .secret_key = "s",
-                            .session_token = "oldtoken",
-                            .refresh = refresh_ok};
-    struct s3_client *c;
-    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
-    refresh_calls = 0;
-    struct s3_head h;
-    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
-    s3_head_release(&h);
+    struct server *s;
+    struct s3_client *c = head_refused(403, "AccessDenied", "oldtoken", S3_OK, &s);
     assert_int_equal(refresh_calls, 1);
     assert_int_equal(refresh_status, S3_ERR_ACCESS_DENIED);
     assert_int_equal(s->n_requests, 2);
@@ -753,12 +751,7 @@ static void test_denied_session_refresh(void **state)
     server_stop(s);
 
     /* without a session, a denial is only that */
-    s = server_start(denied_once);
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
-    cfg.session_token = NULL;
-    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
-    refresh_calls = 0;
-    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_ACCESS_DENIED);
+    c = head_refused(403, "AccessDenied", NULL, S3_ERR_ACCESS_DENIED, &s);
     assert_int_equal(refresh_calls, 0);
     assert_int_equal(s->n_requests, 1);
     s3_client_free(c);
