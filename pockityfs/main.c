@@ -251,7 +251,6 @@ static int mkdirs(const char *path)
     return mkdir(buf, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* Create and lock the pocket's cache folder, open the journal. */
 /* Open files, and files whose upload failed, each hold a descriptor of
  * their cache file: allow as many as the process may have. */
 static void raise_fd_limit(void)
@@ -263,6 +262,7 @@ static void raise_fd_limit(void)
     }
 }
 
+/* Create and lock the pocket's cache folder, open the journal. */
 static int setup_cache(struct fs *fs, int *lock_fd)
 {
     char base[PATH_MAX], path[PATH_MAX + 64];

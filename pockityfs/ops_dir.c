@@ -72,7 +72,6 @@ static int has_file(const struct listing *l, const char *name)
     return l->n && bsearch(name, l->e, l->n, sizeof(*l->e), cmp_key) != NULL;
 }
 
-/* Append an entry of key (under l->key). Caller holds l->lock. */
 uint64_t ops_etag_hash(const char *etag)
 {
     uint64_t h = 14695981039346656037ull; /* FNV-1a */
@@ -81,6 +80,7 @@ uint64_t ops_etag_hash(const char *etag)
     return h | 1;
 }
 
+/* Append an entry of key (under l->key). Caller holds l->lock. */
 static int add_dent(struct listing *l, const char *key, int prefix, uint64_t size, time_t mtime,
                     const char *etag)
 {
@@ -294,6 +294,15 @@ static void neg_clear(struct inode *d)
     d->n_added = d->cap_added = 0;
 }
 
+/* Whether a listing of d begun when d's dir_changes was changes and the
+ * names' move count was moves (even: none under way) may be cached: this
+ * mount changed nothing in d and renamed nothing since. With fs dir_lock
+ * held. */
+static int unchanged_since(struct fs *fs, const struct inode *d, uint64_t changes, uint64_t moves)
+{
+    return d->dir_changes == changes && names_moves(&fs->names) == moves && moves % 2 == 0;
+}
+
 /* Install l (a reference is taken) as every name d holds, for dir_timeout.
  * With fs dir_lock held. */
 static void set_names_locked(struct fs *fs, struct inode *d, struct listing *l)
@@ -386,9 +395,7 @@ int ops_dir_probe(struct fs *fs, const char *path)
     free(parent);
     if (rc == 0 && listing_state(l) == LISTING_DONE) {
         pthread_mutex_lock(&fs->dir_lock);
-        /* else it may predate a change, or a rename */
-        int current =
-                d->dir_changes == changes && names_moves(&fs->names) == moves && moves % 2 == 0;
+        int current = unchanged_since(fs, d, changes, moves); /* else it may predate a change */
         if (current)
             set_names_locked(fs, d, l);
         pthread_mutex_unlock(&fs->dir_lock);
@@ -499,7 +506,7 @@ static void cache_listing(struct fs *fs, fuse_ino_t ino, struct dirh *d)
     if (!in)
         return;
     pthread_mutex_lock(&fs->dir_lock);
-    if (in->dir_changes == d->changes && names_moves(&fs->names) == d->moves && d->moves % 2 == 0) {
+    if (unchanged_since(fs, in, d->changes, d->moves)) {
         listing_unref(in->dir);
         in->dir = d->l;
         listing_ref(d->l);
