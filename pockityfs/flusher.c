@@ -1,5 +1,7 @@
 /* flusher: one thread that uploads, in the background, journaled files
- * whose upload failed and files held open with data dirty for too long. */
+ * whose upload failed and files held open with data dirty for too long,
+ * and settles the journal's queued removals on each tick; and the workers
+ * uploading the files close queued. */
 #include "flusher.h"
 
 #include <errno.h>
@@ -81,6 +83,7 @@ int flusher_wait(struct flusher *f)
         pthread_cond_wait(&f->idle, &f->lock);
     int rc = f->failures != failures ? -EIO : 0;
     pthread_mutex_unlock(&f->lock);
+    journal_settle(f->fs->journal, NULL); /* the rows of what is uploaded go too */
     return rc;
 }
 
@@ -238,6 +241,9 @@ static void *flusher_main(void *arg)
         pthread_cond_timedwait(&f->cond, &f->lock, &until);
         if (f->stopping)
             break;
+        pthread_mutex_unlock(&f->lock);
+        journal_settle(f->fs->journal, NULL); /* rows of uploads ended meanwhile */
+        pthread_mutex_lock(&f->lock);
         /* visit a copy: flusher_note may grow the list meanwhile */
         size_t n = f->n;
         struct watched *copy = n ? malloc(n * sizeof(*copy)) : NULL;

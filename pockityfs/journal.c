@@ -12,9 +12,13 @@
 #include "log.h"
 
 struct journal {
-    pthread_mutex_t lock; /* guards db and the statements */
+    pthread_mutex_t lock; /* guards db and the statements; taken before qlock */
     sqlite3 *db;
     sqlite3_stmt *put, *remove; /* prepared once: each close and upload runs one */
+    sqlite3_stmt *begin, *commit, *rollback;
+    pthread_mutex_t qlock; /* guards the queued removals (journal_uploaded) */
+    char **queue;
+    size_t queued, queue_cap;
 };
 
 static const char *const put_sql = "INSERT OR REPLACE INTO pending"
@@ -52,6 +56,86 @@ static int add_data_column(sqlite3 *db, char **msg)
     return sqlite3_exec(db, "ALTER TABLE pending ADD COLUMN data BLOB", NULL, NULL, msg);
 }
 
+static void finalize_all(struct journal *j)
+{
+    sqlite3_finalize(j->put);
+    sqlite3_finalize(j->remove);
+    sqlite3_finalize(j->begin);
+    sqlite3_finalize(j->commit);
+    sqlite3_finalize(j->rollback);
+}
+
+/* Run a prepared statement to its end, then make it ready for the next use. */
+static int step_done(struct journal *j, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Append path (owned from now on) to the queued removals. Returns 0 or
+ * -ENOMEM (path freed). Caller holds j->qlock. */
+static int queue_push(struct journal *j, char *path)
+{
+    if (j->queued == j->queue_cap) {
+        size_t nc = j->queue_cap ? j->queue_cap * 2 : JOURNAL_BATCH;
+        char **q = realloc(j->queue, nc * sizeof(*q));
+        if (!q) {
+            free(path);
+            return -ENOMEM;
+        }
+        j->queue = q;
+        j->queue_cap = nc;
+    }
+    j->queue[j->queued++] = path;
+    return 0;
+}
+
+/* Run in one transaction: the queued removals, the removal of the row of
+ * also (may be NULL), then extra (a prepared statement with its parameters
+ * bound, or NULL). When it fails, the queued removals stay queued. Returns
+ * 0 or -EIO. Caller holds j->lock. */
+static int write_batch(struct journal *j, const char *also, sqlite3_stmt *extra, const char *what)
+{
+    pthread_mutex_lock(&j->qlock);
+    char **q = j->queue;
+    size_t n = j->queued;
+    j->queue = NULL;
+    j->queued = j->queue_cap = 0;
+    pthread_mutex_unlock(&j->qlock);
+    int tx = n + (also != NULL) + (extra != NULL) > 1;
+    int rc = tx ? step_done(j, j->begin, "begin a transaction") : 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        sqlite3_bind_text(j->remove, 1, q[i], -1, SQLITE_STATIC);
+        rc = step_done(j, j->remove, "remove the row of an uploaded file");
+    }
+    if (also && !rc) {
+        sqlite3_bind_text(j->remove, 1, also, -1, SQLITE_STATIC);
+        rc = step_done(j, j->remove, what);
+    }
+    if (extra && !rc)
+        rc = step_done(j, extra, what);
+    else if (extra)
+        sqlite3_clear_bindings(extra);
+    if (tx && !rc)
+        rc = step_done(j, j->commit, "commit a transaction");
+    if (tx && rc && !sqlite3_get_autocommit(j->db))
+        step_done(j, j->rollback, "roll back a transaction");
+    pthread_mutex_lock(&j->qlock);
+    for (size_t i = 0; i < n; i++) {
+        if (rc)
+            queue_push(j, q[i]);
+        else
+            free(q[i]);
+    }
+    pthread_mutex_unlock(&j->qlock);
+    free(q);
+    return rc;
+}
+
 int journal_open(const char *path, struct journal **out, char *err, size_t errlen)
 {
     struct journal *j = calloc(1, sizeof(*j));
@@ -72,17 +156,23 @@ int journal_open(const char *path, struct journal **out, char *err, size_t errle
         rc = sqlite3_prepare_v2(j->db, put_sql, -1, &j->put, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(j->db, remove_sql, -1, &j->remove, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(j->db, "BEGIN", -1, &j->begin, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(j->db, "COMMIT", -1, &j->commit, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(j->db, "ROLLBACK", -1, &j->rollback, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open the journal '%s': %s", path,
                  msg ? msg : (j->db ? sqlite3_errmsg(j->db) : sqlite3_errstr(rc)));
         sqlite3_free(msg);
-        sqlite3_finalize(j->put);
-        sqlite3_finalize(j->remove);
+        finalize_all(j);
         sqlite3_close(j->db);
         free(j);
         return -EIO;
     }
     pthread_mutex_init(&j->lock, NULL);
+    pthread_mutex_init(&j->qlock, NULL);
     *out = j;
     return 0;
 }
@@ -91,22 +181,17 @@ void journal_free(struct journal *j)
 {
     if (!j)
         return;
-    sqlite3_finalize(j->put);
-    sqlite3_finalize(j->remove);
+    pthread_mutex_lock(&j->lock);
+    write_batch(j, NULL, NULL, NULL);
+    pthread_mutex_unlock(&j->lock);
+    for (size_t i = 0; i < j->queued; i++)
+        free(j->queue[i]); /* a journal that failed to remove them replays them */
+    free(j->queue);
+    finalize_all(j);
     sqlite3_close(j->db);
     pthread_mutex_destroy(&j->lock);
+    pthread_mutex_destroy(&j->qlock);
     free(j);
-}
-
-/* Run a prepared statement to its end, then make it ready for the next use. */
-static int step_done(struct journal *j, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
-        log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int journal_put(struct journal *j, const struct journal_entry *e, int durable)
@@ -127,7 +212,7 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable)
     sqlite3_bind_int64(st, 8, (sqlite3_int64)time(NULL));
     if (!e->file[0])
         sqlite3_bind_blob64(st, 9, e->data ? e->data : "", e->data ? e->size : 0, SQLITE_STATIC);
-    int rc = step_done(j, st, "record a pending upload");
+    int rc = write_batch(j, NULL, st, "record a pending upload");
     if (durable)
         sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     pthread_mutex_unlock(&j->lock);
@@ -137,10 +222,43 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable)
 int journal_remove(struct journal *j, const char *path)
 {
     pthread_mutex_lock(&j->lock);
-    sqlite3_bind_text(j->remove, 1, path, -1, SQLITE_STATIC);
-    int rc = step_done(j, j->remove, "remove a pending upload");
+    int rc = write_batch(j, path, NULL, "remove a pending upload");
     pthread_mutex_unlock(&j->lock);
     return rc;
+}
+
+/* Whether the path q is path or below it. */
+static int is_under(const char *q, const char *path, size_t len)
+{
+    return strncmp(q, path, len) == 0 && (q[len] == '\0' || q[len] == '/' || len == 0);
+}
+
+int journal_settle(struct journal *j, const char *path)
+{
+    size_t len = path ? strlen(path) : 0;
+    pthread_mutex_lock(&j->qlock);
+    int due = 0;
+    for (size_t i = 0; i < j->queued && !due; i++)
+        due = !path || is_under(j->queue[i], path, len);
+    pthread_mutex_unlock(&j->qlock);
+    if (!due)
+        return 0;
+    pthread_mutex_lock(&j->lock);
+    int rc = write_batch(j, NULL, NULL, NULL);
+    pthread_mutex_unlock(&j->lock);
+    return rc;
+}
+
+void journal_uploaded(struct journal *j, const char *path)
+{
+    char *copy = strdup(path);
+    pthread_mutex_lock(&j->qlock);
+    int full = copy && queue_push(j, copy) == 0 ? j->queued >= JOURNAL_BATCH : -1;
+    pthread_mutex_unlock(&j->qlock);
+    if (full < 0)
+        journal_remove(j, path); /* out of memory: at once */
+    else if (full)
+        journal_settle(j, NULL);
 }
 
 void journal_entries_free(struct journal_entry *e, size_t n)
@@ -162,6 +280,7 @@ int journal_list(struct journal *j, struct journal_entry **out, size_t *n)
     *out = NULL;
     *n = 0;
     pthread_mutex_lock(&j->lock);
+    write_batch(j, NULL, NULL, NULL); /* failed: those rows are listed, and replayed */
     if (sqlite3_prepare_v2(j->db,
                            "SELECT path, file, size, mode, uid, gid, mtime, data FROM pending"
                            " ORDER BY updated, rowid",
@@ -244,7 +363,7 @@ int journal_move(struct journal *j, const char *from, const char *to)
             sqlite3_bind_text(st, 2, dest, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 3, (sqlite3_int64)nf + 2);
             sqlite3_bind_int64(st, 4, (sqlite3_int64)nf + 1);
-            rc = step_done(j, st, "move pending uploads to their new names");
+            rc = write_batch(j, NULL, st, "move pending uploads to their new names");
         } else {
             log_error("journal: cannot move pending uploads: %s", sqlite3_errmsg(j->db));
         }

@@ -4,7 +4,8 @@
  * names the local file that does: written when close hands the
  * file to the background uploads (it survives a kill -9 of the mount), made
  * durable on disk before the failure of an upload is reported, and removed
- * once the content is in S3 (or the file is deleted). It also lists the
+ * once the content is in S3 (in batches, journal_uploaded) or the file is
+ * deleted. It also lists the
  * multipart uploads under way, so that the next start aborts those a kill
  * left behind (their parts would otherwise stay in the bucket, unseen).
  * Thread-safe. */
@@ -42,6 +43,21 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable);
 
 /* Remove the row of path (none is fine). Returns 0 or -EIO. */
 int journal_remove(struct journal *j, const char *path);
+
+/* The rows of paths whose content is now in S3 go in batches, not each in a
+ * transaction of its own: this queues the removal of path's row, which the
+ * next write to the journal (put, remove, move, list, settle) applies
+ * before its own change, as do the queue reaching JOURNAL_BATCH and
+ * journal_free. A kill of the process before then replays the row, an
+ * upload of what S3 already holds; so whatever is about to change S3 at a
+ * path calls journal_settle first, lest the replay undo the change. */
+#define JOURNAL_BATCH 64
+void journal_uploaded(struct journal *j, const char *path);
+
+/* Apply the queued removals if one of them is of path or below it (path a
+ * directory), or with path NULL if there are any. Returns 0 or -EIO (the
+ * removals stay queued). */
+int journal_settle(struct journal *j, const char *path);
 
 /* Give the rows below the directory from (from/...) the same names below
  * to (a renamed directory). Returns 0, -EIO or -ENOMEM. */

@@ -420,6 +420,7 @@ static int store_meta(struct fs *fs, struct inode *in)
     struct meta_set ms;
     meta_from_stat(&in->st, &ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
+    journal_settle(fs->journal, path);
     int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
     if (s != S3_OK) {
         rc = s3_err("change the attributes of", key, s);
@@ -687,6 +688,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!rc && !local) {
         if (in)
             fill_for_readers(fs, in, path);
+        journal_settle(fs->journal, path); /* else a kill could replay it */
         int s = s3_delete_object(fs->s3, key);
         if (s == S3_OK) {
             const char *keys[1] = {path};
@@ -740,6 +742,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!rc)
         rc = dir_empty(fs, path);
     if (!rc) {
+        journal_settle(fs->journal, path);
         int s = s3_delete_object(fs->s3, key);
         if (s != S3_OK)
             rc = s3_err("delete", key, s);
@@ -860,6 +863,7 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
         return rc;
     if (dn)
         drop_content(fs, dn, to);
+    journal_settle(fs->journal, from);
     int s = s3_delete_object(fs->s3, key);
     if (s != S3_OK)
         log_warn("renamed '%s' but cannot delete the old name: %s", key, s3_strerror(s));
@@ -876,6 +880,8 @@ static int rename_dir(struct fs *fs, const char *from, const char *to, int exist
     int rc = exists ? dir_empty(fs, to) : 0;
     if (rc)
         return rc;
+    journal_settle(fs->journal, from);
+    journal_settle(fs->journal, to);
     if (exists) {
         char key[S3_MAX_KEY_LEN + 1];
         if (ops_key(fs, to, 1, key) == 0)

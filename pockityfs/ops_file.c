@@ -177,7 +177,7 @@ int ops_sync(struct fs *fs, struct inode *in)
         cfile_set_clean(&fs->cache, cf, etag);
         snprintf(in->etag, sizeof(in->etag), "%s", etag);
         in->attr_expire = inode_now() + fs->opt.attr_timeout;
-        journal_remove(fs->journal, path);
+        journal_uploaded(fs->journal, path);
         inode_set_flags(&fs->inodes, in, 0, 0);
         if (local)
             ops_dir_changed(fs, path);

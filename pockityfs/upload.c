@@ -169,6 +169,7 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
 {
     char key[S3_MAX_KEY_LEN + 1], qkey[S3_MAX_KEY_LEN + 2], id[64], etag[S3_ETAG_MAX] = "";
     int rc = meta_key(fs->session.prefix, path, as_dir, key);
+    journal_settle(fs->journal, path); /* no replay of an older row over this */
     if (rc) {
         if (reservation)
             remote_release(fs->remote, reservation);
@@ -283,6 +284,7 @@ int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size)
         rc = meta_key(fs->session.prefix, to, 0, dst);
     if (rc)
         return rc;
+    journal_settle(fs->journal, to);
     rc = remote_reserve(fs->remote, to, size, id);
     if (rc)
         return rc;

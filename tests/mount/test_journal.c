@@ -1,6 +1,7 @@
 /* Unit tests of pockityfs/journal: rows survive reopening, replace, remove;
  * rows holding the content; journals from before content rows; uploads
- * under way; rows moving with a renamed directory. */
+ * under way; rows moving with a renamed directory; removals of uploaded
+ * rows queued, and applied before any later change, across a kill. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "journal.h"
@@ -233,6 +235,165 @@ static void test_move(void **state)
     journal_free(j);
 }
 
+/* Put a row of path holding content. Returns 0 or -errno. */
+static int put_row(struct journal *j, const char *path, const char *content)
+{
+    struct journal_entry e = {
+            .path = (char *)path, .file = "", .data = (void *)content, .size = strlen(content)};
+    return journal_put(j, &e, 0);
+}
+
+/* The rows of the journal at db, by path and content, one "path=content;"
+ * each, in the order they were put, into out. */
+static void rows_of(const char *db, char *out, size_t size)
+{
+    char err[256];
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(db, &j, err, sizeof(err)), 0);
+    struct journal_entry *v;
+    size_t n, len = 0;
+    assert_int_equal(journal_list(j, &v, &n), 0);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s=%.*s;", v[i].path, (int)v[i].size,
+                                v[i].data ? (const char *)v[i].data : "");
+    journal_entries_free(v, n);
+    journal_free(j);
+}
+
+/* Remove the journal at db, with its WAL. */
+static void remove_journal(const char *db)
+{
+    char name[96];
+    unlink(db);
+    snprintf(name, sizeof(name), "%s-wal", db);
+    unlink(name);
+    snprintf(name, sizeof(name), "%s-shm", db);
+    unlink(name);
+}
+
+/* Run steps on the journal at db in a child process that then ends the
+ * way a kill -9 ends the mount: without journal_free. */
+static void killed_after(const char *db, int (*steps)(struct journal *))
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[256];
+        struct journal *j = NULL;
+        _exit(journal_open(db, &j, err, sizeof(err)) != 0 || steps(j) != 0 ? 1 : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int queued_only(struct journal *j)
+{
+    int rc = put_row(j, "a", "1") || put_row(j, "b", "2");
+    journal_uploaded(j, "a");
+    return rc;
+}
+
+static int applied_by_put(struct journal *j)
+{
+    int rc = put_row(j, "a", "1") || put_row(j, "b", "2");
+    journal_uploaded(j, "a");
+    journal_uploaded(j, "b");
+    return rc || put_row(j, "b", "new") || put_row(j, "c", "3");
+}
+
+static int applied_by_settle(struct journal *j)
+{
+    int rc = put_row(j, "d/x", "1") || put_row(j, "d/y", "2") || put_row(j, "dx", "3") ||
+             put_row(j, "e", "4");
+    journal_uploaded(j, "d/x");
+    journal_uploaded(j, "dx");
+    journal_uploaded(j, "e");
+    /* no queued row is "d/" or below it, nor "x": nothing applied */
+    rc = rc || journal_settle(j, "d/") || journal_settle(j, "x") || journal_settle(j, "d/y");
+    return rc || journal_settle(j, "d"); /* d/x is: all three go */
+}
+
+static int applied_by_batch(struct journal *j)
+{
+    char name[32];
+    int rc = 0;
+    for (int i = 0; i < JOURNAL_BATCH && !rc; i++) {
+        snprintf(name, sizeof(name), "f%d", i);
+        rc = put_row(j, name, "x");
+    }
+    rc = rc || put_row(j, "kept", "y");
+    for (int i = 0; i < JOURNAL_BATCH; i++) {
+        snprintf(name, sizeof(name), "f%d", i);
+        journal_uploaded(j, name);
+    }
+    return rc;
+}
+
+static int applied_by_move(struct journal *j)
+{
+    int rc = put_row(j, "d/x", "1") || put_row(j, "d/y", "2");
+    journal_uploaded(j, "d/x");
+    return rc || journal_move(j, "d", "e");
+}
+
+static int applied_by_remove(struct journal *j)
+{
+    int rc = put_row(j, "a", "1") || put_row(j, "b", "2") || put_row(j, "c", "3");
+    journal_uploaded(j, "a");
+    return rc || journal_remove(j, "b");
+}
+
+/* journal_uploaded queues a row's removal: a kill before anything applies
+ * it leaves the row (replayed: an upload of what S3 holds); any later write
+ * to the journal, a settle of its path or a full queue applies it first. */
+static void test_uploaded(void **state)
+{
+    const char *db = ((struct dir *)*state)->path;
+    char rows[512];
+    killed_after(db, queued_only);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "a=1;b=2;");
+
+    remove_journal(db);
+    killed_after(db, applied_by_put);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "b=new;c=3;"); /* b's removal came before its new row */
+
+    remove_journal(db);
+    killed_after(db, applied_by_settle);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "d/y=2;");
+
+    remove_journal(db);
+    killed_after(db, applied_by_batch);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "kept=y;");
+
+    remove_journal(db);
+    killed_after(db, applied_by_move);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "e/y=2;"); /* d/x went before the move: no e/x */
+
+    remove_journal(db);
+    killed_after(db, applied_by_remove);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "c=3;");
+
+    /* closing applies the queue too */
+    char err[256];
+    struct journal *j = NULL;
+    assert_int_equal(journal_open(db, &j, err, sizeof(err)), 0);
+    assert_int_equal(put_row(j, "z", "9"), 0);
+    journal_uploaded(j, "z");
+    journal_uploaded(j, "never put"); /* a removal of no row is fine */
+    journal_free(j);
+    rows_of(db, rows, sizeof(rows));
+    assert_string_equal(rows, "c=3;");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +402,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_old_journal, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_uploads, dir_setup, dir_teardown),
             cmocka_unit_test_setup_teardown(test_move, dir_setup, dir_teardown),
+            cmocka_unit_test_setup_teardown(test_uploaded, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

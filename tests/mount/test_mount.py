@@ -1307,9 +1307,56 @@ def test_streamed_upload():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def test_uploaded_then_changed():
+    """The journal's row of an uploaded file goes later, in a batch. A
+    change to its name in S3 takes it out first: a kill -9 right after an
+    rm, a mv, a rewrite or a chmod of a file just uploaded does not bring
+    its old content back at the next mount. (The flusher also takes rows
+    out every half second: the kill comes well within that.)"""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    big = os.urandom(17 << 20)  # past UPLOAD_MULTIPART_MIN: uploaded by its close
+    changes = (("rm", lambda m: os.unlink(m.p("f"))),
+               ("mv", lambda m: os.rename(m.p("f"), m.p("g"))),
+               ("rewrite", lambda m: write_file(m.p("f"), big)),
+               ("chmod", lambda m: os.chmod(m.p("f"), 0o600)))
+    try:
+        for name, change in changes:
+            m = Mount(D, pk, cache_dir=cache)
+            try:
+                write_file(m.p("f"), b"old\n")
+                deadline = time.time() + 30
+                while not in_s3(prefix + "f") and time.time() < deadline:
+                    pass
+                change(m)
+                m.kill()
+            finally:
+                m.stop()
+            with Mount(D, pk, cache_dir=cache) as m:
+                f = s3_get(prefix + "f")
+                if name == "rm":
+                    check(f is None and not os.path.exists(m.p("f")), "rm: f stays deleted")
+                elif name == "mv":
+                    check(f is None, "mv: no f again")
+                    check(s3_get(prefix + "g") == b"old\n", "mv: g holds f's content")
+                    os.unlink(m.p("g"))
+                elif name == "rewrite":
+                    check(f == big, "rewrite: f keeps its new content")
+                else:
+                    check(f == b"old\n", "chmod: f's content")
+                    got = head_of(prefix + "f").get("meta mode", "")
+                    check(got == str(0o100600), "chmod: mode %s kept" % got)
+                if f is not None:
+                    os.unlink(m.p("f"))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
+         test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
          test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
