@@ -19,6 +19,8 @@ struct journal {
     pthread_mutex_t qlock; /* guards the queued removals (journal_uploaded) */
     char **queue;
     size_t queued, queue_cap;
+    char **flight; /* the removals a write_batch runs now */
+    size_t n_flight;
 };
 
 static const char *const put_sql = "INSERT OR REPLACE INTO pending"
@@ -94,6 +96,36 @@ static int queue_push(struct journal *j, char *path)
     return 0;
 }
 
+/* Give back to the queue the removals q (n of them, room for cap) that a
+ * failed transaction took; those queued meanwhile follow them. Caller
+ * holds j->qlock. */
+static void requeue(struct journal *j, char **q, size_t n, size_t cap)
+{
+    if (!n) {
+        free(q);
+        return;
+    }
+    size_t total = n + j->queued;
+    if (cap < total) {
+        char **m = realloc(q, total * sizeof(*q));
+        if (!m) {
+            log_error("journal: out of memory: the rows of %zu uploaded files stay (replayed)", n);
+            for (size_t i = 0; i < n; i++)
+                free(q[i]);
+            free(q);
+            return;
+        }
+        q = m;
+        cap = total;
+    }
+    if (j->queued)
+        memcpy(q + n, j->queue, j->queued * sizeof(*q));
+    free(j->queue);
+    j->queue = q;
+    j->queued = total;
+    j->queue_cap = cap;
+}
+
 /* Run in one transaction: the queued removals, the removal of the row of
  * also (may be NULL), then extra (a prepared statement with its parameters
  * bound, or NULL). When it fails, the queued removals stay queued. Returns
@@ -102,9 +134,11 @@ static int write_batch(struct journal *j, const char *also, sqlite3_stmt *extra,
 {
     pthread_mutex_lock(&j->qlock);
     char **q = j->queue;
-    size_t n = j->queued;
+    size_t n = j->queued, cap = j->queue_cap;
     j->queue = NULL;
     j->queued = j->queue_cap = 0;
+    j->flight = q;
+    j->n_flight = n;
     pthread_mutex_unlock(&j->qlock);
     int tx = n + (also != NULL) + (extra != NULL) > 1;
     int rc = tx ? step_done(j, j->begin, "begin a transaction") : 0;
@@ -125,14 +159,16 @@ static int write_batch(struct journal *j, const char *also, sqlite3_stmt *extra,
     if (tx && rc && !sqlite3_get_autocommit(j->db))
         step_done(j, j->rollback, "roll back a transaction");
     pthread_mutex_lock(&j->qlock);
-    for (size_t i = 0; i < n; i++) {
-        if (rc)
-            queue_push(j, q[i]);
-        else
+    j->flight = NULL;
+    j->n_flight = 0;
+    if (rc) {
+        requeue(j, q, n, cap);
+    } else {
+        for (size_t i = 0; i < n; i++)
             free(q[i]);
+        free(q);
     }
     pthread_mutex_unlock(&j->qlock);
-    free(q);
     return rc;
 }
 
@@ -240,10 +276,13 @@ int journal_settle(struct journal *j, const char *path)
     int due = 0;
     for (size_t i = 0; i < j->queued && !due; i++)
         due = !path || is_under(j->queue[i], path, len);
+    /* a removal another thread is committing: its end is awaited below */
+    for (size_t i = 0; i < j->n_flight && !due; i++)
+        due = !path || is_under(j->flight[i], path, len);
     pthread_mutex_unlock(&j->qlock);
     if (!due)
         return 0;
-    pthread_mutex_lock(&j->lock);
+    pthread_mutex_lock(&j->lock); /* after the batch under way, if any */
     int rc = write_batch(j, NULL, NULL, NULL);
     pthread_mutex_unlock(&j->lock);
     return rc;

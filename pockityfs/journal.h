@@ -45,7 +45,9 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable);
 int journal_remove(struct journal *j, const char *path);
 
 /* The rows of paths whose content is now in S3 go in batches, not each in a
- * transaction of its own: this queues the removal of path's row, which the
+ * transaction of its own: this queues the removal of path's row (one that
+ * holds the content: one naming a local file must go at once, before that
+ * file can change), which the
  * next write to the journal (put, remove, move, list, settle) applies
  * before its own change, as do the queue reaching JOURNAL_BATCH and
  * journal_free. A kill of the process before then replays the row, an
@@ -55,8 +57,10 @@ int journal_remove(struct journal *j, const char *path);
 void journal_uploaded(struct journal *j, const char *path);
 
 /* Apply the queued removals if one of them is of path or below it (path a
- * directory), or with path NULL if there are any. Returns 0 or -EIO (the
- * removals stay queued). */
+ * directory), or with path NULL if there are any; a removal that another
+ * thread is applying is waited for. Returns 0 or -EIO (the removals stay
+ * queued). The callers go on with their change after a failure: the
+ * journal is failing then, and their change is newer than the rows. */
 int journal_settle(struct journal *j, const char *path);
 
 /* Give the rows below the directory from (from/...) the same names below

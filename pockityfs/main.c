@@ -501,7 +501,9 @@ out:
         ops_dir_stop(&fs); /* listers use the S3 client */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
-    if (table) {              /* before the remote: a cfile may still give a reservation back */
+    if (fs.journal)
+        journal_settle(fs.journal, NULL); /* even when journal_free is skipped below */
+    if (table) { /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
         names_destroy(&fs.names);
     }

@@ -177,7 +177,13 @@ int ops_sync(struct fs *fs, struct inode *in)
         cfile_set_clean(&fs->cache, cf, etag);
         snprintf(in->etag, sizeof(in->etag), "%s", etag);
         in->attr_expire = inode_now() + fs->opt.attr_timeout;
-        journal_uploaded(fs->journal, path);
+        /* a row holding the content may go later (its replay uploads the
+         * same bytes); one naming the cache file goes now, as writes may
+         * change that file in place from here on */
+        if (cf->in_mem)
+            journal_uploaded(fs->journal, path);
+        else
+            journal_remove(fs->journal, path);
         inode_set_flags(&fs->inodes, in, 0, 0);
         if (local)
             ops_dir_changed(fs, path);

@@ -1309,27 +1309,35 @@ def test_streamed_upload():
 
 
 def test_uploaded_then_changed():
-    """The journal's row of an uploaded file goes later, in a batch. A
-    change to its name in S3 takes it out first: a kill -9 right after an
-    rm, a mv, a rewrite or a chmod of a file just uploaded does not bring
-    its old content back at the next mount. (The flusher also takes rows
-    out every half second: the kill comes well within that.)"""
+    """The journal's row of a small file uploaded goes later, in a batch (the
+    flusher's tick, which would take it out every half second, is off
+    here). A change to its name in S3 takes it out first: a kill -9 right
+    after an rm, a mv, a rewrite or a chmod of a file just uploaded does not
+    bring its old content back at the next mount. A larger file's row names
+    its cache file and goes at once: a rewrite cut short by the kill does
+    not replace the uploaded object with the half-written file."""
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
     cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    env = dict(os.environ, POCKITYFS_KEEP_QUEUED_REMOVALS="1")
     big = os.urandom(17 << 20)  # past UPLOAD_MULTIPART_MIN: uploaded by its close
-    changes = (("rm", lambda m: os.unlink(m.p("f"))),
-               ("mv", lambda m: os.rename(m.p("f"), m.p("g"))),
-               ("rewrite", lambda m: write_file(m.p("f"), big)),
-               ("chmod", lambda m: os.chmod(m.p("f"), 0o600)))
+    large = os.urandom(100000)  # past the 64 KiB kept in memory: in a cache file
+
+    def cut_short(m):
+        fd = os.open(m.p("f"), os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"half")  # then killed before its close
+
+    changes = (("rm", b"old\n", lambda m: os.unlink(m.p("f"))),
+               ("mv", b"old\n", lambda m: os.rename(m.p("f"), m.p("g"))),
+               ("rewrite", b"old\n", lambda m: write_file(m.p("f"), big)),
+               ("chmod", b"old\n", lambda m: os.chmod(m.p("f"), 0o600)),
+               ("cut short", large, cut_short))
     try:
-        for name, change in changes:
-            m = Mount(D, pk, cache_dir=cache)
+        for name, first, change in changes:
+            m = Mount(D, pk, cache_dir=cache, env=env)
             try:
-                write_file(m.p("f"), b"old\n")
-                deadline = time.time() + 30
-                while not in_s3(prefix + "f") and time.time() < deadline:
-                    pass
+                write_file(m.p("f"), first)
+                wait_for(lambda: in_s3(prefix + "f"), "f uploaded", 30)
                 change(m)
                 m.kill()
             finally:
@@ -1340,14 +1348,16 @@ def test_uploaded_then_changed():
                     check(f is None and not os.path.exists(m.p("f")), "rm: f stays deleted")
                 elif name == "mv":
                     check(f is None, "mv: no f again")
-                    check(s3_get(prefix + "g") == b"old\n", "mv: g holds f's content")
+                    check(s3_get(prefix + "g") == first, "mv: g holds f's content")
                     os.unlink(m.p("g"))
                 elif name == "rewrite":
                     check(f == big, "rewrite: f keeps its new content")
-                else:
-                    check(f == b"old\n", "chmod: f's content")
+                elif name == "chmod":
+                    check(f == first, "chmod: f's content")
                     got = head_of(prefix + "f").get("meta mode", "")
                     check(got == str(0o100600), "chmod: mode %s kept" % got)
+                else:
+                    check(f == large, "cut short: f keeps its uploaded content")
                 if f is not None:
                     os.unlink(m.p("f"))
     finally:
