@@ -1,7 +1,7 @@
-/* flusher: one thread that uploads, in the background, journaled files
- * whose upload failed and files held open with data dirty for too long,
- * and settles the journal's queued removals on each tick; and the workers
- * uploading the files close queued. */
+/* flusher: the workers that upload the files close queued; and one thread
+ * that uploads, in the background, journaled files whose upload failed and
+ * files held open with data dirty for too long, and writes the journal's
+ * queued removals on each tick. */
 #include "flusher.h"
 
 #include <errno.h>
@@ -248,6 +248,8 @@ static void *flusher_main(void *arg)
             pthread_mutex_unlock(&f->lock);
             journal_settle(f->fs->journal, NULL); /* rows of uploads ended meanwhile */
             pthread_mutex_lock(&f->lock);
+            if (f->stopping)
+                break;
         }
         /* visit a copy: flusher_note may grow the list meanwhile */
         size_t n = f->n;

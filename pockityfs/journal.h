@@ -1,14 +1,13 @@
 /* journal: the pending-upload journal of a mount, an SQLite database in the
  * cache folder (WAL). A row names a path of the pocket whose newest content
  * is not in S3 yet and holds that content (a small file kept in memory) or
- * names the local file that does: written when close hands the
- * file to the background uploads (it survives a kill -9 of the mount), made
- * durable on disk before the failure of an upload is reported, and removed
- * once the content is in S3 (in batches, journal_uploaded) or the file is
- * deleted. It also lists the
- * multipart uploads under way, so that the next start aborts those a kill
- * left behind (their parts would otherwise stay in the bucket, unseen).
- * Thread-safe. */
+ * names the local file that does: written when close hands the file to the
+ * background uploads (it survives a kill -9 of the mount), made durable on
+ * disk before the failure of an upload is reported, and removed once the
+ * content is in S3 (in batches: journal_uploaded) or the file is deleted.
+ * It also lists the multipart uploads under way, so that the next start
+ * aborts those a kill left behind (their parts would otherwise stay in the
+ * bucket, unseen). Thread-safe. */
 #ifndef POCKITYFS_JOURNAL_H
 #define POCKITYFS_JOURNAL_H
 
@@ -45,14 +44,14 @@ int journal_put(struct journal *j, const struct journal_entry *e, int durable);
 int journal_remove(struct journal *j, const char *path);
 
 /* The rows of paths whose content is now in S3 go in batches, not each in a
- * transaction of its own: this queues the removal of path's row (one that
- * holds the content: one naming a local file must go at once, before that
- * file can change), which the
- * next write to the journal (put, remove, move, list, settle) applies
- * before its own change, as do the queue reaching JOURNAL_BATCH and
- * journal_free. A kill of the process before then replays the row, an
- * upload of what S3 already holds; so whatever is about to change S3 at a
- * path calls journal_settle first, lest the replay undo the change. */
+ * transaction of its own: this queues the removal of path's row, which must
+ * hold the content (a row naming a local file goes at once, before that
+ * file can change). The next write to the journal (put, remove, move,
+ * list, settle) applies the queue before its own change, as do the queue
+ * reaching JOURNAL_BATCH and journal_free. A kill of the process before
+ * then replays the row, an upload of what S3 already holds; so whatever is
+ * about to change S3 at a path calls journal_settle first, lest the replay
+ * undo the change. */
 #define JOURNAL_BATCH 64
 void journal_uploaded(struct journal *j, const char *path);
 
