@@ -352,35 +352,24 @@ static int applied_by_remove(struct journal *j)
 static void test_uploaded(void **state)
 {
     const char *db = ((struct dir *)*state)->path;
+    const struct {
+        int (*steps)(struct journal *);
+        const char *rows; /* what the next process finds */
+    } cases[] = {
+            {queued_only, "a=1;b=2;"},
+            {applied_by_put, "b=new;c=3;"}, /* b's removal came before its new row */
+            {applied_by_settle, "d/y=2;"},
+            {applied_by_batch, "kept=y;"},
+            {applied_by_move, "e/y=2;"}, /* d/x went before the move: no e/x */
+            {applied_by_remove, "c=3;"},
+    };
     char rows[512];
-    killed_after(db, queued_only);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "a=1;b=2;");
-
-    remove_journal(db);
-    killed_after(db, applied_by_put);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "b=new;c=3;"); /* b's removal came before its new row */
-
-    remove_journal(db);
-    killed_after(db, applied_by_settle);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "d/y=2;");
-
-    remove_journal(db);
-    killed_after(db, applied_by_batch);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "kept=y;");
-
-    remove_journal(db);
-    killed_after(db, applied_by_move);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "e/y=2;"); /* d/x went before the move: no e/x */
-
-    remove_journal(db);
-    killed_after(db, applied_by_remove);
-    rows_of(db, rows, sizeof(rows));
-    assert_string_equal(rows, "c=3;");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        remove_journal(db);
+        killed_after(db, cases[i].steps);
+        rows_of(db, rows, sizeof(rows));
+        assert_string_equal(rows, cases[i].rows);
+    }
 
     /* closing applies the queue too */
     char err[256];
