@@ -502,14 +502,15 @@ static int sequential(const struct cfile *cf, uint64_t off, size_t len)
 }
 
 long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
-                size_t len, char *buf)
+                size_t len, struct cfile_span *out)
 {
+    *out = (struct cfile_span){.fd = -1};
     if (off >= cf->size)
         return 0;
     if (len > cf->size - off)
         len = (size_t)(cf->size - off);
     if (cf->in_mem) {
-        memcpy(buf, cf->mem + off, len);
+        out->mem = cf->mem + off;
         if (!cf->dirty)
             lru_touch(c, cf);
         return (long)len;
@@ -565,20 +566,7 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
     }
     if (rc)
         return rc;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0) { /* a hole past the local end reads as zeros */
-            memset(buf + done, 0, len - done);
-            break;
-        }
-        done += (size_t)n;
-    }
+    out->fd = fd;
     if (!cf->dirty && (cf->npresent != before || !cf->in_lru))
         lru_touch(c, cf);
     return (long)len;

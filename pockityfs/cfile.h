@@ -116,9 +116,18 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
  * NULL is fine. */
 void cfile_free(struct cache *c, struct cfile *cf, int remove_file);
 
-/* Read up to len bytes at off into buf; returns the count or -errno. */
+/* Where the bytes of a read are; valid while the owner's lock is held. */
+struct cfile_span {
+    const char *mem; /* the bytes, when the content is in memory; else NULL */
+    int fd;          /* else the local file, holding them at the read's offset */
+};
+
+/* Make up to len bytes at off present (fetching what is missing) and say
+ * where they are: the caller copies them out, or splices them from the
+ * local file, before it lets go of the lock. Returns the count (0 at the
+ * end) or -errno. */
 long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, uint64_t off,
-                size_t len, char *buf);
+                size_t len, struct cfile_span *out);
 
 /* Write len bytes at off; returns len or -errno. Marks the cfile dirty. A
  * write elsewhere than at the end abandons the stream. */

@@ -1029,6 +1029,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
     conn->max_write = 1u << 20;
     conn->max_readahead = 1u << 20;
+    /* reads reply from the cache file by splice(2), without a copy through us */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
 void fs_inode_free(struct inode *inode, void *arg)

@@ -403,25 +403,33 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     (void)fi;
     struct fs *fs = fs_of(req);
     struct inode *in = inode_get(&fs->inodes, ino);
-    char *buf = malloc(size ? size : 1);
-    long n = !in ? -ENOENT : !buf ? -ENOMEM : 0;
-    if (!n) {
-        char key[S3_MAX_KEY_LEN + 1];
-        struct cfile_src src;
-        pthread_mutex_lock(&in->lock);
-        n = ensure_cfile(fs, in);
-        if (!n)
-            n = src_of(fs, in, key, &src);
-        if (!n)
-            n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, buf);
-        pthread_mutex_unlock(&in->lock);
+    if (!in) {
+        fuse_reply_err(req, ENOENT);
+        return;
     }
-    inode_put(&fs->inodes, in);
-    if (n < 0)
+    char key[S3_MAX_KEY_LEN + 1];
+    struct cfile_src src;
+    struct cfile_span span;
+    pthread_mutex_lock(&in->lock);
+    long n = ensure_cfile(fs, in);
+    if (!n)
+        n = src_of(fs, in, key, &src);
+    if (!n)
+        n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, &span);
+    /* the reply goes while the lock keeps the bytes where span says */
+    if (n < 0) {
         fuse_reply_err(req, (int)-n);
-    else
-        fuse_reply_buf(req, buf, (size_t)n);
-    free(buf);
+    } else if (n == 0 || span.mem) {
+        fuse_reply_buf(req, span.mem, (size_t)n);
+    } else { /* spliced from the local file when the kernel allows it (op_init) */
+        struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)n);
+        bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+        bv.buf[0].fd = span.fd;
+        bv.buf[0].pos = off;
+        fuse_reply_data(req, &bv, 0);
+    }
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
     cache_trim(&fs->cache);
 }
 

@@ -27,27 +27,28 @@ struct readahead {
     int stopping;
     pthread_t threads[RA_WORKERS];
     int n_threads;
+    struct worker { /* each worker's buffer: no allocation per fetch */
+        struct readahead *ra;
+        char *buf; /* RA_CHUNK bytes */
+    } workers[RA_WORKERS];
 };
 
-static void run(struct readahead *ra, struct job *j)
+/* Fetch j into buf (RA_CHUNK bytes, the worker's own) and land it. */
+static void run(struct readahead *ra, struct job *j, char *buf)
 {
     struct fs *fs = ra->fs;
-    char *buf = malloc(j->len ? j->len : 1);
-    int ok = 0;
-    char etag[S3_ETAG_MAX] = "";
-    if (buf) {
-        struct s3_mem m = {.data = buf, .len = j->len};
-        struct s3_sink sink = s3_sink_mem(&m);
-        struct s3_head head = {0};
-        uint64_t got = 0;
-        int st = s3_get_object(fs->s3, j->key, j->start, j->len, &sink, &head, &got);
-        ok = st == S3_OK && got == j->len;
-        if (st != S3_OK && st != S3_ERR_NOT_FOUND)
-            log_debug("read-ahead of '%s' at %llu: %s", j->key, (unsigned long long)j->start,
-                      s3_strerror(st));
-        snprintf(etag, sizeof(etag), "%s", head.etag);
-        s3_head_release(&head);
-    }
+    char etag[S3_ETAG_MAX];
+    struct s3_mem m = {.data = buf, .len = j->len};
+    struct s3_sink sink = s3_sink_mem(&m);
+    struct s3_head head = {0};
+    uint64_t got = 0;
+    int st = s3_get_object(fs->s3, j->key, j->start, j->len, &sink, &head, &got);
+    int ok = st == S3_OK && got == j->len;
+    if (st != S3_OK && st != S3_ERR_NOT_FOUND)
+        log_debug("read-ahead of '%s' at %llu: %s", j->key, (unsigned long long)j->start,
+                  s3_strerror(st));
+    snprintf(etag, sizeof(etag), "%s", head.etag);
+    s3_head_release(&head);
     struct inode *in = inode_get(&fs->inodes, j->ino);
     if (in) {
         pthread_mutex_lock(&in->lock);
@@ -56,13 +57,13 @@ static void run(struct readahead *ra, struct job *j)
         pthread_mutex_unlock(&in->lock);
         inode_put(&fs->inodes, in);
     }
-    free(buf);
     cache_trim(&fs->cache);
 }
 
 static void *worker(void *arg)
 {
-    struct readahead *ra = arg;
+    struct worker *w = arg;
+    struct readahead *ra = w->ra;
     pthread_mutex_lock(&ra->lock);
     for (;;) {
         while (!ra->head && !ra->stopping)
@@ -74,7 +75,7 @@ static void *worker(void *arg)
         if (!ra->head)
             ra->tail = NULL;
         pthread_mutex_unlock(&ra->lock);
-        run(ra, j);
+        run(ra, j, w->buf);
         free(j->key);
         free(j);
         pthread_mutex_lock(&ra->lock);
@@ -91,9 +92,14 @@ int readahead_start(struct fs *fs, struct readahead **out)
     ra->fs = fs;
     pthread_mutex_init(&ra->lock, NULL);
     pthread_cond_init(&ra->cond, NULL);
-    for (int i = 0; i < RA_WORKERS; i++)
-        if (pthread_create(&ra->threads[ra->n_threads], NULL, worker, ra) == 0)
+    for (int i = 0; i < RA_WORKERS; i++) {
+        struct worker *w = &ra->workers[ra->n_threads];
+        w->ra = ra;
+        if (!w->buf && !(w->buf = malloc(RA_CHUNK)))
+            break;
+        if (pthread_create(&ra->threads[ra->n_threads], NULL, worker, w) == 0)
             ra->n_threads++;
+    }
     if (!ra->n_threads) {
         readahead_free(ra);
         return -EAGAIN;
@@ -112,6 +118,8 @@ void readahead_free(struct readahead *ra)
     pthread_mutex_unlock(&ra->lock);
     for (int i = 0; i < ra->n_threads; i++)
         pthread_join(ra->threads[i], NULL);
+    for (int i = 0; i < RA_WORKERS; i++)
+        free(ra->workers[i].buf);
     while (ra->head) {
         struct job *j = ra->head;
         ra->head = j->next;
@@ -126,6 +134,8 @@ void readahead_free(struct readahead *ra)
 int readahead_queue(struct readahead *ra, struct cfile *cf, const char *key, uint64_t start,
                     uint64_t len)
 {
+    if (len > RA_CHUNK)
+        return -EINVAL;
     struct job *j = calloc(1, sizeof(*j));
     if (!j || !(j->key = strdup(key))) {
         free(j);
