@@ -13,8 +13,9 @@ struct fs;
 struct cfile;
 struct readahead;
 
-/* RGW here serves 2 MiB ranges fastest: 8 GETs of 2 MiB read 1 GiB in 2.0 s,
- * of 4 MiB in 3.8-8 s (bench/mount). */
+/* RGW here serves 2 MiB ranges fastest: 8 GETs of 2 MiB at a time read 1 GiB
+ * in 1.4-2.2 s, of 4 MiB in 3.8-8.2 s (s3bench get-big sweeps, see the header
+ * of bench/mount). */
 #define RA_WORKERS  8
 #define RA_CHUNK    (2u << 20) /* bytes of one background GET */
 #define RA_PER_FILE 8          /* fetches of one file queued or running at most */
