@@ -485,10 +485,27 @@ void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t sta
             if (done == n)
                 bit_set(cf, b);
         }
+        if (cf->npresent != before) /* written back by the time the reader is past it */
+            sync_file_range(cf->fd, (off_t)start, (off_t)len, SYNC_FILE_RANGE_WRITE);
         if (!cf->dirty && cf->npresent != before)
             lru_touch(c, cf);
     }
     pthread_cond_broadcast(&cf->owner->cond);
+}
+
+/* A sequential reader at off has passed the bytes well below it: they are
+ * in the mount's own page cache now, and on disk, so the local file's pages
+ * of them go, and the next fetches reuse that memory instead of taking
+ * fresh pages, which cost most of a cold read on a VM whose host takes
+ * freed memory back (bench/mount). Dirty pages stay until written. */
+static void shed(struct cfile *cf, int fd, uint64_t off)
+{
+    uint64_t behind = off > 2 * (uint64_t)RA_CHUNK ? off - 2 * (uint64_t)RA_CHUNK : 0;
+    behind -= behind % CFILE_BLOCK;
+    if (behind < cf->ra_shed + RA_CHUNK)
+        return;
+    posix_fadvise(fd, (off_t)cf->ra_shed, (off_t)(behind - cf->ra_shed), POSIX_FADV_DONTNEED);
+    cf->ra_shed = behind;
 }
 
 /* Whether off continues the sequential read that ended at ra_next: reads
@@ -525,10 +542,12 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
             cf->ra_window = CFILE_RA_MAX;
         if (off + len > cf->ra_next)
             cf->ra_next = off + len;
+        shed(cf, fd, off);
     } else {
         cf->ra_window = off == 0 ? CFILE_BLOCK : 0;
         cf->ra_next = off + len;
         cf->ra_sched = 0;
+        cf->ra_shed = off - off % CFILE_BLOCK;
         if (src->ra)
             readahead_cancel(src->ra, cf);
     }

@@ -64,6 +64,7 @@ struct cfile {
     struct stream *stream; /* the upload of the content as it is written (stream.h), or NULL */
     uint64_t ra_next;      /* where a sequential read would continue */
     uint64_t ra_window;    /* current read-ahead */
+    uint64_t ra_shed;      /* the local file's pages below it were let go (cfile_read) */
     /* background read-ahead (readahead.c) */
     uint64_t id;     /* unique in the mount: background fetches name their cfile by it */
     uint64_t gen;    /* bumped when the block layout changes (truncate, upload) */
