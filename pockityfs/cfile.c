@@ -436,6 +436,10 @@ static void schedule(struct cfile *cf, const struct cfile_src *src, size_t b0, s
         size_t e = b + 1;
         while (e < b1 && e - b < chunk && !bit_get(cf, e) && !busy_get(cf, e))
             e++;
+        /* whole chunks: a window growing a block per read would otherwise
+         * ask for one block at a time */
+        if (e == b1 && e - b < chunk && b1 < cf->nblocks && !bit_get(cf, e) && !busy_get(cf, e))
+            break;
         uint64_t start = (uint64_t)b * CFILE_BLOCK, end = (uint64_t)e * CFILE_BLOCK;
         if (end > cf->remote_size)
             end = cf->remote_size;
