@@ -489,10 +489,12 @@ void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t sta
             if (done == n)
                 bit_set(cf, b);
         }
-        if (cf->npresent != before) /* written back by the time the reader is past it */
+        if (cf->npresent != before) {
+            /* written back by the time the reader is past it (shed) */
             sync_file_range(cf->fd, (off_t)start, (off_t)len, SYNC_FILE_RANGE_WRITE);
-        if (!cf->dirty && cf->npresent != before)
-            lru_touch(c, cf);
+            if (!cf->dirty)
+                lru_touch(c, cf);
+        }
     }
     pthread_cond_broadcast(&cf->owner->cond);
 }
