@@ -14,8 +14,9 @@
 #include <sys/stat.h>
 
 #include "s3.h"
+#include "upload.h"
 
-#define STREAM_PART  (16ull << 20) /* every part but the last */
+#define STREAM_PART  UPLOAD_PART_MIN /* every part but the last */
 #define STREAM_START (2 * STREAM_PART)
 /* The largest file streamed: the metadata of a finished stream may need a
  * rewrite (its mtime is the time the stream started), and one CopyObject

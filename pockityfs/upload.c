@@ -20,9 +20,8 @@
 uint64_t upload_part_size(uint64_t size)
 {
     uint64_t part = (size + MAX_PARTS - 1) / MAX_PARTS;
-    uint64_t min = size >= (256ull << 20) ? UPLOAD_PART_LARGE : UPLOAD_PART_MIN;
-    if (part < min)
-        part = min;
+    if (part < UPLOAD_PART_MIN)
+        part = UPLOAD_PART_MIN;
     return (part + (1u << 20) - 1) / (1u << 20) * (1u << 20);
 }
 
