@@ -17,7 +17,7 @@ struct flusher;
 #define FLUSHER_QUIET     2.0   /* seconds without writes before a background upload */
 #define FLUSHER_RETRY_MIN 2.0   /* first pause before retrying a failed upload */
 #define FLUSHER_RETRY_MAX 120.0 /* longest pause between retries */
-#define FLUSHER_WORKERS   8     /* uploads of closed files in flight at once */
+#define FLUSHER_WORKERS   16    /* uploads of closed files in flight at once */
 
 /* Start the thread over fs. upload_after: seconds an open file's data may
  * stay dirty before it is uploaded while quiet (FLUSHER_QUIET without
