@@ -51,10 +51,67 @@ static void busy_set(struct cfile *cf, size_t b, int on)
         cf->busy[b / 8] &= (uint8_t) ~(1u << (b % 8));
 }
 
-/* The blocks change meaning (truncate, upload): fetches running now land
- * nothing, and read-ahead starts over. */
-static void gen_bump(struct cfile *cf)
+/* Give back every chunk cf holds (its content changed, or nobody reads it). */
+static void held_release(struct cache *c, struct cfile *cf)
 {
+    for (size_t i = 0; i < RA_BUFS; i++) {
+        if (cf->held[i].data && c->ra)
+            readahead_give_back(c->ra, cf->held[i].data);
+        cf->held[i].data = NULL;
+    }
+}
+
+/* Give back the chunks a sequential reader at off has passed (by two
+ * blocks: the kernel's parallel reads arrive slightly out of order). */
+static void held_pass(struct cache *c, struct cfile *cf, uint64_t off)
+{
+    for (size_t i = 0; i < RA_BUFS; i++) {
+        struct cfile_held *h = &cf->held[i];
+        if (h->data && h->start + h->len + 2 * (uint64_t)CFILE_BLOCK <= off) {
+            if (c->ra)
+                readahead_give_back(c->ra, h->data);
+            h->data = NULL;
+        }
+    }
+}
+
+/* The held bytes [off, off + len), or NULL when no chunk has them all. */
+static const char *held_find(const struct cfile *cf, uint64_t off, size_t len)
+{
+    for (size_t i = 0; i < RA_BUFS; i++) {
+        const struct cfile_held *h = &cf->held[i];
+        if (h->data && off >= h->start && off + len <= h->start + h->len)
+            return h->data + (off - h->start);
+    }
+    return NULL;
+}
+
+/* Whether cf's object is streamed through memory (cfile_ra_land). */
+static int streamed(const struct cache *c, const struct cfile *cf)
+{
+    return c->ra && cf->remote_size > c->limit / 4;
+}
+
+static size_t held_count(const struct cfile *cf)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < RA_BUFS; i++)
+        n += cf->held[i].data != NULL;
+    return n;
+}
+
+void cfile_ra_drop(struct cfile *cf, const char *data)
+{
+    for (size_t i = 0; i < RA_BUFS; i++)
+        if (cf->held[i].data == data)
+            cf->held[i].data = NULL;
+}
+
+/* The blocks change meaning (truncate, upload): fetches running now land
+ * nothing, held chunks go, and read-ahead starts over. */
+static void gen_bump(struct cache *c, struct cfile *cf)
+{
+    held_release(c, cf);
     cf->gen++;
     if (cf->busy)
         memset(cf->busy, 0, cf->busy_cap / 8 + 1);
@@ -330,6 +387,7 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
 static void destroy(struct cache *c, struct cfile *cf, int remove_file)
 {
     lru_unlink(c, cf);
+    held_release(c, cf);
     stream_cancel(cf->stream);
     if (cf->fd >= 0)
         close(cf->fd);
@@ -418,27 +476,36 @@ static int ensure(struct cfile *cf, const struct cfile_src *src, uint64_t off, u
     return 0;
 }
 
+/* Whether block b needs no fetch now: present, being fetched, or held. */
+static int have(const struct cfile *cf, size_t b)
+{
+    return bit_get(cf, b) || busy_get(cf, b) || held_find(cf, (uint64_t)b * CFILE_BLOCK, 1) != NULL;
+}
+
 /* Hand the missing, idle blocks of [b0, b1) to the background fetches, in
- * chunks, while cf has room for more. */
-static void schedule(struct cfile *cf, const struct cfile_src *src, size_t b0, size_t b1)
+ * chunks, while cf has room for more: a streamed file's fetches and held
+ * chunks together leave a buffer for the other files. */
+static void schedule(struct cache *c, struct cfile *cf, const struct cfile_src *src, size_t b0,
+                     size_t b1)
 {
     const size_t chunk = RA_CHUNK / CFILE_BLOCK;
+    const int room = streamed(c, cf) ? RA_BUFS - 1 - (int)held_count(cf) : RA_PER_FILE;
     if (b1 > cf->nblocks)
         b1 = cf->nblocks;
     if (cf->ra_sched > b0)
         b0 = cf->ra_sched;
     size_t b = b0;
-    while (b < b1 && cf->inflight < RA_PER_FILE) {
-        if (bit_get(cf, b) || busy_get(cf, b)) {
+    while (b < b1 && cf->inflight < room) {
+        if (have(cf, b)) {
             b++;
             continue;
         }
         size_t e = b + 1;
-        while (e < b1 && e - b < chunk && !bit_get(cf, e) && !busy_get(cf, e))
+        while (e < b1 && e - b < chunk && !have(cf, e))
             e++;
         /* whole chunks: a window growing a block per read would otherwise
          * ask for one block at a time */
-        if (e == b1 && e - b < chunk && b1 < cf->nblocks && !bit_get(cf, e) && !busy_get(cf, e))
+        if (e == b1 && e - b < chunk && b1 < cf->nblocks && !have(cf, e))
             break;
         uint64_t start = (uint64_t)b * CFILE_BLOCK, end = (uint64_t)e * CFILE_BLOCK;
         if (end > cf->remote_size)
@@ -453,10 +520,27 @@ static void schedule(struct cfile *cf, const struct cfile_src *src, size_t b0, s
     cf->ra_sched = b;
 }
 
-void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
-                   const char *data, const char *etag)
+/* Keep data, the object's bytes [start, start + len), in a free slot of
+ * cf->held if none of its blocks is present. Returns whether it was kept. */
+static int hold(struct cfile *cf, uint64_t start, uint64_t len, const char *data)
+{
+    for (size_t b = start / CFILE_BLOCK; b < blocks_for(start + len) && b < cf->nblocks; b++)
+        if (bit_get(cf, b))
+            return 0;
+    for (size_t i = 0; i < RA_BUFS; i++) {
+        if (!cf->held[i].data) {
+            cf->held[i] = (struct cfile_held){.data = data, .start = start, .len = len};
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
+                  const char *data, const char *etag)
 {
     size_t b0 = (size_t)(start / CFILE_BLOCK), b1 = blocks_for(start + len);
+    int kept = 0;
     if (cf->inflight > 0)
         cf->inflight--;
     if (gen == cf->gen) {
@@ -466,7 +550,9 @@ void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t sta
             cf->ra_sched = b0; /* what did not land may be asked again */
     }
     int same = !cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0;
-    if (data && gen == cf->gen && same && !cf->in_mem && cfile_fd(c, cf) >= 0) {
+    if (data && gen == cf->gen && same && !cf->in_mem && streamed(c, cf))
+        kept = hold(cf, start, len, data);
+    if (data && gen == cf->gen && same && !kept && !cf->in_mem && cfile_fd(c, cf) >= 0) {
         size_t before = cf->npresent;
         for (size_t b = b0; b < b1 && b < cf->nblocks; b++) {
             if (bit_get(cf, b))
@@ -497,6 +583,7 @@ void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t sta
         }
     }
     pthread_cond_broadcast(&cf->owner->cond);
+    return kept;
 }
 
 /* A sequential reader at off has passed the bytes well below it: they are
@@ -549,6 +636,7 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
         if (off + len > cf->ra_next)
             cf->ra_next = off + len;
         shed(cf, fd, off);
+        held_pass(c, cf, off);
     } else {
         cf->ra_window = off == 0 ? CFILE_BLOCK : 0;
         cf->ra_next = off + len;
@@ -567,7 +655,9 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
             if (last > cf->nblocks)
                 last = cf->nblocks;
             if (cf->ra_window && src->key[0])
-                schedule(cf, src, last, blocks_for(off + len + cf->ra_window));
+                schedule(c, cf, src, last, blocks_for(off + len + cf->ra_window));
+            if ((out->mem = held_find(cf, off, len)))
+                return (long)len;
             size_t b = first;
             while (b < last && bit_get(cf, b))
                 b++;
@@ -622,6 +712,7 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
 {
     if (len == 0)
         return 0;
+    held_release(c, cf);
     if (off != cf->size)
         cfile_unstream(cf);
     size_t first = (size_t)(off / CFILE_BLOCK), last = blocks_for(off + len);
@@ -673,7 +764,7 @@ int cfile_truncate(struct cache *c, struct cfile *cf, uint64_t size)
     }
     cf->appending = size == 0;
     if (size < cf->remote_size) {
-        gen_bump(cf);
+        gen_bump(c, cf);
         cf->remote_size = size;
         size_t nb = blocks_for(size);
         for (size_t b = nb; b < cf->nblocks; b++)
@@ -723,7 +814,7 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag)
             cf->busy_cap = nb;
         }
     }
-    gen_bump(cf);
+    gen_bump(c, cf);
     if (bits) {
         memset(bits, 0xff, nb / 8 + 1);
         free(cf->bits);
@@ -742,6 +833,7 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag)
 
 void cfile_idle(struct cache *c, struct cfile *cf)
 {
+    held_release(c, cf);
     if (cf->fd >= 0 && !cf->dirty) {
         close(cf->fd);
         cf->fd = -1;

@@ -5,8 +5,10 @@
  * partially are fetched first, so uploading only needs the blocks not yet
  * present. A file the mount creates starts in memory instead (no local
  * file, whose creation is most of the cost of a small file): it moves to a
- * local file once it outgrows CFILE_MEM_MAX or the memory budget. Unless
- * said otherwise the caller holds the owning inode's lock. */
+ * local file once it outgrows CFILE_MEM_MAX or the memory budget. A large
+ * object read sequentially streams through read-ahead buffers instead of
+ * the local file (cfile_ra_land). Unless said otherwise the caller holds the
+ * owning inode's lock. */
 #ifndef POCKITYFS_CFILE_H
 #define POCKITYFS_CFILE_H
 
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "readahead.h"
 #include "s3.h"
 
 #define CFILE_BLOCK   (1u << 20)
@@ -23,7 +26,6 @@
 #define CACHE_MEM_MAX (16u << 20) /* memory of all in-memory contents */
 
 struct inode;
-struct readahead;
 
 /* A list of clean cfiles, most recently used first. */
 struct lru {
@@ -34,10 +36,11 @@ struct cache {
     pthread_mutex_t lock; /* guards used, mem, the lists, seq and each cfile's lru fields */
     uint64_t limit;       /* bytes of clean data kept */
     uint64_t used;
-    uint64_t mem;       /* bytes allocated by in-memory cfiles, at most CACHE_MEM_MAX */
-    struct lru files;   /* clean cfiles with a local file */
-    struct lru mems;    /* clean in-memory cfiles */
-    char dir[PATH_MAX]; /* where the local files live */
+    uint64_t mem;         /* bytes allocated by in-memory cfiles, at most CACHE_MEM_MAX */
+    struct lru files;     /* clean cfiles with a local file */
+    struct lru mems;      /* clean in-memory cfiles */
+    char dir[PATH_MAX];   /* where the local files live */
+    struct readahead *ra; /* where held chunks go back; NULL: none are held */
     uint64_t seq;
     long long run; /* start time: local file names never repeat across runs */
 };
@@ -72,6 +75,12 @@ struct cfile {
     size_t busy_cap; /* blocks busy can describe */
     int inflight;    /* background fetches of this cfile not yet ended */
     size_t ra_sched; /* first block not yet handed to background fetches */
+    /* chunks of a streamed file held in read-ahead buffers: the object's
+     * bytes [start, start + len), not in the local file */
+    struct cfile_held {
+        const char *data; /* NULL: a free slot */
+        uint64_t start, len;
+    } held[RA_BUFS];
     /* the quota reservation close took for the queued upload (ops_file.c) */
     char resv_id[64]; /* "" when none */
     uint64_t resv_size;
@@ -162,9 +171,19 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag);
 /* A background fetch of bytes [start, start + len) for cf ended: data
  * (NULL when it failed or was cancelled) lands in the blocks still missing
  * if the layout is still gen and the object's ETag etag; the blocks stop
- * being busy and waiting readers wake. Caller holds the owner's lock. */
-void cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
-                   const char *data, const char *etag);
+ * being busy and waiting readers wake. A file streamed through memory (its
+ * object larger than a quarter of the cache budget, which caching it would
+ * mostly flush, for bytes the kernel's page cache keeps anyway) keeps data
+ * instead, when none of its blocks is present: reads are answered from it
+ * until the reader passes it, the content changes, or the read-ahead takes
+ * the buffer back (cfile_ra_drop). Returns whether data was kept. Caller
+ * holds the owner's lock. */
+int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
+                  const char *data, const char *etag);
+
+/* Forget the held chunk data (the read-ahead takes its buffer back).
+ * Caller holds the owner's lock. */
+void cfile_ra_drop(struct cfile *cf, const char *data);
 
 /* The last handle was closed: close the descriptor, count a clean cfile in
  * the cache budget. */

@@ -472,6 +472,7 @@ int main(int argc, char **argv)
         log_warn("cannot start background uploads; files upload on close and fsync only");
     if (readahead_start(&fs, &fs.readahead) != 0)
         log_warn("cannot start background read-ahead; reads fetch what they need only");
+    fs.cache.ra = fs.readahead;
     fs_watch_pending(&fs);
     log_info("mounted pocket '%s' (%s) on '%s'", fs.session.pocket_name, fs.session.pocket_id,
              copts.mountpoint);
@@ -499,6 +500,7 @@ out:
     }
     if (table)
         ops_dir_stop(&fs); /* listers use the S3 client */
+    fs.cache.ra = NULL;    /* the cfiles freed below forget their held chunks */
     readahead_free(fs.readahead);
     flusher_free(fs.flusher); /* before the inodes and the remote it uses */
     if (fs.journal)

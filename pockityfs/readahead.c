@@ -1,5 +1,6 @@
 /* readahead: a pool of threads doing ranged GETs ahead of sequential
- * readers; each fetch lands in its cfile under the owner's lock. */
+ * readers into a fixed set of buffers; each fetch lands in its cfile under
+ * the owner's lock, or its buffer stays held by the cfile. */
 #include "readahead.h"
 
 #include <errno.h>
@@ -11,6 +12,8 @@
 #include "fs.h"
 #include "log.h"
 
+_Static_assert(RA_BUFS > RA_WORKERS, "a worker must always find a buffer it can take");
+
 struct job {
     struct job *next;
     uint64_t ino, cf_id, gen;
@@ -19,26 +22,90 @@ struct job {
     char etag[S3_ETAG_MAX];
 };
 
+/* One chunk of memory: free, filling (a worker's GET), or held by a cfile. */
+struct buffer {
+    char *data; /* RA_CHUNK bytes */
+    int filling;
+    int held;
+    uint64_t ino, cf_id; /* the holder */
+    uint64_t seq;        /* when it was kept: the oldest goes back first */
+};
+
 struct readahead {
     struct fs *fs;
-    pthread_mutex_t lock; /* guards the queue and stopping */
+    pthread_mutex_t lock; /* guards the queue, stopping and the buffers' states */
     pthread_cond_t cond;
     struct job *head, *tail;
     int stopping;
     pthread_t threads[RA_WORKERS];
     int n_threads;
-    struct worker { /* each worker's buffer: no allocation per fetch */
-        struct readahead *ra;
-        char *buf; /* RA_CHUNK bytes */
-    } workers[RA_WORKERS];
+    struct buffer bufs[RA_BUFS];
+    uint64_t seq;
 };
 
-/* Fetch j into buf (RA_CHUNK bytes, the worker's own) and land it. */
-static void run(struct readahead *ra, struct job *j, char *buf)
+/* A buffer to fetch into: a free one, else the one held longest, taken
+ * back from its cfile (whose reader then fetches it again if it still
+ * needs it). Called with no lock held. */
+static struct buffer *take(struct readahead *ra)
+{
+    for (;;) {
+        struct buffer *v = NULL;
+        pthread_mutex_lock(&ra->lock);
+        for (int i = 0; i < RA_BUFS; i++) {
+            struct buffer *b = &ra->bufs[i];
+            if (b->filling)
+                continue;
+            if (!b->held) {
+                b->filling = 1;
+                pthread_mutex_unlock(&ra->lock);
+                return b;
+            }
+            if (!v || b->seq < v->seq)
+                v = b;
+        }
+        uint64_t ino = v->ino, cf_id = v->cf_id, seq = v->seq;
+        pthread_mutex_unlock(&ra->lock);
+        /* the owner's lock before ours, as readers giving back take them */
+        struct inode *in = inode_get(&ra->fs->inodes, ino);
+        if (in) {
+            pthread_mutex_lock(&in->lock);
+            if (in->cf && in->cf->id == cf_id)
+                cfile_ra_drop(in->cf, v->data);
+        }
+        pthread_mutex_lock(&ra->lock);
+        int mine = v->held && !v->filling && v->seq == seq;
+        if (mine) {
+            v->held = 0;
+            v->filling = 1;
+        }
+        pthread_mutex_unlock(&ra->lock);
+        if (in) {
+            pthread_mutex_unlock(&in->lock);
+            inode_put(&ra->fs->inodes, in);
+        }
+        if (mine) {
+            log_debug("read-ahead took back a chunk held for inode %llu", (unsigned long long)ino);
+            return v;
+        }
+    }
+}
+
+void readahead_give_back(struct readahead *ra, const char *buf)
+{
+    pthread_mutex_lock(&ra->lock);
+    for (int i = 0; i < RA_BUFS; i++)
+        if (ra->bufs[i].data == buf)
+            ra->bufs[i].held = 0;
+    pthread_mutex_unlock(&ra->lock);
+}
+
+/* Fetch j into a buffer and land it, or leave the buffer held. */
+static void run(struct readahead *ra, struct job *j)
 {
     struct fs *fs = ra->fs;
+    struct buffer *b = take(ra);
     char etag[S3_ETAG_MAX];
-    struct s3_mem m = {.data = buf, .len = j->len};
+    struct s3_mem m = {.data = b->data, .len = j->len};
     struct s3_sink sink = s3_sink_mem(&m);
     struct s3_head head = {0};
     uint64_t got = 0;
@@ -49,21 +116,35 @@ static void run(struct readahead *ra, struct job *j, char *buf)
                   s3_strerror(st));
     snprintf(etag, sizeof(etag), "%s", head.etag);
     s3_head_release(&head);
+    int kept = 0;
     struct inode *in = inode_get(&fs->inodes, j->ino);
     if (in) {
         pthread_mutex_lock(&in->lock);
         if (in->cf && in->cf->id == j->cf_id)
-            cfile_ra_land(&fs->cache, in->cf, j->gen, j->start, j->len, ok ? buf : NULL, etag);
+            kept = cfile_ra_land(&fs->cache, in->cf, j->gen, j->start, j->len, ok ? b->data : NULL,
+                                 etag);
+        pthread_mutex_lock(&ra->lock); /* under the owner's lock: a give-back waits */
+        b->filling = 0;
+        b->held = kept;
+        if (kept) {
+            b->ino = j->ino;
+            b->cf_id = j->cf_id;
+            b->seq = ++ra->seq;
+        }
+        pthread_mutex_unlock(&ra->lock);
         pthread_mutex_unlock(&in->lock);
         inode_put(&fs->inodes, in);
+    } else {
+        pthread_mutex_lock(&ra->lock);
+        b->filling = 0;
+        pthread_mutex_unlock(&ra->lock);
     }
     cache_trim(&fs->cache);
 }
 
 static void *worker(void *arg)
 {
-    struct worker *w = arg;
-    struct readahead *ra = w->ra;
+    struct readahead *ra = arg;
     pthread_mutex_lock(&ra->lock);
     for (;;) {
         while (!ra->head && !ra->stopping)
@@ -75,7 +156,7 @@ static void *worker(void *arg)
         if (!ra->head)
             ra->tail = NULL;
         pthread_mutex_unlock(&ra->lock);
-        run(ra, j, w->buf);
+        run(ra, j);
         free(j->key);
         free(j);
         pthread_mutex_lock(&ra->lock);
@@ -92,14 +173,16 @@ int readahead_start(struct fs *fs, struct readahead **out)
     ra->fs = fs;
     pthread_mutex_init(&ra->lock, NULL);
     pthread_cond_init(&ra->cond, NULL);
-    for (int i = 0; i < RA_WORKERS; i++) {
-        struct worker *w = &ra->workers[ra->n_threads];
-        w->ra = ra;
-        if (!w->buf && !(w->buf = malloc(RA_CHUNK)))
-            break;
-        if (pthread_create(&ra->threads[ra->n_threads], NULL, worker, w) == 0)
-            ra->n_threads++;
+    for (int i = 0; i < RA_BUFS; i++) {
+        /* not resident until touched by a fetch */
+        if (!(ra->bufs[i].data = malloc(RA_CHUNK))) {
+            readahead_free(ra);
+            return -ENOMEM;
+        }
     }
+    for (int i = 0; i < RA_WORKERS; i++)
+        if (pthread_create(&ra->threads[ra->n_threads], NULL, worker, ra) == 0)
+            ra->n_threads++;
     if (!ra->n_threads) {
         readahead_free(ra);
         return -EAGAIN;
@@ -118,8 +201,8 @@ void readahead_free(struct readahead *ra)
     pthread_mutex_unlock(&ra->lock);
     for (int i = 0; i < ra->n_threads; i++)
         pthread_join(ra->threads[i], NULL);
-    for (int i = 0; i < RA_WORKERS; i++)
-        free(ra->workers[i].buf);
+    for (int i = 0; i < RA_BUFS; i++)
+        free(ra->bufs[i].data);
     while (ra->head) {
         struct job *j = ra->head;
         ra->head = j->next;

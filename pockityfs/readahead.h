@@ -1,8 +1,10 @@
 /* readahead: the mount's background read-ahead — a small pool of threads,
  * shared by every file, that fetch the blocks ahead of a sequential reader
- * with ranged GETs, several in flight at once, and land them in the cfile's
- * local file. RAM is bounded by the pool (one chunk per worker); the data
- * lives in the cache folder. */
+ * with ranged GETs, several in flight at once. A fetch lands in the cfile's
+ * local file, or, for a file streamed through memory (cfile.h), stays in
+ * its buffer, held by the cfile until the reader has passed it. RAM is
+ * bounded by the buffers (RA_BUFS chunks); cached data lives in the cache
+ * folder. */
 #ifndef POCKITYFS_READAHEAD_H
 #define POCKITYFS_READAHEAD_H
 
@@ -13,12 +15,14 @@ struct fs;
 struct cfile;
 struct readahead;
 
-/* RGW here serves 2 MiB ranges fastest: 8 GETs of 2 MiB at a time read 1 GiB
- * in 1.4-2.2 s, of 4 MiB in 3.8-8.2 s (s3bench get-big sweeps, see the header
- * of bench/mount). */
-#define RA_WORKERS  8
-#define RA_CHUNK    (2u << 20) /* bytes of one background GET */
-#define RA_PER_FILE 8          /* fetches of one file queued or running at most */
+/* Ranges of 8 MiB came back faster than 2 MiB ones here, and RGW spent a
+ * seventh less CPU on them (s3bench get-big sweeps of 1 GiB, 2026-11-28:
+ * 4 GETs of 8 MiB at a time 0.83 s, 8 of 2 MiB 0.92 s); four in flight
+ * keep the buffers at 48 MiB. */
+#define RA_WORKERS  4
+#define RA_CHUNK    (8u << 20)       /* bytes of one background GET */
+#define RA_BUFS     (RA_WORKERS + 2) /* one per worker, and chunks held for readers */
+#define RA_PER_FILE 8                /* fetches of one file queued or running at most */
 
 /* Start the pool over fs (its inode table and S3 client). Returns 0 or -errno. */
 int readahead_start(struct fs *fs, struct readahead **out);
@@ -29,11 +33,16 @@ void readahead_free(struct readahead *ra);
 /* Fetch bytes [start, start + len) of the object key (whose ETag should
  * be etag, "" when unknown) for cf, whose blocks there are already marked
  * busy and counted in cf->inflight. When the fetch ends the owner's lock is
- * taken and cfile_ra_land is called (if cf is still the inode's cfile).
+ * taken and cfile_ra_land is called (if cf is still the inode's cfile),
+ * which lands the bytes or keeps the buffer.
  * Caller holds the owner's lock. Returns 0, or -ENOMEM or -EINVAL (len past
  * RA_CHUNK): nothing queued. */
 int readahead_queue(struct readahead *ra, struct cfile *cf, const char *key, uint64_t start,
                     uint64_t len);
+
+/* cf lets go of buf, a chunk it held (cfile_ra_land kept it): the buffer
+ * is free again. Caller holds the owner's lock. */
+void readahead_give_back(struct readahead *ra, const char *buf);
 
 /* Drop the fetches of cf not started yet (the reader jumped), clearing their
  * busy blocks. Caller holds the owner's lock. */

@@ -1115,6 +1115,61 @@ def test_readahead():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_streamed_reads():
+    """Files larger than a quarter of cache_size stream through read-ahead
+    buffers held in memory. Readers of several such files at once share
+    those buffers: a reader that pauses loses its held chunks to the others
+    and reads on from S3. Every byte is checked against its source."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-sr.")
+    try:
+        size = 40 << 20
+        srcs = []
+        for i in range(3):
+            src = os.path.join(tmp, "s%d" % i)
+            sh("head -c %d /dev/urandom > %s" % (size, src))
+            check(root_s3("put", prefix + "s%d" % i, src)[0] == 0, "put s%d" % i)
+            srcs.append(open(src, "rb").read())
+        with Mount(D, pk, options=["cache_size=16M", "log_level=debug"]) as m:
+            f0 = open(m.p("s0"), "rb")
+            try:
+                head = f0.read(12 << 20)  # its read-ahead holds chunks ahead of it
+                errors = []
+
+                def read_all(i):
+                    try:
+                        if open(m.p("s%d" % i), "rb").read() != srcs[i]:
+                            errors.append("s%d differs" % i)
+                    except OSError as e:
+                        errors.append("s%d: %s" % (i, e))
+                readers = [threading.Thread(target=read_all, args=(i,)) for i in (1, 2)]
+                for t in readers:
+                    t.start()
+                for t in readers:
+                    t.join()
+                check(not errors, "parallel streamed reads: %s" % errors)
+                rest = f0.read()
+            finally:
+                f0.close()
+            check(head + rest == srcs[0], "the paused reader reads on")
+            check("took back a chunk" in m.log(), "the readers shared the buffers")
+            # the same file twice at once, one reader behind the other
+            with open(m.p("s1"), "rb") as a, open(m.p("s1"), "rb") as b:
+                got_a, got_b = bytearray(), bytearray()
+                while True:
+                    x = a.read(3 << 20)
+                    y = b.read(1 << 20)
+                    got_a += x
+                    got_b += y
+                    if not x and not y:
+                        break
+            check(bytes(got_a) == srcs[1] and bytes(got_b) == srcs[1], "two readers of one file")
+            check(" error" not in m.log().lower(), "no error in the mount's log")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 MIB = 1 << 20
 
 
@@ -1379,7 +1434,7 @@ TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
-         test_async_uploads, test_readahead, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_async_uploads, test_readahead, test_streamed_reads, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
