@@ -56,7 +56,7 @@ static void held_release(struct cache *c, struct cfile *cf)
 {
     for (size_t i = 0; i < RA_BUFS; i++) {
         if (cf->held[i].data && c->ra)
-            readahead_give_back(c->ra, cf->held[i].data);
+            readahead_give_back(c->ra, cf->id, cf->held[i].data);
         cf->held[i].data = NULL;
     }
 }
@@ -69,7 +69,7 @@ static void held_pass(struct cache *c, struct cfile *cf, uint64_t off)
         struct cfile_held *h = &cf->held[i];
         if (h->data && h->start + h->len + 2 * (uint64_t)CFILE_BLOCK <= off) {
             if (c->ra)
-                readahead_give_back(c->ra, h->data);
+                readahead_give_back(c->ra, cf->id, h->data);
             h->data = NULL;
         }
     }
@@ -102,9 +102,14 @@ static size_t held_count(const struct cfile *cf)
 
 void cfile_ra_drop(struct cfile *cf, const char *data)
 {
-    for (size_t i = 0; i < RA_BUFS; i++)
-        if (cf->held[i].data == data)
-            cf->held[i].data = NULL;
+    for (size_t i = 0; i < RA_BUFS; i++) {
+        struct cfile_held *h = &cf->held[i];
+        if (h->data == data) {
+            h->data = NULL;
+            if (cf->ra_sched > h->start / CFILE_BLOCK)
+                cf->ra_sched = (size_t)(h->start / CFILE_BLOCK); /* asked again */
+        }
+    }
 }
 
 /* The blocks change meaning (truncate, upload): fetches running now land
@@ -550,7 +555,9 @@ int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t star
             cf->ra_sched = b0; /* what did not land may be asked again */
     }
     int same = !cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0;
-    if (data && gen == cf->gen && same && !cf->in_mem && streamed(c, cf))
+    if (data && gen == cf->gen && same && !cf->etag[0])
+        snprintf(cf->etag, sizeof(cf->etag), "%s", etag);
+    if (data && gen == cf->gen && same && !cf->in_mem && streamed(c, cf) && cf->owner->opens > 0)
         kept = hold(cf, start, len, data);
     if (data && gen == cf->gen && same && !kept && !cf->in_mem && cfile_fd(c, cf) >= 0) {
         size_t before = cf->npresent;
@@ -833,6 +840,7 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag)
 
 void cfile_idle(struct cache *c, struct cfile *cf)
 {
+    readahead_cancel(c->ra, cf);
     held_release(c, cf);
     if (cf->fd >= 0 && !cf->dirty) {
         close(cf->fd);

@@ -499,17 +499,17 @@ out:
         fuse_session_destroy(se);
     }
     if (table)
-        ops_dir_stop(&fs); /* listers use the S3 client */
-    fs.cache.ra = NULL;    /* the cfiles freed below forget their held chunks */
-    readahead_free(fs.readahead);
-    flusher_free(fs.flusher); /* before the inodes and the remote it uses */
+        ops_dir_stop(&fs);        /* listers use the S3 client */
+    readahead_stop(fs.readahead); /* its threads use the inodes and the S3 client */
+    flusher_free(fs.flusher);     /* before the inodes and the remote it uses */
     if (fs.journal)
         journal_settle(fs.journal, NULL); /* even when journal_free is skipped below */
     if (table) { /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
         names_destroy(&fs.names);
     }
-    remote_free(fs.remote); /* stops the renewal thread before the client goes */
+    readahead_free(fs.readahead); /* after the cfiles, which give their chunks back */
+    remote_free(fs.remote);       /* stops the renewal thread before the client goes */
     /* abandoned streams abort their upload; one still at it past the wait
      * keeps the journal and the client (the next start aborts it) */
     if (streams_release(&fs.streams, 10000) == 0) {

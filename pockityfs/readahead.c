@@ -65,13 +65,12 @@ static struct buffer *take(struct readahead *ra)
         }
         uint64_t ino = v->ino, cf_id = v->cf_id, seq = v->seq;
         pthread_mutex_unlock(&ra->lock);
-        /* the owner's lock before ours, as readers giving back take them */
+        /* the owner's lock before ours, as readers giving back take them;
+         * then, if the buffer is still that holding, it is ours (a cfile
+         * being freed, already out of the table, gives it back by its id) */
         struct inode *in = inode_get(&ra->fs->inodes, ino);
-        if (in) {
+        if (in)
             pthread_mutex_lock(&in->lock);
-            if (in->cf && in->cf->id == cf_id)
-                cfile_ra_drop(in->cf, v->data);
-        }
         pthread_mutex_lock(&ra->lock);
         int mine = v->held && !v->filling && v->seq == seq;
         if (mine) {
@@ -80,6 +79,8 @@ static struct buffer *take(struct readahead *ra)
         }
         pthread_mutex_unlock(&ra->lock);
         if (in) {
+            if (mine && in->cf && in->cf->id == cf_id)
+                cfile_ra_drop(in->cf, v->data);
             pthread_mutex_unlock(&in->lock);
             inode_put(&ra->fs->inodes, in);
         }
@@ -90,12 +91,14 @@ static struct buffer *take(struct readahead *ra)
     }
 }
 
-void readahead_give_back(struct readahead *ra, const char *buf)
+void readahead_give_back(struct readahead *ra, uint64_t cf_id, const char *buf)
 {
     pthread_mutex_lock(&ra->lock);
-    for (int i = 0; i < RA_BUFS; i++)
-        if (ra->bufs[i].data == buf)
-            ra->bufs[i].held = 0;
+    for (int i = 0; i < RA_BUFS; i++) {
+        struct buffer *b = &ra->bufs[i];
+        if (b->data == buf && b->held && b->cf_id == cf_id)
+            b->held = 0;
+    }
     pthread_mutex_unlock(&ra->lock);
 }
 
@@ -191,7 +194,7 @@ int readahead_start(struct fs *fs, struct readahead **out)
     return 0;
 }
 
-void readahead_free(struct readahead *ra)
+void readahead_stop(struct readahead *ra)
 {
     if (!ra)
         return;
@@ -201,14 +204,23 @@ void readahead_free(struct readahead *ra)
     pthread_mutex_unlock(&ra->lock);
     for (int i = 0; i < ra->n_threads; i++)
         pthread_join(ra->threads[i], NULL);
-    for (int i = 0; i < RA_BUFS; i++)
-        free(ra->bufs[i].data);
+    ra->n_threads = 0;
     while (ra->head) {
         struct job *j = ra->head;
         ra->head = j->next;
         free(j->key);
         free(j);
     }
+    ra->tail = NULL;
+}
+
+void readahead_free(struct readahead *ra)
+{
+    if (!ra)
+        return;
+    readahead_stop(ra);
+    for (int i = 0; i < RA_BUFS; i++)
+        free(ra->bufs[i].data);
     pthread_mutex_destroy(&ra->lock);
     pthread_cond_destroy(&ra->cond);
     free(ra);

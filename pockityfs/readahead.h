@@ -27,7 +27,12 @@ struct readahead;
 /* Start the pool over fs (its inode table and S3 client). Returns 0 or -errno. */
 int readahead_start(struct fs *fs, struct readahead **out);
 
-/* Stop the threads (fetches running end first) and free; NULL is fine. */
+/* Stop the threads (fetches running end first) and drop the fetches not
+ * started; the buffers stay until readahead_free, so that cfiles freed
+ * later can still give theirs back. NULL is fine. */
+void readahead_stop(struct readahead *ra);
+
+/* Stop, then free the buffers and ra; NULL is fine. */
 void readahead_free(struct readahead *ra);
 
 /* Fetch bytes [start, start + len) of the object key (whose ETag should
@@ -40,9 +45,10 @@ void readahead_free(struct readahead *ra);
 int readahead_queue(struct readahead *ra, struct cfile *cf, const char *key, uint64_t start,
                     uint64_t len);
 
-/* cf lets go of buf, a chunk it held (cfile_ra_land kept it): the buffer
- * is free again. Caller holds the owner's lock. */
-void readahead_give_back(struct readahead *ra, const char *buf);
+/* The cfile whose id is cf_id lets go of buf, a chunk it held
+ * (cfile_ra_land kept it): the buffer is free again, unless the read-ahead
+ * took it back meanwhile. Caller holds the owner's lock. */
+void readahead_give_back(struct readahead *ra, uint64_t cf_id, const char *buf);
 
 /* Drop the fetches of cf not started yet (the reader jumped), clearing their
  * busy blocks. Caller holds the owner's lock. */

@@ -1154,17 +1154,37 @@ def test_streamed_reads():
                 f0.close()
             check(head + rest == srcs[0], "the paused reader reads on")
             check("took back a chunk" in m.log(), "the readers shared the buffers")
-            # the same file twice at once, one reader behind the other
-            with open(m.p("s1"), "rb") as a, open(m.p("s1"), "rb") as b:
-                got_a, got_b = bytearray(), bytearray()
-                while True:
-                    x = a.read(3 << 20)
-                    y = b.read(1 << 20)
-                    got_a += x
-                    got_b += y
-                    if not x and not y:
-                        break
-            check(bytes(got_a) == srcs[1] and bytes(got_b) == srcs[1], "two readers of one file")
+            def drop_kernel_copy(name):  # reads then reach the mount again
+                fd = os.open(m.p(name), os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+            # a reader that closes early: its fetches still queued are dropped
+            drop_kernel_copy("s0")
+            with open(m.p("s0"), "rb") as f:
+                check(f.read(10 << 20) == srcs[0][:10 << 20], "a reader closing early")
+            # one file read by two threads at once, with different sizes
+            drop_kernel_copy("s2")
+            got = {}
+
+            def read_by(step):
+                with open(m.p("s2"), "rb") as f:
+                    parts = []
+                    while True:
+                        b = f.read(step)
+                        if not b:
+                            break
+                        parts.append(b)
+                    got[step] = b"".join(parts)
+            readers = [threading.Thread(target=read_by, args=(n,)) for n in (3 << 20, 100000)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join()
+            check(got.get(3 << 20) == srcs[2] and got.get(100000) == srcs[2],
+                  "two readers of one file")
             check(" error" not in m.log().lower(), "no error in the mount's log")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
