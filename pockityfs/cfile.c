@@ -489,7 +489,7 @@ static int have(const struct cfile *cf, size_t b)
 
 /* Hand the missing, idle blocks of [b0, b1) to the background fetches, in
  * chunks, while cf has room for more: a streamed file's fetches and held
- * chunks together leave a buffer for the other files. */
+ * chunks together leave a buffer for another file. */
 static void schedule(struct cache *c, struct cfile *cf, const struct cfile_src *src, size_t b0,
                      size_t b1)
 {
