@@ -135,11 +135,29 @@ void cache_init(struct cache *c, const char *dir, uint64_t limit)
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     c->limit = limit;
     c->run = (long long)time(NULL);
+    c->kept = calloc(CACHE_KEPT_BUCKETS, sizeof(*c->kept)); /* NULL: nothing is kept */
 }
 
-void cache_release(struct cache *c)
+static struct cfile **kept_chain(struct cache *c, const char *key)
 {
-    pthread_mutex_destroy(&c->lock);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &c->kept[h % CACHE_KEPT_BUCKETS];
+}
+
+/* Take cf out of the kept ones, with c->lock held. */
+static void kept_unlink(struct cache *c, struct cfile *cf)
+{
+    for (struct cfile **p = kept_chain(c, cf->key); *p; p = &(*p)->knext) {
+        if (*p == cf) {
+            *p = cf->knext;
+            break;
+        }
+    }
+    free(cf->key);
+    cf->key = NULL;
+    cf->knext = NULL;
 }
 
 /* With c->lock held. */
@@ -312,9 +330,48 @@ static struct cfile *cfile_alloc(struct inode *owner, uint64_t remote_size)
     return cf;
 }
 
-int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
-              struct cfile **out)
+static void destroy(struct cache *c, struct cfile *cf, int remove_file);
+
+/* The cfile kept for key, taken up by owner if it holds the object's
+ * version (remote_size bytes, etag); a stale one goes. With c->lock held. */
+static struct cfile *kept_take(struct cache *c, struct inode *owner, const char *key,
+                               uint64_t remote_size, const char *etag)
 {
+    struct cfile *cf = *kept_chain(c, key);
+    while (cf && strcmp(cf->key, key) != 0)
+        cf = cf->knext;
+    if (!cf)
+        return NULL;
+    if (strcmp(cf->etag, etag) != 0 || cf->remote_size != remote_size || cf->size != remote_size) {
+        destroy(c, cf, 1); /* the object changed */
+        return NULL;
+    }
+    log_debug("cache: '%s' taken up again (%zu of %zu blocks present)", key, cf->npresent,
+              cf->nblocks);
+    kept_unlink(c, cf);
+    cf->owner = owner;
+    cf->id = ++c->seq; /* fetches of its former life land nowhere */
+    cf->gen++;
+    cf->inflight = 0;
+    memset(cf->busy, 0, cf->busy_cap / 8 + 1);
+    cf->ra_sched = 0;
+    cf->ra_next = cf->ra_shed = 0;
+    cf->ra_window = CFILE_BLOCK;
+    return cf;
+}
+
+int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
+              const char *key, struct cfile **out)
+{
+    if (key && key[0] && etag && etag[0] && c->kept) {
+        pthread_mutex_lock(&c->lock);
+        struct cfile *kept = kept_take(c, owner, key, remote_size, etag);
+        pthread_mutex_unlock(&c->lock);
+        if (kept) {
+            *out = kept;
+            return 0;
+        }
+    }
     struct cfile *cf = cfile_alloc(owner, remote_size);
     if (!cf)
         return -ENOMEM;
@@ -376,7 +433,7 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
                     struct cfile **out)
 {
     struct cfile *cf = NULL;
-    int rc = cfile_new(c, owner, 0, "", &cf);
+    int rc = cfile_new(c, owner, 0, "", NULL, &cf);
     long n = rc ? rc : cfile_write(c, cf, NULL, 0, data, (size_t)size);
     if (n < 0 || (uint64_t)n != size) {
         cfile_free(c, cf, 1);
@@ -391,6 +448,8 @@ int cfile_adopt_mem(struct cache *c, struct inode *owner, const void *data, uint
 /* Free cf (off its list first), with c->lock held. */
 static void destroy(struct cache *c, struct cfile *cf, int remove_file)
 {
+    if (cf->key)
+        kept_unlink(c, cf);
     lru_unlink(c, cf);
     held_release(c, cf);
     stream_cancel(cf->stream);
@@ -417,6 +476,57 @@ void cfile_free(struct cache *c, struct cfile *cf, int remove_file)
     pthread_mutex_unlock(&c->lock);
 }
 
+void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_file)
+{
+    if (!cf)
+        return;
+    if (!c->kept || !key || !key[0] || cf->dirty || cf->in_mem || cf->stream || cf->queued ||
+        !cf->npresent || !cf->etag[0]) {
+        cfile_free(c, cf, remove_file);
+        return;
+    }
+    readahead_cancel(c->ra, cf);
+    held_release(c, cf);
+    if (cf->fd >= 0) {
+        close(cf->fd);
+        cf->fd = -1;
+    }
+    char *k = strdup(key);
+    if (!k) {
+        cfile_free(c, cf, remove_file);
+        return;
+    }
+    lru_touch(c, cf); /* counted, and the most recently used */
+    pthread_mutex_lock(&c->lock);
+    struct cfile **chain = kept_chain(c, k);
+    for (struct cfile *o = *chain; o; o = o->knext) {
+        if (strcmp(o->key, k) == 0) { /* an older copy of the same key */
+            destroy(c, o, 1);
+            break;
+        }
+    }
+    log_debug("cache: keeping '%s' (%zu of %zu blocks present)", k, cf->npresent, cf->nblocks);
+    cf->owner = NULL;
+    cf->key = k;
+    cf->knext = *chain;
+    *chain = cf;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cache_release(struct cache *c)
+{
+    if (c->kept) {
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < CACHE_KEPT_BUCKETS; i++)
+            while (c->kept[i])
+                destroy(c, c->kept[i], 1);
+        pthread_mutex_unlock(&c->lock);
+        free(c->kept);
+        c->kept = NULL;
+    }
+    pthread_mutex_destroy(&c->lock);
+}
+
 /* GET blocks [b0, b1) of the object into the local file. */
 static int fetch(struct cfile *cf, const struct cfile_src *src, size_t b0, size_t b1)
 {
@@ -426,6 +536,8 @@ static int fetch(struct cfile *cf, const struct cfile_src *src, size_t b0, size_
         end = cf->remote_size;
     if (start >= end)
         return 0;
+    log_debug("fetching '%s' bytes %llu-%llu", src->key, (unsigned long long)start,
+              (unsigned long long)end - 1);
     struct s3_fd sfd = {.fd = cf->fd, .base = start};
     struct s3_sink sink = s3_sink_fd(&sfd);
     struct s3_head head = {0};
@@ -896,7 +1008,9 @@ static void trim(struct cache *c, struct lru *l, int (*over)(const struct cache 
     while (over(c) && cf) {
         struct cfile *prev = cf->prev;
         struct inode *in = cf->owner;
-        if (pthread_mutex_trylock(&in->lock) == 0) {
+        if (!in) { /* kept: nobody else can reach it without c->lock */
+            destroy(c, cf, 1);
+        } else if (pthread_mutex_trylock(&in->lock) == 0) {
             if (!cf->dirty && in->cf == cf)
                 evict(c, cf);
             pthread_mutex_unlock(&in->lock);

@@ -20,10 +20,11 @@
 #include "readahead.h"
 #include "s3.h"
 
-#define CFILE_BLOCK   (1u << 20)
-#define CFILE_RA_MAX  (32u << 20) /* largest read-ahead */
-#define CFILE_MEM_MAX (64u << 10) /* largest content held in memory */
-#define CACHE_MEM_MAX (16u << 20) /* memory of all in-memory contents */
+#define CFILE_BLOCK        (1u << 20)
+#define CFILE_RA_MAX       (32u << 20) /* largest read-ahead */
+#define CFILE_MEM_MAX      (64u << 10) /* largest content held in memory */
+#define CACHE_MEM_MAX      (16u << 20) /* memory of all in-memory contents */
+#define CACHE_KEPT_BUCKETS 1024
 
 struct inode;
 
@@ -41,12 +42,15 @@ struct cache {
     struct lru mems;      /* clean in-memory cfiles */
     char dir[PATH_MAX];   /* where the local files live */
     struct readahead *ra; /* where held chunks go back; NULL: none are held */
+    struct cfile **kept;  /* CACHE_KEPT_BUCKETS chains of kept cfiles (cfile_keep), or NULL */
     uint64_t seq;
     long long run; /* start time: local file names never repeat across runs */
 };
 
 struct cfile {
-    struct inode *owner;  /* constant */
+    struct inode *owner;  /* NULL while kept (cfile_keep), constant otherwise */
+    char *key;            /* while kept: the object's key; NULL otherwise */
+    struct cfile *knext;  /* while kept: the next in its chain */
     int fd;               /* -1 while closed (idle), and in memory */
     char name[48];        /* file name inside cache->dir */
     int in_mem;           /* the content is mem[0, size): no local file */
@@ -101,17 +105,28 @@ struct cfile_src {
 
 /* Set up the cache over dir (which must exist). */
 void cache_init(struct cache *c, const char *dir, uint64_t limit);
+
+/* Free the kept cfiles (their local files removed) and the cache. */
 void cache_release(struct cache *c);
 
 /* Drop clean data, least recently used first, until the budget holds. Call
  * with no inode lock held. */
 void cache_trim(struct cache *c);
 
-/* A new cfile for the object (remote_size bytes, etag) with nothing
- * present; in memory when remote_size is 0 and the budget allows. Returns 0
- * or -errno. */
+/* A cfile for the object key (remote_size bytes, etag): the one kept for
+ * it when its inode went (cfile_keep) if it still holds that version of
+ * the object, else a new one with nothing present, in memory when
+ * remote_size is 0 and the budget allows. key may be NULL (not known, or a
+ * new file). Returns 0 or -errno. */
 int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
-              struct cfile **out);
+              const char *key, struct cfile **out);
+
+/* cf's inode goes: a clean cfile with blocks in its local file stays in
+ * the cache as the object key's (counted in the budget, trimmed least
+ * recently used first), for cfile_new to take up again; any other is
+ * freed, its local file removed unless remove_file is 0. Caller holds the
+ * owner's lock. NULL is fine. */
+void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_file);
 
 /* A cfile over an existing local file holding the whole content (a
  * journaled upload found at start-up), dirty and journaled. */

@@ -507,6 +507,7 @@ out:
     if (table) { /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
         names_destroy(&fs.names);
+        cache_release(&fs.cache); /* the cfiles kept after their inodes */
     }
     readahead_free(fs.readahead); /* after the cfiles, which give their chunks back */
     remote_free(fs.remote);       /* stops the renewal thread before the client goes */

@@ -1039,7 +1039,11 @@ void fs_inode_free(struct inode *inode, void *arg)
     struct fs *fs = arg;
     pthread_mutex_lock(&inode->lock);
     ops_resv_drop(fs, inode->cf);
-    cfile_free(&fs->cache, inode->cf, !inode->cf || !inode->cf->journaled);
+    /* its clean cached blocks stay for the next inode of the same object
+     * (the inode is out of the table: its path cannot change any more) */
+    char key[S3_MAX_KEY_LEN + 1];
+    int known = inode->path && ops_key(fs, inode->path, 0, key) == 0;
+    cfile_keep(&fs->cache, inode->cf, known ? key : NULL, !inode->cf || !inode->cf->journaled);
     inode->cf = NULL;
     free(inode->link);
     inode->link = NULL;

@@ -47,12 +47,18 @@ int ops_fill(struct fs *fs, struct inode *in)
     return fd < 0 ? fd : cfile_fill(cf, &src);
 }
 
-/* Make sure in has a cfile for its current object. Caller holds in->lock. */
+/* Make sure in has a cfile for its current object (the one the cache kept
+ * for its key, if any). Caller holds in->lock. */
 static int ensure_cfile(struct fs *fs, struct inode *in)
 {
     if (in->cf)
         return 0;
-    return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, &in->cf);
+    char key[S3_MAX_KEY_LEN + 1];
+    char *path = NULL;
+    int known = inode_path(&fs->inodes, in, &path) == 0 && ops_key(fs, path, 0, key) == 0;
+    free(path);
+    return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, known ? key : NULL,
+                     &in->cf);
 }
 
 void ops_resv_drop(struct fs *fs, struct cfile *cf)
@@ -307,7 +313,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
     if (in->cf) {
         rc = cfile_truncate(&fs->cache, in->cf, 0);
     } else {
-        rc = cfile_new(&fs->cache, in, 0, "", &in->cf);
+        rc = cfile_new(&fs->cache, in, 0, "", NULL, &in->cf);
         if (!rc)
             cfile_set_dirty(&fs->cache, in->cf);
     }

@@ -107,6 +107,8 @@ static void run(struct readahead *ra, struct job *j)
 {
     struct fs *fs = ra->fs;
     struct buffer *b = take(ra);
+    log_debug("fetching '%s' bytes %llu-%llu ahead", j->key, (unsigned long long)j->start,
+              (unsigned long long)(j->start + j->len - 1));
     char etag[S3_ETAG_MAX];
     struct s3_mem m = {.data = b->data, .len = j->len};
     struct s3_sink sink = s3_sink_mem(&m);

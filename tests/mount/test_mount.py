@@ -1190,6 +1190,47 @@ def test_streamed_reads():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_cache_outlives_inode():
+    """Cached blocks outlive the kernel's inode: once the kernel forgets a
+    file (drop_caches), the next open takes up its cached blocks and reads
+    without a GET, unless the object changed meanwhile."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-ck.")
+    try:
+        src = os.path.join(tmp, "src")
+        sh("head -c %d /dev/urandom > %s" % (20 << 20, src))
+        data = open(src, "rb").read()
+        check(root_s3("put", prefix + "k", src)[0] == 0, "put k")
+        with Mount(D, pk, options=["log_level=debug"]) as m:
+            fetches = lambda: m.log().count("fetching '%sk' bytes" % prefix)
+
+            def forget(n):  # the kernel forgets the file: its cache is kept
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+                deadline = time.time() + 10
+                while m.log().count("cache: keeping '%sk'" % prefix) < n:
+                    check(time.time() < deadline, "the kernel did not forget k")
+                    time.sleep(0.1)
+            check(open(m.p("k"), "rb").read() == data, "first read")
+            check(fetches() > 0, "the first read fetched")
+            forget(1)
+            before = fetches()
+            check(open(m.p("k"), "rb").read() == data, "read after the inode went")
+            check(fetches() == before, "no fetch for cached blocks")
+            check("cache: '%sk' taken up again" % prefix in m.log(), "the cache was taken up")
+            # another client changes the object: the kept blocks are not used
+            sh("head -c %d /dev/urandom > %s" % (12 << 20, src))
+            data = open(src, "rb").read()
+            check(root_s3("put", prefix + "k", src)[0] == 0, "put k again")
+            forget(2)
+            time.sleep(1.1)  # past the one second an open trusts a lookup
+            check(open(m.p("k"), "rb").read() == data, "the changed object")
+            check(fetches() > before, "the changed object was fetched")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 MIB = 1 << 20
 
 
@@ -1454,7 +1495,7 @@ TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
-         test_async_uploads, test_readahead, test_streamed_reads, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
+         test_async_uploads, test_readahead, test_streamed_reads, test_cache_outlives_inode, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
 
