@@ -158,6 +158,7 @@ static void kept_unlink(struct cache *c, struct cfile *cf)
     free(cf->key);
     cf->key = NULL;
     cf->knext = NULL;
+    c->n_kept--;
 }
 
 /* With c->lock held. */
@@ -496,11 +497,19 @@ void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_f
         cfile_free(c, cf, remove_file);
         return;
     }
-    lru_touch(c, cf); /* counted, and the most recently used */
+    if (!cf->in_lru)
+        lru_touch(c, cf); /* counted in the budget */
     pthread_mutex_lock(&c->lock);
     struct cfile **chain = kept_chain(c, k);
     for (struct cfile *o = *chain; o; o = o->knext) {
         if (strcmp(o->key, k) == 0) { /* an older copy of the same key */
+            destroy(c, o, 1);
+            break;
+        }
+    }
+    /* at most CACHE_KEPT_MAX: their structs stay in memory */
+    for (struct cfile *o = c->files.tail; o && c->n_kept >= CACHE_KEPT_MAX; o = o->prev) {
+        if (!o->owner) {
             destroy(c, o, 1);
             break;
         }
@@ -510,6 +519,7 @@ void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_f
     cf->key = k;
     cf->knext = *chain;
     *chain = cf;
+    c->n_kept++;
     pthread_mutex_unlock(&c->lock);
 }
 

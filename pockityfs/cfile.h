@@ -25,6 +25,7 @@
 #define CFILE_MEM_MAX      (64u << 10) /* largest content held in memory */
 #define CACHE_MEM_MAX      (16u << 20) /* memory of all in-memory contents */
 #define CACHE_KEPT_BUCKETS 1024
+#define CACHE_KEPT_MAX     4096 /* cfiles kept after their inodes, at most */
 
 struct inode;
 
@@ -43,6 +44,7 @@ struct cache {
     char dir[PATH_MAX];   /* where the local files live */
     struct readahead *ra; /* where held chunks go back; NULL: none are held */
     struct cfile **kept;  /* CACHE_KEPT_BUCKETS chains of kept cfiles (cfile_keep), or NULL */
+    size_t n_kept;
     uint64_t seq;
     long long run; /* start time: local file names never repeat across runs */
 };
@@ -123,7 +125,8 @@ int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const 
 
 /* cf's inode goes: a clean cfile with blocks in its local file stays in
  * the cache as the object key's (counted in the budget, trimmed least
- * recently used first), for cfile_new to take up again; any other is
+ * recently used first; past CACHE_KEPT_MAX the least recently used kept
+ * one goes), for cfile_new to take up again; any other is
  * freed, its local file removed unless remove_file is 0. Caller holds the
  * owner's lock. NULL is fine. */
 void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_file);
