@@ -51,14 +51,19 @@ static void busy_set(struct cfile *cf, size_t b, int on)
         cf->busy[b / 8] &= (uint8_t) ~(1u << (b % 8));
 }
 
+/* Give back the chunk h of cf holds. */
+static void held_drop(struct cache *c, struct cfile *cf, struct cfile_held *h)
+{
+    if (h->data && c->ra)
+        readahead_give_back(c->ra, cf->id, h->data);
+    h->data = NULL;
+}
+
 /* Give back every chunk cf holds (its content changed, or nobody reads it). */
 static void held_release(struct cache *c, struct cfile *cf)
 {
-    for (size_t i = 0; i < RA_BUFS; i++) {
-        if (cf->held[i].data && c->ra)
-            readahead_give_back(c->ra, cf->id, cf->held[i].data);
-        cf->held[i].data = NULL;
-    }
+    for (size_t i = 0; i < RA_BUFS; i++)
+        held_drop(c, cf, &cf->held[i]);
 }
 
 /* Give back the chunks a sequential reader at off has passed (by two
@@ -67,11 +72,8 @@ static void held_pass(struct cache *c, struct cfile *cf, uint64_t off)
 {
     for (size_t i = 0; i < RA_BUFS; i++) {
         struct cfile_held *h = &cf->held[i];
-        if (h->data && h->start + h->len + 2 * (uint64_t)CFILE_BLOCK <= off) {
-            if (c->ra)
-                readahead_give_back(c->ra, cf->id, h->data);
-            h->data = NULL;
-        }
+        if (h->data && h->start + h->len + 2 * (uint64_t)CFILE_BLOCK <= off)
+            held_drop(c, cf, h);
     }
 }
 
@@ -676,12 +678,14 @@ int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t star
         if (cf->ra_sched > b0)
             cf->ra_sched = b0; /* what did not land may be asked again */
     }
-    int same = !cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0;
-    if (data && gen == cf->gen && same && !cf->etag[0])
+    /* the object's bytes of the layout they were asked for */
+    int usable =
+            data && gen == cf->gen && (!cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0);
+    if (usable && !cf->etag[0])
         snprintf(cf->etag, sizeof(cf->etag), "%s", etag);
-    if (data && gen == cf->gen && same && !cf->in_mem && streamed(c, cf) && cf->owner->opens > 0)
+    if (usable && !cf->in_mem && streamed(c, cf) && cf->owner->opens > 0)
         kept = hold(cf, start, len, data);
-    if (data && gen == cf->gen && same && !kept && !cf->in_mem && cfile_fd(c, cf) >= 0) {
+    if (usable && !kept && !cf->in_mem && cfile_fd(c, cf) >= 0) {
         size_t before = cf->npresent;
         for (size_t b = b0; b < b1 && b < cf->nblocks; b++) {
             if (bit_get(cf, b))

@@ -54,9 +54,8 @@ static int ensure_cfile(struct fs *fs, struct inode *in)
     if (in->cf)
         return 0;
     char key[S3_MAX_KEY_LEN + 1];
-    char *path = NULL;
-    int known = inode_path(&fs->inodes, in, &path) == 0 && ops_key(fs, path, 0, key) == 0;
-    free(path);
+    struct cfile_src src;
+    int known = src_of(fs, in, key, &src) == 0;
     return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, known ? key : NULL,
                      &in->cf);
 }

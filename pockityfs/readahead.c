@@ -128,21 +128,19 @@ static void run(struct readahead *ra, struct job *j)
         if (in->cf && in->cf->id == j->cf_id)
             kept = cfile_ra_land(&fs->cache, in->cf, j->gen, j->start, j->len, ok ? b->data : NULL,
                                  etag);
-        pthread_mutex_lock(&ra->lock); /* under the owner's lock: a give-back waits */
-        b->filling = 0;
-        b->held = kept;
-        if (kept) {
-            b->ino = j->ino;
-            b->cf_id = j->cf_id;
-            b->seq = ++ra->seq;
-        }
-        pthread_mutex_unlock(&ra->lock);
+    }
+    pthread_mutex_lock(&ra->lock); /* still under the owner's lock: a give-back waits */
+    b->filling = 0;
+    b->held = kept;
+    if (kept) {
+        b->ino = j->ino;
+        b->cf_id = j->cf_id;
+        b->seq = ++ra->seq;
+    }
+    pthread_mutex_unlock(&ra->lock);
+    if (in) {
         pthread_mutex_unlock(&in->lock);
         inode_put(&fs->inodes, in);
-    } else {
-        pthread_mutex_lock(&ra->lock);
-        b->filling = 0;
-        pthread_mutex_unlock(&ra->lock);
     }
     cache_trim(&fs->cache);
 }
