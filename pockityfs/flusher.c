@@ -21,6 +21,7 @@ struct watched {
     double next_try; /* monotonic; 0: as soon as due */
     double backoff;  /* seconds before the next retry after a failure */
     int restricted;  /* the last failure was the pocket's restriction */
+    int unreachable; /* the last failure was pockityd's silence */
 };
 
 struct flusher {
@@ -194,10 +195,12 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
         /* the workers upload it */
     } else if (cf->journaled || in->opens == 0) {
         /* a failed upload: retry with backoff, or at once when the pocket
-         * that refused writes takes them again */
-        if (now >= w->next_try || (w->restricted && remote_write_check(fs->remote) == 0)) {
+         * that refused writes takes them again, or pockityd answers again */
+        if (now >= w->next_try || (w->restricted && remote_write_check(fs->remote) == 0) ||
+            (w->unreachable && !remote_quota_down(fs->remote))) {
             int rc = ops_sync(fs, in);
             w->restricted = rc == -EDQUOT || rc == -EROFS ? remote_write_check(fs->remote) != 0 : 0;
+            w->unreachable = rc == -EIO && remote_quota_down(fs->remote);
             if (!rc) {
                 log_info("uploaded a pending file in the background");
                 in->flush_watched = 0;

@@ -30,6 +30,7 @@
 #define CONNECT_TIMEOUT_MAX  5000
 #define RETRY_FIRST_MS       200  /* first pause of a quota call's retry loop */
 #define RETRY_MAX_MS         4000 /* longest pause of a quota call's retry loop */
+#define QUOTA_PROBE_MS       3000 /* pause between tries while pockityd is down */
 #define RENEW_BACKOFF_FIRST  1    /* seconds: first pause after a failed renewal */
 #define RENEW_BACKOFF_MAX    30
 #define REFRESH_MIN_INTERVAL 2000  /* ms: a refresh this soon after a fetch is a no-op */
@@ -933,20 +934,63 @@ static bool status_retryable(long status)
     return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
-/* Send a quota call, retrying with backoff while pockityd is unreachable or
- * unavailable, up to write_wait_ms. Returns 0 with *status (never a retryable
- * one) and *out (may be NULL), or -EIO. */
+static long long mono_ms(void)
+{
+    struct timespec t = mono_now();
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* One try of a quota call while pockityd is down (r->quota_down): the
+ * wait was spent by the call that found it down, so a close does not wait
+ * write_wait_ms again, and a burst of closes does not queue up behind one
+ * another's waits. One call tries at most every QUOTA_PROBE_MS (a frozen
+ * pockityd makes the try last its timeout); the others fail at once. */
+static int quota_probe(struct remote *r, const char *what, const char *method, const char *path,
+                       json_t *req_body, long *status, json_t **out)
+{
+    if (mono_ms() < atomic_load(&r->quota_probe_at) || atomic_exchange(&r->quota_probing, true))
+        return -EIO;
+    char err[512];
+    long try_ms = r->write_wait_ms < 1000 ? 1000 : r->write_wait_ms;
+    int rc = remote_exchange_timeout(r, method, path, req_body,
+                                     try_ms < r->timeout_ms ? try_ms : r->timeout_ms, status, out,
+                                     err, sizeof(err));
+    if (rc == 0 && !status_retryable(*status)) {
+        atomic_store(&r->quota_down, false);
+        log_info("pockityd answers again (%s)", what);
+    } else {
+        if (rc == 0) {
+            json_decref(*out);
+            *out = NULL;
+        }
+        log_debug("%s: pockityd is still unreachable", what);
+        atomic_store(&r->quota_probe_at, mono_ms() + QUOTA_PROBE_MS);
+        rc = -EIO;
+    }
+    atomic_store(&r->quota_probing, false);
+    return rc;
+}
+
 int remote_quota_call(struct remote *r, const char *what, const char *method, const char *path,
                       json_t *req_body, long *status, json_t **out)
 {
+    if (atomic_load(&r->quota_down))
+        return quota_probe(r, what, method, path, req_body, status, out);
     struct timespec deadline = ts_add_ms(mono_now(), r->write_wait_ms);
     int64_t pause = RETRY_FIRST_MS;
     char err[512];
     bool warned = false;
     for (;;) {
-        int rc = exchange(r, method, path, req_body, status, out, err, sizeof(err));
-        if (rc == 0 && !status_retryable(*status))
+        /* the wait is write_wait_ms in all, not per try (at least a second a try) */
+        int64_t left = ts_diff_ms(deadline, mono_now());
+        long try_ms = left < 1000 ? 1000 : left < r->timeout_ms ? (long)left : r->timeout_ms;
+        int rc = remote_exchange_timeout(r, method, path, req_body, try_ms, status, out, err,
+                                         sizeof(err));
+        if (rc == 0 && !status_retryable(*status)) {
+            if (warned)
+                log_info("pockityd answers again (%s)", what);
             return 0;
+        }
         if (rc == 0) {
             char msg[MESSAGE_MAX], code[64];
             error_message(r, *out, msg, code);
@@ -958,9 +1002,13 @@ int remote_quota_call(struct remote *r, const char *what, const char *method, co
             log_error("%s failed: %s", what, err);
             return -EIO;
         }
-        int64_t left = ts_diff_ms(deadline, mono_now());
+        left = ts_diff_ms(deadline, mono_now());
         if (left <= 0 || atomic_load(&r->stopping)) {
-            log_error("%s failed: %s (gave up after %ld ms)", what, err, r->write_wait_ms);
+            log_error("%s failed: %s (gave up after %ld ms; quota calls now fail at once until "
+                      "pockityd answers)",
+                      what, err, r->write_wait_ms);
+            atomic_store(&r->quota_probe_at, mono_ms() + QUOTA_PROBE_MS);
+            atomic_store(&r->quota_down, true);
             return -EIO;
         }
         if (!warned) {
@@ -975,6 +1023,11 @@ int remote_quota_call(struct remote *r, const char *what, const char *method, co
         sleep_ms(wait < left ? wait : left);
         pause = pause * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : pause * 2;
     }
+}
+
+bool remote_quota_down(struct remote *r)
+{
+    return r && atomic_load(&r->quota_down);
 }
 
 /* The errno of a quota call's non-2xx answer, logging the server's reason. */

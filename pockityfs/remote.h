@@ -171,6 +171,10 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n);
  * given to remote_start_renewal. Cheap when not restricted. */
 int remote_write_check(struct remote *r);
 
+/* Whether a quota call gave up on pockityd and none has been answered since
+ * (remote_quota_call): writes fail with EIO at once meanwhile. */
+bool remote_quota_down(struct remote *r);
+
 /* Whether the latest totals pockityd gave (of any answer) leave no room for
  * a new object of bytes: used + bytes > the tier's bytes. False when none is
  * known yet. Never blocks; the totals may be a few seconds old. */

@@ -39,6 +39,12 @@ struct remote {
     _Atomic(const char *) access; /* one of the static strings in remote_access_names */
     atomic_int restriction;       /* RESTRICT_*: the latest word of pockityd on writes */
     atomic_bool stopping;         /* remote_free has begun: abort transfers */
+    /* A quota call gave up after write_wait_ms and none has been answered
+     * since: while so, one call at a time tries once, at most every
+     * QUOTA_PROBE_MS, the others fail at once (remote_quota_call). */
+    atomic_bool quota_down;
+    atomic_bool quota_probing;
+    atomic_llong quota_probe_at; /* monotonic ms before which none tries */
 
     /* Serialises session fetches, so a burst of ExpiredToken errors costs one. */
     pthread_mutex_t refresh_lock;
@@ -115,8 +121,10 @@ static inline int64_t ts_diff_ms(struct timespec a, struct timespec b)
 }
 
 /* Send a quota call, retrying with backoff while pockityd is unreachable or
- * unavailable, up to write_wait_ms. Returns 0 with *status (never a retryable
- * one) and *out (may be NULL; the caller owns it), or -EIO. */
+ * unavailable, up to write_wait_ms; once a call has given up, the next ones
+ * try once (one at a time, the others failing at once) until pockityd
+ * answers again. Returns 0 with *status (never a retryable one) and *out
+ * (may be NULL; the caller owns it), or -EIO. */
 int remote_quota_call(struct remote *r, const char *what, const char *method, const char *path,
                       json_t *req_body, long *status, json_t **out);
 /* The errno of a quota call's non-2xx answer, logging the server's reason. */

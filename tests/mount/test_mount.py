@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -502,6 +503,78 @@ def test_crash_recovery():
                   "pending upload replayed")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_server_frozen():
+    """pockityd stops answering (SIGSTOP) under parallel writers: every close
+    ends within its bounded wait with 0 or EIO, the closes after the first to
+    give up fail at once instead of each waiting again, and once pockityd
+    answers, the files kept back upload by themselves."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    # per-file reservations, so that every close needs pockityd
+    m = Mount(D, pk, options=["write_timeout=2", "quota_batch=0"])
+    try:
+        write_file(m.p("before"), b"before\n")
+        results = {}
+
+        def writer(t):
+            for i in range(20):
+                name = "w%d-%d" % (t, i)
+                t0 = time.time()
+                try:
+                    write_file(m.p(name), name.encode())
+                    rc = 0
+                except OSError as e:
+                    rc = e.errno
+                results[name] = (rc, time.time() - t0)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+        D.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(300)
+            took = time.time() - t0
+            check(open(m.p("before"), "rb").read() == b"before\n", "cached reads keep working")
+        finally:
+            D.proc.send_signal(signal.SIGCONT)
+        check(len(results) == 120, "every writer ended: %d closes" % len(results))
+        codes = sorted({rc for rc, _ in results.values()})
+        check(set(codes) <= {0, errno.EIO}, "closes end with 0 or EIO: %r" % codes)
+        failed = sorted(n for n, (rc, _) in results.items() if rc)
+        slowest = max(d for _, d in results.values())
+        print("  120 closes with pockityd stopped: %.1f s in all, slowest %.1f s, %d EIO"
+              % (took, slowest, len(failed)))
+        check(failed, "closes without pockityd fail")
+        # write_timeout=2: two seconds of retries and at most a second more
+        # for the try under way; 120 closes that each waited would take 40 s
+        check(slowest < 6, "each close waits at most about write_timeout: %.1f s" % slowest)
+        check(took < 15, "closes after the first to give up fail at once: %.1f s" % took)
+        # the next try, at most 3 s after the last, finds pockityd back
+        deadline = time.time() + 10
+        while True:
+            try:
+                write_file(m.p("after"), b"after\n")
+                break
+            except OSError as e:
+                check(e.errno == errno.EIO and time.time() < deadline,
+                      "writes succeed again once pockityd answers: %r" % e)
+                time.sleep(0.5)
+
+        def uploaded():
+            rc, out, _ = root_s3("ls", prefix)
+            have = {ln.split(" ", 1)[1][len(prefix):] for ln in out.splitlines() if " " in ln}
+            return rc == 0 and set(results) <= have
+
+        wait_for(uploaded, "the files kept back uploaded once pockityd answers", timeout=30)
+        for name in failed[:5] + failed[-5:]:
+            check(s3_get(prefix + name) == name.encode(), "content of %s in S3" % name)
+    finally:
+        D.proc.send_signal(signal.SIGCONT)
+        m.stop()
 
 
 def test_odd_names():
@@ -1494,6 +1567,7 @@ def test_uploaded_then_changed():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
+         test_server_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
