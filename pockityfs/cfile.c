@@ -363,6 +363,21 @@ static struct cfile *kept_take(struct cache *c, struct inode *owner, const char 
     return cf;
 }
 
+int cache_kept_etag(struct cache *c, const char *key, char etag[S3_ETAG_MAX])
+{
+    int found = 0;
+    pthread_mutex_lock(&c->lock);
+    struct cfile *cf = c->kept ? *kept_chain(c, key) : NULL;
+    while (cf && strcmp(cf->key, key) != 0)
+        cf = cf->knext;
+    if (cf) {
+        snprintf(etag, S3_ETAG_MAX, "%s", cf->etag);
+        found = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
 int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const char *etag,
               const char *key, struct cfile **out)
 {

@@ -115,6 +115,9 @@ void cache_release(struct cache *c);
  * with no inode lock held. */
 void cache_trim(struct cache *c);
 
+/* Whether a cfile is kept for the object key; if so, its ETag goes to etag. */
+int cache_kept_etag(struct cache *c, const char *key, char etag[S3_ETAG_MAX]);
+
 /* A cfile for the object key (remote_size bytes, etag): the one kept for
  * it when its inode went (cfile_keep) if it still holds that version of
  * the object, else a new one with nothing present, in memory when

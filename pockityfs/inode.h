@@ -36,6 +36,7 @@ struct inode {
     int meta_known;         /* st mode/uid/gid/mtime came from metadata or from us */
     int has_marker;         /* directory with a "name/" marker object */
     char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */
+    uint64_t etag_hash;     /* when etag is "": a listing's ops_etag_hash of it, or 0 */
     char *link;             /* symlink target, once read */
     struct cfile *cf;       /* local content (open files, cached data, pending upload) */
     int opens;              /* open file handles */

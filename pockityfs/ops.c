@@ -123,6 +123,7 @@ void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const 
     in->attr_expire = inode_now() + fs->opt.attr_timeout;
     if (etag != in->etag)
         snprintf(in->etag, sizeof(in->etag), "%s", etag);
+    in->etag_hash = 0;
     in->has_marker = has_marker;
     in->meta_known = meta_known;
 }

@@ -582,6 +582,7 @@ static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *
         return;
     }
     ops_set_attr(fs, in, &st, "", in->has_marker, 0);
+    in->etag_hash = de->is_dir ? 0 : de->etag; /* cached blocks of it still serve */
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -47,15 +47,25 @@ int ops_fill(struct fs *fs, struct inode *in)
     return fd < 0 ? fd : cfile_fill(cf, &src);
 }
 
+/* The ETag of in is etag when a listing gave only its hash (a lookup from
+ * `ls -l` then an open): take it, so that cached blocks of it serve. */
+static void etag_by_hash(struct inode *in, const char *etag)
+{
+    if (!in->etag[0] && in->etag_hash && etag[0] && ops_etag_hash(etag) == in->etag_hash)
+        snprintf(in->etag, sizeof(in->etag), "%s", etag);
+}
+
 /* Make sure in has a cfile for its current object (the one the cache kept
  * for its key, if any). Caller holds in->lock. */
 static int ensure_cfile(struct fs *fs, struct inode *in)
 {
     if (in->cf)
         return 0;
-    char key[S3_MAX_KEY_LEN + 1];
+    char key[S3_MAX_KEY_LEN + 1], kept[S3_ETAG_MAX];
     struct cfile_src src;
     int known = src_of(fs, in, key, &src) == 0;
+    if (known && !in->etag[0] && in->etag_hash && cache_kept_etag(&fs->cache, key, kept))
+        etag_by_hash(in, kept);
     return cfile_new(&fs->cache, in, (uint64_t)in->st.st_size, in->etag, known ? key : NULL,
                      &in->cf);
 }
@@ -367,6 +377,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = -EISDIR;
     int keep = 0;
     if (!rc && in->cf && !in->cf->dirty) {
+        etag_by_hash(in, in->cf->etag);
         if (strcmp(in->cf->etag, in->etag) != 0 || in->cf->size != (uint64_t)st.st_size) {
             if (in->opens == 0) {
                 cfile_free(&fs->cache, in->cf, 1);

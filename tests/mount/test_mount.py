@@ -1292,14 +1292,21 @@ def test_cache_outlives_inode():
             check(open(m.p("k"), "rb").read() == data, "read after the inode went")
             check(fetches() == before, "no fetch for cached blocks")
             check("cache: '%sk' taken up again" % prefix in m.log(), "the cache was taken up")
+            # an open right after a listing, which gives no ETag, only its hash
+            forget(2)
+            out = sh("ls -l %s && sha256sum %s" % (m.path, m.p("k"))).stdout
+            check(hashlib.sha256(data).hexdigest() in out, "read right after ls -l")
+            check(fetches() == before, "no fetch for cached blocks after ls -l")
+            check(m.log().count("cache: '%sk' taken up again" % prefix) == 2,
+                  "the cache was taken up after ls -l")
             # another client changes the object: the kept blocks are not used
             sh("head -c %d /dev/urandom > %s" % (12 << 20, src))
             data = open(src, "rb").read()
             check(root_s3("put", prefix + "k", src)[0] == 0, "put k again")
-            forget(2)
+            forget(3)
             check(open(m.p("k"), "rb").read() == data, "the changed object")
             check(fetches() > before, "the changed object was fetched")
-            forget(3)
+            forget(4)
         left = [n for n in os.listdir(m.cache_dir) if re.match(r"f\d+-\d+-\d+$", n)]
         check(not left, "cache files left after unmount: %s" % left)
     finally:
