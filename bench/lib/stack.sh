@@ -49,6 +49,31 @@ stack_services() {
     fi
 }
 
+# stack_split_cpus: give the servers (the Ceph daemons of $POCKITY_S3_DIR and
+# every pockityd started so far) CPU 0, and this shell, with all it starts from
+# now on, the other CPUs: the two sides of the network as two machines, so that
+# a client's CPU is not taken from the server it measures. Sets BENCH_CPUS to a
+# description. Does nothing on a machine with one CPU.
+stack_split_cpus() {
+    local n last p f
+    n=$(nproc --all)
+    if [ "$n" -lt 2 ]; then
+        BENCH_CPUS="servers and clients share the only CPU"
+        return 0
+    fi
+    last=$((n - 1))
+    {
+        grep -lzxF -- "$POCKITY_S3_DIR/ceph.conf" /proc/[0-9]*/cmdline 2>/dev/null || true
+        for p in "${BENCH_PIDS[@]}"; do printf '/proc/%s/cmdline\n' "$p"; done
+    } | while read -r f; do
+        f=${f#/proc/}
+        taskset -a -p -c 0 "${f%/cmdline}" >/dev/null || die "cannot pin server process ${f%/cmdline}"
+    done
+    taskset -p -c "1-$last" $$ >/dev/null || die "cannot pin the benchmark to CPUs 1-$last"
+    BENCH_CPUS="servers (RGW, its OSD and monitor, pockityd) on CPU 0, clients (mounts, workloads, raw S3) on CPU 1"
+    [ "$last" -eq 1 ] || BENCH_CPUS=${BENCH_CPUS/%CPU 1/CPUs 1-$last}
+}
+
 # stack_stop: stop every pockityd started here, then the services (unless
 # BENCH_KEEP_SERVICES=1: they stay up for the next run in the same $BENCH_DIR).
 stack_stop() {
