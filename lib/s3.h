@@ -201,4 +201,11 @@ int sts_assume_role(struct s3_client *c, const char *role_arn, const char *sessi
  * "" — for logs. */
 const char *s3_last_error_detail(void);
 
+/* Bound the requests this thread makes from now on, their retries and the
+ * pauses between them included, to end within ms milliseconds; 0 lifts the
+ * bound (the default). For a server whose own client waits a known time:
+ * a request past the bound fails with S3_ERR_TIMEOUT instead of holding the
+ * thread for every retry of the client's configured timeouts. */
+void s3_thread_deadline(long ms);
+
 #endif

@@ -58,6 +58,35 @@ struct s3_client {
 };
 
 static __thread char error_detail[512];
+static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
+
+static long long mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void s3_thread_deadline(long ms)
+{
+    deadline_ms = ms > 0 ? mono_ms() + ms : 0;
+}
+
+/* Milliseconds left before this thread's deadline: -1 with none, 0 past it. */
+static long deadline_left(void)
+{
+    if (!deadline_ms)
+        return -1;
+    long long left = deadline_ms - mono_ms();
+    return left > 0 ? (long)left : 0;
+}
+
+/* min(limit, the deadline's time left); limit 0 means none. */
+static long deadline_cap(long limit)
+{
+    long left = deadline_left();
+    return left < 0 || (limit > 0 && limit <= left) ? limit : left > 0 ? left : 1;
+}
 
 const char *s3_last_error_detail(void)
 {
@@ -768,11 +797,12 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, deadline_cap(c->connect_timeout_ms));
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall_timeout_s);
-    if (!r->sink && !r->body)
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->request_timeout_ms);
+    long total = deadline_cap(!r->sink && !r->body ? c->request_timeout_ms : 0);
+    if (total > 0)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
@@ -861,6 +891,9 @@ static void backoff_sleep(const struct s3_client *c, int n)
     if (ceiling > c->backoff_max_ms)
         ceiling = c->backoff_max_ms;
     long ms = (long)(rand_r(&seed) % (unsigned long)(ceiling + 1));
+    long left = deadline_left();
+    if (left >= 0 && ms > left)
+        ms = left;
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
@@ -890,6 +923,10 @@ int s3_request(struct s3_client *c, struct s3_req *r)
 
     int refreshed = 0;
     for (int retry = 0;; retry++) {
+        if (deadline_left() == 0) {
+            s3_set_error_detail("the caller's deadline passed before the request");
+            return S3_ERR_TIMEOUT;
+        }
         r->attempts++;
         int rc = attempt(c, r, hash);
         if (rc == S3_OK)
@@ -908,6 +945,12 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         }
         if (!s3_status_retryable(rc) || retry >= c->max_retries)
             return rc;
+        if (deadline_left() == 0) {
+            char last[sizeof(error_detail)];
+            memcpy(last, error_detail, sizeof(last));
+            s3_set_error_detail("%s; no time left to retry", last);
+            return rc;
+        }
         atomic_fetch_add(&c->n_retries, 1);
         backoff_sleep(c, retry);
     }

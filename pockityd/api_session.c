@@ -41,7 +41,14 @@ static int pocket_read(struct db_conn *c, const char *pocket_id, struct pocket_i
     return usage_get(c, pocket_id, &out->totals);
 }
 
-static void h_session(struct http_request *req)
+/* The time the IAM and STS calls of one session may take in all, retries
+ * included: a mount waits 10 s for its answer, which should be a clear 503
+ * rather than its own timeout, and a storage service that stopped answering
+ * (a full Ceph cluster blocks writes such as a role's creation) must not
+ * hold a server thread for every retry of the S3 client's 15 s timeouts. */
+#define SESSION_S3_MS 8000
+
+static void session_reply(struct http_request *req)
 {
     static const char *const allowed[] = {NULL};
     struct app *app = api_app(req);
@@ -151,6 +158,13 @@ static void h_session(struct http_request *req)
     if (body)
         metrics_counter_inc("pockityd_sessions_issued_total");
     http_reply_json(req, 200, body);
+}
+
+static void h_session(struct http_request *req)
+{
+    s3_thread_deadline(SESSION_S3_MS);
+    session_reply(req);
+    s3_thread_deadline(0);
 }
 
 const struct http_route api_session_routes[] = {

@@ -354,8 +354,14 @@ int remote_exchange_timeout(struct remote *r, const char *method, const char *pa
             rc = -EPROTO;
         } else {
             rc = transport_errno(h, cc);
-            seterr(err, errlen, "cannot reach pockityd at '%s': %s", r->base_url,
-                   curl_easy_strerror(cc));
+            curl_off_t connected = 0;
+            curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connected);
+            if (cc == CURLE_OPERATION_TIMEDOUT && connected > 0)
+                seterr(err, errlen, "pockityd at '%s' did not answer within %.1f s", r->base_url,
+                       timeout_ms / 1000.0);
+            else
+                seterr(err, errlen, "cannot reach pockityd at '%s': %s", r->base_url,
+                       curl_easy_strerror(cc));
         }
         goto out;
     }

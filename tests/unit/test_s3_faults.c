@@ -467,6 +467,39 @@ static void test_hanging_server_times_out(void **state)
     server_stop(s);
 }
 
+/* A thread's deadline bounds a request and its retries below the client's
+ * own timeouts: 5 tries of 3 s each would take 15 s, the deadline ends
+ * them after 0.4 s; a later request finds no time left and sends nothing;
+ * lifting the deadline gives the client's timeouts back. */
+static void test_thread_deadline(void **state)
+{
+    struct server *s = server_start(hang);
+    struct s3_client *c = client_for(s, 4, 3000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    s3_thread_deadline(400);
+    struct s3_head h;
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(secs >= 0.35 && secs < 1.5);
+    int sent = s->n_requests;
+    assert_true(sent >= 1);
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
+    assert_int_equal(s->n_requests, sent); /* no time left: nothing sent */
+    assert_non_null(strstr(s3_last_error_detail(), "deadline"));
+    s3_thread_deadline(0);
+    s3_client_free(c);
+    c = client_for(s, 0, 600);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(secs >= 0.55); /* the client's own timeout again */
+    s3_client_free(c);
+    server_stop(s);
+}
+
 static void test_connection_refused(void **state)
 {
     /* a port nothing listens on: bind, note it, close */
@@ -1074,6 +1107,7 @@ int main(void)
             cmocka_unit_test(test_malformed_xml_is_bad_response),
             cmocka_unit_test(test_garbage_status_line),
             cmocka_unit_test(test_hanging_server_times_out),
+            cmocka_unit_test(test_thread_deadline),
             cmocka_unit_test(test_connection_refused),
             cmocka_unit_test(test_keepalive_and_metadata),
             cmocka_unit_test(test_wire_encoding_and_signing_headers),
