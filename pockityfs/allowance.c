@@ -237,7 +237,7 @@ static int alw_fetch(struct remote *r, uint64_t bytes, uint64_t objects, struct 
         return -ENOMEM;
     long status;
     json_t *body = NULL;
-    int rc = remote_quota_call(r, "quota allowance", "POST", "/v1/allowances", req, &status, &body);
+    int rc = remote_quota_ask(r, "quota allowance", "POST", "/v1/allowances", req, &status, &body);
     json_decref(req);
     if (rc)
         return rc;
@@ -354,7 +354,7 @@ int allowance_reserve(struct remote *r, const char *key, uint64_t size, char id_
         }
         if (frc == -ENOSYS)
             r->alw->unsupported = true;
-        else if (frc != -ERANGE) { /* ERANGE: too big a file, not a refusal */
+        else if (frc != -ERANGE && frc != -EIO) { /* too big a file, or no answer */
             r->alw->refused = true;
             r->alw->refused_at = mono_now();
         }

@@ -530,6 +530,15 @@ static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const str
     inode_put(&fs->inodes, in);
 }
 
+/* S3 calls that change names, not data (a marker, a link, a delete) get
+ * write_timeout in all, retries included, instead of the S3 client's
+ * minutes: a full Ceph cluster blocks writes without an error, and a
+ * mkdir waited 182 s for its ETIMEDOUT. Not for calls that move data. */
+static void names_deadline(struct fs *fs)
+{
+    s3_thread_deadline((long)fs->opt.write_timeout * 1000);
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     struct fs *fs = fs_of(req);
@@ -542,8 +551,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     struct stat st;
     new_stat(req, S_IFDIR | (mode & 07777), &st);
     struct upload_body empty = {.fd = -1};
+    names_deadline(fs);
     if (!rc)
         rc = upload_put(fs, path, 1, &empty, &st, etag);
+    s3_thread_deadline(0);
     if (rc)
         fuse_reply_err(req, -rc);
     else
@@ -565,8 +576,10 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     new_stat(req, S_IFLNK | 0777, &st);
     st.st_size = (off_t)len;
     struct upload_body body = {.fd = -1, .data = link, .size = len};
+    names_deadline(fs);
     if (!rc)
         rc = upload_put(fs, path, 0, &body, &st, etag);
+    s3_thread_deadline(0);
     if (rc) {
         ops_leave(fs, path);
         fuse_reply_err(req, -rc);
@@ -690,7 +703,9 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (in)
             fill_for_readers(fs, in, path);
         journal_settle(fs->journal, path); /* else a kill could replay it */
+        names_deadline(fs);
         int s = s3_delete_object(fs->s3, key);
+        s3_thread_deadline(0);
         if (s == S3_OK) {
             const char *keys[1] = {path};
             report_deleted(fs, keys, 1);
@@ -740,6 +755,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         rc = ops_enter_child(fs, parent, name, &path);
     if (!rc)
         rc = ops_key(fs, path, 1, key);
+    names_deadline(fs);
     if (!rc)
         rc = dir_empty(fs, path);
     if (!rc) {
@@ -748,6 +764,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (s != S3_OK)
             rc = s3_err("delete", key, s);
     }
+    s3_thread_deadline(0);
     if (!rc) {
         char *qkey = malloc(strlen(path) + 2);
         if (qkey) {

@@ -946,24 +946,36 @@ static long long mono_ms(void)
     return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* One try of a quota call while pockityd is down (r->quota_down): the
- * wait was spent by the call that found it down, so a close does not wait
- * write_wait_ms again, and a burst of closes does not queue up behind one
- * another's waits. One call tries at most every QUOTA_PROBE_MS (a frozen
- * pockityd makes the try last its timeout); the others fail at once. */
+/* pockityd answered a quota call: it is not down (any more). */
+static void quota_answered(struct remote *r, const char *what)
+{
+    atomic_fetch_add(&r->quota_answers, 1);
+    if (atomic_exchange(&r->quota_down, false))
+        log_info("pockityd answers again (%s)", what);
+}
+
+/* One try of a quota call a writer waits for, while pockityd is down
+ * (r->quota_down): the wait was spent by the call that found it down, so a
+ * close does not wait write_wait_ms again, and a burst of closes does not
+ * queue up behind one another's waits. One call tries at most every
+ * QUOTA_PROBE_MS (a frozen pockityd makes the try last its timeout); the
+ * others fail at once. */
 static int quota_probe(struct remote *r, const char *what, const char *method, const char *path,
                        json_t *req_body, long *status, json_t **out)
 {
     if (mono_ms() < atomic_load(&r->quota_probe_at) || atomic_exchange(&r->quota_probing, true))
         return -EIO;
+    if (mono_ms() < atomic_load(&r->quota_probe_at)) { /* another probe just ended */
+        atomic_store(&r->quota_probing, false);
+        return -EIO;
+    }
     char err[512];
     long try_ms = r->write_wait_ms < 1000 ? 1000 : r->write_wait_ms;
     int rc = remote_exchange_timeout(r, method, path, req_body,
                                      try_ms < r->timeout_ms ? try_ms : r->timeout_ms, status, out,
                                      err, sizeof(err));
     if (rc == 0 && !status_retryable(*status)) {
-        atomic_store(&r->quota_down, false);
-        log_info("pockityd answers again (%s)", what);
+        quota_answered(r, what);
     } else {
         if (rc == 0) {
             json_decref(*out);
@@ -977,11 +989,13 @@ static int quota_probe(struct remote *r, const char *what, const char *method, c
     return rc;
 }
 
-int remote_quota_call(struct remote *r, const char *what, const char *method, const char *path,
-                      json_t *req_body, long *status, json_t **out)
+/* A quota call; fast: fail at once while pockityd is down (quota_probe). */
+static int quota_call(struct remote *r, bool fast, const char *what, const char *method,
+                      const char *path, json_t *req_body, long *status, json_t **out)
 {
-    if (atomic_load(&r->quota_down))
+    if (fast && atomic_load(&r->quota_down))
         return quota_probe(r, what, method, path, req_body, status, out);
+    unsigned long long answers = atomic_load(&r->quota_answers);
     struct timespec deadline = ts_add_ms(mono_now(), r->write_wait_ms);
     int64_t pause = RETRY_FIRST_MS;
     char err[512];
@@ -993,8 +1007,9 @@ int remote_quota_call(struct remote *r, const char *what, const char *method, co
         int rc = remote_exchange_timeout(r, method, path, req_body, try_ms, status, out, err,
                                          sizeof(err));
         if (rc == 0 && !status_retryable(*status)) {
-            if (warned)
+            if (warned && !atomic_load(&r->quota_down))
                 log_info("pockityd answers again (%s)", what);
+            quota_answered(r, what);
             return 0;
         }
         if (rc == 0) {
@@ -1009,12 +1024,18 @@ int remote_quota_call(struct remote *r, const char *what, const char *method, co
             return -EIO;
         }
         left = ts_diff_ms(deadline, mono_now());
-        if (left <= 0 || atomic_load(&r->stopping)) {
-            log_error("%s failed: %s (gave up after %ld ms; quota calls now fail at once until "
-                      "pockityd answers)",
-                      what, err, r->write_wait_ms);
-            atomic_store(&r->quota_probe_at, mono_ms() + QUOTA_PROBE_MS);
-            atomic_store(&r->quota_down, true);
+        if (atomic_load(&r->stopping)) {
+            log_error("%s failed: %s (unmounting)", what, err);
+            return -EIO;
+        }
+        if (left <= 0) {
+            log_error("%s failed: %s (gave up after %ld ms)", what, err, r->write_wait_ms);
+            /* unless another call heard from pockityd since this one began */
+            if (atomic_load(&r->quota_answers) == answers) {
+                atomic_store(&r->quota_probe_at, mono_ms() + QUOTA_PROBE_MS);
+                if (!atomic_exchange(&r->quota_down, true))
+                    log_warn("pockityd counts as down: writes fail at once until it answers");
+            }
             return -EIO;
         }
         if (!warned) {
@@ -1029,6 +1050,18 @@ int remote_quota_call(struct remote *r, const char *what, const char *method, co
         sleep_ms(wait < left ? wait : left);
         pause = pause * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : pause * 2;
     }
+}
+
+int remote_quota_call(struct remote *r, const char *what, const char *method, const char *path,
+                      json_t *req_body, long *status, json_t **out)
+{
+    return quota_call(r, false, what, method, path, req_body, status, out);
+}
+
+int remote_quota_ask(struct remote *r, const char *what, const char *method, const char *path,
+                     json_t *req_body, long *status, json_t **out)
+{
+    return quota_call(r, true, what, method, path, req_body, status, out);
 }
 
 bool remote_quota_down(struct remote *r)
@@ -1133,8 +1166,8 @@ int remote_exact_reserve(struct remote *r, json_t *req, char id_out[64])
 {
     long status;
     json_t *body = NULL;
-    int rc = remote_quota_call(r, "quota reservation", "POST", "/v1/reservations", req, &status,
-                               &body);
+    int rc = remote_quota_ask(r, "quota reservation", "POST", "/v1/reservations", req, &status,
+                              &body);
     if (rc)
         return rc;
     if (status == 201 || status == 200) {

@@ -40,11 +40,13 @@ struct remote {
     atomic_int restriction;       /* RESTRICT_*: the latest word of pockityd on writes */
     atomic_bool stopping;         /* remote_free has begun: abort transfers */
     /* A quota call gave up after write_wait_ms and none has been answered
-     * since: while so, one call at a time tries once, at most every
-     * QUOTA_PROBE_MS, the others fail at once (remote_quota_call). */
+     * since: while so, of the calls writers wait for (remote_quota_ask) one
+     * at a time tries once, at most every QUOTA_PROBE_MS, the others fail
+     * at once. */
     atomic_bool quota_down;
     atomic_bool quota_probing;
     atomic_llong quota_probe_at; /* monotonic ms before which none tries */
+    atomic_ullong quota_answers; /* quota calls answered so far */
 
     /* Serialises session fetches, so a burst of ExpiredToken errors costs one. */
     pthread_mutex_t refresh_lock;
@@ -121,12 +123,17 @@ static inline int64_t ts_diff_ms(struct timespec a, struct timespec b)
 }
 
 /* Send a quota call, retrying with backoff while pockityd is unreachable or
- * unavailable, up to write_wait_ms; once a call has given up, the next ones
- * try once (one at a time, the others failing at once) until pockityd
- * answers again. Returns 0 with *status (never a retryable one) and *out
- * (may be NULL; the caller owns it), or -EIO. */
+ * unavailable, up to write_wait_ms in all. Returns 0 with *status (never a
+ * retryable one) and *out (may be NULL; the caller owns it), or -EIO. For
+ * what goes on in the background (commits, releases, deletion reports). */
 int remote_quota_call(struct remote *r, const char *what, const char *method, const char *path,
                       json_t *req_body, long *status, json_t **out);
+/* The same for a call a writer waits for (a reservation, an allowance):
+ * once a call has given up on pockityd, these try once (one at a time, at
+ * most every QUOTA_PROBE_MS, the others failing at once) until pockityd
+ * answers again. */
+int remote_quota_ask(struct remote *r, const char *what, const char *method, const char *path,
+                     json_t *req_body, long *status, json_t **out);
 /* The errno of a quota call's non-2xx answer, logging the server's reason. */
 int remote_quota_errno(struct remote *r, const char *what, long status, json_t *body);
 /* One exchange, no retry, with its own timeout. Returns 0 with *status and

@@ -577,6 +577,51 @@ def test_server_frozen():
         m.stop()
 
 
+def rgw_pid():
+    with open(os.path.join(os.environ["POCKITY_S3_DIR"], "run", "client.rgw.a.pid")) as f:
+        return int(f.read().split()[0])
+
+
+def test_storage_frozen():
+    """S3 stops answering (RGW stopped, as a full Ceph cluster does to
+    writes): mkdir, symlink, rmdir and unlink fail with ETIMEDOUT within
+    about write_timeout instead of the S3 client's minutes of retries, and
+    change nothing; once S3 answers, the mount goes on."""
+    pk = Pocket(D)
+    # attributes cached for a minute: no lookup meets the silent S3 (a
+    # lookup waits for the S3 client's own retries)
+    with Mount(D, pk, options=["write_timeout=3", "attr_timeout=60", "dir_timeout=60"]) as m:
+        os.mkdir(m.p("d0"))
+        write_file(m.p("gone"), b"x")
+        sh("sync %s" % m.path)  # uploaded: its unlink needs S3
+        calls = (("mkdir", lambda: os.mkdir(m.p("d1"))),
+                 ("symlink", lambda: os.symlink("target", m.p("l1"))),
+                 ("rmdir", lambda: os.rmdir(m.p("d0"))),
+                 ("unlink", lambda: os.unlink(m.p("gone"))))
+        pid = rgw_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for what, call in calls:
+                t0 = time.time()
+                try:
+                    call()
+                    rc = 0
+                except OSError as e:
+                    rc = e.errno
+                took = time.time() - t0
+                check(rc == errno.ETIMEDOUT,
+                      "%s without S3: %s" % (what, os.strerror(rc) if rc else "succeeded"))
+                check(took < 8, "%s fails within about write_timeout: %.1f s" % (what, took))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        check(os.path.isdir(m.p("d0")) and open(m.p("gone")).read() == "x",
+              "the failed calls changed nothing")
+        os.mkdir(m.p("d1"))
+        os.symlink("target", m.p("l1"))
+        check(os.path.isdir(m.p("d1")) and os.readlink(m.p("l1")) == "target",
+              "mkdir and symlink once S3 answers")
+
+
 def test_odd_names():
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
@@ -1574,7 +1619,7 @@ def test_uploaded_then_changed():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_server_frozen,
+         test_server_frozen, test_storage_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
