@@ -530,10 +530,12 @@ static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const str
     inode_put(&fs->inodes, in);
 }
 
-/* S3 calls that change names, not data (a marker, a link, a delete) get
+/* The S3 calls that change names (a marker, a link, a delete) get
  * write_timeout in all, retries included, instead of the S3 client's
- * minutes: a full Ceph cluster blocks writes without an error, and a
- * mkdir waited 182 s for its ETIMEDOUT. Not for calls that move data. */
+ * minutes: a full Ceph cluster blocks writes without an error, and a mkdir
+ * waited 182 s for its ETIMEDOUT. Set right before those calls (not before
+ * waits for locks or names), and not for calls that move data;
+ * s3_thread_deadline(0) lifts it. */
 static void names_deadline(struct fs *fs)
 {
     s3_thread_deadline((long)fs->opt.write_timeout * 1000);
