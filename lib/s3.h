@@ -208,4 +208,9 @@ const char *s3_last_error_detail(void);
  * thread for every retry of the client's configured timeouts. */
 void s3_thread_deadline(long ms);
 
+/* The calling thread's deadline, to put back with s3_thread_deadline_restore
+ * after a call that sets its own; 0 when there is none. */
+long long s3_thread_deadline_save(void);
+void s3_thread_deadline_restore(long long saved);
+
 #endif

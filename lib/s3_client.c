@@ -72,6 +72,16 @@ void s3_thread_deadline(long ms)
     deadline_ms = ms > 0 ? mono_ms() + ms : 0;
 }
 
+long long s3_thread_deadline_save(void)
+{
+    return deadline_ms;
+}
+
+void s3_thread_deadline_restore(long long saved)
+{
+    deadline_ms = saved;
+}
+
 /* Milliseconds left before this thread's deadline: -1 with none, 0 past it. */
 static long deadline_left(void)
 {

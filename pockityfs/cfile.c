@@ -337,12 +337,19 @@ static void destroy(struct cache *c, struct cfile *cf, int remove_file);
 
 /* The cfile kept for key, taken up by owner if it holds the object's
  * version (remote_size bytes, etag); a stale one goes. With c->lock held. */
+/* The cfile kept for key, or NULL. With c->lock held. */
+static struct cfile *kept_find(struct cache *c, const char *key)
+{
+    struct cfile *cf = c->kept ? *kept_chain(c, key) : NULL;
+    while (cf && strcmp(cf->key, key) != 0)
+        cf = cf->knext;
+    return cf;
+}
+
 static struct cfile *kept_take(struct cache *c, struct inode *owner, const char *key,
                                uint64_t remote_size, const char *etag)
 {
-    struct cfile *cf = *kept_chain(c, key);
-    while (cf && strcmp(cf->key, key) != 0)
-        cf = cf->knext;
+    struct cfile *cf = kept_find(c, key);
     if (!cf)
         return NULL;
     if (strcmp(cf->etag, etag) != 0 || cf->remote_size != remote_size || cf->size != remote_size) {
@@ -367,9 +374,7 @@ int cache_kept_etag(struct cache *c, const char *key, char etag[S3_ETAG_MAX])
 {
     int found = 0;
     pthread_mutex_lock(&c->lock);
-    struct cfile *cf = c->kept ? *kept_chain(c, key) : NULL;
-    while (cf && strcmp(cf->key, key) != 0)
-        cf = cf->knext;
+    struct cfile *cf = kept_find(c, key);
     if (cf) {
         snprintf(etag, S3_ETAG_MAX, "%s", cf->etag);
         found = 1;

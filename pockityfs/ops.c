@@ -58,8 +58,8 @@ static int s3_err(const char *what, const char *key, int st)
     return -s3_status_errno(st);
 }
 
-int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
-                int *has_marker)
+static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
+                   int *has_marker)
 {
     char key[S3_MAX_KEY_LEN + 2];
     *has_marker = 0;
@@ -112,6 +112,20 @@ int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_E
         return 0;
     }
     return -ENOENT;
+}
+
+/* A lookup's HEADs and listing get write_timeout in all (unless the caller
+ * set a deadline of its own): with S3 silent, a stat fails with ETIMEDOUT
+ * then instead of after the S3 client's retries, minutes later. */
+int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
+                int *has_marker)
+{
+    long long saved = s3_thread_deadline_save();
+    if (!saved)
+        s3_thread_deadline((long)fs->opt.write_timeout * 1000);
+    int rc = resolve(fs, path, st, etag, has_marker);
+    s3_thread_deadline_restore(saved);
+    return rc;
 }
 
 void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,

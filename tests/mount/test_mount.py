@@ -584,12 +584,14 @@ def rgw_pid():
 
 def test_storage_frozen():
     """S3 stops answering (RGW stopped, as a full Ceph cluster does to
-    writes): mkdir, symlink, rmdir and unlink fail with ETIMEDOUT within
+    writes): mkdir, symlink, rmdir, unlink and the stat of a name not
+    cached fail with ETIMEDOUT within
     about write_timeout instead of the S3 client's minutes of retries; once
     S3 answers, the mount goes on."""
     pk = Pocket(D)
-    # attributes cached for a minute: no lookup meets the silent S3 (a
-    # lookup waits for the S3 client's own retries)
+    # a folder whose listing the mount never read: a name in it is looked up
+    check(harness.s3_put_bytes(None, pk.pocket["prefix"] + "other/file", b"o") == 0, "put")
+    # attributes cached for a minute: the calls meet no lookup of their own
     with Mount(D, pk, options=["write_timeout=3", "attr_timeout=60", "dir_timeout=60"]) as m:
         os.mkdir(m.p("d0"))
         write_file(m.p("gone"), b"x")
@@ -597,7 +599,8 @@ def test_storage_frozen():
         calls = (("mkdir", lambda: os.mkdir(m.p("d1"))),
                  ("symlink", lambda: os.symlink("target", m.p("l1"))),
                  ("rmdir", lambda: os.rmdir(m.p("d0"))),
-                 ("unlink", lambda: os.unlink(m.p("gone"))))
+                 ("unlink", lambda: os.unlink(m.p("gone"))),
+                 ("stat", lambda: os.stat(m.p("other", "never-seen"))))
         pid = rgw_pid()
         os.kill(pid, signal.SIGSTOP)
         try:
