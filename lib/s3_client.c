@@ -58,6 +58,7 @@ struct s3_client {
 };
 
 static __thread char error_detail[512];
+#define RETRY_MIN_LEFT_MS 20           /* a retry needs this much of a deadline left */
 static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
 
 static long long mono_ms(void)
@@ -890,7 +891,7 @@ static int has_token(struct s3_client *c)
 }
 
 /* Full jitter: a random wait in [0, min(max, base * 2^n)] milliseconds. */
-static void backoff_sleep(const struct s3_client *c, int n)
+static long backoff_ms(const struct s3_client *c, int n)
 {
     static __thread unsigned int seed;
     if (!seed)
@@ -900,13 +901,23 @@ static void backoff_sleep(const struct s3_client *c, int n)
         ceiling *= 2;
     if (ceiling > c->backoff_max_ms)
         ceiling = c->backoff_max_ms;
-    long ms = (long)(rand_r(&seed) % (unsigned long)(ceiling + 1));
-    long left = deadline_left();
-    if (left >= 0 && ms > left)
-        ms = left;
+    return (long)(rand_r(&seed) % (unsigned long)(ceiling + 1));
+}
+
+static void sleep_ms(long ms)
+{
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+/* The caller's deadline ends the retries of a request that failed with rc. */
+static int no_time_left(int rc)
+{
+    char last[sizeof(error_detail)];
+    memcpy(last, error_detail, sizeof(last));
+    s3_set_error_detail("%s; no time left to retry", last);
+    return rc;
 }
 
 int s3_request(struct s3_client *c, struct s3_req *r)
@@ -931,14 +942,16 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         snprintf(hash, sizeof(hash), "%s", SIGV4_EMPTY_SHA256);
     }
 
-    int refreshed = 0;
+    int refreshed = 0, rc = S3_ERR_TIMEOUT;
     for (int retry = 0;; retry++) {
         if (deadline_left() == 0) {
+            if (r->attempts) /* the last real error is the one to give */
+                return no_time_left(rc);
             s3_set_error_detail("the caller's deadline passed before the request");
             return S3_ERR_TIMEOUT;
         }
         r->attempts++;
-        int rc = attempt(c, r, hash);
+        rc = attempt(c, r, hash);
         if (rc == S3_OK)
             return rc;
         if ((rc == S3_ERR_EXPIRED_TOKEN || (rc == S3_ERR_ACCESS_DENIED && has_token(c))) &&
@@ -955,14 +968,12 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         }
         if (!s3_status_retryable(rc) || retry >= c->max_retries)
             return rc;
-        if (deadline_left() == 0) {
-            char last[sizeof(error_detail)];
-            memcpy(last, error_detail, sizeof(last));
-            s3_set_error_detail("%s; no time left to retry", last);
-            return rc;
-        }
+        /* a retry the deadline would cut off at once is not waited for */
+        long wait = backoff_ms(c, retry), left = deadline_left();
+        if (left >= 0 && wait + RETRY_MIN_LEFT_MS > left)
+            return no_time_left(rc);
         atomic_fetch_add(&c->n_retries, 1);
-        backoff_sleep(c, retry);
+        sleep_ms(wait);
     }
 }
 

@@ -319,6 +319,10 @@ int allowance_reserve(struct remote *r, const char *key, uint64_t size, char id_
             break;
         }
         if (r->alw->fetching) {
+            if (remote_quota_down(r)) { /* that fetch is the one try: fail at once */
+                rc = -EIO;
+                break;
+            }
             pthread_cond_wait(&r->alw->cond, &r->alw->lock);
             continue;
         }

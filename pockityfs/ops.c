@@ -550,9 +550,14 @@ static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const str
  * waited 182 s for its ETIMEDOUT. Set right before those calls (not before
  * waits for locks or names), and not for calls that move data;
  * s3_thread_deadline(0) lifts it. */
+static long names_ms(struct fs *fs)
+{
+    return (long)fs->opt.write_timeout * 1000;
+}
+
 static void names_deadline(struct fs *fs)
 {
-    s3_thread_deadline((long)fs->opt.write_timeout * 1000);
+    s3_thread_deadline(names_ms(fs));
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -566,11 +571,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         rc = ops_key(fs, path, 1, key);
     struct stat st;
     new_stat(req, S_IFDIR | (mode & 07777), &st);
-    struct upload_body empty = {.fd = -1};
-    names_deadline(fs);
+    struct upload_body empty = {.fd = -1, .s3_ms = names_ms(fs)};
     if (!rc)
         rc = upload_put(fs, path, 1, &empty, &st, etag);
-    s3_thread_deadline(0);
     if (rc)
         fuse_reply_err(req, -rc);
     else
@@ -591,11 +594,9 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     struct stat st;
     new_stat(req, S_IFLNK | 0777, &st);
     st.st_size = (off_t)len;
-    struct upload_body body = {.fd = -1, .data = link, .size = len};
-    names_deadline(fs);
+    struct upload_body body = {.fd = -1, .data = link, .size = len, .s3_ms = names_ms(fs)};
     if (!rc)
         rc = upload_put(fs, path, 0, &body, &st, etag);
-    s3_thread_deadline(0);
     if (rc) {
         ops_leave(fs, path);
         fuse_reply_err(req, -rc);

@@ -1030,10 +1030,14 @@ static int quota_call(struct remote *r, bool fast, const char *what, const char 
         }
         if (left <= 0) {
             log_error("%s failed: %s (gave up after %ld ms)", what, err, r->write_wait_ms);
-            /* unless another call heard from pockityd since this one began */
+            /* unless another call heard from pockityd since this one began
+             * (checked again after: an answer may land in between) */
             if (atomic_load(&r->quota_answers) == answers) {
                 atomic_store(&r->quota_probe_at, mono_ms() + QUOTA_PROBE_MS);
-                if (!atomic_exchange(&r->quota_down, true))
+                bool was = atomic_exchange(&r->quota_down, true);
+                if (atomic_load(&r->quota_answers) != answers)
+                    atomic_store(&r->quota_down, false);
+                else if (!was)
                     log_warn("pockityd counts as down: writes fail at once until it answers");
             }
             return -EIO;
@@ -1252,7 +1256,10 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n)
     if (!r || (n && !keys))
         return -EINVAL;
     /* A commit queued before must not land after it: the ledger would count
-     * a deleted object. */
+     * a deleted object. Not while pockityd is down: the caller is an rm that
+     * has done its part, and reconciliation corrects the ledger. */
+    if (remote_quota_down(r))
+        return -EIO;
     if (!allowance_settle(r, r->write_wait_ms))
         log_warn("quota commits still pending: a deletion report may overtake them "
                  "(reconciliation will correct the usage)");
@@ -1275,8 +1282,8 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n)
             return -ENOMEM;
         long status;
         json_t *body = NULL;
-        int rc = remote_quota_call(r, "deletion report", "POST", "/v1/objects/deleted", req,
-                                   &status, &body);
+        int rc = remote_quota_ask(r, "deletion report", "POST", "/v1/objects/deleted", req, &status,
+                                  &body);
         json_decref(req);
         if (rc)
             return rc;

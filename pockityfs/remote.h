@@ -159,7 +159,8 @@ int remote_release(struct remote *r, const char *reservation_id);
 /* Report deleted keys (relative to the prefix), any number: sent in batches
  * of at most 1000 (a failed batch stops the rest), after the commits queued
  * before (remote_settle for up to write_wait_ms), so a commit of a key never
- * lands after its deletion. Returns 0, -EACCES (the key
+ * lands after its deletion. While pockityd counts as down it fails at once
+ * like a reservation (remote_quota_down). Returns 0, -EACCES (the key
  * may not write), -EINVAL (an empty, over-long or non-UTF-8 key) or -EIO. */
 int remote_deleted(struct remote *r, const char *const *keys, size_t n);
 

@@ -210,7 +210,11 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
         struct s3_fd f = {.fd = body->fd, .base = 0};
         struct s3_mem m = {.data = (void *)body->data, .len = body->size};
         struct s3_source src = body->fd >= 0 ? s3_source_fd(&f, body->size) : s3_source_mem(&m);
+        long long saved = s3_thread_deadline_save();
+        if (body->s3_ms)
+            s3_thread_deadline(body->s3_ms);
         int s = s3_put_object(fs->s3, key, &src, &opts, etag);
+        s3_thread_deadline_restore(saved);
         rc = s == S3_OK ? 0 : s3_fail("upload", key, s);
     }
     if (rc && landed) {

@@ -30,6 +30,7 @@ struct upload_body {
     const void *data;
     uint64_t size;
     struct stream *stream;
+    long s3_ms; /* the S3 calls' time in all, retries included (0: the client's) */
 };
 
 /* Upload path (relative to the pocket prefix; as_dir adds the '/' of a

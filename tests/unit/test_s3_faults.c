@@ -483,6 +483,7 @@ static void test_thread_deadline(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(secs >= 0.35 && secs < 1.5);
+    usleep(50 * 1000); /* the server has counted what was sent */
     int sent = s->n_requests;
     assert_true(sent >= 1);
     assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
@@ -496,6 +497,31 @@ static void test_thread_deadline(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(secs >= 0.55); /* the client's own timeout again */
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static enum action slow_down(struct server *s, int i, const struct request *r, struct buf *b)
+{
+    reply_status(b, 503, NULL, error_xml("SlowDown"));
+    return REPLY;
+}
+
+/* Retries end when the deadline would cut the next one off, with the
+ * server's error, not a "deadline passed" that hides it. */
+static void test_deadline_keeps_last_error(void **state)
+{
+    struct server *s = server_start(slow_down);
+    struct s3_client *c = client_for(s, 1000, 3000);
+    s3_thread_deadline(150);
+    struct s3_head h;
+    int rc = s3_head_object(c, "k", &h);
+    s3_thread_deadline(0);
+    /* the last try may itself be cut short by the deadline */
+    assert_true(rc == S3_ERR_SLOW_DOWN || rc == S3_ERR_TIMEOUT);
+    assert_true(s->n_requests >= 2);
+    assert_non_null(strstr(s3_last_error_detail(), "no time left to retry"));
+    assert_null(strstr(s3_last_error_detail(), "before the request"));
     s3_client_free(c);
     server_stop(s);
 }
@@ -1108,6 +1134,7 @@ int main(void)
             cmocka_unit_test(test_garbage_status_line),
             cmocka_unit_test(test_hanging_server_times_out),
             cmocka_unit_test(test_thread_deadline),
+            cmocka_unit_test(test_deadline_keeps_last_error),
             cmocka_unit_test(test_connection_refused),
             cmocka_unit_test(test_keepalive_and_metadata),
             cmocka_unit_test(test_wire_encoding_and_signing_headers),
