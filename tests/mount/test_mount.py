@@ -19,6 +19,7 @@ import traceback
 
 import harness
 import mountlib
+import random_ops
 from mountlib import Mount, Pocket, sh
 
 D = None  # the pockityd of this run
@@ -649,6 +650,39 @@ def test_storage_frozen():
         check(os.path.isdir(m.p("d2")) and os.readlink(m.p("l2")) == "target",
               "mkdir and symlink once S3 answers")
         check({"d2", "l2"} <= set(os.listdir(m.path)), "listing once S3 answers")
+
+
+def test_random_ops():
+    """Seeded random opens, writes (holes, O_APPEND, up to 3 MiB), reads,
+    truncates, fsyncs, closes, renames and unlinks, several handles at once:
+    every read and stat matches a model (random_ops). Once every handle is
+    closed the mount is killed: a remount on the same cache, S3 itself and a
+    mount with a new cache all hold the model's files. The second seed runs
+    with a 16 MiB cache, so that files are evicted and streamed."""
+    for seed, options in ((1, []), (2, ["cache_size=16M"])):
+        pk = Pocket(D)
+        prefix = pk.pocket["prefix"]
+        m = Mount(D, pk, options=options)
+        try:
+            r = random_ops.RandomOps(m.path, seed)
+            r.run(500)
+            r.check_all()
+            r.close_all()
+            m.kill()  # what close returned 0 for is in S3 or the journal
+            m.start()
+            r.check_all()
+        finally:
+            m.stop()
+        rc, out, _ = root_s3("ls", prefix)
+        keys = {ln.split(" ", 1)[1][len(prefix):] for ln in out.splitlines() if " " in ln}
+        check(rc == 0 and keys == set(r.expected()) | {"d/"},
+              "seed %d: S3 holds %s, the model %s" % (seed, sorted(keys), sorted(r.expected())))
+        for name, body in r.expected().items():
+            check(s3_get(prefix + name) == body, "seed %d: S3's %s as in the model" % (seed, name))
+        with Mount(D, pk, options=options) as fresh:
+            r.check_all(fresh.path)
+        print("  seed %d%s: %d operations match the model"
+              % (seed, " " + ",".join(options) if options else "", len(r.log)))
 
 
 def test_odd_names():
@@ -1646,7 +1680,7 @@ def test_uploaded_then_changed():
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_odd_names, test_quota,
+TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_server_frozen, test_storage_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,

@@ -1,0 +1,218 @@
+"""A seeded random sequence of file operations on a mount, checked against
+an in-memory model of what POSIX promises: every read, stat and listing
+must match the model, and so must what S3 holds once the files are closed.
+
+The model keeps inodes apart from names, so that the cases a storage mount
+gets wrong are covered: writes through a handle whose name was renamed,
+replaced or unlinked; reads through one handle of what another wrote;
+holes past the end; truncation under an open handle; O_APPEND."""
+
+import os
+import random
+
+NAMES = ["a", "b", "c", "d/e", "d/f"]
+MAX_SIZE = 12 << 20
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+class RandomOps:
+    def __init__(self, root, seed):
+        self.root = root
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.data = {}   # inode id -> bytearray
+        self.names = {}  # name -> inode id
+        self.fds = []    # [fd, inode id, append]
+        self.next_id = 0
+        self.log = []    # the operations so far, for a failure's message
+        os.makedirs(os.path.join(root, "d"), exist_ok=True)
+
+    def p(self, name):
+        return os.path.join(self.root, name)
+
+    def fail(self, what):
+        tail = "\n  ".join(self.log[-15:])
+        raise Mismatch("seed %d, op %d: %s\n  last operations:\n  %s"
+                       % (self.seed, len(self.log), what, tail))
+
+    def note(self, text):
+        self.log.append(text)
+
+    # --- operations ---------------------------------------------------------------
+
+    def op_open(self):
+        if len(self.fds) >= 6:
+            return self.op_close()
+        name = self.rng.choice(NAMES)
+        append = self.rng.random() < 0.2
+        trunc = self.rng.random() < 0.1
+        flags = os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else 0) | (
+            os.O_TRUNC if trunc else 0)
+        self.note("open %s%s%s" % (name, " append" if append else "", " trunc" if trunc else ""))
+        fd = os.open(self.p(name), flags, 0o644)
+        if name not in self.names:
+            self.names[name] = self.next_id
+            self.data[self.next_id] = bytearray()
+            self.next_id += 1
+        ino = self.names[name]
+        if trunc:
+            del self.data[ino][:]
+        self.fds.append([fd, ino, append])
+
+    def pick_fd(self):
+        if not self.fds:
+            self.op_open()
+        return self.rng.choice(self.fds)
+
+    def op_write(self):
+        fd, ino, append = self.pick_fd()
+        buf = self.data[ino]
+        r = self.rng.random()
+        n = (self.rng.randint(1, 4096) if r < 0.5 else
+             self.rng.randint(4097, 256 << 10) if r < 0.9 else
+             self.rng.randint(256 << 10, 3 << 20))
+        r = self.rng.random()
+        off = (self.rng.randint(0, len(buf)) if r < 0.6 else
+               len(buf) if r < 0.8 else
+               len(buf) + self.rng.randint(1, 3 << 20))
+        if off + n > MAX_SIZE:
+            off, n = max(0, MAX_SIZE - n), min(n, MAX_SIZE)
+        chunk = self.rng.randbytes(n)
+        if append:
+            off = len(buf)
+            self.note("append %d at %d (fd %d)" % (n, off, fd))
+            got = os.write(fd, chunk)
+        else:
+            self.note("pwrite %d at %d (fd %d)" % (n, off, fd))
+            got = os.pwrite(fd, chunk, off)
+        if got != n:
+            self.fail("short write: %d of %d" % (got, n))
+        if off > len(buf):
+            buf.extend(bytes(off - len(buf)))
+        buf[off:off + n] = chunk
+
+    def op_read(self):
+        fd, ino, _ = self.pick_fd()
+        buf = self.data[ino]
+        off = self.rng.randint(0, len(buf) + 4096)
+        n = self.rng.randint(1, 1 << 20)
+        self.note("pread %d at %d (fd %d)" % (n, off, fd))
+        got = os.pread(fd, n, off)
+        if got != bytes(buf[off:off + n]):
+            self.fail("pread %d at %d: %d bytes differ from the model's %d"
+                      % (n, off, len(got), len(buf[off:off + n])))
+
+    def op_truncate(self):
+        fd, ino, _ = self.pick_fd()
+        buf = self.data[ino]
+        size = self.rng.choice([0, self.rng.randint(0, len(buf)),
+                                len(buf) + self.rng.randint(1, 1 << 20)])
+        self.note("ftruncate %d (fd %d)" % (size, fd))
+        os.ftruncate(fd, size)
+        if size < len(buf):
+            del buf[size:]
+        else:
+            buf.extend(bytes(size - len(buf)))
+
+    def op_fsync(self):
+        fd, _, _ = self.pick_fd()
+        self.note("fsync (fd %d)" % fd)
+        os.fsync(fd)
+
+    def op_close(self):
+        if not self.fds:
+            return
+        entry = self.rng.choice(self.fds)
+        self.fds.remove(entry)
+        self.note("close (fd %d)" % entry[0])
+        os.close(entry[0])
+
+    def op_rename(self):
+        if not self.names:
+            return
+        src = self.rng.choice(sorted(self.names))
+        dst = self.rng.choice(NAMES)
+        self.note("rename %s %s" % (src, dst))
+        os.rename(self.p(src), self.p(dst))
+        if src != dst:
+            self.names[dst] = self.names.pop(src)
+
+    def op_unlink(self):
+        if not self.names:
+            return
+        name = self.rng.choice(sorted(self.names))
+        self.note("unlink %s" % name)
+        os.unlink(self.p(name))
+        del self.names[name]
+
+    def op_forget(self):
+        """Drop the kernel's cached pages of a file: the next reads come
+        from the mount (its cache, its read-ahead or S3)."""
+        fd, _, _ = self.pick_fd()
+        self.note("fadvise dontneed (fd %d)" % fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def op_stat(self):
+        name = self.rng.choice(NAMES)
+        self.note("stat %s" % name)
+        try:
+            size = os.stat(self.p(name)).st_size
+        except FileNotFoundError:
+            size = None
+        want = len(self.data[self.names[name]]) if name in self.names else None
+        if size != want:
+            self.fail("stat %s: size %r, the model has %r" % (name, size, want))
+
+    def op_read_whole(self):
+        name = self.rng.choice(NAMES)
+        self.note("read %s" % name)
+        self.check_name(name)
+
+    OPS = [(op_open, 10), (op_write, 30), (op_read, 15), (op_truncate, 5), (op_fsync, 4),
+           (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_forget, 5), (op_stat, 8),
+           (op_read_whole, 10)]
+
+    def run(self, n):
+        ops = [op for op, _ in self.OPS]
+        weights = [w for _, w in self.OPS]
+        for _ in range(n):
+            self.rng.choices(ops, weights)[0](self)
+
+    # --- checks -------------------------------------------------------------------
+
+    def check_name(self, name, root=None):
+        path = os.path.join(root or self.root, name)
+        try:
+            with open(path, "rb") as f:
+                got = f.read()
+        except FileNotFoundError:
+            got = None
+        want = bytes(self.data[self.names[name]]) if name in self.names else None
+        if got != want:
+            self.fail("%s holds %s, the model %s" % (
+                path, "nothing" if got is None else "%d bytes" % len(got),
+                "nothing" if want is None else "%d bytes" % len(want)))
+
+    def close_all(self):
+        for fd, _, _ in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.note("close all")
+
+    def check_all(self, root=None):
+        """Every name as in the model, and no other file, under root (the
+        mount by default: another mount of the same pocket may be given)."""
+        root = root or self.root
+        for name in NAMES:
+            self.check_name(name, root)
+        have = {os.path.relpath(os.path.join(d, f), root)
+                for d, _, files in os.walk(root) for f in files}
+        if have != set(self.names):
+            self.fail("files %s, the model %s" % (sorted(have), sorted(self.names)))
+
+    def expected(self):
+        """name -> content, for a check of S3 itself."""
+        return {name: bytes(self.data[ino]) for name, ino in self.names.items()}
