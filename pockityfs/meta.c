@@ -30,7 +30,7 @@ static void base_stat(struct stat *st, const struct meta_defaults *d)
     st->st_blksize = 4096;
 }
 
-static void set_size(struct stat *st, uint64_t size)
+void meta_set_size(struct stat *st, uint64_t size)
 {
     st->st_size = (off_t)size;
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
@@ -43,10 +43,10 @@ void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct met
     if (is_dir) {
         st->st_mode = S_IFDIR | d->dir_mode;
         st->st_nlink = 2;
-        set_size(st, 4096);
+        meta_set_size(st, 4096);
     } else {
         st->st_mode = S_IFREG | d->file_mode;
-        set_size(st, size);
+        meta_set_size(st, size);
     }
     st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = mtime;
 }

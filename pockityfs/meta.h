@@ -27,6 +27,9 @@ struct meta_defaults {
 void meta_to_stat(const struct s3_head *head, int is_marker, const struct meta_defaults *d,
                   struct stat *st);
 
+/* st's size and the 512-byte blocks it takes (du and ls -s read those). */
+void meta_set_size(struct stat *st, uint64_t size);
+
 /* Attributes of an entry known only from a listing: a directory (a common
  * prefix) or a file of size bytes modified at mtime. */
 void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct meta_defaults *d,

@@ -146,8 +146,7 @@ static void fill_size(struct inode *in, struct stat *out)
 {
     *out = in->st;
     if (in->cf && S_ISREG(in->st.st_mode) && (in->cf->dirty || in->opens)) {
-        out->st_size = (off_t)in->cf->size;
-        out->st_blocks = (blkcnt_t)((in->cf->size + 511) / 512);
+        meta_set_size(out, in->cf->size);
     }
 }
 

@@ -181,7 +181,7 @@ int ops_sync(struct fs *fs, struct inode *in)
         rc = refused; /* journaled below; uploaded once writes are allowed again */
     char etag[S3_ETAG_MAX] = "", id[64];
     struct stat st = in->st;
-    st.st_size = (off_t)cf->size;
+    meta_set_size(&st, cf->size);
     if (!rc) {
         struct upload_body body = {.fd = fd, .data = cf->mem, .size = cf->size, .stream = stream};
         stream = NULL;
@@ -284,7 +284,7 @@ int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle
         return rc;
     clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
     in->st.st_ctim = in->st.st_mtim;
-    in->st.st_size = (off_t)size;
+    meta_set_size(&in->st, size);
     flusher_note(fs->flusher, in);
     /* truncate(2) by name: no flush will follow */
     if (!open_handle)
@@ -501,7 +501,7 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
             n = cfile_write(&fs->cache, in->cf, &src, (uint64_t)off, buf, size);
         if (n >= 0) {
             flusher_note(fs->flusher, in);
-            in->st.st_size = (off_t)in->cf->size;
+            meta_set_size(&in->st, in->cf->size);
             clock_gettime(CLOCK_REALTIME, &in->st.st_mtim);
             in->st.st_ctim = in->st.st_mtim;
             stream_feed(fs, in, key);
@@ -650,7 +650,7 @@ static int replay_one(struct fs *fs, const struct journal_entry *e)
     if (!in->cf && (e->file[0] ? cfile_adopt(&fs->cache, in, e->file, &in->cf)
                                : cfile_adopt_mem(&fs->cache, in, e->data, e->size, &in->cf)) == 0) {
         st.st_nlink = 1;
-        st.st_size = (off_t)in->cf->size;
+        meta_set_size(&st, in->cf->size);
         st.st_blksize = 4096;
         st.st_ctim = st.st_atim = st.st_mtim;
         ops_set_attr(fs, in, &st, "", 0, 1);

@@ -159,12 +159,16 @@ class RandomOps:
         name = self.rng.choice(NAMES)
         self.note("stat %s" % name)
         try:
-            size = os.stat(self.p(name)).st_size
+            st = os.stat(self.p(name))
+            size = st.st_size
         except FileNotFoundError:
             size = None
         want = len(self.data[self.names[name]]) if name in self.names else None
         if size != want:
             self.fail("stat %s: size %r, the model has %r" % (name, size, want))
+        # no file here is sparse: du and ls -s count every byte
+        if size is not None and st.st_blocks != (size + 511) // 512:
+            self.fail("stat %s: %d blocks for %d bytes" % (name, st.st_blocks, size))
 
     def op_read_whole(self):
         name = self.rng.choice(NAMES)
