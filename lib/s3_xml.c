@@ -278,6 +278,30 @@ static int take_text(const char *text, int url, int optional, char **out)
     return *out ? S3_OK : S3_ERR_NOMEM;
 }
 
+/* An ETag element's text, quoted as in an ETag header: RGW quotes it in
+ * listings but not in a CopyObjectResult, and a mount compares ETags from
+ * both with the ones of HEAD and GET. */
+static int take_etag(const char *text, int optional, char **out)
+{
+    int rc = take_text(text, 0, optional, out);
+    if (rc || !*out || **out == '"')
+        return rc;
+    size_t n = strlen(*out);
+    char *q = malloc(n + 3);
+    if (!q) {
+        free(*out);
+        *out = NULL;
+        return S3_ERR_NOMEM;
+    }
+    q[0] = '"';
+    memcpy(q + 1, *out, n);
+    q[n + 1] = '"';
+    q[n + 2] = '\0';
+    free(*out);
+    *out = q;
+    return S3_OK;
+}
+
 /* calloc for n elements that returns non-NULL for n == 0 too. */
 static void *alloc_array(size_t n, size_t size)
 {
@@ -318,7 +342,7 @@ static int decode_object(const struct xml_node *c, int url, struct s3_object_inf
     if (!rc)
         rc = parse_u64(xml_child_text(c, "Size"), &obj->size);
     if (!rc)
-        rc = take_text(xml_child_text(c, "ETag"), 0, 1, &obj->etag);
+        rc = take_etag(xml_child_text(c, "ETag"), 1, &obj->etag);
     if (!rc && parse_time(xml_child_text(c, "LastModified"), &obj->last_modified))
         obj->last_modified = 0;
     return rc;
@@ -425,7 +449,7 @@ int s3_xml_parse_etag_result(const char *body, size_t len, char **etag, struct s
     if (rc)
         return rc;
     char *value;
-    rc = take_text(xml_child_text(root, "ETag"), 0, 0, &value);
+    rc = take_etag(xml_child_text(root, "ETag"), 0, &value);
     xml_doc_free(doc);
     if (!rc)
         *etag = value;
@@ -443,7 +467,7 @@ int s3_xml_parse_complete(const char *body, size_t len, char **etag, struct s3_e
     int rc = open_result(body, len, roots, &doc, &root, err);
     if (rc)
         return rc;
-    rc = take_text(xml_child_text(root, "ETag"), 0, 1, etag);
+    rc = take_etag(xml_child_text(root, "ETag"), 1, etag);
     xml_doc_free(doc);
     return rc;
 }
@@ -468,7 +492,7 @@ static int decode_parts(const struct xml_node *root, struct s3_part_list *list)
         if (!rc)
             rc = parse_u64(xml_child_text(p, "Size"), &part->size);
         if (!rc)
-            rc = take_text(xml_child_text(p, "ETag"), 0, 0, &part->etag);
+            rc = take_etag(xml_child_text(p, "ETag"), 0, &part->etag);
         if (rc)
             return rc;
     }
