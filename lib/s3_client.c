@@ -911,13 +911,15 @@ static void sleep_ms(long ms)
         ;
 }
 
-/* The caller's deadline ends the retries of a request that failed with rc. */
-static int no_time_left(int rc)
+/* The caller's deadline ends the retries of a request. The error to give
+ * is the last one the deadline did not cause: real (0: none) with its
+ * detail, else rc, the last try's. */
+static int no_time_left(int rc, int real, const char *real_detail)
 {
     char last[sizeof(error_detail)];
-    memcpy(last, error_detail, sizeof(last));
+    memcpy(last, real ? real_detail : error_detail, sizeof(last));
     s3_set_error_detail("%s; no time left to retry", last);
-    return rc;
+    return real ? real : rc;
 }
 
 int s3_request(struct s3_client *c, struct s3_req *r)
@@ -942,11 +944,12 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         snprintf(hash, sizeof(hash), "%s", SIGV4_EMPTY_SHA256);
     }
 
-    int refreshed = 0, rc = S3_ERR_TIMEOUT;
+    int refreshed = 0, rc = S3_ERR_TIMEOUT, real = 0;
+    char real_detail[sizeof(error_detail)] = "";
     for (int retry = 0;; retry++) {
         if (deadline_left() == 0) {
-            if (r->attempts) /* the last real error is the one to give */
-                return no_time_left(rc);
+            if (r->attempts)
+                return no_time_left(rc, real, real_detail);
             s3_set_error_detail("the caller's deadline passed before the request");
             return S3_ERR_TIMEOUT;
         }
@@ -954,6 +957,10 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         rc = attempt(c, r, hash);
         if (rc == S3_OK)
             return rc;
+        if (rc != S3_ERR_TIMEOUT || deadline_left() != 0) { /* not cut short by the deadline */
+            real = rc;
+            memcpy(real_detail, error_detail, sizeof(real_detail));
+        }
         if ((rc == S3_ERR_EXPIRED_TOKEN || (rc == S3_ERR_ACCESS_DENIED && has_token(c))) &&
             c->refresh && !refreshed) {
             refreshed = 1;
@@ -971,7 +978,7 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         /* a retry the deadline would cut off at once is not waited for */
         long wait = backoff_ms(c, retry), left = deadline_left();
         if (left >= 0 && wait + RETRY_MIN_LEFT_MS > left)
-            return no_time_left(rc);
+            return no_time_left(rc, real, real_detail);
         atomic_fetch_add(&c->n_retries, 1);
         sleep_ms(wait);
     }

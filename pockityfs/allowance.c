@@ -319,7 +319,9 @@ int allowance_reserve(struct remote *r, const char *key, uint64_t size, char id_
             break;
         }
         if (r->alw->fetching) {
-            if (remote_quota_down(r)) { /* that fetch is the one try: fail at once */
+            /* pockityd counts as down: fail at once, as a fetch of our own
+             * would, instead of waiting out that fetch's try */
+            if (remote_quota_down(r)) {
                 rc = -EIO;
                 break;
             }

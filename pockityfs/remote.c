@@ -1257,10 +1257,9 @@ int remote_deleted(struct remote *r, const char *const *keys, size_t n)
         return -EINVAL;
     /* A commit queued before must not land after it: the ledger would count
      * a deleted object. Not while pockityd is down: the caller is an rm that
-     * has done its part, and reconciliation corrects the ledger. */
-    if (remote_quota_down(r))
-        return -EIO;
-    if (!allowance_settle(r, r->write_wait_ms))
+     * has done its part, the report then fails at once unless it is the one
+     * try (remote_quota_ask), and reconciliation corrects the ledger. */
+    if (!remote_quota_down(r) && !allowance_settle(r, r->write_wait_ms))
         log_warn("quota commits still pending: a deletion report may overtake them "
                  "(reconciliation will correct the usage)");
     for (size_t start = 0; start < n; start += DELETE_BATCH) {
