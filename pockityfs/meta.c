@@ -36,6 +36,11 @@ void meta_set_size(struct stat *st, uint64_t size)
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
 }
 
+int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d)
+{
+    return !S_ISREG(st->st_mode) || ((st->st_mode ^ d->file_mode) & 07111);
+}
+
 void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct meta_defaults *d,
                        struct stat *st)
 {

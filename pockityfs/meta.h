@@ -27,6 +27,13 @@ struct meta_defaults {
 void meta_to_stat(const struct s3_head *head, int is_marker, const struct meta_defaults *d,
                   struct stat *st);
 
+/* Whether a listing, which shows an object as S_IFREG | d->file_mode, would
+ * misstate st in a way that matters: its type, or its execute and set-id
+ * bits (it may show the other permission bits wrong). Such objects are
+ * uploaded multipart: a listing shows that by their ETag, and the mount
+ * reads their attributes from the object instead. */
+int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d);
+
 /* st's size and the 512-byte blocks it takes (du and ls -s read those). */
 void meta_set_size(struct stat *st, uint64_t size);
 

@@ -422,6 +422,14 @@ static int store_meta(struct fs *fs, struct inode *in)
     }
     char etag[S3_ETAG_MAX];
     struct upload_body body;
+    /* a listing must tell an executable by its ETag (see upload.c): it is
+     * uploaded again, multipart, since RGW denies STS sessions the
+     * UploadPartCopy that would do it in place; one too large to upload
+     * again keeps a plain copy, which listings show without its x bits */
+    if (S_ISREG(in->st.st_mode) && meta_listing_misstates(&in->st, &fs->defaults) &&
+        !strchr(in->etag, '-') && (uint64_t)in->st.st_size <= REPUT_MAX &&
+        (rc = ops_fetch_whole(fs, in)) != 0)
+        goto done;
     if (!is_dir && cached_body(fs, in, &body)) {
         rc = upload_put(fs, path, 0, &body, &in->st, etag);
         cached_done(fs, in);
@@ -547,13 +555,14 @@ static void reply_new(fuse_req_t req, struct fs *fs, const char *path, const str
  * write_timeout in all, retries included, instead of the S3 client's
  * minutes: a full Ceph cluster blocks writes without an error, and a mkdir
  * waited 182 s for its ETIMEDOUT. Set right before those calls (not before
- * waits for locks or names), and not for calls that move data;
- * s3_thread_deadline(0) lifts it. */
+ * waits for locks or names, nor a quota reservation), and not for calls
+ * that move data; s3_thread_deadline(0) lifts it. */
 static long names_ms(struct fs *fs)
 {
     return (long)fs->opt.write_timeout * 1000;
 }
 
+/* names_ms for the calls of this thread from now on */
 static void names_deadline(struct fs *fs)
 {
     s3_thread_deadline(names_ms(fs));

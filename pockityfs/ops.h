@@ -11,7 +11,8 @@ struct dent {
     uint64_t size;
     time_t mtime;
     int is_dir;
-    uint64_t etag; /* a hash of the object's ETag (ops_etag_hash), 0 when unknown */
+    uint64_t etag;   /* a hash of the object's ETag (ops_etag_hash), 0 when unknown */
+    int meta_hidden; /* a multipart object: its type and mode may not be the defaults */
 };
 
 /* A 64-bit hash of an ETag, never 0. */
@@ -73,6 +74,9 @@ int ops_sync(struct fs *fs, struct inode *in);
  * change about to be journaled; a file open while its name goes). Caller
  * holds in->lock. Returns 0 or -errno. */
 int ops_fill(struct fs *fs, struct inode *in);
+
+/* ops_fill, giving in a cache file first if it has none. */
+int ops_fetch_whole(struct fs *fs, struct inode *in);
 
 /* Around any change to S3 (an upload, a delete, a marker, new attributes,
  * a new file), before taking any inode's lock: enter the names (names.h)

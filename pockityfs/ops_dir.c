@@ -108,8 +108,12 @@ static int add_dent(struct listing *l, const char *key, int prefix, uint64_t siz
         free(s); /* a file and a directory of one name: the file is shown */
         return 0;
     }
-    l->e[l->n++] = (struct dent){s, prefix ? 0 : size, prefix ? 0 : mtime, is_dir,
-                                 etag && *etag ? ops_etag_hash(etag) : 0};
+    l->e[l->n++] = (struct dent){.name = s,
+                                 .size = prefix ? 0 : size,
+                                 .mtime = mtime,
+                                 .is_dir = is_dir,
+                                 .etag = etag && *etag ? ops_etag_hash(etag) : 0,
+                                 .meta_hidden = !is_dir && etag && strchr(etag, '-')};
     return 0;
 }
 
@@ -151,6 +155,7 @@ static int listing_fetch(struct fs *fs, struct listing *l)
         return -s3_status_errno(st);
     }
     int rc = 0;
+    time_t listed_at = time(NULL); /* a prefix has no time of its own */
     pthread_mutex_lock(&l->lock);
     size_t o = 0, p = 0;
     while (!rc && (o < page.n_objects || p < page.n_prefixes)) {
@@ -159,7 +164,7 @@ static int listing_fetch(struct fs *fs, struct listing *l)
             const struct s3_object_info *obj = &page.objects[o++];
             rc = add_dent(l, obj->key, 0, obj->size, obj->last_modified, obj->etag);
         } else {
-            rc = add_dent(l, page.prefixes[p++], 1, 0, 0, NULL);
+            rc = add_dent(l, page.prefixes[p++], 1, 0, listed_at, NULL);
         }
     }
     l->pages++;
@@ -556,7 +561,10 @@ void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* Attributes for a listed entry: ours when we know better (pending data,
- * metadata seen, still fresh), else the listing's. Caller holds in->lock. */
+ * metadata seen, still fresh), else the listing's; for a multipart object,
+ * whose type and mode a listing cannot tell (pockityfs uploads symlinks and
+ * modes other than the defaults that way), the object's own, read now.
+ * Caller holds in->lock. */
 static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *de)
 {
     if (in->cf && in->cf->dirty)
@@ -580,6 +588,17 @@ static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *
         st.st_ctim = in->st.st_ctim;
         ops_set_attr(fs, in, &st, in->etag, in->has_marker, 1);
         return;
+    }
+    char *path = NULL, etag[S3_ETAG_MAX];
+    int has_marker;
+    if (de->meta_hidden && inode_path(&fs->inodes, in, &path) == 0) {
+        struct stat head;
+        int rc = ops_resolve(fs, path, &head, etag, &has_marker);
+        free(path);
+        if (rc == 0) {
+            ops_set_attr(fs, in, &head, etag, has_marker, 1);
+            return;
+        }
     }
     ops_set_attr(fs, in, &st, "", in->has_marker, 0);
     in->etag_hash = de->is_dir ? 0 : de->etag; /* cached blocks of it still serve */

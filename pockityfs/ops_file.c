@@ -70,6 +70,12 @@ static int ensure_cfile(struct fs *fs, struct inode *in)
                      &in->cf);
 }
 
+int ops_fetch_whole(struct fs *fs, struct inode *in)
+{
+    int rc = ensure_cfile(fs, in);
+    return rc ? rc : ops_fill(fs, in);
+}
+
 void ops_resv_drop(struct fs *fs, struct cfile *cf)
 {
     if (!cf)

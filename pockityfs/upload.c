@@ -35,7 +35,8 @@ struct mp {
     struct fs *fs;
     const char *key;
     const char *upload_id;
-    int fd;
+    int fd;           /* the body: this file, */
+    const char *data; /* else these bytes */
     uint64_t size, part_size;
     int n_parts;
     pthread_mutex_t lock; /* guards next and status */
@@ -56,7 +57,8 @@ static void *mp_worker(void *arg)
         uint64_t off = (uint64_t)(n - 1) * m->part_size;
         uint64_t len = m->size - off < m->part_size ? m->size - off : m->part_size;
         struct s3_fd f = {.fd = m->fd, .base = off};
-        struct s3_source src = s3_source_fd(&f, len);
+        struct s3_mem mem = {.data = (void *)(m->data + off), .len = len};
+        struct s3_source src = m->fd >= 0 ? s3_source_fd(&f, len) : s3_source_mem(&mem);
         int st =
                 s3_multipart_upload_part(m->fs->s3, m->key, m->upload_id, n, &src, m->etags[n - 1]);
         if (st != S3_OK) {
@@ -103,15 +105,21 @@ int upload_complete(struct s3_client *s3, const char *key, const char *upload_id
     return st;
 }
 
-static int put_multipart(struct fs *fs, const char *key, int fd, uint64_t size,
+static int put_multipart(struct fs *fs, const char *key, const struct upload_body *body,
                          const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
+    uint64_t size = body->size;
     char *upload_id = NULL;
     int st = s3_multipart_create(fs->s3, key, opts, &upload_id);
     if (st != S3_OK)
         return s3_fail("start the upload of", key, st);
     journal_upload_add(fs->journal, key, upload_id);
-    struct mp m = {.fs = fs, .key = key, .upload_id = upload_id, .fd = fd, .size = size};
+    struct mp m = {.fs = fs,
+                   .key = key,
+                   .upload_id = upload_id,
+                   .fd = body->fd,
+                   .data = body->data,
+                   .size = size};
     m.part_size = upload_part_size(size);
     m.n_parts = (int)((size + m.part_size - 1) / m.part_size);
     m.next = 1;
@@ -202,21 +210,22 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
             rc = s == S3_OK ? 0 : s3_fail("set the attributes of", key, s);
         }
     }
+    long long saved = s3_thread_deadline_save();
+    if (body->s3_ms)
+        s3_thread_deadline(body->s3_ms);
     if (rc != -EAGAIN) {
         /* finished by its stream */
-    } else if (body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) {
-        rc = put_multipart(fs, key, body->fd, body->size, &opts, etag);
+    } else if ((body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) ||
+               (!as_dir && body->size > 0 && meta_listing_misstates(st, &fs->defaults))) {
+        rc = put_multipart(fs, key, body, &opts, etag);
     } else {
         struct s3_fd f = {.fd = body->fd, .base = 0};
         struct s3_mem m = {.data = (void *)body->data, .len = body->size};
         struct s3_source src = body->fd >= 0 ? s3_source_fd(&f, body->size) : s3_source_mem(&m);
-        long long saved = s3_thread_deadline_save();
-        if (body->s3_ms)
-            s3_thread_deadline(body->s3_ms);
         int s = s3_put_object(fs->s3, key, &src, &opts, etag);
-        s3_thread_deadline_restore(saved);
         rc = s == S3_OK ? 0 : s3_fail("upload", key, s);
     }
+    s3_thread_deadline_restore(saved);
     if (rc && landed) {
         commit(fs, qkey, id, body->size, etag); /* the file stays pending: retried whole */
         return rc;

@@ -30,7 +30,8 @@ struct upload_body {
     const void *data;
     uint64_t size;
     struct stream *stream;
-    long s3_ms; /* the S3 calls' time in all, retries included (0: the client's) */
+    long s3_ms; /* the upload's time in all, retries included, for the parts this
+                 * thread sends (0: the S3 client's limits); not for a stream */
 };
 
 /* Upload path (relative to the pocket prefix; as_dir adds the '/' of a

@@ -24,6 +24,7 @@ class RandomOps:
         self.seed = seed
         self.rng = random.Random(seed)
         self.data = {}   # inode id -> bytearray
+        self.mode = {}   # inode id -> permission bits
         self.names = {}  # name -> inode id
         self.fds = []    # [fd, inode id, append]
         self.next_id = 0
@@ -51,11 +52,15 @@ class RandomOps:
         trunc = self.rng.random() < 0.1
         flags = os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else 0) | (
             os.O_TRUNC if trunc else 0)
-        self.note("open %s%s%s" % (name, " append" if append else "", " trunc" if trunc else ""))
         fd = os.open(self.p(name), flags, 0o644)
+        self.note("open %s%s%s (fd %d)" % (name, " append" if append else "",
+                                           " trunc" if trunc else "", fd))
         if name not in self.names:
             self.names[name] = self.next_id
             self.data[self.next_id] = bytearray()
+            umask = os.umask(0)
+            os.umask(umask)
+            self.mode[self.next_id] = 0o644 & ~umask
             self.next_id += 1
         ino = self.names[name]
         if trunc:
@@ -81,10 +86,15 @@ class RandomOps:
         if off + n > MAX_SIZE:
             off, n = max(0, MAX_SIZE - n), min(n, MAX_SIZE)
         chunk = self.rng.randbytes(n)
-        if append:
+        if append:  # Linux appends a pwrite on an O_APPEND handle too
+            at = off
             off = len(buf)
-            self.note("append %d at %d (fd %d)" % (n, off, fd))
-            got = os.write(fd, chunk)
+            if self.rng.random() < 0.5:
+                self.note("append %d at %d (fd %d)" % (n, off, fd))
+                got = os.write(fd, chunk)
+            else:
+                self.note("pwrite %d at %d, appended at %d (fd %d)" % (n, at, off, fd))
+                got = os.pwrite(fd, chunk, at)
         else:
             self.note("pwrite %d at %d (fd %d)" % (n, off, fd))
             got = os.pwrite(fd, chunk, off)
@@ -140,6 +150,15 @@ class RandomOps:
         if src != dst:
             self.names[dst] = self.names.pop(src)
 
+    def op_chmod(self):
+        if not self.names:
+            return
+        name = self.rng.choice(sorted(self.names))
+        mode = self.rng.choice([0o644, 0o755, 0o600, 0o700, 0o640])
+        self.note("chmod %o %s" % (mode, name))
+        os.chmod(self.p(name), mode)
+        self.mode[self.names[name]] = mode
+
     def op_unlink(self):
         if not self.names:
             return
@@ -166,7 +185,11 @@ class RandomOps:
         want = len(self.data[self.names[name]]) if name in self.names else None
         if size != want:
             self.fail("stat %s: size %r, the model has %r" % (name, size, want))
-        # no file here is sparse: du and ls -s count every byte
+        if size is not None and st.st_mode & 0o7777 != self.mode[self.names[name]]:
+            self.fail("stat %s: mode %o, the model has %o"
+                      % (name, st.st_mode & 0o7777, self.mode[self.names[name]]))
+        # pockityfs's rule, not POSIX's: no file is sparse, du and ls -s
+        # count every byte
         if size is not None and st.st_blocks != (size + 511) // 512:
             self.fail("stat %s: %d blocks for %d bytes" % (name, st.st_blocks, size))
 
@@ -176,7 +199,7 @@ class RandomOps:
         self.check_name(name)
 
     OPS = [(op_open, 10), (op_write, 30), (op_read, 15), (op_truncate, 5), (op_fsync, 4),
-           (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_forget, 5), (op_stat, 8),
+           (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_chmod, 3), (op_forget, 5), (op_stat, 8),
            (op_read_whole, 10)]
 
     def run(self, n):
@@ -216,6 +239,13 @@ class RandomOps:
                 for d, _, files in os.walk(root) for f in files}
         if have != set(self.names):
             self.fail("files %s, the model %s" % (sorted(have), sorted(self.names)))
+        # right after a listing: the execute bits at least (a listing shows
+        # the other bits as defaults until a file is looked up)
+        for name, ino in self.names.items():
+            x = os.stat(os.path.join(root, name)).st_mode & 0o111
+            if x != self.mode[ino] & 0o111:
+                self.fail("%s: execute bits %o, the model's %o"
+                          % (name, x, self.mode[ino] & 0o111))
 
     def expected(self):
         """name -> content, for a check of S3 itself."""

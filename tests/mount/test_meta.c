@@ -86,6 +86,29 @@ static void test_from_stat(void **state)
     assert_int_equal(o.n_meta, 4);
 }
 
+/* What a listing (S_IFREG | 0644 here) would get wrong enough to matter. */
+static void test_listing_misstates(void **state)
+{
+    (void)state;
+    struct stat st = {.st_mode = S_IFREG | 0644};
+    assert_false(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0600; /* shown 0644: cosmetic */
+    assert_false(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0664;
+    assert_false(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0755;
+    assert_true(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0744;
+    assert_true(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 04644;
+    assert_true(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFLNK | 0777;
+    assert_true(meta_listing_misstates(&st, &defaults));
+    meta_set_size(&st, 1025);
+    assert_int_equal(st.st_size, 1025);
+    assert_int_equal(st.st_blocks, 3);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -136,6 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_to_stat),
             cmocka_unit_test(test_from_stat),
+            cmocka_unit_test(test_listing_misstates),
             cmocka_unit_test(test_names),
             cmocka_unit_test(test_keys),
     };

@@ -685,6 +685,58 @@ def test_random_ops():
               % (seed, " " + ",".join(options) if options else "", len(r.log)))
 
 
+def test_listed_attributes():
+    """A listing carries no metadata, so a fresh mount's `ls -l` shows
+    defaults; but not for what matters: symlinks and execute bits are
+    uploaded multipart (their listing says so by the ETag) and read from the
+    object, so that right after a listing tar, cp -a and rsync see symlinks
+    as symlinks and scripts stay executable."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    # a file this mount has not cached: its chmod fetches it to upload it again
+    check(harness.s3_put_bytes(None, prefix + "fetched", b"#!/bin/sh\necho f\n") == 0, "put")
+    with Mount(D, pk) as m:
+        os.chmod(m.p("fetched"), 0o755)
+        write_file(m.p("plain"), b"plain\n")
+        fd = os.open(m.p("script"), os.O_CREAT | os.O_WRONLY, 0o755)
+        os.write(fd, b"#!/bin/sh\necho ran\n")
+        os.close(fd)
+        write_file(m.p("later"), b"#!/bin/sh\necho later\n")
+        sh("sync %s" % m.path)  # uploaded plain: the chmod rewrites its object
+        os.chmod(m.p("later"), 0o750)
+        os.symlink("plain", m.p("link"))
+        os.mkdir(m.p("d"))
+        os.symlink("../plain", m.p("d", "up"))
+        os.symlink("plain", m.p("moved-from"))
+        os.rename(m.p("moved-from"), m.p("moved"))
+    for key, marked in (("plain", False), ("script", True), ("later", True), ("fetched", True),
+                        ("link", True), ("d/up", True), ("moved", True)):
+        rc, out, _ = root_s3("head", prefix + key)
+        etag = re.search(r"etag (\S+)", out)
+        check(rc == 0 and etag and ("-" in etag.group(1)) == marked,
+              "%s uploaded %s: %r" % (key, "multipart" if marked else "whole", out))
+    with Mount(D, pk) as m:
+        listing = sh("ls -l %s %s/d" % (m.path, m.path)).stdout  # readdirplus fills the entries
+        for name, target in (("link", "plain"), ("d/up", "../plain"), ("moved", "plain")):
+            check(os.path.islink(m.p(name)) and os.readlink(m.p(name)) == target,
+                  "%s is a symlink right after a listing:\n%s" % (name, listing))
+        check(all(os.access(m.p(n), os.X_OK) for n in ("script", "later", "fetched")),
+              "executables stay executable:\n" + listing)
+        check(sh(m.p("script")).stdout == "ran\n", "a script runs")
+        check(not os.access(m.p("plain"), os.X_OK), "a plain file is not executable")
+        types = sh("tar cf - -C %s . | tar tvf -" % m.path).stdout
+        check(re.search(r"^l.* ./link -> plain$", types, re.M) and
+              re.search(r"^l.* ./d/up -> ../plain$", types, re.M), "tar keeps symlinks:\n" + types)
+        check("1970" not in listing, "a directory known from its prefix has a time:\n" + listing)
+        # new attributes by a copy onto itself (the file's inode is gone, its
+        # blocks are kept), then a read: RGW's copy answers an unquoted ETag
+        check(open(m.p("plain"), "rb").read() == b"plain\n", "plain read")
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")  # the kernel forgets the inodes
+        os.chmod(m.p("plain"), 0o640)
+        check(open(m.p("plain"), "rb").read() == b"plain\n", "a read after a chmod")
+
+
 def test_odd_names():
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
@@ -1680,7 +1732,7 @@ def test_uploaded_then_changed():
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_odd_names, test_quota,
+TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_server_frozen, test_storage_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
