@@ -423,9 +423,10 @@ static int store_meta(struct fs *fs, struct inode *in)
     char etag[S3_ETAG_MAX];
     struct upload_body body;
     /* a listing must tell an executable by its ETag (see upload.c): it is
-     * uploaded again, multipart, since RGW denies STS sessions the
-     * UploadPartCopy that would do it in place; one too large to upload
-     * again keeps a plain copy, which listings show without its x bits */
+     * uploaded again, multipart, since RGW answers 403 to an UploadPartCopy
+     * of an object onto itself (between two keys it works); one too large
+     * to upload again keeps a plain copy, which listings show without its
+     * x bits */
     if (S_ISREG(in->st.st_mode) && meta_listing_misstates(&in->st, &fs->defaults) &&
         !strchr(in->etag, '-') && (uint64_t)in->st.st_size <= REPUT_MAX &&
         (rc = ops_fetch_whole(fs, in)) != 0)
