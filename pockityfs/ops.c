@@ -525,7 +525,7 @@ static void new_stat(fuse_req_t req, mode_t mode, struct stat *st)
     memset(st, 0, sizeof(*st));
     st->st_mode = mode;
     st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-    st->st_size = S_ISDIR(mode) ? 4096 : 0;
+    meta_set_size(st, S_ISDIR(mode) ? 4096 : 0);
     st->st_uid = ctx->uid;
     st->st_gid = ctx->gid;
     st->st_blksize = 4096;
@@ -602,7 +602,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         rc = ops_enter_child(fs, parent, name, &path);
     struct stat st;
     new_stat(req, S_IFLNK | 0777, &st);
-    st.st_size = (off_t)len;
+    meta_set_size(&st, len);
     struct upload_body body = {.fd = -1, .data = link, .size = len, .s3_ms = names_ms(fs)};
     if (!rc)
         rc = upload_put(fs, path, 0, &body, &st, etag);
