@@ -410,7 +410,7 @@ int main(int argc, char **argv)
     }
     const char *access = remote_access(fs.remote);
     fs.read_only = fs.opt.ro || (access && strcmp(access, "ro") == 0);
-    fs.defaults = (struct meta_defaults){getuid(), getgid(), 0644, 0755};
+    fs.defaults = (struct meta_defaults){getuid(), getgid(), 0644, 0755, time(NULL)};
 
     struct s3_config cfg = {.endpoint = fs.session.endpoint,
                             .region = fs.session.region,

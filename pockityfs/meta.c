@@ -38,7 +38,8 @@ void meta_set_size(struct stat *st, uint64_t size)
 
 int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d)
 {
-    return !S_ISREG(st->st_mode) || ((st->st_mode ^ d->file_mode) & 07111);
+    return !S_ISREG(st->st_mode) || ((st->st_mode ^ d->file_mode) & 07111) ||
+           (d->file_mode & ~st->st_mode & 0777); /* it would grant more than the file does */
 }
 
 void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct meta_defaults *d,

@@ -16,6 +16,7 @@ struct meta_defaults {
     gid_t gid;
     mode_t file_mode; /* permission bits of files without x-amz-meta-mode */
     mode_t dir_mode;  /* permission bits of directories without it */
+    time_t dir_time;  /* the time of a directory without a marker: the mount's start */
 };
 
 /* Fill st from an object's HEAD. is_marker says the key ended in '/' (a
@@ -28,8 +29,10 @@ void meta_to_stat(const struct s3_head *head, int is_marker, const struct meta_d
                   struct stat *st);
 
 /* Whether a listing, which shows an object as S_IFREG | d->file_mode, would
- * misstate st in a way that matters: its type, or its execute and set-id
- * bits (it may show the other permission bits wrong). Such objects are
+ * misstate st in a way that matters: its type, its execute and set-id
+ * bits, or a permission the file withholds (with allow_other the kernel
+ * grants what the attributes say; a file that allows more than the default
+ * may show less). Such objects are
  * uploaded multipart: a listing shows that by their ETag, and the mount
  * reads their attributes from the object instead. */
 int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d);

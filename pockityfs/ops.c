@@ -65,7 +65,7 @@ static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S
     *has_marker = 0;
     etag[0] = '\0';
     if (!*path) {
-        meta_default_stat(1, 0, time(NULL), &fs->defaults, st);
+        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, st);
         return 0;
     }
     int rc = ops_key(fs, path, 0, key);
@@ -108,7 +108,7 @@ static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S
         s3_list_page_release(&page);
     }
     if (found || inode_has_local_under(&fs->inodes, path)) {
-        meta_default_stat(1, 0, time(NULL), &fs->defaults, st);
+        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, st);
         return 0;
     }
     return -ENOENT;
@@ -155,7 +155,7 @@ int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
     if (in->ino == INODE_ROOT) {
         if (in->attr_expire == 0) {
             struct stat st;
-            meta_default_stat(1, 0, time(NULL), &fs->defaults, &st);
+            meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, &st);
             ops_set_attr(fs, in, &st, "", 0, 1);
             in->attr_expire = 1e300; /* the root's attributes live in memory */
         }
@@ -365,13 +365,14 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 #define REPUT_MAX (8u << 20) /* files up to this size are PUT again from the cache */
 
-/* Whether in's whole content is in its clean cache file and small enough to
- * PUT again, which is cheaper than a server-side copy (whose answer has a
- * body). Fills body. Caller holds in->lock. */
-static int cached_body(struct fs *fs, struct inode *in, struct upload_body *body)
+/* Whether in's whole content is in its clean cache file and at most max
+ * bytes (REPUT_MAX: small enough that a PUT again is cheaper than a
+ * server-side copy, whose answer has a body). Fills body. Caller holds
+ * in->lock. */
+static int cached_body(struct fs *fs, struct inode *in, struct upload_body *body, uint64_t max)
 {
     struct cfile *cf = in->cf;
-    if (!cf || cf->dirty || !S_ISREG(in->st.st_mode) || cf->size > REPUT_MAX ||
+    if (!cf || cf->dirty || !S_ISREG(in->st.st_mode) || cf->size > max ||
         cf->size != (uint64_t)in->st.st_size || cf->npresent != cf->nblocks ||
         cf->remote_size != cf->size || strcmp(cf->etag, in->etag) != 0)
         return 0;
@@ -422,16 +423,25 @@ static int store_meta(struct fs *fs, struct inode *in)
     }
     char etag[S3_ETAG_MAX];
     struct upload_body body;
-    /* a listing must tell an executable by its ETag (see upload.c): it is
-     * uploaded again, multipart, since RGW answers 403 to an UploadPartCopy
-     * of an object onto itself (between two keys it works); one too large
-     * to upload again keeps a plain copy, which listings show without its
-     * x bits */
+    /* a listing must tell such a file by its ETag (meta_listing_misstates):
+     * it is uploaded again, multipart, since RGW answers 403 to an
+     * UploadPartCopy of an object onto itself (between two keys it works).
+     * pockityfs PUTs only files below UPLOAD_MULTIPART_MIN whole; a larger
+     * one of another client keeps a plain copy, which listings misstate */
+    int fetched = 0;
+    uint64_t reput = REPUT_MAX;
     if (S_ISREG(in->st.st_mode) && meta_listing_misstates(&in->st, &fs->defaults) &&
-        !strchr(in->etag, '-') && (uint64_t)in->st.st_size <= REPUT_MAX &&
-        (rc = ops_fetch_whole(fs, in)) != 0)
-        goto done;
-    if (!is_dir && cached_body(fs, in, &body)) {
+        !strchr(in->etag, '-') && in->st.st_size > 0 &&
+        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN) {
+        reput = UPLOAD_MULTIPART_MIN;
+        int f = ops_fetch_whole(fs, in);
+        if (f)
+            log_warn("cannot fetch '%s' to upload it again (%s): listings will show it "
+                     "with the default mode",
+                     path, strerror(-f));
+        fetched = 1;
+    }
+    if (!is_dir && cached_body(fs, in, &body, reput)) {
         rc = upload_put(fs, path, 0, &body, &in->st, etag);
         cached_done(fs, in);
         if (!rc) {
@@ -440,6 +450,8 @@ static int store_meta(struct fs *fs, struct inode *in)
         }
         goto done;
     }
+    if (fetched)
+        cached_done(fs, in);
     struct meta_set ms;
     meta_from_stat(&in->st, &ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
@@ -472,6 +484,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (!rc)
         rc = ops_enter_inode(fs, in, 1, &entered);
     pthread_mutex_lock(&in->lock);
+    /* attributes from a listing are defaults: read the object's before
+     * changing some, or the others would be stored as those defaults (the
+     * inode's type is still checked: attr_expire stays above 0) */
+    if (!in->meta_known && in->attr_expire > 0 && !(in->cf && in->cf->dirty))
+        in->attr_expire = 1;
     if (!rc)
         rc = ops_stat(fs, in, &st);
     if (!rc && (to_set & FUSE_SET_ATTR_SIZE)) {
@@ -892,7 +909,7 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
         fill_for_readers(fs, dn, to);
     /* a small file held whole in the cache: PUT it under the new name */
     struct upload_body body;
-    if (src && cached_body(fs, src, &body)) {
+    if (src && cached_body(fs, src, &body, REPUT_MAX)) {
         char etag[S3_ETAG_MAX];
         rc = upload_put(fs, to, 0, &body, &src->st, etag);
         cached_done(fs, src);

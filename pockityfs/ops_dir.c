@@ -155,7 +155,6 @@ static int listing_fetch(struct fs *fs, struct listing *l)
         return -s3_status_errno(st);
     }
     int rc = 0;
-    time_t listed_at = time(NULL); /* a prefix has no time of its own */
     pthread_mutex_lock(&l->lock);
     size_t o = 0, p = 0;
     while (!rc && (o < page.n_objects || p < page.n_prefixes)) {
@@ -164,7 +163,7 @@ static int listing_fetch(struct fs *fs, struct listing *l)
             const struct s3_object_info *obj = &page.objects[o++];
             rc = add_dent(l, obj->key, 0, obj->size, obj->last_modified, obj->etag);
         } else {
-            rc = add_dent(l, page.prefixes[p++], 1, 0, listed_at, NULL);
+            rc = add_dent(l, page.prefixes[p++], 1, 0, fs->defaults.dir_time, NULL);
         }
     }
     l->pages++;
@@ -564,13 +563,15 @@ void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * metadata seen, still fresh), else the listing's; for a multipart object,
  * whose type and mode a listing cannot tell (pockityfs uploads symlinks and
  * modes other than the defaults that way), the object's own, read now.
+ * Returns 0, or 1 when that object is of another type than the inode the
+ * kernel knows (which the next lookup replaces): no attributes to give.
  * Caller holds in->lock. */
-static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *de)
+static int entry_from_dent(struct fs *fs, struct inode *in, const struct dent *de)
 {
     if (in->cf && in->cf->dirty)
-        return;
+        return 0;
     if (in->attr_expire > inode_now() && in->meta_known)
-        return;
+        return 0;
     struct stat st;
     meta_default_stat(de->is_dir, de->size, de->mtime, &fs->defaults, &st);
     int same_kind = !de->is_dir == !S_ISDIR(in->st.st_mode);
@@ -587,7 +588,7 @@ static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *
         st.st_mtim = in->st.st_mtim;
         st.st_ctim = in->st.st_ctim;
         ops_set_attr(fs, in, &st, in->etag, in->has_marker, 1);
-        return;
+        return 0;
     }
     char *path = NULL, etag[S3_ETAG_MAX];
     int has_marker;
@@ -595,13 +596,18 @@ static void entry_from_dent(struct fs *fs, struct inode *in, const struct dent *
         struct stat head;
         int rc = ops_resolve(fs, path, &head, etag, &has_marker);
         free(path);
+        if (rc == 0 && in->attr_expire > 0 && ((head.st_mode ^ in->st.st_mode) & S_IFMT)) {
+            in->attr_expire = 1; /* expired: the next lookup finds the new type */
+            return 1;
+        }
         if (rc == 0) {
             ops_set_attr(fs, in, &head, etag, has_marker, 1);
-            return;
+            return 0;
         }
     }
     ops_set_attr(fs, in, &st, "", in->has_marker, 0);
     in->etag_hash = de->is_dir ? 0 : de->etag; /* cached blocks of it still serve */
+    return 0;
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -637,6 +643,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         pthread_mutex_unlock(&fs->dir_lock);
     }
     inode_put(&fs->inodes, dir);
+    /* the HEADs of multipart entries share write_timeout: a silent S3
+     * costs one wait, not one per entry */
+    long long saved = s3_thread_deadline_save();
+    if (!saved)
+        s3_thread_deadline((long)fs->opt.write_timeout * 1000);
     size_t used = 0;
     int err = 0;
     for (size_t i = (size_t)off;; i++) {
@@ -663,7 +674,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (!plus || i < 2 || stale) {
             struct stat st = {0};
             st.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
-            st.st_mode = de && !de->is_dir ? S_IFREG : S_IFDIR;
+            /* a multipart object may be a symlink: its type unknown (the
+             * caller, e.g. find -type l, then asks) */
+            st.st_mode = !de ? S_IFDIR : de->is_dir ? S_IFDIR : de->meta_hidden ? 0 : S_IFREG;
             if (i >= 2) {
                 size_t n = strlen(d->path) + strlen(name) + 2;
                 char *path = malloc(n);
@@ -673,9 +686,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 free(path);
                 /* an ino the kernel may ignore; known ones are real */
                 st.st_ino = c ? (ino_t)c->ino : (ino_t)(0x8000000000000000ull | i);
-                if (c && !de) {
+                if (c && (!de || de->meta_hidden)) {
                     pthread_mutex_lock(&c->lock);
-                    st.st_mode = c->st.st_mode;
+                    if (!de || c->meta_known)
+                        st.st_mode = c->st.st_mode;
                     pthread_mutex_unlock(&c->lock);
                 }
                 inode_put(&fs->inodes, c);
@@ -705,9 +719,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             break;
         }
         pthread_mutex_lock(&c->lock);
-        if (de) {
-            entry_from_dent(fs, c, de);
-        } else if (ops_stat(fs, c, &e.attr) != 0) {
+        if (de && entry_from_dent(fs, c, de)) {
+            pthread_mutex_unlock(&c->lock);
+            inode_put(&fs->inodes, c);
+            e.attr.st_ino = (ino_t)(0x8000000000000000ull | i);
+            e.ino = 0; /* the name only: the kernel looks it up */
+            used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
+            continue;
+        }
+        if (!de && ops_stat(fs, c, &e.attr) != 0) {
             pthread_mutex_unlock(&c->lock);
             inode_put(&fs->inodes, c);
             continue; /* a local file that just went away */
@@ -719,6 +739,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
         inode_put(&fs->inodes, c);
     }
+    s3_thread_deadline_restore(saved);
     if (err && used == 0)
         fuse_reply_err(req, err);
     else if (fuse_reply_buf(req, buf, used) != 0) /* interrupted: the kernel counts none */

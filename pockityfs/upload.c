@@ -57,7 +57,7 @@ static void *mp_worker(void *arg)
         uint64_t off = (uint64_t)(n - 1) * m->part_size;
         uint64_t len = m->size - off < m->part_size ? m->size - off : m->part_size;
         struct s3_fd f = {.fd = m->fd, .base = off};
-        struct s3_mem mem = {.data = (void *)(m->data + off), .len = len};
+        struct s3_mem mem = {.data = m->fd >= 0 ? NULL : (void *)(m->data + off), .len = len};
         struct s3_source src = m->fd >= 0 ? s3_source_fd(&f, len) : s3_source_mem(&mem);
         int st =
                 s3_multipart_upload_part(m->fs->s3, m->key, m->upload_id, n, &src, m->etags[n - 1]);

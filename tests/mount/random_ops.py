@@ -239,13 +239,14 @@ class RandomOps:
                 for d, _, files in os.walk(root) for f in files}
         if have != set(self.names):
             self.fail("files %s, the model %s" % (sorted(have), sorted(self.names)))
-        # right after a listing: the execute bits at least (a listing shows
-        # the other bits as defaults until a file is looked up)
+        # right after a listing: every mode here is the default (0644) or
+        # one a listing must not show as that (pockityfs uploads those so
+        # that the listing tells)
         for name, ino in self.names.items():
-            x = os.stat(os.path.join(root, name)).st_mode & 0o111
-            if x != self.mode[ino] & 0o111:
-                self.fail("%s: execute bits %o, the model's %o"
-                          % (name, x, self.mode[ino] & 0o111))
+            mode = os.stat(os.path.join(root, name)).st_mode & 0o7777
+            if mode != self.mode[ino]:
+                self.fail("%s: mode %o right after a listing, the model's %o"
+                          % (name, mode, self.mode[ino]))
 
     def expected(self):
         """name -> content, for a check of S3 itself."""

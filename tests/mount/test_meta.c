@@ -9,7 +9,7 @@
 
 #include "meta.h"
 
-static const struct meta_defaults defaults = {1000, 100, 0644, 0755};
+static const struct meta_defaults defaults = {1000, 100, 0644, 0755, 1000};
 
 static void head_with(struct s3_head *h, struct s3_meta *m, size_t n, uint64_t size)
 {
@@ -92,9 +92,11 @@ static void test_listing_misstates(void **state)
     (void)state;
     struct stat st = {.st_mode = S_IFREG | 0644};
     assert_false(meta_listing_misstates(&st, &defaults));
-    st.st_mode = S_IFREG | 0600; /* shown 0644: cosmetic */
-    assert_false(meta_listing_misstates(&st, &defaults));
-    st.st_mode = S_IFREG | 0664;
+    st.st_mode = S_IFREG | 0600; /* shown 0644, others could read it */
+    assert_true(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0640;
+    assert_true(meta_listing_misstates(&st, &defaults));
+    st.st_mode = S_IFREG | 0664; /* shown 0644: less than it allows */
     assert_false(meta_listing_misstates(&st, &defaults));
     st.st_mode = S_IFREG | 0755;
     assert_true(meta_listing_misstates(&st, &defaults));

@@ -702,6 +702,12 @@ def test_listed_attributes():
         os.write(fd, b"#!/bin/sh\necho ran\n")
         os.close(fd)
         write_file(m.p("later"), b"#!/bin/sh\necho later\n")
+        write_file(m.p("kept"), b"#!/bin/sh\necho kept\n")
+        fd = os.open(m.p("private"), os.O_CREAT | os.O_WRONLY, 0o600)
+        os.write(fd, b"secret\n")
+        os.close(fd)
+        os.chown(m.p("kept"), 1234, 5678)
+        os.utime(m.p("kept"), (978307200, 978307200))  # 2001-01-01
         sh("sync %s" % m.path)  # uploaded plain: the chmod rewrites its object
         os.chmod(m.p("later"), 0o750)
         os.symlink("plain", m.p("link"))
@@ -710,13 +716,15 @@ def test_listed_attributes():
         os.symlink("plain", m.p("moved-from"))
         os.rename(m.p("moved-from"), m.p("moved"))
     for key, marked in (("plain", False), ("script", True), ("later", True), ("fetched", True),
-                        ("link", True), ("d/up", True), ("moved", True)):
+                        ("private", True), ("link", True), ("d/up", True), ("moved", True)):
         rc, out, _ = root_s3("head", prefix + key)
         etag = re.search(r"etag (\S+)", out)
         check(rc == 0 and etag and ("-" in etag.group(1)) == marked,
               "%s uploaded %s: %r" % (key, "multipart" if marked else "whole", out))
     with Mount(D, pk) as m:
         listing = sh("ls -l %s %s/d" % (m.path, m.path)).stdout  # readdirplus fills the entries
+        # chmod +x right after a listing: the object's other attributes stay
+        os.chmod(m.p("kept"), 0o755)
         for name, target in (("link", "plain"), ("d/up", "../plain"), ("moved", "plain")):
             check(os.path.islink(m.p(name)) and os.readlink(m.p(name)) == target,
                   "%s is a symlink right after a listing:\n%s" % (name, listing))
@@ -724,6 +732,8 @@ def test_listed_attributes():
               "executables stay executable:\n" + listing)
         check(sh(m.p("script")).stdout == "ran\n", "a script runs")
         check(not os.access(m.p("plain"), os.X_OK), "a plain file is not executable")
+        check(os.stat(m.p("private")).st_mode & 0o777 == 0o600,
+              "a private file shows its mode:\n" + listing)
         types = sh("tar cf - -C %s . | tar tvf -" % m.path).stdout
         check(re.search(r"^l.* ./link -> plain$", types, re.M) and
               re.search(r"^l.* ./d/up -> ../plain$", types, re.M), "tar keeps symlinks:\n" + types)
@@ -735,6 +745,15 @@ def test_listed_attributes():
             f.write("2\n")  # the kernel forgets the inodes
         os.chmod(m.p("plain"), 0o640)
         check(open(m.p("plain"), "rb").read() == b"plain\n", "a read after a chmod")
+        links = sh("find %s -type l | sort" % m.path).stdout.split()
+        check(links == [m.p("d", "up"), m.p("link"), m.p("moved")], "find -type l: %r" % links)
+    with Mount(D, pk) as m:
+        os.listdir(m.path)
+        st = os.stat(m.p("kept"))
+        check(st.st_mode & 0o777 == 0o755 and st.st_uid == 1234 and st.st_gid == 5678 and
+              st.st_mtime == 978307200,
+              "chmod after a listing kept the owner and time: %o %d:%d %d"
+              % (st.st_mode, st.st_uid, st.st_gid, st.st_mtime))
 
 
 def test_odd_names():
