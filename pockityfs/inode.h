@@ -34,7 +34,10 @@ struct inode {
     struct stat st;         /* st_ino set; the rest valid when attr_expire > 0 */
     double attr_expire;     /* monotonic time the attributes go stale; 0: unknown */
     int meta_known;         /* st mode/uid/gid/mtime came from metadata or from us */
+    time_t obj_mtime;       /* the object's Last-Modified when those were read from
+                               it; 0: unknown (e.g. this mount wrote it since) */
     int has_marker;         /* directory with a "name/" marker object */
+    int entry_attrs;        /* its marker says listings misstate entries (ops_dir_mark) */
     char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */
     uint64_t etag_hash;     /* when etag is "": a listing's ops_etag_hash of it, or 0 */
     char *link;             /* symlink target, once read */

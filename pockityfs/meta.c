@@ -36,10 +36,13 @@ void meta_set_size(struct stat *st, uint64_t size)
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
 }
 
-int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d)
+int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d, time_t now)
 {
-    return !S_ISREG(st->st_mode) || ((st->st_mode ^ d->file_mode) & 07111) ||
-           (d->file_mode & ~st->st_mode & 0777); /* it would grant more than the file does */
+    int mode = !S_ISREG(st->st_mode) || ((st->st_mode ^ d->file_mode) & 07111) ||
+               (d->file_mode & ~st->st_mode & 0777); /* it would grant more than the file does */
+    int other = st->st_uid != d->uid || st->st_gid != d->gid ||
+                st->st_mtime < now - META_MTIME_SLACK || st->st_mtime > now + META_MTIME_SLACK;
+    return (mode ? META_MISSTATES_MODE : 0) | (other ? META_MISSTATES_OTHER : 0);
 }
 
 void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct meta_defaults *d,
@@ -98,11 +101,17 @@ void meta_from_stat(const struct stat *st, struct meta_set *out)
     out->items[1] = (struct s3_meta){"uid", out->uid};
     out->items[2] = (struct s3_meta){"gid", out->gid};
     out->items[3] = (struct s3_meta){"mtime", out->mtime};
+    out->n = 4;
+}
+
+void meta_set_entry_attrs(struct meta_set *m)
+{
+    m->items[m->n++] = (struct s3_meta){META_ENTRY_ATTRS, "1"};
 }
 
 struct s3_put_opts meta_put_opts(const struct meta_set *m)
 {
-    struct s3_put_opts o = {.meta = m->items, .n_meta = 4};
+    struct s3_put_opts o = {.meta = m->items, .n_meta = m->n};
     return o;
 }
 

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "s3.h"
 
@@ -28,14 +29,20 @@ struct meta_defaults {
 void meta_to_stat(const struct s3_head *head, int is_marker, const struct meta_defaults *d,
                   struct stat *st);
 
-/* Whether a listing, which shows an object as S_IFREG | d->file_mode, would
- * misstate st in a way that matters: its type, its execute and set-id
- * bits, or a permission the file withholds (with allow_other the kernel
- * grants what the attributes say; a file that allows more than the default
- * may show less). Such objects are
- * uploaded multipart: a listing shows that by their ETag, and the mount
- * reads their attributes from the object instead. */
-int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d);
+#define META_MTIME_SLACK     2 /* seconds a listing's time may be off the mtime */
+#define META_MISSTATES_MODE  1
+#define META_MISSTATES_OTHER 2
+
+/* What a listing, which shows an object uploaded at time now as
+ * S_IFREG | d->file_mode of d's owner, modified at now, would misstate of
+ * st: META_MISSTATES_MODE for its type, its execute and set-id bits, or a
+ * permission the file withholds (with allow_other the kernel grants what
+ * the attributes say; a file that allows more than the default may show
+ * less); META_MISSTATES_OTHER for its owner, or its mtime by more than
+ * META_MTIME_SLACK (a time kept by cp -p, tar x, rsync -a, touch -d).
+ * pockityfs marks such objects, or their directory, so that listings read
+ * their attributes from the objects (docs/pockityfs.md). */
+int meta_listing_misstates(const struct stat *st, const struct meta_defaults *d, time_t now);
 
 /* st's size and the 512-byte blocks it takes (du and ls -s read those). */
 void meta_set_size(struct stat *st, uint64_t size);
@@ -49,9 +56,15 @@ void meta_default_stat(int is_dir, uint64_t size, time_t mtime, const struct met
  * as decimal strings, as s3fs writes them. The strings live in the struct. */
 struct meta_set {
     char mode[16], uid[16], gid[16], mtime[32];
-    struct s3_meta items[4];
+    struct s3_meta items[5];
+    size_t n;
 };
 void meta_from_stat(const struct stat *st, struct meta_set *out);
+
+/* A directory marker's metadata item saying that the directory's entries
+ * may have attributes a listing misstates (ops_dir_mark). */
+#define META_ENTRY_ATTRS "pockity-entry-attrs"
+void meta_set_entry_attrs(struct meta_set *m);
 
 /* Put options with out's metadata (content type left to the client). */
 struct s3_put_opts meta_put_opts(const struct meta_set *m);

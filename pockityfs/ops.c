@@ -58,27 +58,37 @@ static int s3_err(const char *what, const char *key, int st)
     return -s3_status_errno(st);
 }
 
-static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
-                   int *has_marker)
+/* HEAD key (a directory's marker when is_marker) into a. Returns the S3
+ * status. */
+static int head_into(struct fs *fs, const char *key, int is_marker, struct obj_attr *a)
+{
+    struct s3_head head = {0};
+    int s = s3_head_object(fs->s3, key, &head);
+    if (s == S3_OK) {
+        meta_to_stat(&head, is_marker, &fs->defaults, &a->st);
+        snprintf(a->etag, sizeof(a->etag), "%s", head.etag);
+        a->modified = head.last_modified;
+        a->has_marker = is_marker;
+        a->entry_attrs = is_marker && s3_head_meta(&head, META_ENTRY_ATTRS) != NULL;
+        s3_head_release(&head);
+    }
+    return s;
+}
+
+static int resolve(struct fs *fs, const char *path, struct obj_attr *a)
 {
     char key[S3_MAX_KEY_LEN + 2];
-    *has_marker = 0;
-    etag[0] = '\0';
+    memset(a, 0, sizeof(*a));
     if (!*path) {
-        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, st);
+        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, &a->st);
         return 0;
     }
     int rc = ops_key(fs, path, 0, key);
     if (rc)
         return rc;
-    struct s3_head head = {0};
-    int s = s3_head_object(fs->s3, key, &head);
-    if (s == S3_OK) {
-        meta_to_stat(&head, 0, &fs->defaults, st);
-        snprintf(etag, S3_ETAG_MAX, "%s", head.etag);
-        s3_head_release(&head);
+    int s = head_into(fs, key, 0, a);
+    if (s == S3_OK)
         return 0;
-    }
     if (s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
     size_t n = strlen(key);
@@ -86,14 +96,9 @@ static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S
         return -ENOENT;
     key[n] = '/';
     key[n + 1] = '\0';
-    s = s3_head_object(fs->s3, key, &head);
-    if (s == S3_OK) {
-        meta_to_stat(&head, 1, &fs->defaults, st);
-        snprintf(etag, S3_ETAG_MAX, "%s", head.etag);
-        s3_head_release(&head);
-        *has_marker = 1;
+    s = head_into(fs, key, 1, a);
+    if (s == S3_OK)
         return 0;
-    }
     if (s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
     int found = ops_dir_probe(fs, path);
@@ -108,7 +113,7 @@ static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S
         s3_list_page_release(&page);
     }
     if (found || inode_has_local_under(&fs->inodes, path)) {
-        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, st);
+        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, &a->st);
         return 0;
     }
     return -ENOENT;
@@ -117,15 +122,31 @@ static int resolve(struct fs *fs, const char *path, struct stat *st, char etag[S
 /* A lookup's HEADs and listing get write_timeout in all (unless the caller
  * set a deadline of its own): with S3 silent, a stat fails with ETIMEDOUT
  * then instead of after the S3 client's retries, minutes later. */
-int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
-                int *has_marker)
+int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a)
 {
     long long saved = s3_thread_deadline_save();
     if (!saved)
         s3_thread_deadline((long)fs->opt.write_timeout * 1000);
-    int rc = resolve(fs, path, st, etag, has_marker);
+    int rc = resolve(fs, path, a);
     s3_thread_deadline_restore(saved);
     return rc;
+}
+
+int ops_resolve_dir(struct fs *fs, const char *path, struct obj_attr *a)
+{
+    char key[S3_MAX_KEY_LEN + 1];
+    memset(a, 0, sizeof(*a));
+    int rc = ops_key(fs, path, 1, key);
+    if (rc)
+        return rc;
+    long long saved = s3_thread_deadline_save();
+    if (!saved)
+        s3_thread_deadline((long)fs->opt.write_timeout * 1000);
+    int s = head_into(fs, key, 1, a);
+    s3_thread_deadline_restore(saved);
+    if (s == S3_ERR_NOT_FOUND)
+        meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, &a->st);
+    return s == S3_OK || s == S3_ERR_NOT_FOUND ? 0 : s3_err("read", key, s);
 }
 
 void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,
@@ -140,6 +161,14 @@ void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const 
     in->etag_hash = 0;
     in->has_marker = has_marker;
     in->meta_known = meta_known;
+    in->obj_mtime = 0;
+}
+
+void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a)
+{
+    ops_set_attr(fs, in, &a->st, a->etag, a->has_marker, 1);
+    in->obj_mtime = a->modified;
+    __atomic_store_n(&in->entry_attrs, a->entry_attrs, __ATOMIC_RELEASE); /* ops_dir_mark */
 }
 
 static void fill_size(struct inode *in, struct stat *out)
@@ -174,19 +203,17 @@ int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
     }
     if (rc)
         return rc;
-    struct stat st;
-    char etag[S3_ETAG_MAX];
-    int has_marker;
-    rc = ops_resolve(fs, path, &st, etag, &has_marker);
+    struct obj_attr a;
+    rc = ops_resolve(fs, path, &a);
     free(path);
     if (rc)
         return rc;
-    if (in->attr_expire > 0 && ((st.st_mode ^ in->st.st_mode) & S_IFMT)) {
+    if (in->attr_expire > 0 && ((a.st.st_mode ^ in->st.st_mode) & S_IFMT)) {
         /* replaced by something of another type: this inode is stale */
         inode_detach(&fs->inodes, in);
         return -ESTALE;
     }
-    ops_set_attr(fs, in, &st, etag, has_marker, 1);
+    ops_set_resolved(fs, in, &a);
     fill_size(in, out);
     return 0;
 }
@@ -295,14 +322,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
     }
     if (!in) {
-        struct stat st;
-        char etag[S3_ETAG_MAX];
-        int has_marker;
+        struct obj_attr a;
         struct inode *p = inode_get(&fs->inodes, parent);
         rc = p && ops_dir_absent(fs, p, name) ? -ENOENT : 0;
         inode_put(&fs->inodes, p);
         if (!rc)
-            rc = ops_resolve(fs, path, &st, etag, &has_marker);
+            rc = ops_resolve(fs, path, &a);
         if (rc)
             goto fail;
         in = inode_make_child(&fs->inodes, parent, name, &rc);
@@ -310,7 +335,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             goto fail;
         pthread_mutex_lock(&in->lock);
         if (!(in->cf && in->cf->dirty))
-            ops_set_attr(fs, in, &st, etag, has_marker, 1);
+            ops_set_resolved(fs, in, &a);
         pthread_mutex_unlock(&in->lock);
     }
     free(path);
@@ -401,6 +426,7 @@ static int store_meta(struct fs *fs, struct inode *in)
         return 0;
     if (in->cf && in->cf->dirty)
         return ops_journal_attrs(fs, in);
+    in->obj_mtime = 0; /* written again below */
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc)
@@ -423,16 +449,16 @@ static int store_meta(struct fs *fs, struct inode *in)
     }
     char etag[S3_ETAG_MAX];
     struct upload_body body;
-    /* a listing must tell such a file by its ETag (meta_listing_misstates):
-     * it is uploaded again, multipart, since RGW answers 403 to an
+    /* a listing must tell such a file by its ETag (upload_misstated): it
+     * is uploaded again, multipart, since RGW answers 403 to an
      * UploadPartCopy of an object onto itself (between two keys it works).
      * pockityfs PUTs only files below UPLOAD_MULTIPART_MIN whole; a larger
      * one of another client keeps a plain copy, which listings misstate */
     int fetched = 0;
     uint64_t reput = REPUT_MAX;
-    if (S_ISREG(in->st.st_mode) && meta_listing_misstates(&in->st, &fs->defaults) &&
-        !strchr(in->etag, '-') && in->st.st_size > 0 &&
-        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN) {
+    if (S_ISREG(in->st.st_mode) && !strchr(in->etag, '-') &&
+        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN &&
+        upload_misstated(fs, path, &in->st, (uint64_t)in->st.st_size)) {
         reput = UPLOAD_MULTIPART_MIN;
         int f = ops_fetch_whole(fs, in);
         if (f)
@@ -454,6 +480,8 @@ static int store_meta(struct fs *fs, struct inode *in)
         cached_done(fs, in);
     struct meta_set ms;
     meta_from_stat(&in->st, &ms);
+    if (is_dir && in->entry_attrs)
+        meta_set_entry_attrs(&ms); /* kept: listings still misstate entries here */
     struct s3_put_opts opts = meta_put_opts(&ms);
     journal_settle(fs->journal, path);
     int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
@@ -907,6 +935,8 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
         return rc;
     if (dn)
         fill_for_readers(fs, dn, to);
+    if (src)
+        src->obj_mtime = 0; /* a new object under the new name */
     /* a small file held whole in the cache: PUT it under the new name */
     struct upload_body body;
     if (src && cached_body(fs, src, &body, REPUT_MAX)) {
@@ -919,6 +949,11 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
         }
     } else {
         rc = upload_copy(fs, from, to, size);
+        /* the copy keeps the attributes: a new directory may have to say
+         * that listings misstate them (unknown ones: as if they did) */
+        if (!rc && (!src || (!strchr(src->etag, '-') &&
+                             meta_listing_misstates(&src->st, &fs->defaults, time(NULL)))))
+            ops_dir_mark(fs, to);
     }
     if (rc)
         return rc;
@@ -958,9 +993,10 @@ static int rename_dir(struct fs *fs, const char *from, const char *to, int exist
 static int stat_of(struct fs *fs, struct inode *in, const char *path, struct stat *st)
 {
     if (!in) {
-        char etag[S3_ETAG_MAX];
-        int marker;
-        return ops_resolve(fs, path, st, etag, &marker);
+        struct obj_attr a;
+        int rc = ops_resolve(fs, path, &a);
+        *st = a.st;
+        return rc;
     }
     pthread_mutex_lock(&in->lock);
     int rc = ops_stat(fs, in, st);

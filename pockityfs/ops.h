@@ -46,19 +46,43 @@ static inline struct fs *fs_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
+/* What S3 says of a name: attributes from the object's metadata, its ETag
+ * ("" for a directory known from keys under it), whether it is a directory
+ * marker, and when the object was last written (0: unknown). */
+struct obj_attr {
+    struct stat st;
+    char etag[S3_ETAG_MAX];
+    int has_marker;
+    int entry_attrs; /* the marker says: listings misstate entries here */
+    time_t modified;
+};
+
 /* Find what path is in S3: a file or symlink (HEAD path), a directory with
  * a marker (HEAD path/), or a directory implied by keys under it (or by
  * local files not yet uploaded). Returns 0 or -errno (-ENOENT). */
-int ops_resolve(struct fs *fs, const char *path, struct stat *st, char etag[S3_ETAG_MAX],
-                int *has_marker);
+int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a);
+
+/* The same for path, a directory a listing showed: its marker's
+ * attributes, or the defaults when it has none. */
+int ops_resolve_dir(struct fs *fs, const char *path, struct obj_attr *a);
+
+/* Make the marker of path's directory say that listings misstate entries
+ * in it (META_ENTRY_ATTRS), so that readdirplus reads their attributes
+ * from the objects. Returns 0 once it says so, or -errno: the root and a
+ * directory known only from its prefix have no marker. */
+int ops_dir_mark(struct fs *fs, const char *path);
 
 /* The inode's attributes, refreshed from S3 when stale. Caller holds
  * in->lock. Returns 0 or -errno. */
 int ops_stat(struct fs *fs, struct inode *in, struct stat *out);
 
-/* Install fresh attributes. Caller holds in->lock. */
+/* Install fresh attributes (the object's time not known: this mount wrote
+ * it, or a listing gave them). Caller holds in->lock. */
 void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,
                   int has_marker, int meta_known);
+
+/* Install what ops_resolve found. Caller holds in->lock. */
+void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a);
 
 /* The entry reply for in (caller holds in->lock). */
 void ops_entry(struct fs *fs, struct inode *in, struct fuse_entry_param *e);

@@ -7,15 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fs.h"
 #include "log.h"
+#include "ops.h"
+#include "parallel.h"
 #include "stream.h"
 
-#define COPY_MAX    (5ull << 30) /* largest single CopyObject */
-#define COPY_PART   (1ull << 30)
-#define MAX_PARTS   10000
-#define THREADS_MAX 16
+#define COPY_MAX  (5ull << 30) /* largest single CopyObject */
+#define COPY_PART (1ull << 30)
+#define MAX_PARTS 10000
 
 uint64_t upload_part_size(uint64_t size)
 {
@@ -45,7 +47,7 @@ struct mp {
     char (*etags)[S3_ETAG_MAX];
 };
 
-static void *mp_worker(void *arg)
+static void mp_worker(void *arg)
 {
     struct mp *m = arg;
     for (;;) {
@@ -53,7 +55,7 @@ static void *mp_worker(void *arg)
         int n = m->status == S3_OK && m->next <= m->n_parts ? m->next++ : 0;
         pthread_mutex_unlock(&m->lock);
         if (!n)
-            return NULL;
+            return;
         uint64_t off = (uint64_t)(n - 1) * m->part_size;
         uint64_t len = m->size - off < m->part_size ? m->size - off : m->part_size;
         struct s3_fd f = {.fd = m->fd, .base = off};
@@ -128,21 +130,8 @@ static int put_multipart(struct fs *fs, const char *key, const struct upload_bod
     if (!m.etags) {
         m.status = S3_ERR_NOMEM;
     } else {
-        int n_threads = fs->opt.upload_threads;
-        if (n_threads < 1)
-            n_threads = 1;
-        if (n_threads > THREADS_MAX)
-            n_threads = THREADS_MAX;
-        if (n_threads > m.n_parts)
-            n_threads = m.n_parts;
-        pthread_t threads[THREADS_MAX];
-        int started = 0;
-        for (int i = 1; i < n_threads; i++)
-            if (pthread_create(&threads[started], NULL, mp_worker, &m) == 0)
-                started++;
-        mp_worker(&m); /* this thread works too */
-        for (int i = 0; i < started; i++)
-            pthread_join(threads[i], NULL);
+        parallel_run(fs->opt.upload_threads < m.n_parts ? fs->opt.upload_threads : m.n_parts,
+                     mp_worker, &m);
     }
     if (m.status == S3_OK)
         m.status = upload_complete(fs->s3, key, upload_id, m.n_parts, m.etags, size, etag);
@@ -169,6 +158,14 @@ static void commit(struct fs *fs, const char *qkey, char id[64], uint64_t size, 
     if (rc)
         log_warn("cannot report the upload of '%s' to the server: %s (reconciliation will)", qkey,
                  strerror(-rc));
+}
+
+int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size)
+{
+    int mis = meta_listing_misstates(st, &fs->defaults, time(NULL));
+    if (size > 0 && (mis & META_MISSTATES_MODE))
+        return 1;
+    return mis && ops_dir_mark(fs, path) != 0 && size > 0;
 }
 
 static int put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
@@ -216,7 +213,7 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
     if (rc != -EAGAIN) {
         /* finished by its stream */
     } else if ((body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) ||
-               (!as_dir && body->size > 0 && meta_listing_misstates(st, &fs->defaults))) {
+               (!as_dir && upload_misstated(fs, path, st, body->size))) {
         rc = put_multipart(fs, key, body, &opts, etag);
     } else {
         struct s3_fd f = {.fd = body->fd, .base = 0};

@@ -38,6 +38,13 @@ struct upload_body {
  * directory marker) with st's mode, uid, gid and mtime as metadata. etag
  * (optional) receives the new ETag. Returns 0 or -errno: -EDQUOT when the
  * reservation is refused, -EACCES when the key may not write, -EIO. */
+/* Whether a file of size bytes at path with attributes st is to be
+ * uploaded multipart so that listings tell by its ETag that they misstate
+ * it (meta_listing_misstates): for its mode, or for its owner or time when
+ * its directory's marker cannot say so instead (ops_dir_mark, tried here).
+ * An empty file cannot be: only its directory can say it. */
+int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size);
+
 int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
                const struct stat *st, char etag[S3_ETAG_MAX]);
 

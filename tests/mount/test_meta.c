@@ -84,28 +84,49 @@ static void test_from_stat(void **state)
     assert_string_equal(ms.items[3].value, "1234567890");
     struct s3_put_opts o = meta_put_opts(&ms);
     assert_int_equal(o.n_meta, 4);
+    meta_set_entry_attrs(&ms); /* a marker of a directory whose entries need reading */
+    o = meta_put_opts(&ms);
+    assert_int_equal(o.n_meta, 5);
+    assert_string_equal(o.meta[4].name, META_ENTRY_ATTRS);
 }
 
 /* What a listing (S_IFREG | 0644 here) would get wrong enough to matter. */
 static void test_listing_misstates(void **state)
 {
     (void)state;
-    struct stat st = {.st_mode = S_IFREG | 0644};
-    assert_false(meta_listing_misstates(&st, &defaults));
-    st.st_mode = S_IFREG | 0600; /* shown 0644, others could read it */
-    assert_true(meta_listing_misstates(&st, &defaults));
-    st.st_mode = S_IFREG | 0640;
-    assert_true(meta_listing_misstates(&st, &defaults));
-    st.st_mode = S_IFREG | 0664; /* shown 0644: less than it allows */
-    assert_false(meta_listing_misstates(&st, &defaults));
+    struct stat st = {.st_mode = S_IFREG | 0644, .st_uid = 1000, .st_gid = 100};
+    st.st_mtime = 5000 - META_MTIME_SLACK; /* written just before its upload */
+    assert_false(meta_listing_misstates(&st, &defaults, 5000));
+    st.st_mtime = 5000 - META_MTIME_SLACK - 1; /* a time kept from elsewhere */
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_OTHER);
+    st.st_mtime = 5000 + META_MTIME_SLACK + 1; /* or in the future */
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_OTHER);
+    st.st_mtime = 5000;
+    st.st_uid = 0; /* another owner */
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_OTHER);
+    st.st_uid = 1000;
+    st.st_gid = 0;
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_OTHER);
     st.st_mode = S_IFREG | 0755;
-    assert_true(meta_listing_misstates(&st, &defaults));
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000),
+                     META_MISSTATES_MODE | META_MISSTATES_OTHER);
+    st.st_mode = S_IFREG | 0644;
+    st.st_gid = 100;
+    assert_false(meta_listing_misstates(&st, &defaults, 5000));
+    st.st_mode = S_IFREG | 0600; /* shown 0644, others could read it */
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
+    st.st_mode = S_IFREG | 0640;
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
+    st.st_mode = S_IFREG | 0664; /* shown 0644: less than it allows */
+    assert_false(meta_listing_misstates(&st, &defaults, 5000));
+    st.st_mode = S_IFREG | 0755;
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
     st.st_mode = S_IFREG | 0744;
-    assert_true(meta_listing_misstates(&st, &defaults));
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
     st.st_mode = S_IFREG | 04644;
-    assert_true(meta_listing_misstates(&st, &defaults));
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
     st.st_mode = S_IFLNK | 0777;
-    assert_true(meta_listing_misstates(&st, &defaults));
+    assert_int_equal(meta_listing_misstates(&st, &defaults, 5000), META_MISSTATES_MODE);
     meta_set_size(&st, 1025);
     assert_int_equal(st.st_size, 1025);
     assert_int_equal(st.st_blocks, 3);

@@ -715,14 +715,49 @@ def test_listed_attributes():
         os.symlink("../plain", m.p("d", "up"))
         os.symlink("plain", m.p("moved-from"))
         os.rename(m.p("moved-from"), m.p("moved"))
+        # times and owners a listing would misstate: in a directory with a
+        # marker, the marker says so (the files stay single PUTs); at the
+        # root, which has none, each file does by a multipart upload
+        os.mkdir(m.p("times"))
+        for name in ("times/old", "old-top", "times/empty"):
+            write_file(m.p(name), b"" if name.endswith("empty") else b"old\n")
+            os.utime(m.p(name), (978307200, 978307200))
+        write_file(m.p("times/owned"), b"owned\n")
+        os.chown(m.p("times/owned"), 1234, 5678)
+        write_file(m.p("times/fresh"), b"fresh\n")
+        # kinds mixed across several readdirplus replies, whose HEADs are
+        # made in parallel before each reply
+        os.mkdir(m.p("many"))
+        sh("cd %s && seq 1000 1399 | xargs -P 8 -n 25 sh -c 'for i; do case $((i %% 4)) in "
+           "0) echo $i > f$i;; 1) echo $i > f$i; chmod 600 f$i;; 2) ln -s t$i f$i;; "
+           "3) echo $i > f$i; chmod 755 f$i;; esac; done' _" % m.p("many"))
+    rc, out, _ = root_s3("head", prefix + "times/")
+    check(rc == 0 and "meta pockity-entry-attrs 1" in out, "the marker says it: %r" % out)
+    rc, out, _ = root_s3("head", prefix + "d/")
+    check(rc == 0 and "pockity-entry-attrs" not in out, "only where needed: %r" % out)
     for key, marked in (("plain", False), ("script", True), ("later", True), ("fetched", True),
-                        ("private", True), ("link", True), ("d/up", True), ("moved", True)):
+                        ("private", True), ("link", True), ("d/up", True), ("moved", True),
+                        ("old-top", True), ("times/old", False), ("times/owned", False)):
         rc, out, _ = root_s3("head", prefix + key)
         etag = re.search(r"etag (\S+)", out)
         check(rc == 0 and etag and ("-" in etag.group(1)) == marked,
               "%s uploaded %s: %r" % (key, "multipart" if marked else "whole", out))
     with Mount(D, pk) as m:
         listing = sh("ls -l %s %s/d" % (m.path, m.path)).stdout  # readdirplus fills the entries
+        kept = sh("ls -ln --time-style=+%%s %s %s" % (m.path, m.p("times"))).stdout
+        for name, owner, when in (("old-top", "0 0", 978307200), ("old", "0 0", 978307200),
+                                  ("empty", "0 0", 978307200), ("owned", "1234 5678", None)):
+            line = re.search(r"^-\S+ +\d+ +(\d+ +\d+) +\d+ +(\d+) %s$" % name, kept, re.M)
+            check(line and " ".join(line.group(1).split()) == owner and
+                  (when is None or int(line.group(2)) == when),
+                  "%s shows its owner and time right after a listing:\n%s" % (name, kept))
+        many = sh("ls -l %s" % m.p("many")).stdout.splitlines()[1:]
+        want = {0: "-rw-r--r--", 1: "-rw-------", 2: "lrwxrwxrwx", 3: "-rwxr-xr-x"}
+        wrong = [line for line in many
+                 if want[int(line.split()[8][1:]) % 4] != line.split()[0]
+                 or (line[0] == "l") != line.endswith(" -> t" + line.split()[8][1:])]
+        check(len(many) == 400 and not wrong,
+              "400 mixed entries right after a listing: %d, wrong: %r" % (len(many), wrong[:5]))
         # chmod +x right after a listing: the object's other attributes stay
         os.chmod(m.p("kept"), 0o755)
         for name, target in (("link", "plain"), ("d/up", "../plain"), ("moved", "plain")):
@@ -745,7 +780,7 @@ def test_listed_attributes():
             f.write("2\n")  # the kernel forgets the inodes
         os.chmod(m.p("plain"), 0o640)
         check(open(m.p("plain"), "rb").read() == b"plain\n", "a read after a chmod")
-        links = sh("find %s -type l | sort" % m.path).stdout.split()
+        links = sh("find %s -path '*/many' -prune -o -type l -print | sort" % m.path).stdout.split()
         check(links == [m.p("d", "up"), m.p("link"), m.p("moved")], "find -type l: %r" % links)
     with Mount(D, pk) as m:
         os.listdir(m.path)
@@ -1206,6 +1241,35 @@ def test_other_writers():
             check(os.pread(g.fileno(), 4096, at) == big[at:at + 4096], "replaced, still readable")
         check(not in_s3(prefix + "big"), "unlinked in S3")
         check(s3_get(prefix + "big2") == b"n", "replaced in S3")
+
+
+def test_other_mount_attributes():
+    """A change of attributes made by another mount, a copy of the object
+    onto itself that keeps its ETag, shows in listings once the attributes
+    expire: the object's Last-Modified in the listing has moved on."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as a, Mount(D, pk, options=["attr_timeout=1", "dir_timeout=1"]) as b:
+        os.mkdir(a.p("d"))
+        for n in ("f", "g"):
+            write_file(a.p("d", n), b"x")
+            os.utime(a.p("d", n), (978307200, 978307200))
+        sh("sync %s" % a.path)
+        before = sh("ls -ln --time-style=+%%s %s" % b.p("d")).stdout
+        check(re.search(r" 0 +0 +1 978307200 f$", before, re.M), "B sees the time:\n" + before)
+        etag = root_s3("head", prefix + "d/f")[1].split("\n")[1]
+        time.sleep(1.1)  # the change lands in a later second than the upload
+        os.utime(a.p("d", "f"), (1009843200, 1009843200))  # 2002-01-01
+        os.chown(a.p("d", "g"), 1234, 5678)
+        check(root_s3("head", prefix + "d/f")[1].split("\n")[1] == etag, "the same ETag")
+        deadline = time.time() + 6
+        while True:
+            now = sh("ls -ln --time-style=+%%s %s" % b.p("d")).stdout  # keeps listing
+            if (re.search(r" 1009843200 f$", now, re.M) and
+                    re.search(r" 1234 +5678 +1 978307200 g$", now, re.M)):
+                break
+            check(time.time() < deadline, "B shows the new attributes:\n" + now)
+            time.sleep(0.3)
 
 
 def test_listing_race():
@@ -1756,7 +1820,8 @@ TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, tes
          test_server_frozen, test_storage_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
-         test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_listing_race,
+         test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,
+         test_listing_race,
          test_async_uploads, test_readahead, test_streamed_reads, test_cache_outlives_inode, test_streamed_upload, test_fstab_config, test_git_sqlite, test_listing_speed, test_tar_tree,
          test_large_file]
 
