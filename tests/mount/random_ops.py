@@ -25,6 +25,7 @@ class RandomOps:
         self.rng = random.Random(seed)
         self.data = {}   # inode id -> bytearray
         self.mode = {}   # inode id -> permission bits
+        self.mtime = {}  # inode id -> the mtime set by utime, None once written since
         self.names = {}  # name -> inode id
         self.fds = []    # [fd, inode id, append]
         self.next_id = 0
@@ -61,10 +62,12 @@ class RandomOps:
             umask = os.umask(0)
             os.umask(umask)
             self.mode[self.next_id] = 0o644 & ~umask
+            self.mtime[self.next_id] = None
             self.next_id += 1
         ino = self.names[name]
         if trunc:
             del self.data[ino][:]
+            self.mtime[ino] = None
         self.fds.append([fd, ino, append])
 
     def pick_fd(self):
@@ -100,6 +103,7 @@ class RandomOps:
             got = os.pwrite(fd, chunk, off)
         if got != n:
             self.fail("short write: %d of %d" % (got, n))
+        self.mtime[ino] = None
         if off > len(buf):
             buf.extend(bytes(off - len(buf)))
         buf[off:off + n] = chunk
@@ -122,6 +126,7 @@ class RandomOps:
                                 len(buf) + self.rng.randint(1, 1 << 20)])
         self.note("ftruncate %d (fd %d)" % (size, fd))
         os.ftruncate(fd, size)
+        self.mtime[ino] = None
         if size < len(buf):
             del buf[size:]
         else:
@@ -159,6 +164,22 @@ class RandomOps:
         os.chmod(self.p(name), mode)
         self.mode[self.names[name]] = mode
 
+    def op_utime(self):
+        """A time kept from elsewhere (tar x, cp -p), which a listing shows
+        only if pockityfs marks the file or its directory."""
+        if not self.names:
+            return
+        name = self.rng.choice(sorted(self.names))
+        t = self.rng.choice([978307200, 1009843200, 1700000000])
+        self.note("utime %d %s" % (t, name))
+        os.utime(self.p(name), (t, t))
+        self.mtime[self.names[name]] = t
+
+    def check_mtime(self, name, st, when):
+        t = self.mtime[self.names[name]]
+        if t is not None and st.st_mtime != t:
+            self.fail("%s: mtime %d %s, the model's %d" % (name, st.st_mtime, when, t))
+
     def op_unlink(self):
         if not self.names:
             return
@@ -185,6 +206,8 @@ class RandomOps:
         want = len(self.data[self.names[name]]) if name in self.names else None
         if size != want:
             self.fail("stat %s: size %r, the model has %r" % (name, size, want))
+        if size is not None:
+            self.check_mtime(name, st, "at stat")
         if size is not None and st.st_mode & 0o7777 != self.mode[self.names[name]]:
             self.fail("stat %s: mode %o, the model has %o"
                       % (name, st.st_mode & 0o7777, self.mode[self.names[name]]))
@@ -199,8 +222,8 @@ class RandomOps:
         self.check_name(name)
 
     OPS = [(op_open, 10), (op_write, 30), (op_read, 15), (op_truncate, 5), (op_fsync, 4),
-           (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_chmod, 3), (op_forget, 5), (op_stat, 8),
-           (op_read_whole, 10)]
+           (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_chmod, 3), (op_utime, 3),
+           (op_forget, 5), (op_stat, 8), (op_read_whole, 10)]
 
     def run(self, n):
         ops = [op for op, _ in self.OPS]
@@ -233,20 +256,21 @@ class RandomOps:
         """Every name as in the model, and no other file, under root (the
         mount by default: another mount of the same pocket may be given)."""
         root = root or self.root
-        for name in NAMES:
-            self.check_name(name, root)
         have = {os.path.relpath(os.path.join(d, f), root)
                 for d, _, files in os.walk(root) for f in files}
         if have != set(self.names):
             self.fail("files %s, the model %s" % (sorted(have), sorted(self.names)))
         # right after a listing: every mode here is the default (0644) or
-        # one a listing must not show as that (pockityfs uploads those so
-        # that the listing tells)
+        # one a listing must not show as that, and every time set by utime
+        # is kept (pockityfs marks those so that the listing tells)
         for name, ino in self.names.items():
-            mode = os.stat(os.path.join(root, name)).st_mode & 0o7777
-            if mode != self.mode[ino]:
+            st = os.stat(os.path.join(root, name))
+            if st.st_mode & 0o7777 != self.mode[ino]:
                 self.fail("%s: mode %o right after a listing, the model's %o"
-                          % (name, mode, self.mode[ino]))
+                          % (name, st.st_mode & 0o7777, self.mode[ino]))
+            self.check_mtime(name, st, "right after a listing")
+        for name in NAMES:  # after the listing: reads look the names up
+            self.check_name(name, root)
 
     def expected(self):
         """name -> content, for a check of S3 itself."""
