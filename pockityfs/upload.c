@@ -123,7 +123,7 @@ static int put_multipart(struct fs *fs, const char *key, const struct upload_bod
                    .data = body->data,
                    .size = size};
     m.part_size = upload_part_size(size);
-    m.n_parts = (int)((size + m.part_size - 1) / m.part_size);
+    m.n_parts = size ? (int)((size + m.part_size - 1) / m.part_size) : 1; /* one empty part */
     m.next = 1;
     m.etags = calloc((size_t)m.n_parts, sizeof(*m.etags));
     pthread_mutex_init(&m.lock, NULL);
@@ -163,9 +163,9 @@ static void commit(struct fs *fs, const char *qkey, char id[64], uint64_t size, 
 int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size)
 {
     int mis = meta_listing_misstates(st, &fs->defaults, time(NULL));
-    if (size > 0 && (mis & META_MISSTATES_MODE))
+    if (mis & META_MISSTATES_MODE)
         return 1;
-    return mis && ops_dir_mark(fs, path) != 0 && size > 0;
+    return mis && ops_dir_mark(fs, path) != 0;
 }
 
 static int put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,

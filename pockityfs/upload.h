@@ -42,7 +42,7 @@ struct upload_body {
  * uploaded multipart so that listings tell by its ETag that they misstate
  * it (meta_listing_misstates): for its mode, or for its owner or time when
  * its directory's marker cannot say so instead (ops_dir_mark, tried here).
- * An empty file cannot be: only its directory can say it. */
+ * An empty file is uploaded as one empty part. */
 int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size);
 
 int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,

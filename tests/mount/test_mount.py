@@ -728,6 +728,8 @@ def test_listed_attributes():
         write_file(m.p("times/owned"), b"owned\n")
         os.chown(m.p("times/owned"), 1234, 5678)
         write_file(m.p("times/fresh"), b"fresh\n")
+        write_file(m.p("empty-exe"), b"")  # one empty part
+        os.chmod(m.p("empty-exe"), 0o755)
         # kinds mixed across several readdirplus replies, whose HEADs are
         # made in parallel before each reply
         os.mkdir(m.p("many"))
@@ -740,7 +742,8 @@ def test_listed_attributes():
     check(rc == 0 and "pockity-entry-attrs" not in out, "only where needed: %r" % out)
     for key, marked in (("plain", False), ("script", True), ("later", True), ("fetched", True),
                         ("private", True), ("link", True), ("d/up", True), ("moved", True),
-                        ("old-top", True), ("times/old", False), ("times/owned", False)):
+                        ("old-top", True), ("times/old", False), ("times/owned", False),
+                        ("empty-exe", True)):
         rc, out, _ = root_s3("head", prefix + key)
         etag = re.search(r"etag (\S+)", out)
         check(rc == 0 and etag and ("-" in etag.group(1)) == marked,
@@ -766,7 +769,7 @@ def test_listed_attributes():
         for name, target in (("link", "plain"), ("d/up", "../plain"), ("moved", "plain")):
             check(os.path.islink(m.p(name)) and os.readlink(m.p(name)) == target,
                   "%s is a symlink right after a listing:\n%s" % (name, listing))
-        check(all(os.access(m.p(n), os.X_OK) for n in ("script", "later", "fetched")),
+        check(all(os.access(m.p(n), os.X_OK) for n in ("script", "later", "fetched", "empty-exe")),
               "executables stay executable:\n" + listing)
         check(sh(m.p("script")).stdout == "ran\n", "a script runs")
         check(not os.access(m.p("plain"), os.X_OK), "a plain file is not executable")
