@@ -457,8 +457,7 @@ static int store_meta(struct fs *fs, struct inode *in)
     int fetched = 0;
     uint64_t reput = REPUT_MAX;
     if (S_ISREG(in->st.st_mode) && !strchr(in->etag, '-') &&
-        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN &&
-        upload_misstated(fs, path, &in->st, (uint64_t)in->st.st_size)) {
+        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN && upload_misstated(fs, path, &in->st)) {
         reput = UPLOAD_MULTIPART_MIN;
         int f = ops_fetch_whole(fs, in);
         if (f)

@@ -422,6 +422,8 @@ struct dirh {
     struct listing *l;
     char **extra;
     size_t n_extra, cap_extra;
+    char **early; /* local files when the listing started (upload may land meanwhile) */
+    size_t n_early, cap_early;
     int extras_known;
     int oom;
     int cached;       /* l is (or was offered as) the directory's cached listing */
@@ -430,26 +432,61 @@ struct dirh {
     double listed_at;
 };
 
-static void collect_local(void *arg, const char *name, struct inode *inode)
+/* Append a copy of name to *v (n, cap); sets d->oom when out of memory. */
+static void names_add(struct dirh *d, char ***v, size_t *n, size_t *cap, const char *name)
 {
-    struct dirh *d = arg;
-    (void)inode;
-    if (listing_find(d->l, name))
-        return;
-    if (d->n_extra == d->cap_extra) {
-        size_t nc = d->cap_extra ? d->cap_extra * 2 : 8;
-        char **e = realloc(d->extra, nc * sizeof(*e));
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        char **e = realloc(*v, nc * sizeof(*e));
         if (!e) {
             d->oom = 1;
             return;
         }
-        d->extra = e;
-        d->cap_extra = nc;
+        *v = e;
+        *cap = nc;
     }
-    if (!(d->extra[d->n_extra] = strdup(name)))
+    if (!((*v)[*n] = strdup(name)))
         d->oom = 1;
     else
-        d->n_extra++;
+        (*n)++;
+}
+
+static void collect_early(void *arg, const char *name, struct inode *inode)
+{
+    struct dirh *d = arg;
+    (void)inode;
+    names_add(d, &d->early, &d->n_early, &d->cap_early, name);
+}
+
+static void collect_local(void *arg, const char *name, struct inode *inode)
+{
+    struct dirh *d = arg;
+    (void)inode;
+    if (!listing_find(d->l, name))
+        names_add(d, &d->extra, &d->n_extra, &d->cap_extra, name);
+}
+
+/* The extras: local files not listed, now or when the listing started (a
+ * file whose upload landed after S3 listed that part of the directory is
+ * in neither the listing nor the local files at its end). */
+static void collect_extras(struct fs *fs, struct dirh *d)
+{
+    inode_local_children(&fs->inodes, d->path, collect_local, d);
+    for (size_t i = 0; i < d->n_early && !d->oom; i++) {
+        const char *name = d->early[i];
+        int known = listing_find(d->l, name) != NULL;
+        for (size_t k = 0; k < d->n_extra && !known; k++)
+            known = strcmp(d->extra[k], name) == 0;
+        size_t n = strlen(d->path) + strlen(name) + 2;
+        char *path = known ? NULL : malloc(n);
+        struct inode *in = NULL;
+        if (path && meta_join(d->path, name, path, n) == 0)
+            in = inode_get_path(&fs->inodes, path); /* not unlinked meanwhile */
+        if (in)
+            names_add(d, &d->extra, &d->n_extra, &d->cap_extra, name);
+        inode_put(&fs->inodes, in);
+        free(path);
+    }
 }
 
 static void dirh_free(struct dirh *d)
@@ -459,6 +496,9 @@ static void dirh_free(struct dirh *d)
     for (size_t i = 0; i < d->n_extra; i++)
         free(d->extra[i]);
     free(d->extra);
+    for (size_t i = 0; i < d->n_early; i++)
+        free(d->early[i]);
+    free(d->early);
     listing_unref(d->l);
     free(d->path);
     free(d);
@@ -487,7 +527,7 @@ static int dirh_entry(struct fs *fs, struct dirh *d, size_t j, int wait, struct 
     if (state != LISTING_DONE)
         return state == LISTING_GROWING ? -EAGAIN : state;
     if (!d->extras_known) {
-        inode_local_children(&fs->inodes, d->path, collect_local, d);
+        collect_extras(fs, d);
         if (d->oom)
             return -ENOMEM;
         d->extras_known = 1;
@@ -541,8 +581,10 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d->changes = in->dir_changes;
     d->moves = names_moves(&fs->names);
     pthread_mutex_unlock(&fs->dir_lock);
-    if (!d->l)
-        rc = list_dir(fs, d->path, 1, &d->l);
+    if (!d->l) {
+        inode_local_children(&fs->inodes, d->path, collect_early, d);
+        rc = d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
+    }
 done:
     inode_put(&fs->inodes, in);
     if (rc) {

@@ -160,7 +160,7 @@ static void commit(struct fs *fs, const char *qkey, char id[64], uint64_t size, 
                  strerror(-rc));
 }
 
-int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size)
+int upload_misstated(struct fs *fs, const char *path, const struct stat *st)
 {
     int mis = meta_listing_misstates(st, &fs->defaults, time(NULL));
     if (mis & META_MISSTATES_MODE)
@@ -213,7 +213,7 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
     if (rc != -EAGAIN) {
         /* finished by its stream */
     } else if ((body->fd >= 0 && body->size >= UPLOAD_MULTIPART_MIN) ||
-               (!as_dir && upload_misstated(fs, path, st, body->size))) {
+               (!as_dir && upload_misstated(fs, path, st))) {
         rc = put_multipart(fs, key, body, &opts, etag);
     } else {
         struct s3_fd f = {.fd = body->fd, .base = 0};

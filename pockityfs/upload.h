@@ -34,17 +34,17 @@ struct upload_body {
                  * thread sends (0: the S3 client's limits); not for a stream */
 };
 
+/* Whether the file at path with attributes st is to be uploaded
+ * multipart so that listings tell by its ETag that they misstate it
+ * (meta_listing_misstates): for its mode, or for its owner or time when
+ * its directory's marker cannot say so instead (ops_dir_mark, tried
+ * here). An empty file is uploaded as one empty part. */
+int upload_misstated(struct fs *fs, const char *path, const struct stat *st);
+
 /* Upload path (relative to the pocket prefix; as_dir adds the '/' of a
  * directory marker) with st's mode, uid, gid and mtime as metadata. etag
  * (optional) receives the new ETag. Returns 0 or -errno: -EDQUOT when the
  * reservation is refused, -EACCES when the key may not write, -EIO. */
-/* Whether a file of size bytes at path with attributes st is to be
- * uploaded multipart so that listings tell by its ETag that they misstate
- * it (meta_listing_misstates): for its mode, or for its owner or time when
- * its directory's marker cannot say so instead (ops_dir_mark, tried here).
- * An empty file is uploaded as one empty part. */
-int upload_misstated(struct fs *fs, const char *path, const struct stat *st, uint64_t size);
-
 int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,
                const struct stat *st, char etag[S3_ETAG_MAX]);
 
