@@ -31,11 +31,12 @@ struct inode {
 
     /* lock guards everything below; take it before the table lock, never after */
     pthread_mutex_t lock;
-    struct stat st;         /* st_ino set; the rest valid when attr_expire > 0 */
-    double attr_expire;     /* monotonic time the attributes go stale; 0: unknown */
-    int meta_known;         /* st mode/uid/gid/mtime came from metadata or from us */
-    time_t obj_mtime;       /* the object's Last-Modified when those were read from
-                               it; 0: unknown (e.g. this mount wrote it since) */
+    struct stat st;     /* st_ino set; the rest valid when attr_expire > 0 */
+    double attr_expire; /* monotonic time the attributes go stale; 0: unknown */
+    int meta_known;     /* st mode/uid/gid/mtime came from metadata or from us */
+    time_t obj_mtime;   /* the object's Last-Modified when those were read from
+                           it; 0: unknown (this mount wrote it since, at wrote_at) */
+    time_t wrote_at;
     int has_marker;         /* directory with a "name/" marker object */
     int entry_attrs;        /* its marker says listings misstate entries (ops_dir_mark) */
     char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */

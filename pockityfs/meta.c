@@ -106,7 +106,8 @@ void meta_from_stat(const struct stat *st, struct meta_set *out)
 
 void meta_set_entry_attrs(struct meta_set *m)
 {
-    m->items[m->n++] = (struct s3_meta){META_ENTRY_ATTRS, "1"};
+    if (m->n < sizeof(m->items) / sizeof(m->items[0]))
+        m->items[m->n++] = (struct s3_meta){META_ENTRY_ATTRS, "1"};
 }
 
 struct s3_put_opts meta_put_opts(const struct meta_set *m)

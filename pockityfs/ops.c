@@ -161,7 +161,13 @@ void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const 
     in->etag_hash = 0;
     in->has_marker = has_marker;
     in->meta_known = meta_known;
+    ops_wrote(in);
+}
+
+void ops_wrote(struct inode *in)
+{
     in->obj_mtime = 0;
+    in->wrote_at = time(NULL);
 }
 
 void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a)
@@ -426,7 +432,7 @@ static int store_meta(struct fs *fs, struct inode *in)
         return 0;
     if (in->cf && in->cf->dirty)
         return ops_journal_attrs(fs, in);
-    in->obj_mtime = 0; /* written again below */
+    ops_wrote(in); /* below */
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc)
@@ -456,8 +462,8 @@ static int store_meta(struct fs *fs, struct inode *in)
      * one of another client keeps a plain copy, which listings misstate */
     int fetched = 0;
     uint64_t reput = REPUT_MAX;
-    if (S_ISREG(in->st.st_mode) && !strchr(in->etag, '-') &&
-        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN && upload_misstated(fs, path, &in->st)) {
+    if (S_ISREG(in->st.st_mode) && !strchr(in->etag, '-') && upload_misstated(fs, path, &in->st) &&
+        (uint64_t)in->st.st_size < UPLOAD_MULTIPART_MIN) {
         reput = UPLOAD_MULTIPART_MIN;
         int f = ops_fetch_whole(fs, in);
         if (f)
@@ -513,8 +519,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     pthread_mutex_lock(&in->lock);
     /* attributes from a listing are defaults: read the object's before
      * changing some, or the others would be stored as those defaults (the
-     * inode's type is still checked: attr_expire stays above 0) */
-    if (!in->meta_known && in->attr_expire > 0 && !(in->cf && in->cf->dirty))
+     * inode's type is still checked: attr_expire stays above 0); so is a
+     * directory's marker, whose other metadata (META_ENTRY_ATTRS, set by
+     * any mount) the new one keeps */
+    if ((!in->meta_known || S_ISDIR(in->st.st_mode)) && in->attr_expire > 0 &&
+        in->ino != INODE_ROOT && !(in->cf && in->cf->dirty))
         in->attr_expire = 1;
     if (!rc)
         rc = ops_stat(fs, in, &st);
@@ -935,10 +944,30 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
     if (dn)
         fill_for_readers(fs, dn, to);
     if (src)
-        src->obj_mtime = 0; /* a new object under the new name */
+        ops_wrote(src); /* a new object under the new name */
+    /* a copy keeps the attributes and a plain ETag: where listings would
+     * misstate them and the new directory cannot say so (upload_misstated
+     * marks it if it can), a file below UPLOAD_MULTIPART_MIN is uploaded
+     * again, fetched first (RGW answered 403 to a mount's UploadPartCopy
+     * of a small object to another key); unknown attributes mark the
+     * directory, as if */
+    uint64_t reput = REPUT_MAX;
+    int fetched = 0;
+    if (!src)
+        ops_dir_mark(fs, to);
+    else if (S_ISREG(src->st.st_mode) && !strchr(src->etag, '-') &&
+             upload_misstated(fs, to, &src->st) && size < UPLOAD_MULTIPART_MIN) {
+        reput = UPLOAD_MULTIPART_MIN;
+        fetched = 1;
+        int f = ops_fetch_whole(fs, src);
+        if (f)
+            log_warn("cannot fetch '%s' to upload it again (%s): listings will show it "
+                     "with the defaults",
+                     from, strerror(-f));
+    }
     /* a small file held whole in the cache: PUT it under the new name */
     struct upload_body body;
-    if (src && cached_body(fs, src, &body, REPUT_MAX)) {
+    if (src && cached_body(fs, src, &body, reput)) {
         char etag[S3_ETAG_MAX];
         rc = upload_put(fs, to, 0, &body, &src->st, etag);
         cached_done(fs, src);
@@ -947,12 +976,9 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
             snprintf(src->cf->etag, sizeof(src->cf->etag), "%s", etag);
         }
     } else {
+        if (fetched)
+            cached_done(fs, src);
         rc = upload_copy(fs, from, to, size);
-        /* the copy keeps the attributes: a new directory may have to say
-         * that listings misstate them (unknown ones: as if they did) */
-        if (!rc && (!src || (!strchr(src->etag, '-') &&
-                             meta_listing_misstates(&src->st, &fs->defaults, time(NULL)))))
-            ops_dir_mark(fs, to);
     }
     if (rc)
         return rc;

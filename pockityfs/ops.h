@@ -81,6 +81,10 @@ int ops_stat(struct fs *fs, struct inode *in, struct stat *out);
 void ops_set_attr(struct fs *fs, struct inode *in, const struct stat *st, const char *etag,
                   int has_marker, int meta_known);
 
+/* This mount writes in's object now: its Last-Modified is not known.
+ * Caller holds in->lock. */
+void ops_wrote(struct inode *in);
+
 /* Install what ops_resolve found. Caller holds in->lock. */
 void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a);
 

@@ -611,12 +611,12 @@ static int mark_marker(struct fs *fs, const char *dir, struct inode *d)
 {
     struct obj_attr a;
     int rc = 0;
-    if (d && d->attr_expire > 0 && d->meta_known && S_ISDIR(d->st.st_mode)) {
+    if (d && d->attr_expire > inode_now() && d->meta_known && S_ISDIR(d->st.st_mode)) {
         a.st = d->st; /* with this mount's latest changes */
         a.has_marker = d->has_marker;
         a.entry_attrs = 0;
-    } else {
-        rc = ops_resolve_dir(fs, dir, &a);
+    } else if ((rc = ops_resolve_dir(fs, dir, &a)) == 0 && d && S_ISDIR(d->st.st_mode)) {
+        ops_set_resolved(fs, d, &a); /* another mount's changes kept */
     }
     if (rc || !a.has_marker)
         return rc ? rc : -ENOENT; /* a prefix only */
@@ -628,7 +628,11 @@ static int mark_marker(struct fs *fs, const char *dir, struct inode *d)
     meta_set_entry_attrs(&ms);
     struct s3_put_opts opts = meta_put_opts(&ms);
     rc = ops_key(fs, dir, 1, key);
+    long long saved = s3_thread_deadline_save();
+    if (!saved) /* the directory's lock is held: no waiting for minutes */
+        s3_thread_deadline((long)fs->opt.write_timeout * 1000);
     int s = rc ? S3_OK : s3_copy_object(fs->s3, key, key, 1, &opts, etag);
+    s3_thread_deadline_restore(saved);
     if (s != S3_OK) {
         log_warn("cannot mark '%s' for its entries' attributes: %s %s", key, s3_strerror(s),
                  s3_last_error_detail());
@@ -646,7 +650,7 @@ int ops_dir_mark(struct fs *fs, const char *path)
     if (!dir)
         return -ENOMEM;
     struct inode *d = inode_get_path(&fs->inodes, dir);
-    int rc = -EBUSY;
+    int rc = -EBUSY, tried = 0;
     if (!d) {
         rc = mark_marker(fs, dir, NULL);
     } else if (__atomic_load_n(&d->entry_attrs, __ATOMIC_ACQUIRE)) {
@@ -657,11 +661,12 @@ int ops_dir_mark(struct fs *fs, const char *path)
          * caller may hold a child's lock, so no waiting for the parent's
          * (whose holder may wait for that child): a few tries, then the
          * file says it by itself */
-        for (int i = 0; i < MARK_TRIES && rc == -EBUSY; i++) {
+        for (int i = 0; i < MARK_TRIES && !tried; i++) {
             if (pthread_mutex_trylock(&d->lock) != 0) {
                 usleep(1000);
                 continue;
             }
+            tried = 1;
             rc = d->entry_attrs ? 0 : mark_marker(fs, dir, d);
             if (rc == 0)
                 __atomic_store_n(&d->entry_attrs, 1, __ATOMIC_RELEASE);
@@ -697,11 +702,14 @@ static enum dent_source dent_source(const struct inode *in, const struct dent *d
     int same_object =
             de->is_dir || ((uint64_t)in->st.st_size == de->size &&
                            (!de->etag || !in->etag[0] || ops_etag_hash(in->etag) == de->etag));
-    if (in->attr_expire > 0 && in->meta_known && same_kind && same_object)
-        /* the same object, unless written again in place since its metadata
-         * was read (a copy onto itself with new metadata by another mount
-         * keeps the ETag; the time, known to the second, tells) */
-        return de->is_dir || !in->obj_mtime || in->obj_mtime == de->mtime ? DENT_KNOWN : DENT_HEAD;
+    /* the same object, unless written again in place since its metadata
+     * was read (a copy onto itself with new metadata by another mount keeps
+     * the ETag; the time, known to the second, tells): after this mount
+     * wrote it, a time past that write's. A directory's marker is not
+     * listed: it is read again. */
+    if (in->attr_expire > 0 && in->meta_known && same_kind && same_object && !de->is_dir &&
+        (in->obj_mtime ? in->obj_mtime == de->mtime : de->mtime <= in->wrote_at + META_MTIME_SLACK))
+        return DENT_KNOWN;
     return dent_source(NULL, de, marked);
 }
 
@@ -712,6 +720,7 @@ struct head {
     int is_dir;
     int rc;
     struct obj_attr a;
+    double started; /* inode_now() before it was sent */
 };
 
 static void head_run(struct fs *fs, struct head *h)
@@ -738,11 +747,15 @@ static int entry_from_dent(struct fs *fs, struct inode *in, const struct dent *d
         st.st_gid = in->st.st_gid;
         st.st_mtim = in->st.st_mtim;
         st.st_ctim = in->st.st_ctim;
-        time_t modified = in->obj_mtime ? in->obj_mtime : de->is_dir ? 0 : de->mtime;
+        time_t modified = in->obj_mtime ? in->obj_mtime : de->mtime;
         ops_set_attr(fs, in, &st, in->etag, in->has_marker, 1);
         in->obj_mtime = modified; /* what this mount wrote: the listing's time */
         return 0;
     }
+    /* a HEAD made before the inode got newer attributes (this mount
+     * uploaded it meanwhile) is not installed over them */
+    if (h && in->attr_expire - fs->opt.attr_timeout > h->started)
+        h = NULL;
     if (src == DENT_HEAD) {
         struct head own = {.is_dir = de->is_dir, .rc = -ENOENT};
         if (!h && inode_path(&fs->inodes, in, &own.path) == 0) {
@@ -810,7 +823,7 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
                                        : extra  ? extra
                                                 : de.name,
                                        &e, 0);
-        if (i < 2 || extra || used > size || dent_source(NULL, &de, marked) == DENT_LISTING)
+        if (i < 2 || extra || used > size)
             continue;
         size_t n = strlen(d->path) + strlen(de.name) + 2;
         char *path = malloc(n);
@@ -819,8 +832,8 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
             break;
         }
         struct inode *c = inode_get_path(&fs->inodes, path);
-        enum dent_source src = DENT_HEAD;
-        if (c) { /* a file it knows, or pending, need not be asked about */
+        enum dent_source src = dent_source(NULL, &de, marked);
+        if (c) { /* a file it knows, or pending, may need no HEAD, or one */
             pthread_mutex_lock(&c->lock);
             src = dent_source(c, &de, marked);
             pthread_mutex_unlock(&c->lock);
@@ -843,6 +856,9 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
         hs->h[hs->n++] = (struct head){.index = i, .path = path, .is_dir = de.is_dir};
     }
     hs->fs = fs;
+    double now = inode_now();
+    for (size_t k = 0; k < hs->n; k++)
+        hs->h[k].started = now;
     if (hs->n > 1)
         parallel_run(hs->n < HEAD_THREADS ? (int)hs->n : HEAD_THREADS, heads_worker, hs);
     else if (hs->n == 1)
@@ -876,10 +892,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     /* changed since it was listed: names only, no attributes, so that the
      * kernel keeps no entry of a name this mount just removed */
     int stale = 0, marked = 0;
-    if (dir) {
+    if (dir && plus) {
         pthread_mutex_lock(&dir->lock);
+        struct stat st; /* its marker, read again once expired: another mount may have marked it */
+        if (dir->ino != INODE_ROOT && dir->attr_expire <= inode_now())
+            ops_stat(fs, dir, &st);
         marked = dir->entry_attrs; /* its entries' attributes are read from them */
         pthread_mutex_unlock(&dir->lock);
+    }
+    if (dir) {
         pthread_mutex_lock(&fs->dir_lock);
         stale = dir->dir_changes != d->changes || names_moves(&fs->names) != d->moves;
         pthread_mutex_unlock(&fs->dir_lock);

@@ -197,7 +197,7 @@ int ops_sync(struct fs *fs, struct inode *in)
     if (!rc) {
         cfile_set_clean(&fs->cache, cf, etag);
         snprintf(in->etag, sizeof(in->etag), "%s", etag);
-        in->obj_mtime = 0;
+        ops_wrote(in);
         in->attr_expire = inode_now() + fs->opt.attr_timeout;
         /* a row holding the content may go later (its replay uploads the
          * same bytes); one naming the cache file goes now, as writes may

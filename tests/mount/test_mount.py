@@ -711,7 +711,7 @@ def test_listed_attributes():
         os.close(fd)
         os.chown(m.p("kept"), 1234, 5678)
         os.utime(m.p("kept"), (978307200, 978307200))  # 2001-01-01
-        sh("sync %s" % m.path)  # uploaded plain: the chmod rewrites its object
+        sh("sync %s" % m.path)  # uploaded (multipart: its owner and time)
         os.chmod(m.p("later"), 0o750)
         os.symlink("plain", m.p("link"))
         os.mkdir(m.p("d"))
@@ -1250,32 +1250,53 @@ def test_other_writers():
 
 
 def test_other_mount_attributes():
-    """A change of attributes made by another mount, a copy of the object
-    onto itself that keeps its ETag, shows in listings once the attributes
-    expire: the object's Last-Modified in the listing has moved on."""
+    """Another mount's changes show in listings once the attributes expire:
+    the mark it puts on a directory this mount knew unmarked, and a change
+    of attributes, a copy of the object onto itself that keeps its ETag
+    (the object's Last-Modified in the listing has moved on), also of a file
+    this mount wrote. A file with a kept time moved to the root, which has
+    no marker, is copied multipart."""
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
-    with Mount(D, pk) as a, Mount(D, pk, options=["attr_timeout=1", "dir_timeout=1"]) as b:
-        os.mkdir(a.p("d"))
-        for n in ("f", "g"):
-            write_file(a.p("d", n), b"x")
-            os.utime(a.p("d", n), (978307200, 978307200))
-        sh("sync %s" % a.path)
-        before = sh("ls -ln --time-style=+%%s %s" % b.p("d")).stdout
-        check(re.search(r" 0 +0 +1 978307200 f$", before, re.M), "B sees the time:\n" + before)
-        etag = root_s3("head", prefix + "d/f")[1].split("\n")[1]
-        time.sleep(1.1)  # the change lands in a later second than the upload
-        os.utime(a.p("d", "f"), (1009843200, 1009843200))  # 2002-01-01
-        os.chown(a.p("d", "g"), 1234, 5678)
-        check(root_s3("head", prefix + "d/f")[1].split("\n")[1] == etag, "the same ETag")
+    fast = ["attr_timeout=1", "dir_timeout=1"]
+    old, newer = 978307200, 1009843200  # 2001-01-01, 2002-01-01
+
+    def listing_shows(m, path, patterns, what):
         deadline = time.time() + 6
         while True:
-            now = sh("ls -ln --time-style=+%%s %s" % b.p("d")).stdout  # keeps listing
-            if (re.search(r" 1009843200 f$", now, re.M) and
-                    re.search(r" 1234 +5678 +1 978307200 g$", now, re.M)):
-                break
-            check(time.time() < deadline, "B shows the new attributes:\n" + now)
+            now = sh("ls -ln --time-style=+%%s %s" % path).stdout  # keeps listing
+            if all(re.search(p, now, re.M) for p in patterns):
+                return
+            check(time.time() < deadline, "%s:\n%s" % (what, now))
             time.sleep(0.3)
+
+    with Mount(D, pk, options=fast) as a, Mount(D, pk, options=fast) as b:
+        os.mkdir(a.p("d"))
+        write_file(a.p("d", "plain"), b"p")
+        sh("sync %s" % a.path)
+        write_file(b.p("d", "mine"), b"m")  # B knows d unmarked, and writes here
+        sh("sync %s" % b.path)
+        sh("ls -ln %s" % b.p("d"))
+        for n in ("f", "g"):
+            write_file(a.p("d", n), b"x")
+            os.utime(a.p("d", n), (old, old))  # marks d
+        sh("sync %s" % a.path)
+        listing_shows(b, b.p("d"), [r" 0 +0 +1 %d f$" % old, r" 0 +0 +1 %d g$" % old],
+                      "B reads d's mark and shows kept times")
+        etag = root_s3("head", prefix + "d/f")[1].split("\n")[1]
+        time.sleep(2.5)  # past B's own upload of mine, and its slack
+        os.utime(a.p("d", "f"), (newer, newer))
+        os.utime(a.p("d", "mine"), (newer, newer))
+        os.chown(a.p("d", "g"), 1234, 5678)
+        check(root_s3("head", prefix + "d/f")[1].split("\n")[1] == etag, "the same ETag")
+        listing_shows(b, b.p("d"), [r" %d f$" % newer, r" %d mine$" % newer,
+                                    r" 1234 +5678 +1 %d g$" % old],
+                      "B shows A's changes, of its own file too")
+        os.rename(b.p("d", "f"), b.p("top"))  # a server-side copy
+        out = root_s3("head", prefix + "top")[1]
+        check("-" in out.split("\n")[1], "moved to the root: multipart\n" + out)
+    with Mount(D, pk) as c:
+        listing_shows(c, c.path, [r" 0 +0 +1 %d top$" % newer], "a fresh mount shows its time")
 
 
 def test_listing_race():
