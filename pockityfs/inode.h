@@ -38,7 +38,7 @@ struct inode {
                            it; 0: unknown (this mount wrote it since, at wrote_at) */
     time_t wrote_at;
     int has_marker;         /* directory with a "name/" marker object */
-    int entry_attrs;        /* its marker says listings misstate entries (ops_dir_mark) */
+    int entry_attrs;        /* its marker says listings misstate entries (listed_mark) */
     char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */
     uint64_t etag_hash;     /* when etag is "": a listing's ops_etag_hash of it, or 0 */
     char *link;             /* symlink target, once read */

@@ -62,7 +62,7 @@ struct meta_set {
 void meta_from_stat(const struct stat *st, struct meta_set *out);
 
 /* A directory marker's metadata item saying that the directory's entries
- * may have attributes a listing misstates (ops_dir_mark). */
+ * may have attributes a listing misstates (listed_mark). */
 #define META_ENTRY_ATTRS "pockity-entry-attrs"
 void meta_set_entry_attrs(struct meta_set *m);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "listed.h"
 #include "log.h"
 #include "upload.h"
 
@@ -174,7 +175,7 @@ void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a)
 {
     ops_set_attr(fs, in, &a->st, a->etag, a->has_marker, 1);
     in->obj_mtime = a->modified;
-    __atomic_store_n(&in->entry_attrs, a->entry_attrs, __ATOMIC_RELEASE); /* ops_dir_mark */
+    __atomic_store_n(&in->entry_attrs, a->entry_attrs, __ATOMIC_RELEASE); /* listed_mark */
 }
 
 static void fill_size(struct inode *in, struct stat *out)
@@ -954,7 +955,7 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
     uint64_t reput = REPUT_MAX;
     int fetched = 0;
     if (!src)
-        ops_dir_mark(fs, to);
+        listed_mark(fs, to);
     else if (S_ISREG(src->st.st_mode) && !strchr(src->etag, '-') &&
              upload_misstated(fs, to, &src->st) && size < UPLOAD_MULTIPART_MIN) {
         reput = UPLOAD_MULTIPART_MIN;

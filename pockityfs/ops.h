@@ -66,12 +66,6 @@ int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a);
  * attributes, or the defaults when it has none. */
 int ops_resolve_dir(struct fs *fs, const char *path, struct obj_attr *a);
 
-/* Make the marker of path's directory say that listings misstate entries
- * in it (META_ENTRY_ATTRS), so that readdirplus reads their attributes
- * from the objects. Returns 0 once it says so, or -errno: the root and a
- * directory known only from its prefix have no marker. */
-int ops_dir_mark(struct fs *fs, const char *path);
-
 /* The inode's attributes, refreshed from S3 when stale. Caller holds
  * in->lock. Returns 0 or -errno. */
 int ops_stat(struct fs *fs, struct inode *in, struct stat *out);

@@ -9,10 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "listed.h"
 #include "log.h"
-#include "parallel.h"
 
 static struct listing *listing_new(const char *key)
 {
@@ -603,212 +602,13 @@ void ops_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err(req, 0);
 }
 
-#define MARK_TRIES 20 /* for the directory's lock, 1 ms apart */
-
-/* Write the marker of the directory at dir (known as d, locked, when in
- * the table) with META_ENTRY_ATTRS. */
-static int mark_marker(struct fs *fs, const char *dir, struct inode *d)
-{
-    struct obj_attr a;
-    int rc = 0;
-    if (d && d->attr_expire > inode_now() && d->meta_known && S_ISDIR(d->st.st_mode)) {
-        a.st = d->st; /* with this mount's latest changes */
-        a.has_marker = d->has_marker;
-        a.entry_attrs = 0;
-    } else if ((rc = ops_resolve_dir(fs, dir, &a)) == 0 && d && S_ISDIR(d->st.st_mode)) {
-        ops_set_resolved(fs, d, &a); /* another mount's changes kept */
-    }
-    if (rc || !a.has_marker)
-        return rc ? rc : -ENOENT; /* a prefix only */
-    if (a.entry_attrs)
-        return 0; /* another mount marked it */
-    char key[S3_MAX_KEY_LEN + 1], etag[S3_ETAG_MAX];
-    struct meta_set ms;
-    meta_from_stat(&a.st, &ms);
-    meta_set_entry_attrs(&ms);
-    struct s3_put_opts opts = meta_put_opts(&ms);
-    rc = ops_key(fs, dir, 1, key);
-    long long saved = s3_thread_deadline_save();
-    if (!saved) /* the directory's lock is held: no waiting for minutes */
-        s3_thread_deadline((long)fs->opt.write_timeout * 1000);
-    int s = rc ? S3_OK : s3_copy_object(fs->s3, key, key, 1, &opts, etag);
-    s3_thread_deadline_restore(saved);
-    if (s != S3_OK) {
-        log_warn("cannot mark '%s' for its entries' attributes: %s %s", key, s3_strerror(s),
-                 s3_last_error_detail());
-        rc = -s3_status_errno(s);
-    }
-    return rc;
-}
-
-int ops_dir_mark(struct fs *fs, const char *path)
-{
-    size_t plen = meta_parent_len(path);
-    if (plen == 0)
-        return -ENOTSUP; /* the root has no marker */
-    char *dir = strndup(path, plen);
-    if (!dir)
-        return -ENOMEM;
-    struct inode *d = inode_get_path(&fs->inodes, dir);
-    int rc = -EBUSY, tried = 0;
-    if (!d) {
-        rc = mark_marker(fs, dir, NULL);
-    } else if (__atomic_load_n(&d->entry_attrs, __ATOMIC_ACQUIRE)) {
-        rc = 0;
-    } else {
-        /* under the directory's lock, so that a change of its attributes
-         * (store_meta) does not cross this rewrite of its marker. The
-         * caller may hold a child's lock, so no waiting for the parent's
-         * (whose holder may wait for that child): a few tries, then the
-         * file says it by itself */
-        for (int i = 0; i < MARK_TRIES && !tried; i++) {
-            if (pthread_mutex_trylock(&d->lock) != 0) {
-                usleep(1000);
-                continue;
-            }
-            tried = 1;
-            rc = d->entry_attrs ? 0 : mark_marker(fs, dir, d);
-            if (rc == 0)
-                __atomic_store_n(&d->entry_attrs, 1, __ATOMIC_RELEASE);
-            pthread_mutex_unlock(&d->lock);
-        }
-    }
-    inode_put(&fs->inodes, d);
-    free(dir);
-    return rc;
-}
-
-/* Where the attributes of a listed entry come from. */
-enum dent_source {
-    DENT_INODE,   /* the inode: pending data, or metadata still fresh */
-    DENT_KNOWN,   /* the listing, with the metadata seen before */
-    DENT_HEAD,    /* the object's own, read now */
-    DENT_LISTING, /* the listing and the defaults */
-};
-
-/* A multipart object's attributes a listing cannot tell (pockityfs uploads
- * files that way when the listing would misstate them), nor a directory's
- * (its marker is not listed): they get a HEAD, as does an object written
- * again since its metadata was read. Caller holds in->lock. */
-static enum dent_source dent_source(const struct inode *in, const struct dent *de, int marked)
-{
-    if (!in) /* none yet */
-        return de->meta_hidden || de->is_dir || marked ? DENT_HEAD : DENT_LISTING;
-    if ((in->cf && in->cf->dirty) || (in->attr_expire > inode_now() && in->meta_known))
-        return DENT_INODE;
-    int same_kind = !de->is_dir == !S_ISDIR(in->st.st_mode);
-    /* the object another client replaced with one of the same size has
-     * another ETag: its metadata and cached content are not this one's */
-    int same_object =
-            de->is_dir || ((uint64_t)in->st.st_size == de->size &&
-                           (!de->etag || !in->etag[0] || ops_etag_hash(in->etag) == de->etag));
-    /* the same object, unless written again in place since its metadata
-     * was read (a copy onto itself with new metadata by another mount keeps
-     * the ETag; the time, known to the second, tells): after this mount
-     * wrote it, a time past that write's. A directory's marker is not
-     * listed: it is read again. */
-    if (in->attr_expire > 0 && in->meta_known && same_kind && same_object && !de->is_dir &&
-        (in->obj_mtime ? in->obj_mtime == de->mtime : de->mtime <= in->wrote_at + META_MTIME_SLACK))
-        return DENT_KNOWN;
-    return dent_source(NULL, de, marked);
-}
-
-/* A HEAD of a listed entry, made before the reply that gives it. */
-struct head {
-    size_t index; /* the entry's offset in the directory */
-    char *path;
-    int is_dir;
-    int rc;
-    struct obj_attr a;
-    double started; /* inode_now() before it was sent */
-};
-
-static void head_run(struct fs *fs, struct head *h)
-{
-    h->rc = h->is_dir ? ops_resolve_dir(fs, h->path, &h->a) : ops_resolve(fs, h->path, &h->a);
-}
-
-/* Attributes for a listed entry, from where dent_source says; h is the
- * entry's HEAD if made already. Returns 0, or 1 when there are no
- * attributes to give: the HEAD failed, or the object is of another type
- * than the inode the kernel knows (which the next lookup replaces). Caller
- * holds in->lock. */
-static int entry_from_dent(struct fs *fs, struct inode *in, const struct dent *de, int marked,
-                           const struct head *h)
-{
-    enum dent_source src = dent_source(in, de, marked);
-    if (src == DENT_INODE)
-        return 0;
-    struct stat st;
-    meta_default_stat(de->is_dir, de->size, de->mtime, &fs->defaults, &st);
-    if (src == DENT_KNOWN) {
-        st.st_mode = in->st.st_mode;
-        st.st_uid = in->st.st_uid;
-        st.st_gid = in->st.st_gid;
-        st.st_mtim = in->st.st_mtim;
-        st.st_ctim = in->st.st_ctim;
-        time_t modified = in->obj_mtime ? in->obj_mtime : de->mtime;
-        ops_set_attr(fs, in, &st, in->etag, in->has_marker, 1);
-        in->obj_mtime = modified; /* what this mount wrote: the listing's time */
-        return 0;
-    }
-    /* a HEAD made before the inode got newer attributes (this mount
-     * uploaded it meanwhile) is not installed over them */
-    if (h && in->attr_expire - fs->opt.attr_timeout > h->started)
-        h = NULL;
-    if (src == DENT_HEAD) {
-        struct head own = {.is_dir = de->is_dir, .rc = -ENOENT};
-        if (!h && inode_path(&fs->inodes, in, &own.path) == 0) {
-            head_run(fs, &own);
-            free(own.path);
-        }
-        if (!h)
-            h = &own;
-        if (h->rc)
-            return 1; /* not the listing's defaults (a private file as 0644) */
-        if (in->attr_expire > 0 && ((h->a.st.st_mode ^ in->st.st_mode) & S_IFMT)) {
-            in->attr_expire = 1; /* expired: the next lookup finds the new type */
-            return 1;
-        }
-        ops_set_resolved(fs, in, &h->a);
-        return 0;
-    }
-    ops_set_attr(fs, in, &st, "", in->has_marker, 0);
-    in->etag_hash = de->is_dir ? 0 : de->etag; /* cached blocks of it still serve */
-    return 0;
-}
-
-#define HEAD_THREADS 8 /* HEADs in flight for one readdirplus reply */
-
-struct heads {
-    struct fs *fs;
-    struct head *h;
-    size_t n, cap;
-    size_t next; /* the next to make, taken atomically */
-};
-
-static void heads_worker(void *arg)
-{
-    struct heads *hs = arg;
-    size_t k;
-    while ((k = __atomic_fetch_add(&hs->next, 1, __ATOMIC_RELAXED)) < hs->n)
-        head_run(hs->fs, &hs->h[k]);
-}
-
-static void heads_free(struct heads *hs)
-{
-    for (size_t k = 0; k < hs->n; k++)
-        free(hs->h[k].path);
-    free(hs->h);
-}
-
 /* The HEADs that the entries from off on, as many as a reply of size bytes
  * holds, need (listed ones only: not waiting for more unless there is none
  * yet), made in parallel: a directory of entries to read costs a few
  * HEADs' time per reply rather than one per entry. Best effort: an entry
  * without its HEAD here gets it when answered. */
 static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int marked, size_t off,
-                           size_t size, struct heads *hs)
+                           size_t size, struct listed_heads *hs)
 {
     size_t used = 0;
     for (size_t i = off; used < size; i++) {
@@ -832,37 +632,23 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
             break;
         }
         struct inode *c = inode_get_path(&fs->inodes, path);
-        enum dent_source src = dent_source(NULL, &de, marked);
+        enum listed_source src = listed_source(NULL, &de, marked);
         if (c) { /* a file it knows, or pending, may need no HEAD, or one */
             pthread_mutex_lock(&c->lock);
-            src = dent_source(c, &de, marked);
+            src = listed_source(c, &de, marked);
             pthread_mutex_unlock(&c->lock);
             inode_put(&fs->inodes, c);
         }
-        if (src != DENT_HEAD) {
+        if (src != LISTED_HEAD) {
             free(path);
             continue;
         }
-        if (hs->n == hs->cap) {
-            size_t nc = hs->cap ? hs->cap * 2 : 16;
-            struct head *h = realloc(hs->h, nc * sizeof(*h));
-            if (!h) {
-                free(path);
-                break;
-            }
-            hs->h = h;
-            hs->cap = nc;
+        if (listed_heads_add(hs, i, path, de.is_dir) != 0) {
+            free(path);
+            break;
         }
-        hs->h[hs->n++] = (struct head){.index = i, .path = path, .is_dir = de.is_dir};
     }
-    hs->fs = fs;
-    double now = inode_now();
-    for (size_t k = 0; k < hs->n; k++)
-        hs->h[k].started = now;
-    if (hs->n > 1)
-        parallel_run(hs->n < HEAD_THREADS ? (int)hs->n : HEAD_THREADS, heads_worker, hs);
-    else if (hs->n == 1)
-        heads_worker(hs);
+    listed_heads_run(fs, hs);
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -911,7 +697,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     long long saved = s3_thread_deadline_save();
     if (!saved)
         s3_thread_deadline((long)fs->opt.write_timeout * 1000);
-    struct heads hs = {0};
+    struct listed_heads hs = {0};
     if (plus && !stale)
         heads_prefetch(req, fs, d, marked, (size_t)off, size, &hs);
     size_t next_head = 0;
@@ -985,13 +771,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             err = made == -ENOENT ? 0 : -made; /* the directory went: the listing ends */
             break;
         }
-        const struct head *h = NULL;
+        const struct listed_head *h = NULL;
         while (next_head < hs.n && hs.h[next_head].index < i)
             next_head++;
         if (next_head < hs.n && hs.h[next_head].index == i)
             h = &hs.h[next_head];
         pthread_mutex_lock(&c->lock);
-        if (de && entry_from_dent(fs, c, de, marked, h)) {
+        if (de && listed_attrs(fs, c, de, marked, h)) {
             pthread_mutex_unlock(&c->lock);
             inode_put(&fs->inodes, c);
             e.attr.st_ino = (ino_t)(0x8000000000000000ull | i);
@@ -1012,7 +798,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         inode_put(&fs->inodes, c);
     }
     s3_thread_deadline_restore(saved);
-    heads_free(&hs);
+    listed_heads_free(&hs);
     if (err && used == 0)
         fuse_reply_err(req, err);
     else if (fuse_reply_buf(req, buf, used) != 0) /* interrupted: the kernel counts none */

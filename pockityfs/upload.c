@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "fs.h"
+#include "listed.h"
 #include "log.h"
-#include "ops.h"
 #include "parallel.h"
 #include "stream.h"
 
@@ -165,7 +165,7 @@ int upload_misstated(struct fs *fs, const char *path, const struct stat *st)
     int mis = meta_listing_misstates(st, &fs->defaults, time(NULL));
     if (mis & META_MISSTATES_MODE)
         return 1;
-    return mis && ops_dir_mark(fs, path) != 0;
+    return mis && listed_mark(fs, path) != 0;
 }
 
 static int put(struct fs *fs, const char *path, int as_dir, const struct upload_body *body,

@@ -37,7 +37,7 @@ struct upload_body {
 /* Whether the file at path with attributes st is to be uploaded
  * multipart so that listings tell by its ETag that they misstate it
  * (meta_listing_misstates): for its mode, or for its owner or time when
- * its directory's marker cannot say so instead (ops_dir_mark, tried
+ * its directory's marker cannot say so instead (listed_mark, tried
  * here). An empty file is uploaded as one empty part. */
 int upload_misstated(struct fs *fs, const char *path, const struct stat *st);
 
