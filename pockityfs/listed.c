@@ -120,7 +120,8 @@ enum listed_source listed_source(const struct inode *in, const struct dent *de, 
 
 static void head_run(struct fs *fs, struct listed_head *h)
 {
-    h->rc = h->is_dir ? ops_resolve_dir(fs, h->path, &h->a) : ops_resolve(fs, h->path, &h->a);
+    h->rc = h->is_dir ? ops_resolve_dir(fs, h->path, &h->a)
+                      : ops_resolve_listed(fs, h->path, &h->a);
 }
 
 int listed_attrs(struct fs *fs, struct inode *in, const struct dent *de, int marked,

@@ -76,7 +76,20 @@ static int head_into(struct fs *fs, const char *key, int is_marker, struct obj_a
     return s;
 }
 
-static int resolve(struct fs *fs, const char *path, struct obj_attr *a)
+/* Whether keys lie under key (which ends in '/'): 1, 0 or -errno. */
+static int has_keys_under(struct fs *fs, const char *key)
+{
+    struct s3_list_page page = {0};
+    int s = s3_list_objects(fs->s3, key, "/", NULL, NULL, 1, &page);
+    if (s != S3_OK)
+        return s3_err("list", key, s);
+    int found = page.n_objects > 0 || page.n_prefixes > 0;
+    s3_list_page_release(&page);
+    return found;
+}
+
+/* probe: an empty object at path is a directory when keys lie under it */
+static int resolve(struct fs *fs, const char *path, struct obj_attr *a, int probe)
 {
     char key[S3_MAX_KEY_LEN + 2];
     memset(a, 0, sizeof(*a));
@@ -88,15 +101,22 @@ static int resolve(struct fs *fs, const char *path, struct obj_attr *a)
     if (rc)
         return rc;
     int s = head_into(fs, key, 0, a);
-    if (s == S3_OK)
-        return 0;
-    if (s != S3_ERR_NOT_FOUND)
+    if (s != S3_OK && s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
     size_t n = strlen(key);
+    if (s == S3_OK &&
+        (!probe || !S_ISREG(a->st.st_mode) || a->st.st_size > 0 || n + 1 > S3_MAX_KEY_LEN))
+        return 0;
     if (n + 1 > S3_MAX_KEY_LEN)
         return -ENOENT;
     key[n] = '/';
     key[n + 1] = '\0';
+    if (s == S3_OK) { /* an empty object: a directory's bare marker when keys lie under it */
+        int under = has_keys_under(fs, key);
+        if (under == 1)
+            meta_default_stat(1, 0, a->modified, &fs->defaults, &a->st);
+        return under < 0 ? under : 0;
+    }
     s = head_into(fs, key, 1, a);
     if (s == S3_OK)
         return 0;
@@ -105,14 +125,8 @@ static int resolve(struct fs *fs, const char *path, struct obj_attr *a)
     int found = ops_dir_probe(fs, path);
     if (found < 0)
         return found;
-    if (found == 2) {
-        struct s3_list_page page = {0};
-        s = s3_list_objects(fs->s3, key, "/", NULL, NULL, 1, &page);
-        if (s != S3_OK)
-            return s3_err("list", key, s);
-        found = page.n_objects > 0 || page.n_prefixes > 0;
-        s3_list_page_release(&page);
-    }
+    if (found == 2 && (found = has_keys_under(fs, key)) < 0)
+        return found;
     if (found || inode_has_local_under(&fs->inodes, path)) {
         meta_default_stat(1, 0, fs->defaults.dir_time, &fs->defaults, &a->st);
         return 0;
@@ -123,14 +137,38 @@ static int resolve(struct fs *fs, const char *path, struct obj_attr *a)
 /* A lookup's HEADs and listing get write_timeout in all (unless the caller
  * set a deadline of its own): with S3 silent, a stat fails with ETIMEDOUT
  * then instead of after the S3 client's retries, minutes later. */
-int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a)
+static int resolve_timed(struct fs *fs, const char *path, struct obj_attr *a, int probe)
 {
     long long saved = s3_thread_deadline_save();
     if (!saved)
         s3_thread_deadline((long)fs->opt.write_timeout * 1000);
-    int rc = resolve(fs, path, a);
+    int rc = resolve(fs, path, a, probe);
     s3_thread_deadline_restore(saved);
     return rc;
+}
+
+int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a)
+{
+    return resolve_timed(fs, path, a, 1);
+}
+
+int ops_resolve_listed(struct fs *fs, const char *path, struct obj_attr *a)
+{
+    return resolve_timed(fs, path, a, 0);
+}
+
+int ops_bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN + 1])
+{
+    int rc = ops_key(fs, path, 0, key);
+    if (rc)
+        return rc;
+    struct obj_attr a;
+    int s = head_into(fs, key, 0, &a);
+    if (s == S3_ERR_NOT_FOUND)
+        return 0;
+    if (s != S3_OK)
+        return s3_err("read", key, s);
+    return S_ISDIR(a.st.st_mode) || (S_ISREG(a.st.st_mode) && a.st.st_size == 0);
 }
 
 int ops_resolve_dir(struct fs *fs, const char *path, struct obj_attr *a)
@@ -838,6 +876,16 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     names_deadline(fs);
     if (!rc)
         rc = dir_empty(fs, path);
+    /* a bare marker goes first: while it stays, so does the directory */
+    char bare[S3_MAX_KEY_LEN + 1];
+    int has_bare = rc ? 0 : ops_bare_marker(fs, path, bare);
+    if (has_bare < 0)
+        rc = has_bare;
+    if (has_bare == 1) {
+        int s = s3_delete_object(fs->s3, bare);
+        if (s != S3_OK)
+            rc = s3_err("delete", bare, s);
+    }
     if (!rc) {
         journal_settle(fs->journal, path);
         int s = s3_delete_object(fs->s3, key);
@@ -849,8 +897,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         char *qkey = malloc(strlen(path) + 2);
         if (qkey) {
             sprintf(qkey, "%s/", path);
-            const char *keys[1] = {qkey};
-            report_deleted(fs, keys, 1);
+            const char *keys[2] = {qkey, path};
+            report_deleted(fs, keys, has_bare == 1 ? 2 : 1);
             free(qkey);
         }
         struct inode *in = inode_get_path(&fs->inodes, path);
@@ -994,12 +1042,18 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
     return 0;
 }
 
-/* Rename the directory at from to to (absent, or an empty directory): its
- * objects are copied and deleted, the pending uploads below it move along.
- * The caller holds the names alone. */
-static int rename_dir(struct fs *fs, const char *from, const char *to, int exists)
+/* Rename the directory at from (attributes st) to to (absent, or an empty
+ * directory): its objects are copied and deleted, the pending uploads below
+ * it move along; a bare marker (ops_bare_marker) becomes a marker under the
+ * new name. The caller holds the names alone. */
+static int rename_dir(struct fs *fs, const char *from, const struct stat *st, const char *to,
+                      int exists)
 {
     int rc = exists ? dir_empty(fs, to) : 0;
+    char bare[S3_MAX_KEY_LEN + 1];
+    int has_bare = rc ? 0 : ops_bare_marker(fs, from, bare);
+    if (has_bare < 0)
+        rc = has_bare;
     if (rc)
         return rc;
     journal_settle(fs->journal, from);
@@ -1012,6 +1066,17 @@ static int rename_dir(struct fs *fs, const char *from, const char *to, int exist
     rc = move_tree(fs, from, to);
     if (!rc && journal_move(fs->journal, from, to) != 0)
         log_error("pending uploads below '%s' keep their old names in the journal", from);
+    if (!rc && has_bare == 1) {
+        struct upload_body empty = {.fd = -1, .s3_ms = names_ms(fs)};
+        char etag[S3_ETAG_MAX];
+        rc = upload_put(fs, to, 1, &empty, st, etag);
+        int s = rc ? S3_OK : s3_delete_object(fs->s3, bare);
+        if (s != S3_OK)
+            log_warn("renamed '%s' but cannot delete its old marker: %s", bare, s3_strerror(s));
+        const char *keys[1] = {from};
+        if (!rc && s == S3_OK)
+            report_deleted(fs, keys, 1);
+    }
     return rc;
 }
 
@@ -1076,7 +1141,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (rc)
         goto done;
     if (is_dir) {
-        rc = rename_dir(fs, from, to, exists);
+        rc = rename_dir(fs, from, &sst, to, exists);
     } else {
         struct inode *over = exists ? dn : NULL;
         if (over)

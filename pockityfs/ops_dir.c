@@ -66,11 +66,11 @@ static int cmp_key(const void *key, const void *elem)
     return a < b ? -1 : a > b;
 }
 
-/* Whether a file called name is among the entries so far (which are in key
- * order, as S3 lists them). Caller holds l->lock. */
-static int has_file(const struct listing *l, const char *name)
+/* The file called name among the entries so far (which are in key order,
+ * as S3 lists them), or NULL. Caller holds l->lock. */
+static struct dent *find_file(const struct listing *l, const char *name)
 {
-    return l->n && bsearch(name, l->e, l->n, sizeof(*l->e), cmp_key) != NULL;
+    return l->n ? bsearch(name, l->e, l->n, sizeof(*l->e), cmp_key) : NULL;
 }
 
 uint64_t ops_etag_hash(const char *etag)
@@ -105,16 +105,27 @@ static int add_dent(struct listing *l, const char *key, int prefix, uint64_t siz
     char *s = strndup(name, len);
     if (!s)
         return -ENOMEM;
-    if (is_dir && has_file(l, s)) {
+    struct dent *file = is_dir ? find_file(l, s) : NULL;
+    if (file && file->size > 0) {
         free(s); /* a file and a directory of one name: the file is shown */
         return 0;
+    }
+    if (file) {
+        /* an empty object beside keys under its name: the directory's bare
+         * marker (ops_resolve), which goes for the directory, in its place
+         * in key order ("d/" sorts after "d-1" and "d.txt") */
+        mtime = file->mtime;
+        free(file->name);
+        size_t at = (size_t)(file - l->e);
+        memmove(file, file + 1, (l->n - at - 1) * sizeof(*file));
+        l->n--;
     }
     l->e[l->n++] = (struct dent){.name = s,
                                  .size = prefix ? 0 : size,
                                  .mtime = mtime,
                                  .is_dir = is_dir,
                                  .etag = etag && *etag ? ops_etag_hash(etag) : 0,
-                                 .meta_hidden = !is_dir && etag && strchr(etag, '-')};
+                                 .meta_hidden = !is_dir && etag && (strchr(etag, '-') || !size)};
     return 0;
 }
 

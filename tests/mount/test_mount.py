@@ -797,6 +797,54 @@ def test_listed_attributes():
               % (st.st_mode, st.st_uid, st.st_gid, st.st_mtime))
 
 
+def test_bare_dir_markers():
+    """Directories that old s3fs versions wrote as a marker without the slash
+    ('d', empty, Content-Type application/x-directory), and an empty object
+    beside keys below its name: both show as directories whose children can
+    be reached, and rmdir and rename take the bare marker with them."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    with tempfile.NamedTemporaryFile() as empty, tempfile.NamedTemporaryFile() as body:
+        body.write(b"child")
+        body.flush()
+        for key, src, ctype in (("old", empty, "application/x-directory"),
+                                ("old/child", body, None),
+                                ("oldempty", empty, "application/x-directory"),
+                                ("plain", empty, None), ("plain/child", body, None),
+                                ("moved", empty, "application/x-directory"),
+                                ("moved/child", body, None)):
+            rc, _, err = root_s3("put", prefix + key, src.name, *([ctype] if ctype else []))
+            check(rc == 0, "put %s: %s" % (key, err))
+    with Mount(D, pk) as m:
+        listed = sorted(os.listdir(m.path))
+        check(listed == ["moved", "old", "oldempty", "plain"], "listed once each: %r" % listed)
+        for d in ("old", "oldempty", "plain", "moved"):
+            check(os.path.isdir(m.p(d)), "%s is a directory" % d)
+        for d in ("old", "plain"):
+            check(os.listdir(m.p(d)) == ["child"], "the child of %s" % d)
+            check(open(m.p(d, "child")).read() == "child", "the content below %s" % d)
+        found = sh("find %s -type f | sort" % m.path).stdout.split()
+        check(found == [m.p("moved", "child"), m.p("old", "child"), m.p("plain", "child")],
+              "find: %r" % found)
+        check(os.listdir(m.p("oldempty")) == [], "an empty old-style directory")
+        os.rmdir(m.p("oldempty"))
+        check(not os.path.exists(m.p("oldempty")), "rmdir of a bare marker")
+        os.unlink(m.p("old", "child"))
+        os.rmdir(m.p("old"))
+        check(not os.path.exists(m.p("old")), "rmdir of an emptied old-style directory")
+        os.rename(m.p("moved"), m.p("renamed"))
+        check(open(m.p("renamed", "child")).read() == "child", "renamed directory's child")
+        check(not os.path.exists(m.p("moved")), "the old name is gone after a rename")
+    for key in ("old", "oldempty", "moved", "moved/child"):
+        rc, _, _ = root_s3("head", prefix + key)
+        check(rc == 4, "%s is gone from S3 (exit %d)" % (key, rc))
+    with Mount(D, pk) as m:
+        listed = sorted(os.listdir(m.path))
+        check(listed == ["plain", "renamed"], "after a remount: %r" % listed)
+        check(os.path.isdir(m.p("renamed")) and os.listdir(m.p("renamed")) == ["child"],
+              "the renamed directory after a remount")
+
+
 def test_odd_names():
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
@@ -1852,7 +1900,7 @@ def test_uploaded_then_changed():
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
-TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_odd_names, test_quota,
+TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_server_frozen, test_storage_frozen,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,

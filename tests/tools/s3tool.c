@@ -1,7 +1,7 @@
 /* s3tool: a small S3 command line over lib/s3 for test scripts.
  *
- *   s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX
- *          | parts KEY UPLOAD_ID   (the parts of an upload: NUMBER SIZE)
+ *   s3tool put KEY FILE [CONTENT_TYPE] | get KEY FILE | head KEY | rm KEY
+ *          | ls PREFIX | parts KEY UPLOAD_ID   (the parts of an upload: NUMBER SIZE)
  *
  * Credentials and endpoint from the environment: POCKITY_S3_ENDPOINT,
  * POCKITY_S3_REGION, POCKITY_S3_BUCKET, POCKITY_S3_ACCESS_KEY,
@@ -18,8 +18,8 @@
 #include "s3.h"
 
 #define USAGE                                                                                      \
-    "usage: s3tool put KEY FILE | get KEY FILE | head KEY | rm KEY | ls PREFIX | parts KEY "       \
-    "UPLOAD_ID\n"
+    "usage: s3tool put KEY FILE [CONTENT_TYPE] | get KEY FILE | head KEY | rm KEY | ls PREFIX "    \
+    "| parts KEY UPLOAD_ID\n"
 
 static int fail(int rc)
 {
@@ -54,7 +54,7 @@ int main(int argc, char **argv)
     }
     const char *op = argv[1], *key = argv[2];
     int status = 0;
-    if (!strcmp(op, "put") && argc == 4) {
+    if (!strcmp(op, "put") && (argc == 4 || argc == 5)) {
         int fd = open(argv[3], O_RDONLY);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0) {
@@ -64,7 +64,8 @@ int main(int argc, char **argv)
             struct s3_fd f = {.fd = fd};
             struct s3_source src = s3_source_fd(&f, (uint64_t)st.st_size);
             char etag[S3_ETAG_MAX];
-            rc = s3_put_object(c, key, &src, NULL, etag);
+            struct s3_put_opts opts = {.content_type = argc == 5 ? argv[4] : NULL};
+            rc = s3_put_object(c, key, &src, &opts, etag);
             status = rc ? fail(rc) : (printf("%s\n", etag), 0);
         }
         if (fd >= 0)
