@@ -14,6 +14,9 @@ struct dent {
     uint64_t etag;   /* a hash of the object's ETag (ops_etag_hash), 0 when unknown */
     int meta_hidden; /* a multipart or empty object: its type and mode may not be the
                       * defaults (an empty one may be an old s3fs directory) */
+    int replaced;    /* an empty object that the directory of its name (listed
+                      * after it) stands for: not an entry; kept in place, so
+                      * that the offsets of the entries readers got stay */
 };
 
 /* A 64-bit hash of an ETag, never 0. */
@@ -36,7 +39,8 @@ struct listing {
     unsigned pages; /* pages listed so far */
     size_t n, cap;
     struct dent *e;
-    const struct dent **by_name; /* sorted by name, once done */
+    const struct dent **by_name; /* sorted by name, once done (n_named of them) */
+    size_t n_named;              /* the entries not replaced */
     char *key;                   /* the prefix listed */
     char *token;                 /* where the next page starts (the lister's) */
 };

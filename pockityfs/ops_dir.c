@@ -112,13 +112,10 @@ static int add_dent(struct listing *l, const char *key, int prefix, uint64_t siz
     }
     if (file) {
         /* an empty object beside keys under its name: the directory's bare
-         * marker (ops_resolve), which goes for the directory, in its place
-         * in key order ("d/" sorts after "d-1" and "d.txt") */
+         * marker (ops_resolve); the directory is listed here, in key order
+         * ("d/" sorts after "d-1" and "d.txt") */
         mtime = file->mtime;
-        free(file->name);
-        size_t at = (size_t)(file - l->e);
-        memmove(file, file + 1, (l->n - at - 1) * sizeof(*file));
-        l->n--;
+        file->replaced = 1;
     }
     l->e[l->n++] = (struct dent){.name = s,
                                  .size = prefix ? 0 : size,
@@ -142,10 +139,12 @@ static void listing_end(struct listing *l, int rc)
     if (rc == 0 && l->n && !(l->by_name = malloc(l->n * sizeof(*l->by_name))))
         rc = -ENOMEM;
     if (rc == 0) {
+        l->n_named = 0;
         for (size_t i = 0; i < l->n; i++)
-            l->by_name[i] = &l->e[i];
-        if (l->n)
-            qsort(l->by_name, l->n, sizeof(*l->by_name), dent_cmp);
+            if (!l->e[i].replaced)
+                l->by_name[l->n_named++] = &l->e[i];
+        if (l->n_named)
+            qsort(l->by_name, l->n_named, sizeof(*l->by_name), dent_cmp);
     }
     __atomic_store_n(&l->state, rc, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&l->grown);
@@ -292,9 +291,10 @@ static int name_cmp(const void *key, const void *elem)
  * not complete). */
 static const struct dent *listing_find(const struct listing *l, const char *name)
 {
-    if (!l || listing_state(l) != LISTING_DONE || !l->n)
+    if (!l || listing_state(l) != LISTING_DONE || !l->n_named)
         return NULL;
-    const struct dent *const *e = bsearch(name, l->by_name, l->n, sizeof(*l->by_name), name_cmp);
+    const struct dent *const *e =
+            bsearch(name, l->by_name, l->n_named, sizeof(*l->by_name), name_cmp);
     return e ? *e : NULL;
 }
 
@@ -628,6 +628,8 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
         const char *extra;
         if (i >= 2 && dirh_entry(fs, d, i - 2, used == 0, &de, &extra) <= 0)
             break;
+        if (i >= 2 && !extra && de.replaced)
+            continue;
         used += fuse_add_direntry_plus(req, NULL, 0,
                                        i == 0   ? "."
                                        : i == 1 ? ".."
@@ -733,6 +735,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             }
             if (!name)
                 name = (de = &dent)->name;
+            if (de && de->replaced)
+                continue;
         }
         size_t need;
         if (!plus || i < 2 || stale) {
