@@ -88,7 +88,8 @@ static int has_keys_under(struct fs *fs, const char *key)
     return found;
 }
 
-/* probe: an empty object at path is a directory when keys lie under it */
+/* probe: an empty object at path is a directory when keys lie under it.
+ * A directory's marker "path/" has its attributes, also beside a bare one. */
 static int resolve(struct fs *fs, const char *path, struct obj_attr *a, int probe)
 {
     char key[S3_MAX_KEY_LEN + 2];
@@ -104,24 +105,31 @@ static int resolve(struct fs *fs, const char *path, struct obj_attr *a, int prob
     if (s != S3_OK && s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
     size_t n = strlen(key);
-    if (s == S3_OK &&
-        (!probe || !S_ISREG(a->st.st_mode) || a->st.st_size > 0 || n + 1 > S3_MAX_KEY_LEN))
-        return 0;
+    int empty = s == S3_OK && S_ISREG(a->st.st_mode) && a->st.st_size == 0;
+    if (s == S3_OK && ((!S_ISDIR(a->st.st_mode) && !(probe && empty)) || n + 1 > S3_MAX_KEY_LEN))
+        return 0; /* a file */
     if (n + 1 > S3_MAX_KEY_LEN)
         return -ENOENT;
     key[n] = '/';
     key[n + 1] = '\0';
-    if (s == S3_OK) { /* an empty object: a directory's bare marker when keys lie under it */
+    if (empty) { /* a directory's bare marker when keys lie under it */
         int under = has_keys_under(fs, key);
-        if (under == 1)
-            meta_default_stat(1, 0, a->modified, &fs->defaults, &a->st);
-        return under < 0 ? under : 0;
+        if (under <= 0)
+            return under; /* an empty file */
     }
+    struct obj_attr bare = *a;
+    int has_bare = s == S3_OK;
     s = head_into(fs, key, 1, a);
     if (s == S3_OK)
         return 0;
     if (s != S3_ERR_NOT_FOUND)
         return s3_err("read", key, s);
+    if (has_bare) { /* the bare marker alone */
+        *a = bare;
+        if (empty)
+            meta_default_stat(1, 0, a->modified, &fs->defaults, &a->st);
+        return 0;
+    }
     int found = ops_dir_probe(fs, path);
     if (found < 0)
         return found;
@@ -157,7 +165,11 @@ int ops_resolve_listed(struct fs *fs, const char *path, struct obj_attr *a)
     return resolve_timed(fs, path, a, 0);
 }
 
-int ops_bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN + 1])
+/* Whether the directory at path has a bare marker, an object at path
+ * without the slash that stands for it (resolve): 1 with its key and ETag,
+ * 0 when none, or -errno. */
+static int bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN + 1],
+                       char etag[S3_ETAG_MAX])
 {
     int rc = ops_key(fs, path, 0, key);
     if (rc)
@@ -168,7 +180,26 @@ int ops_bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN + 1
         return 0;
     if (s != S3_OK)
         return s3_err("read", key, s);
+    snprintf(etag, S3_ETAG_MAX, "%s", a.etag);
     return S_ISDIR(a.st.st_mode) || (S_ISREG(a.st.st_mode) && a.st.st_size == 0);
+}
+
+/* Delete the bare marker key if it is still the object of that ETag (another
+ * client may have written data there since it was read): 1 when deleted, 0
+ * when gone or changed (left alone), or -errno. */
+static int bare_delete(struct fs *fs, const char *key, const char *etag)
+{
+    struct obj_attr a;
+    int s = head_into(fs, key, 0, &a);
+    if (s == S3_ERR_NOT_FOUND)
+        return 0;
+    if (s == S3_OK && strcmp(a.etag, etag) != 0) {
+        log_warn("'%s' changed while its directory was removed or renamed: left alone", key);
+        return 0;
+    }
+    if (s == S3_OK)
+        s = s3_delete_object(fs->s3, key);
+    return s == S3_OK ? 1 : s3_err("delete", key, s);
 }
 
 int ops_resolve_dir(struct fs *fs, const char *path, struct obj_attr *a)
@@ -877,14 +908,15 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!rc)
         rc = dir_empty(fs, path);
     /* a bare marker goes first: while it stays, so does the directory */
-    char bare[S3_MAX_KEY_LEN + 1];
-    int has_bare = rc ? 0 : ops_bare_marker(fs, path, bare);
+    char bare[S3_MAX_KEY_LEN + 1], bare_etag[S3_ETAG_MAX];
+    int has_bare = rc ? 0 : bare_marker(fs, path, bare, bare_etag);
+    if (has_bare == 1)
+        has_bare = bare_delete(fs, bare, bare_etag);
     if (has_bare < 0)
         rc = has_bare;
     if (has_bare == 1) {
-        int s = s3_delete_object(fs->s3, bare);
-        if (s != S3_OK)
-            rc = s3_err("delete", bare, s);
+        const char *keys[1] = {path};
+        report_deleted(fs, keys, 1);
     }
     if (!rc) {
         journal_settle(fs->journal, path);
@@ -897,8 +929,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         char *qkey = malloc(strlen(path) + 2);
         if (qkey) {
             sprintf(qkey, "%s/", path);
-            const char *keys[2] = {qkey, path};
-            report_deleted(fs, keys, has_bare == 1 ? 2 : 1);
+            const char *keys[1] = {qkey};
+            report_deleted(fs, keys, 1);
             free(qkey);
         }
         struct inode *in = inode_get_path(&fs->inodes, path);
@@ -1044,38 +1076,45 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
 
 /* Rename the directory at from (attributes st) to to (absent, or an empty
  * directory): its objects are copied and deleted, the pending uploads below
- * it move along; a bare marker (ops_bare_marker) becomes a marker under the
- * new name. The caller holds the names alone. */
+ * it move along; a bare marker (bare_marker) becomes a marker under the new
+ * name. The caller holds the names alone. */
 static int rename_dir(struct fs *fs, const char *from, const struct stat *st, const char *to,
                       int exists)
 {
     int rc = exists ? dir_empty(fs, to) : 0;
-    char bare[S3_MAX_KEY_LEN + 1];
-    int has_bare = rc ? 0 : ops_bare_marker(fs, from, bare);
+    char bare[S3_MAX_KEY_LEN + 1], bare_etag[S3_ETAG_MAX], key[S3_MAX_KEY_LEN + 1];
+    int has_bare = rc ? 0 : bare_marker(fs, from, bare, bare_etag), has_marker = 0;
+    if (has_bare == 1 && (rc = ops_key(fs, from, 1, key)) == 0) {
+        struct obj_attr m;
+        int s = head_into(fs, key, 1, &m); /* a marker move_tree moves */
+        has_marker = s == S3_OK;
+        if (s != S3_OK && s != S3_ERR_NOT_FOUND)
+            rc = s3_err("read", key, s);
+    }
     if (has_bare < 0)
         rc = has_bare;
     if (rc)
         return rc;
     journal_settle(fs->journal, from);
     journal_settle(fs->journal, to);
-    if (exists) {
-        char key[S3_MAX_KEY_LEN + 1];
-        if (ops_key(fs, to, 1, key) == 0)
-            s3_delete_object(fs->s3, key);
+    if (exists && ops_key(fs, to, 1, key) == 0)
+        s3_delete_object(fs->s3, key);
+    if (has_bare == 1 && !has_marker) { /* the directory's marker under the new name */
+        struct upload_body empty = {.fd = -1, .s3_ms = names_ms(fs)};
+        char etag[S3_ETAG_MAX];
+        rc = upload_put(fs, to, 1, &empty, st, etag);
+        if (rc)
+            return rc;
     }
     rc = move_tree(fs, from, to);
     if (!rc && journal_move(fs->journal, from, to) != 0)
         log_error("pending uploads below '%s' keep their old names in the journal", from);
-    if (!rc && has_bare == 1) {
-        struct upload_body empty = {.fd = -1, .s3_ms = names_ms(fs)};
-        char etag[S3_ETAG_MAX];
-        rc = upload_put(fs, to, 1, &empty, st, etag);
-        int s = rc ? S3_OK : s3_delete_object(fs->s3, bare);
-        if (s != S3_OK)
-            log_warn("renamed '%s' but cannot delete its old marker: %s", bare, s3_strerror(s));
+    int gone = !rc && has_bare == 1 ? bare_delete(fs, bare, bare_etag) : 0;
+    if (gone == 1) {
         const char *keys[1] = {from};
-        if (!rc && s == S3_OK)
-            report_deleted(fs, keys, 1);
+        report_deleted(fs, keys, 1);
+    } else if (gone < 0) { /* the content is under its new name: the rename stands */
+        log_warn("renamed '%s' but its old marker stays: it shows as an empty directory", from);
     }
     return rc;
 }

@@ -66,18 +66,14 @@ struct obj_attr {
  * a marker (HEAD path/), or a directory implied by keys under it (or by
  * local files not yet uploaded). An object at path itself is a directory
  * when its metadata says so (old s3fs wrote directories without the
- * slash) or when it is empty and keys lie under it (ops_bare_marker).
+ * slash) or when it is empty and keys lie under it: a "bare marker",
+ * which rmdir and rename remove.
  * Returns 0 or -errno (-ENOENT). */
 int ops_resolve(struct fs *fs, const char *path, struct obj_attr *a);
 
 /* The same for path, a file a listing showed (so no keys lie under it):
  * without the look for keys under an empty object. */
 int ops_resolve_listed(struct fs *fs, const char *path, struct obj_attr *a);
-
-/* Whether the directory at path has a bare marker, an object at path
- * without the slash that stands for it (ops_resolve): 1 with its key in
- * key, 0 when none, or -errno. */
-int ops_bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN + 1]);
 
 /* The same for path, a directory a listing showed: its marker's
  * attributes, or the defaults when it has none. */

@@ -122,7 +122,7 @@ static int add_dent(struct listing *l, const char *key, int prefix, uint64_t siz
                                  .mtime = mtime,
                                  .is_dir = is_dir,
                                  .etag = etag && *etag ? ops_etag_hash(etag) : 0,
-                                 .meta_hidden = !is_dir && etag && (strchr(etag, '-') || !size)};
+                                 .meta_hidden = !is_dir && (!size || (etag && strchr(etag, '-')))};
     return 0;
 }
 

@@ -804,6 +804,9 @@ def test_bare_dir_markers():
     be reached, and rmdir and rename take the bare marker with them."""
     pk = Pocket(D)
     prefix = pk.pocket["prefix"]
+    with Mount(D, pk) as m:  # a marker "both/" with attributes of its own
+        os.mkdir(m.p("both"))
+        os.chmod(m.p("both"), 0o700)
     with tempfile.NamedTemporaryFile() as empty, tempfile.NamedTemporaryFile() as body:
         body.write(b"child")
         body.flush()
@@ -812,14 +815,25 @@ def test_bare_dir_markers():
                                 ("oldempty", empty, "application/x-directory"),
                                 ("plain", empty, None), ("plain/child", body, None),
                                 ("moved", empty, "application/x-directory"),
-                                ("moved/child", body, None)):
+                                ("moved/child", body, None),
+                                ("emptymove", empty, "application/x-directory"),
+                                ("both", empty, None)):
             rc, _, err = root_s3("put", prefix + key, src.name, *([ctype] if ctype else []))
             check(rc == 0, "put %s: %s" % (key, err))
     with Mount(D, pk) as m:
+        # looked up before any listing, then as listed
+        for d in ("old", "plain", "both"):
+            check(os.path.isdir(m.p(d)), "%s is a directory when looked up" % d)
+        mode = os.stat(m.p("both")).st_mode & 0o777
+        check(mode == 0o700, "the marker's attributes beside a bare one, looked up: %o" % mode)
+    with Mount(D, pk) as m:
         listed = sorted(os.listdir(m.path))
-        check(listed == ["moved", "old", "oldempty", "plain"], "listed once each: %r" % listed)
-        for d in ("old", "oldempty", "plain", "moved"):
+        check(listed == ["both", "emptymove", "moved", "old", "oldempty", "plain"],
+              "listed once each: %r" % listed)
+        for d in ("old", "oldempty", "plain", "moved", "emptymove", "both"):
             check(os.path.isdir(m.p(d)), "%s is a directory" % d)
+        mode = os.stat(m.p("both")).st_mode & 0o777
+        check(mode == 0o700, "the marker's attributes beside a bare one: %o" % mode)
         for d in ("old", "plain"):
             check(os.listdir(m.p(d)) == ["child"], "the child of %s" % d)
             check(open(m.p(d, "child")).read() == "child", "the content below %s" % d)
@@ -832,17 +846,27 @@ def test_bare_dir_markers():
         os.unlink(m.p("old", "child"))
         os.rmdir(m.p("old"))
         check(not os.path.exists(m.p("old")), "rmdir of an emptied old-style directory")
+        os.unlink(m.p("plain", "child"))
+        os.rmdir(m.p("plain"))
+        check(not os.path.exists(m.p("plain")), "rmdir of a directory an empty object stood for")
         os.rename(m.p("moved"), m.p("renamed"))
         check(open(m.p("renamed", "child")).read() == "child", "renamed directory's child")
         check(not os.path.exists(m.p("moved")), "the old name is gone after a rename")
-    for key in ("old", "oldempty", "moved", "moved/child"):
+        os.rename(m.p("emptymove"), m.p("renamed2"))
+        check(os.path.isdir(m.p("renamed2")) and not os.path.exists(m.p("emptymove")),
+              "an empty old-style directory renamed")
+    for key in ("old", "oldempty", "plain", "moved", "moved/child", "emptymove"):
         rc, _, _ = root_s3("head", prefix + key)
         check(rc == 4, "%s is gone from S3 (exit %d)" % (key, rc))
+    rc, _, _ = root_s3("head", prefix + "renamed2/")
+    check(rc == 0, "a marker under the new name (exit %d)" % rc)
     with Mount(D, pk) as m:
         listed = sorted(os.listdir(m.path))
-        check(listed == ["plain", "renamed"], "after a remount: %r" % listed)
+        check(listed == ["both", "renamed", "renamed2"], "after a remount: %r" % listed)
         check(os.path.isdir(m.p("renamed")) and os.listdir(m.p("renamed")) == ["child"],
               "the renamed directory after a remount")
+        check(os.path.isdir(m.p("renamed2")) and os.listdir(m.p("renamed2")) == [],
+              "the renamed empty directory after a remount")
 
 
 def test_odd_names():
