@@ -185,8 +185,8 @@ static int bare_marker(struct fs *fs, const char *path, char key[S3_MAX_KEY_LEN 
 }
 
 /* Delete the bare marker key if it is still the object of that ETag (another
- * client may have written data there since it was read): 1 when deleted, 0
- * when gone or changed (left alone), or -errno. */
+ * client may have written data there while a rename moved the tree): 1 when
+ * deleted, 0 when gone or changed (left alone), or -errno. */
 static int bare_delete(struct fs *fs, const char *key, const char *etag)
 {
     struct obj_attr a;
@@ -194,7 +194,7 @@ static int bare_delete(struct fs *fs, const char *key, const char *etag)
     if (s == S3_ERR_NOT_FOUND)
         return 0;
     if (s == S3_OK && strcmp(a.etag, etag) != 0) {
-        log_warn("'%s' changed while its directory was removed or renamed: left alone", key);
+        log_warn("'%s' changed while its directory was renamed: left alone", key);
         return 0;
     }
     if (s == S3_OK)
@@ -910,8 +910,11 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     /* a bare marker goes first: while it stays, so does the directory */
     char bare[S3_MAX_KEY_LEN + 1], bare_etag[S3_ETAG_MAX];
     int has_bare = rc ? 0 : bare_marker(fs, path, bare, bare_etag);
-    if (has_bare == 1)
-        has_bare = bare_delete(fs, bare, bare_etag);
+    if (has_bare == 1) { /* just read: no second HEAD as for a rename's (bare_delete) */
+        int s = s3_delete_object(fs->s3, bare);
+        if (s != S3_OK)
+            has_bare = s3_err("delete", bare, s);
+    }
     if (has_bare < 0)
         rc = has_bare;
     if (has_bare == 1) {
