@@ -545,13 +545,67 @@ void cfile_keep(struct cache *c, struct cfile *cf, const char *key, int remove_f
     pthread_mutex_unlock(&c->lock);
 }
 
-void cache_release(struct cache *c)
+int cache_each_kept(struct cache *c, int (*fn)(void *arg, const struct cfile *cf), void *arg)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->lock);
+    for (struct cfile *cf = c->files.tail; cf && !rc; cf = cf->prev)
+        if (!cf->owner && cf->key)
+            rc = fn(arg, cf);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int cache_adopt_kept(struct cache *c, const char *key, const char *name, uint64_t size,
+                     const char *etag, const uint8_t *bits, size_t bits_len)
+{
+    if (!c->kept || !key[0] || !etag[0] || strlen(etag) >= S3_ETAG_MAX ||
+        strlen(name) >= sizeof(((struct cfile *)0)->name))
+        return -EINVAL;
+    struct cfile *cf = cfile_alloc(NULL, size);
+    char *k = cf ? strdup(key) : NULL;
+    if (!k) {
+        cfile_free(c, cf, 0);
+        return -ENOMEM;
+    }
+    size_t have = cf->nblocks / 8 + 1;
+    memcpy(cf->bits, bits, bits_len < have ? bits_len : have);
+    for (size_t b = 0; b < have * 8; b++) {
+        if (b >= cf->nblocks)
+            cf->bits[b / 8] &= (uint8_t) ~(1u << (b % 8));
+        else if (bit_get(cf, b))
+            cf->npresent++;
+    }
+    snprintf(cf->name, sizeof(cf->name), "%s", name);
+    snprintf(cf->etag, sizeof(cf->etag), "%s", etag);
+    cf->appending = 0;
+    pthread_mutex_lock(&c->lock);
+    int rc = !cf->npresent || kept_find(c, k) ? -EINVAL : c->n_kept >= CACHE_KEPT_MAX ? -ENOSPC : 0;
+    if (rc == 0) {
+        cf->id = ++c->seq;
+        struct cfile **chain = kept_chain(c, k);
+        cf->key = k;
+        cf->knext = *chain;
+        *chain = cf;
+        c->n_kept++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (rc) {
+        free(k);
+        cfile_free(c, cf, 0);
+        return rc;
+    }
+    lru_touch(c, cf); /* counted in the budget, the most recently used */
+    return 0;
+}
+
+void cache_release(struct cache *c, int keep_files)
 {
     if (c->kept) {
         pthread_mutex_lock(&c->lock);
         for (size_t i = 0; i < CACHE_KEPT_BUCKETS; i++)
             while (c->kept[i])
-                destroy(c, c->kept[i], 1);
+                destroy(c, c->kept[i], !keep_files);
         pthread_mutex_unlock(&c->lock);
         free(c->kept);
         c->kept = NULL;

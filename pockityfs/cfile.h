@@ -108,8 +108,22 @@ struct cfile_src {
 /* Set up the cache over dir (which must exist). */
 void cache_init(struct cache *c, const char *dir, uint64_t limit);
 
-/* Free the kept cfiles (their local files removed) and the cache. */
-void cache_release(struct cache *c);
+/* Free the kept cfiles and the cache. Their local files are removed,
+ * unless keep_files (the cache index names them: cache_index.h). */
+void cache_release(struct cache *c, int keep_files);
+
+/* Call fn on each kept cfile, least recently used first, with c->lock
+ * held, until fn returns non-zero. Returns that, or 0. */
+int cache_each_kept(struct cache *c, int (*fn)(void *arg, const struct cfile *cf), void *arg);
+
+/* Keep, as the most recently used, what an earlier run of the mount kept:
+ * its local file name, holding size bytes of the object key at etag, the
+ * 1 MiB blocks present as bits (bits_len bytes, one bit a block) says.
+ * Returns 0, or -EINVAL (nothing present, or key already kept), -ENOSPC
+ * (CACHE_KEPT_MAX are kept) or -ENOMEM; the local file is then not the
+ * cache's. */
+int cache_adopt_kept(struct cache *c, const char *key, const char *name, uint64_t size,
+                     const char *etag, const uint8_t *bits, size_t bits_len);
 
 /* Drop clean data, least recently used first, until the budget holds. Call
  * with no inode lock held. */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache_index.h"
 #include "config.h"
 #include "log.h"
 #include "ops.h"
@@ -311,6 +312,20 @@ static int setup_cache(struct fs *fs, int *lock_fd)
     return 0;
 }
 
+/* The cache index (cache_index.h) in the pocket's cache folder. */
+static const char *index_path(const struct fs *fs, char path[PATH_MAX + 16])
+{
+    snprintf(path, PATH_MAX + 16, "%s/cache.db", fs->dir);
+    return path;
+}
+
+/* Where the pocket's objects are: a cache index of another is not used. */
+static const char *cache_source(const struct fs *fs, char source[2048])
+{
+    snprintf(source, 2048, "%s %s", fs->session.endpoint, fs->session.bucket);
+    return source;
+}
+
 static int add_opt(struct fuse_args *args, const char *name, const char *value)
 {
     char *opts = NULL;
@@ -347,6 +362,7 @@ int main(int argc, char **argv)
     struct fuse_session *se = NULL;
     int rc = 1, lock_fd = -1, mounted = 0, table = 0;
     char key[KEY_MAX];
+    char ipath[PATH_MAX + 16], source[2048];
 
     log_setup("pockityfs", LOG_LEVEL_INFO, 0);
     raise_fd_limit();
@@ -438,6 +454,7 @@ int main(int argc, char **argv)
         goto out;
     }
     table = 1;
+    cache_index_load(&fs.cache, index_path(&fs, ipath), cache_source(&fs, source));
     size_t left = fs_replay(&fs);
     if (left)
         log_warn("%zu pending upload(s) could not be sent yet; they are served from the cache",
@@ -507,7 +524,10 @@ out:
     if (table) { /* before the remote: a cfile may still give a reservation back */
         inode_table_release(&fs.inodes);
         names_destroy(&fs.names);
-        cache_release(&fs.cache); /* the cfiles kept after their inodes */
+        /* the cfiles kept after their inodes, and their files unless indexed */
+        int indexed = fs.journal && cache_index_save(&fs.cache, index_path(&fs, ipath),
+                                                     cache_source(&fs, source)) >= 0;
+        cache_release(&fs.cache, indexed);
     }
     readahead_free(fs.readahead); /* after the cfiles, which give their chunks back */
     remote_free(fs.remote);       /* stops the renewal thread before the client goes */

@@ -690,6 +690,65 @@ static void abort_left_uploads(struct fs *fs)
     journal_uploads_free(v, n);
 }
 
+struct name_list {
+    const char **v;
+    size_t n, cap;
+};
+
+static int names_add(struct name_list *ns, const char *name)
+{
+    if (ns->n == ns->cap) {
+        size_t nc = ns->cap ? ns->cap * 2 : 64;
+        const char **nv = realloc(ns->v, nc * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        ns->v = nv;
+        ns->cap = nc;
+    }
+    ns->v[ns->n++] = name;
+    return 0;
+}
+
+static int add_kept_name(void *arg, const struct cfile *cf)
+{
+    return names_add(arg, cf->name);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Cache files that neither a journal row (v, n of them) nor a cfile taken
+ * up from the cache index names are leftovers of the previous run; swept
+ * before the replay, which may create cache files of its own. */
+static void sweep_leftovers(struct fs *fs, const struct journal_entry *v, size_t n)
+{
+    struct name_list ns = {0};
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (v[i].file[0])
+            rc = names_add(&ns, v[i].file);
+    if (!rc)
+        rc = cache_each_kept(&fs->cache, add_kept_name, &ns);
+    if (rc) { /* no way to tell: none is swept */
+        free(ns.v);
+        return;
+    }
+    if (ns.n)
+        qsort(ns.v, ns.n, sizeof(*ns.v), name_cmp);
+    DIR *d = opendir(fs->cache.dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *name = de->d_name;
+        if (name[0] != '.' && !(ns.n && bsearch(&name, ns.v, ns.n, sizeof(*ns.v), name_cmp)))
+            unlinkat(dirfd(d), name, 0);
+    }
+    if (d)
+        closedir(d);
+    free(ns.v);
+}
+
 size_t fs_replay(struct fs *fs)
 {
     struct journal_entry *v = NULL;
@@ -697,21 +756,7 @@ size_t fs_replay(struct fs *fs)
     abort_left_uploads(fs);
     if (journal_list(fs->journal, &v, &n) != 0)
         return 0;
-    /* cache files no row names are leftovers of the previous run; before
-     * the replay, which may create cache files of its own */
-    DIR *d = opendir(fs->cache.dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        int named = 0;
-        for (size_t i = 0; i < n && !named; i++)
-            named = strcmp(v[i].file, de->d_name) == 0;
-        if (!named)
-            unlinkat(dirfd(d), de->d_name, 0);
-    }
-    if (d)
-        closedir(d);
+    sweep_leftovers(fs, v, n);
     for (size_t i = 0; i < n; i++)
         left += (size_t)replay_one(fs, &v[i]);
     journal_entries_free(v, n);
