@@ -208,6 +208,15 @@ const char *s3_last_error_detail(void);
  * thread for every retry of the client's configured timeouts. */
 void s3_thread_deadline(long ms);
 
+/* Bound how long the requests this thread makes from now on wait on a
+ * silent server: a request whose tries have together waited ms
+ * milliseconds with no byte moving (the stall timeout of each try is
+ * shortened to what is left) fails with S3_ERR_TIMEOUT instead of being
+ * retried. Unlike a deadline, it does not bound a transfer that moves,
+ * however slowly. 0 lifts the bound (the default). Returns the bound
+ * before, to put back. */
+long s3_thread_silence(long ms);
+
 /* The calling thread's deadline, to put back with s3_thread_deadline_restore
  * after a call that sets its own; 0 when there is none. */
 long long s3_thread_deadline_save(void);

@@ -60,6 +60,8 @@ struct s3_client {
 static __thread char error_detail[512];
 #define RETRY_MIN_LEFT_MS 20           /* a retry needs this much of a deadline left */
 static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
+static __thread long silence_ms;       /* 0: none (s3_thread_silence) */
+static __thread long try_stall_s;      /* the stall timeout of this thread's try (s3_request) */
 
 static long long mono_ms(void)
 {
@@ -71,6 +73,13 @@ static long long mono_ms(void)
 void s3_thread_deadline(long ms)
 {
     deadline_ms = ms > 0 ? mono_ms() + ms : 0;
+}
+
+long s3_thread_silence(long ms)
+{
+    long before = silence_ms;
+    silence_ms = ms > 0 ? ms : 0;
+    return before;
 }
 
 long long s3_thread_deadline_save(void)
@@ -810,7 +819,7 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, deadline_cap(c->connect_timeout_ms));
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall_timeout_s);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, try_stall_s > 0 ? try_stall_s : c->stall_timeout_s);
     long total = deadline_cap(!r->sink && !r->body ? c->request_timeout_ms : 0);
     if (total > 0)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
@@ -946,6 +955,7 @@ int s3_request(struct s3_client *c, struct s3_req *r)
 
     int refreshed = 0, rc = S3_ERR_TIMEOUT, real = 0;
     char real_detail[sizeof(error_detail)] = "";
+    long quiet_left = silence_ms; /* of the silence this request may wait */
     for (int retry = 0;; retry++) {
         if (deadline_left() == 0) {
             if (r->attempts)
@@ -954,12 +964,27 @@ int s3_request(struct s3_client *c, struct s3_req *r)
             return S3_ERR_TIMEOUT;
         }
         r->attempts++;
+        /* the try's stall timeout: the client's, or the silence left if less */
+        long stall_s = c->stall_timeout_s;
+        if (silence_ms && (quiet_left + 999) / 1000 < stall_s)
+            stall_s = (quiet_left + 999) / 1000;
+        try_stall_s = stall_s;
+        long long began = mono_ms();
         rc = attempt(c, r, hash);
+        try_stall_s = 0;
         if (rc == S3_OK)
             return rc;
         if (rc != S3_ERR_TIMEOUT || deadline_left() != 0) { /* not cut short by the deadline */
             real = rc;
             memcpy(real_detail, error_detail, sizeof(real_detail));
+        }
+        if (rc == S3_ERR_TIMEOUT && silence_ms) {
+            long waited = (long)(mono_ms() - began);
+            quiet_left -= waited < stall_s * 1000 ? waited : stall_s * 1000;
+            if (quiet_left < 1000) {
+                s3_set_error_detail("the server sent nothing for %ld s", silence_ms / 1000);
+                return rc;
+            }
         }
         if ((rc == S3_ERR_EXPIRED_TOKEN || (rc == S3_ERR_ACCESS_DENIED && has_token(c))) &&
             c->refresh && !refreshed) {

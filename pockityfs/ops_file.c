@@ -437,8 +437,12 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     long n = ensure_cfile(fs, in);
     if (!n)
         n = src_of(fs, in, key, &src);
+    /* a read that must wait on S3 fails once S3 has been silent for
+     * write_timeout, however its waits fall between retries */
+    long silence = s3_thread_silence((long)fs->opt.write_timeout * 1000);
     if (!n)
         n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, &span);
+    s3_thread_silence(silence);
     /* the reply goes while the lock keeps the bytes where span says */
     if (n < 0) {
         fuse_reply_err(req, (int)-n);

@@ -610,23 +610,31 @@ def rgw_pid():
 
 def test_storage_frozen():
     """S3 stops answering (RGW stopped, as a full Ceph cluster does to
-    writes): mkdir, symlink, rmdir, unlink and the stat of a name not
-    cached fail with ETIMEDOUT within
-    about write_timeout instead of the S3 client's minutes of retries; once
+    writes): mkdir, symlink, rmdir, unlink, the stat of a name not cached,
+    the listing of a folder and the read of data not cached fail with
+    ETIMEDOUT within about write_timeout (a read: twice, its read-ahead's
+    wait and its own) instead of the S3 client's minutes of retries; once
     S3 answers, the mount goes on."""
     pk = Pocket(D)
     # a folder whose listing the mount never read: a name in it is looked up
     check(harness.s3_put_bytes(None, pk.pocket["prefix"] + "other/file", b"o") == 0, "put")
+    body = os.urandom(3 << 20)
+    check(harness.s3_put_bytes(None, pk.pocket["prefix"] + "unread", body) == 0, "put unread")
     # attributes cached for a minute: the calls meet no lookup of their own
     with Mount(D, pk, options=["write_timeout=3", "attr_timeout=60", "dir_timeout=60"]) as m:
         os.mkdir(m.p("d0"))
         write_file(m.p("gone"), b"x")
         sh("sync %s" % m.path)  # uploaded: its unlink needs S3
+        check(os.path.isdir(m.p("other")) and os.path.getsize(m.p("unread")) == len(body),
+              "looked up, not listed or read")
         calls = (("mkdir", lambda: os.mkdir(m.p("d1"))),
                  ("symlink", lambda: os.symlink("target", m.p("l1"))),
                  ("rmdir", lambda: os.rmdir(m.p("d0"))),
                  ("unlink", lambda: os.unlink(m.p("gone"))),
-                 ("stat", lambda: os.stat(m.p("other", "never-seen"))))
+                 ("stat", lambda: os.stat(m.p("other", "never-seen"))),
+                 ("listing", lambda: os.listdir(m.p("other"))),
+                 ("read", lambda: open(m.p("unread"), "rb").read()))
+        took_all = []
         with stopped(rgw_pid()):
             for what, call in calls:
                 t0 = time.time()
@@ -638,7 +646,10 @@ def test_storage_frozen():
                 took = time.time() - t0
                 check(rc == errno.ETIMEDOUT,
                       "%s without S3: %s" % (what, os.strerror(rc) if rc else "succeeded"))
-                check(took < 8, "%s fails within about write_timeout: %.1f s" % (what, took))
+                took_all.append("%s %.1f s" % (what, took))
+                limit = 11 if what == "read" else 8
+                check(took < limit, "%s fails within about write_timeout: %.1f s" % (what, took))
+        print("  without S3, write_timeout=3: " + ", ".join(took_all))
         # a request that timed out may still be carried out once RGW runs
         # again: each name is there or not, nothing in between
         for name in ("d0", "d1", "l1", "gone"):
@@ -651,6 +662,8 @@ def test_storage_frozen():
         check(os.path.isdir(m.p("d2")) and os.readlink(m.p("l2")) == "target",
               "mkdir and symlink once S3 answers")
         check({"d2", "l2"} <= set(os.listdir(m.path)), "listing once S3 answers")
+        check(os.listdir(m.p("other")) == ["file"], "a folder's listing once S3 answers")
+        check(open(m.p("unread"), "rb").read() == body, "a read once S3 answers")
 
 
 def test_random_ops():

@@ -501,6 +501,45 @@ static void test_thread_deadline(void **state)
     server_stop(s);
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A thread's silence bound ends a GET once the server has sent nothing for
+ * that long over all its tries: 5 tries of a 2 s stall would hold it 10 s
+ * against a hanging server; a bound of 1 s ends it after one shortened
+ * try, one of 3 s after a whole try and a shortened one. */
+static void test_thread_silence(void **state)
+{
+    struct server *s = server_start(hang);
+    struct s3_client *c = client_for(s, 4, 60000);
+    char data[100];
+    struct s3_mem m = {.data = data, .len = sizeof(data)};
+    struct s3_sink sink = s3_sink_mem(&m);
+    uint64_t got = 0;
+    assert_int_equal(s3_thread_silence(1000), 0);
+    double t0 = now_s();
+    assert_int_equal(s3_get_object(c, "k", 0, sizeof(data), &sink, NULL, &got), S3_ERR_TIMEOUT);
+    double secs = now_s() - t0;
+    assert_true(secs >= 0.9 && secs < 2.5);
+    usleep(50 * 1000); /* the server has counted what was sent */
+    assert_int_equal(s->n_requests, 1);
+    assert_non_null(strstr(s3_last_error_detail(), "sent nothing for 1 s"));
+    assert_int_equal(s3_thread_silence(3000), 1000);
+    t0 = now_s();
+    assert_int_equal(s3_get_object(c, "k", 0, sizeof(data), &sink, NULL, &got), S3_ERR_TIMEOUT);
+    secs = now_s() - t0;
+    assert_true(secs >= 2.9 && secs < 5.0);
+    usleep(50 * 1000);
+    assert_int_equal(s->n_requests, 3);
+    assert_int_equal(s3_thread_silence(0), 3000);
+    s3_client_free(c);
+    server_stop(s);
+}
+
 static enum action slow_down(struct server *s, int i, const struct request *r, struct buf *b)
 {
     reply_status(b, 503, NULL, error_xml("SlowDown"));
@@ -1134,6 +1173,7 @@ int main(void)
             cmocka_unit_test(test_garbage_status_line),
             cmocka_unit_test(test_hanging_server_times_out),
             cmocka_unit_test(test_thread_deadline),
+            cmocka_unit_test(test_thread_silence),
             cmocka_unit_test(test_deadline_keeps_last_error),
             cmocka_unit_test(test_connection_refused),
             cmocka_unit_test(test_keepalive_and_metadata),
