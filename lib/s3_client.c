@@ -61,7 +61,7 @@ static __thread char error_detail[512];
 #define RETRY_MIN_LEFT_MS 20           /* a retry needs this much of a deadline left */
 static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
 static __thread long silence_ms;       /* 0: none (s3_thread_silence) */
-static __thread long try_stall_s;      /* the stall timeout of this thread's try (s3_request) */
+static __thread long try_stall_s;      /* a try's stall timeout under a silence bound; 0: none */
 
 static long long mono_ms(void)
 {
@@ -817,7 +817,10 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, deadline_cap(c->connect_timeout_ms));
+    long connect_ms = c->connect_timeout_ms;
+    if (try_stall_s > 0 && try_stall_s * 1000L < connect_ms)
+        connect_ms = try_stall_s * 1000L; /* a silence bound (s3_thread_silence) */
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, deadline_cap(connect_ms));
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, try_stall_s > 0 ? try_stall_s : c->stall_timeout_s);
     long total = deadline_cap(!r->sink && !r->body ? c->request_timeout_ms : 0);
@@ -968,7 +971,7 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         long stall_s = c->stall_timeout_s;
         if (silence_ms && (quiet_left + 999) / 1000 < stall_s)
             stall_s = (quiet_left + 999) / 1000;
-        try_stall_s = stall_s;
+        try_stall_s = silence_ms ? stall_s : 0;
         long long began = mono_ms();
         rc = attempt(c, r, hash);
         try_stall_s = 0;
@@ -978,7 +981,7 @@ int s3_request(struct s3_client *c, struct s3_req *r)
             real = rc;
             memcpy(real_detail, error_detail, sizeof(real_detail));
         }
-        if (rc == S3_ERR_TIMEOUT && silence_ms) {
+        if (rc == S3_ERR_TIMEOUT && silence_ms && deadline_left() != 0) {
             long waited = (long)(mono_ms() - began);
             quiet_left -= waited < stall_s * 1000 ? waited : stall_s * 1000;
             if (quiet_left < 1000) {

@@ -131,8 +131,10 @@ static struct row *read_rows(sqlite3 *db, const char *source, size_t *n)
     size_t count = 0, cap = 0;
     int ok = ours && sqlite3_prepare_v2(db,
                                         "SELECT key, file, size, etag, blocks FROM files"
-                                        " ORDER BY seq",
+                                        " ORDER BY seq DESC LIMIT ?1",
                                         -1, &st, NULL) == SQLITE_OK;
+    if (ok) /* the most recently used, as many as can be kept */
+        sqlite3_bind_int(st, 1, CACHE_KEPT_MAX);
     while (ok && sqlite3_step(st) == SQLITE_ROW) {
         if (count == cap) {
             size_t nc = cap ? cap * 2 : 64;
@@ -155,16 +157,64 @@ static struct row *read_rows(sqlite3 *db, const char *source, size_t *n)
         }
     }
     sqlite3_finalize(st);
+    for (size_t i = 0; i < count / 2; i++) { /* least recently used first again */
+        struct row t = v[i];
+        v[i] = v[count - 1 - i];
+        v[count - 1 - i] = t;
+    }
     *n = count;
     return v;
 }
 
+static int row_file_cmp(const void *a, const void *b)
+{
+    const struct row *x = *(const struct row *const *)a, *y = *(const struct row *const *)b;
+    return strcmp(x->file ? x->file : "", y->file ? y->file : "");
+}
+
+/* Leave r out (row_fits says no to a row without bits). */
+static void row_drop(struct row *r)
+{
+    free(r->bits);
+    r->bits = NULL;
+}
+
+/* Rows naming the same file as another are left out, all of them: one's
+ * trim would remove the other's file. */
+static void drop_shared_files(struct row *v, size_t n)
+{
+    struct row **by = n ? malloc(n * sizeof(*by)) : NULL;
+    if (!by) {
+        for (size_t i = 0; i < n; i++)
+            row_drop(&v[i]); /* nothing can be told: none fits */
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        by[i] = &v[i];
+    qsort(by, n, sizeof(*by), row_file_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (row_file_cmp(&by[i - 1], &by[i]) == 0) {
+            row_drop(by[i - 1]);
+            row_drop(by[i]);
+        }
+    }
+    free(by);
+}
+
+int cache_index_name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* Whether the index row r may name a cache file: a plain name there, of
- * the size it says. */
-static int row_fits(const struct cache *c, const struct row *r)
+ * the size it says, not busy. */
+static int row_fits(const struct cache *c, const struct row *r, const char *const *busy,
+                    size_t n_busy)
 {
     if (!r->key || !r->file || !r->etag || !r->bits || !r->file[0] || strchr(r->file, '/') ||
         r->file[0] == '.')
+        return 0;
+    if (n_busy && bsearch(&r->file, busy, n_busy, sizeof(*busy), cache_index_name_cmp))
         return 0;
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/%s", c->dir, r->file);
@@ -172,7 +222,23 @@ static int row_fits(const struct cache *c, const struct row *r)
     return lstat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == r->size;
 }
 
-size_t cache_index_load(struct cache *c, const char *path, const char *source)
+/* fsync the folder holding path, so that a change of its names lasts. */
+static int sync_parent(const char *path)
+{
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 && fsync(fd) == 0 ? 0 : -errno;
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+size_t cache_index_load(struct cache *c, const char *path, const char *source,
+                        const char *const *busy, size_t n_busy)
 {
     sqlite3 *db = NULL;
     if (access(path, F_OK) != 0)
@@ -184,21 +250,24 @@ size_t cache_index_load(struct cache *c, const char *path, const char *source)
     else
         log_warn("cannot read the cache index '%s': %s", path, sqlite3_errmsg(db));
     sqlite3_close(db);
-    /* gone before any file is used: after a kill from now on the files
-     * are leftovers, whatever this run does to them */
+    /* gone, on disk, before any file is used: after a kill or a crash
+     * from now on the files are leftovers, whatever this run does to them */
     char journal[PATH_MAX + 16];
     snprintf(journal, sizeof(journal), "%s-journal", path);
     unlink(journal);
-    if (unlink(path) != 0) {
+    int rc = unlink(path) == 0 ? sync_parent(path) : -errno;
+    if (rc) {
         log_warn("cannot remove the cache index '%s': %s; the cached files go", path,
-                 strerror(errno));
+                 strerror(-rc));
         rows_free(v, n);
         return 0;
     }
+    drop_shared_files(v, n);
     size_t taken = 0;
     for (size_t i = 0; i < n; i++)
-        if (row_fits(c, &v[i]) && cache_adopt_kept(c, v[i].key, v[i].file, v[i].size, v[i].etag,
-                                                   v[i].bits, v[i].bits_len) == 0)
+        if (row_fits(c, &v[i], busy, n_busy) &&
+            cache_adopt_kept(c, v[i].key, v[i].file, v[i].size, v[i].etag, v[i].bits,
+                             v[i].bits_len) == 0)
             taken++;
     rows_free(v, n);
     cache_trim(c); /* cache_size may be smaller than last time */

@@ -17,8 +17,13 @@
 int cache_index_save(struct cache *c, const char *path, const char *source);
 
 /* Take up the cfiles the index at path names (a missing index is fine),
- * those of another source excepted, then remove it. Files whose size is
- * not the index's are left out. Returns how many were taken up. */
-size_t cache_index_load(struct cache *c, const char *path, const char *source);
+ * then remove it. Left out: all of another source, files whose size is not
+ * the index's, and the files named in busy (n_busy names, sorted by
+ * strcmp: the pending uploads' own). Returns how many were taken up. */
+size_t cache_index_load(struct cache *c, const char *path, const char *source,
+                        const char *const *busy, size_t n_busy);
+
+/* Order two names (const char *const *), for busy's sort and search. */
+int cache_index_name_cmp(const void *a, const void *b);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -136,7 +137,9 @@ void cache_init(struct cache *c, const char *dir, uint64_t limit)
     pthread_mutex_init(&c->lock, NULL);
     snprintf(c->dir, sizeof(c->dir), "%s", dir);
     c->limit = limit;
-    c->run = (long long)time(NULL);
+    /* random, not the time: the files of earlier runs may stay (cache_index.h) */
+    if (getrandom(&c->run, sizeof(c->run), 0) != (ssize_t)sizeof(c->run))
+        c->run = (uint64_t)time(NULL) << 22 ^ (uint64_t)getpid();
     c->kept = calloc(CACHE_KEPT_BUCKETS, sizeof(*c->kept)); /* NULL: nothing is kept */
 }
 
@@ -403,7 +406,7 @@ int cfile_new(struct cache *c, struct inode *owner, uint64_t remote_size, const 
     cf->in_mem = remote_size == 0 && c->mem < CACHE_MEM_MAX;
     pthread_mutex_unlock(&c->lock);
     cf->id = seq;
-    snprintf(cf->name, sizeof(cf->name), "f%lld-%ld-%llu", c->run, (long)getpid(),
+    snprintf(cf->name, sizeof(cf->name), "f%016llx-%llu", (unsigned long long)c->run,
              (unsigned long long)seq);
     snprintf(cf->etag, sizeof(cf->etag), "%s", etag ? etag : "");
     if (cf->in_mem) {
@@ -740,7 +743,7 @@ static int hold(struct cfile *cf, uint64_t start, uint64_t len, const char *data
 }
 
 int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
-                  const char *data, const char *etag)
+                  const char *data, const char *etag, int err)
 {
     size_t b0 = (size_t)(start / CFILE_BLOCK), b1 = blocks_for(start + len);
     int kept = 0;
@@ -757,6 +760,8 @@ int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t star
             data && gen == cf->gen && (!cf->etag[0] || !etag[0] || strcmp(cf->etag, etag) == 0);
     if (usable && !cf->etag[0])
         snprintf(cf->etag, sizeof(cf->etag), "%s", etag);
+    if (gen == cf->gen && (usable || err))
+        cf->ra_err = usable ? 0 : err;
     if (usable && !cf->in_mem && streamed(c, cf) && cf->owner->opens > 0)
         kept = hold(cf, start, len, data);
     if (usable && !kept && !cf->in_mem && cfile_fd(c, cf) >= 0) {
@@ -853,7 +858,7 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
             readahead_cancel(src->ra, cf);
     }
     size_t before = cf->npresent;
-    int rc = 0;
+    int rc = 0, waited = 0;
     if (!src->ra) {
         rc = ensure(cf, src, off, len, cf->ra_window);
     } else {
@@ -872,11 +877,17 @@ long cfile_read(struct cache *c, struct cfile *cf, const struct cfile_src *src, 
                 break;
             if (busy_get(cf, b)) { /* a background fetch brings it */
                 pthread_cond_wait(&cf->owner->cond, &cf->owner->lock);
+                waited = 1;
                 if (off >= cf->size)
                     return 0;
                 if (len > cf->size - off)
                     len = (size_t)(cf->size - off);
                 continue;
+            }
+            if (waited && cf->ra_err) { /* it did not come: S3 failed, or is silent */
+                rc = cf->ra_err;
+                cf->ra_err = 0; /* the next read tries again */
+                break;
             }
             size_t e = b + 1;
             while (e < last && !bit_get(cf, e) && !busy_get(cf, e))
@@ -952,7 +963,11 @@ long cfile_write(struct cache *c, struct cfile *cf, const struct cfile_src *src,
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -errno;
+            int e = errno;
+            if (!cf->dirty) /* part written: those blocks are the object's no more */
+                for (size_t b = first; b < last && b < cf->nblocks; b++)
+                    bit_clear(cf, b);
+            return -e;
         }
         done += (size_t)n;
     }

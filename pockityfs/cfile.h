@@ -46,7 +46,7 @@ struct cache {
     struct cfile **kept;  /* CACHE_KEPT_BUCKETS chains of kept cfiles (cfile_keep), or NULL */
     size_t n_kept;
     uint64_t seq;
-    long long run; /* start time: local file names never repeat across runs */
+    uint64_t run; /* random: local file names never repeat across runs (cache_index.h) */
 };
 
 struct cfile {
@@ -80,6 +80,7 @@ struct cfile {
     uint8_t *busy;   /* blocks a background fetch is bringing (one bit each) */
     size_t busy_cap; /* blocks busy can describe */
     int inflight;    /* background fetches of this cfile not yet ended */
+    int ra_err;      /* -errno of the last background fetch, if it failed */
     size_t ra_sched; /* first block not yet handed to background fetches */
     /* chunks of a streamed file held in read-ahead buffers: the object's
      * bytes [start, start + len), not in the local file */
@@ -211,10 +212,13 @@ void cfile_set_clean(struct cache *c, struct cfile *cf, const char *etag);
  * mostly flush, for bytes the kernel's page cache keeps anyway) keeps data
  * instead, when none of its blocks is present: reads are answered from it
  * until the reader passes it, the content changes, or the read-ahead takes
- * the buffer back (cfile_ra_drop). Returns whether data was kept. Caller
- * holds the owner's lock. */
+ * the buffer back (cfile_ra_drop). err is the fetch's -errno when it
+ * failed (0 when cancelled): a reader that waited for those blocks then
+ * fails with it instead of fetching them itself, so that a silent S3 costs
+ * it one wait. Returns whether data was kept. Caller holds the owner's
+ * lock. */
 int cfile_ra_land(struct cache *c, struct cfile *cf, uint64_t gen, uint64_t start, uint64_t len,
-                  const char *data, const char *etag);
+                  const char *data, const char *etag, int err);
 
 /* Forget the held chunk data (the read-ahead takes its buffer back).
  * Caller holds the owner's lock. */

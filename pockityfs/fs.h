@@ -45,9 +45,11 @@ struct fs {
     struct readahead *readahead; /* NULL: reads fetch inline */
     struct streams streams;      /* uploads of files as they are written */
     struct meta_defaults defaults;
-    int read_only;            /* ro mount or read-only key */
-    char dir[PATH_MAX];       /* the pocket's cache folder */
-    pthread_mutex_t dir_lock; /* guards every inode's dir and dir_expire, and: */
+    int read_only;                  /* ro mount or read-only key */
+    char dir[PATH_MAX];             /* the pocket's cache folder */
+    char index_path[PATH_MAX + 16]; /* its cache index (cache_index.h) */
+    char source[2048];              /* the bucket the index is of: endpoint and name */
+    pthread_mutex_t dir_lock;       /* guards every inode's dir and dir_expire, and: */
     pthread_cond_t listers_idle;
     int listers;                 /* threads listing the rest of a directory (ops_dir.c) */
     int stopping;                /* the mount is going away: listers stop */

@@ -309,21 +309,10 @@ static int setup_cache(struct fs *fs, int *lock_fd)
         return -1;
     }
     cache_init(&fs->cache, path, limit);
+    snprintf(fs->index_path, sizeof(fs->index_path), "%s/cache.db", fs->dir);
+    /* a cache index of another bucket is not used */
+    snprintf(fs->source, sizeof(fs->source), "%s %s", fs->session.endpoint, fs->session.bucket);
     return 0;
-}
-
-/* The cache index (cache_index.h) in the pocket's cache folder. */
-static const char *index_path(const struct fs *fs, char path[PATH_MAX + 16])
-{
-    snprintf(path, PATH_MAX + 16, "%s/cache.db", fs->dir);
-    return path;
-}
-
-/* Where the pocket's objects are: a cache index of another is not used. */
-static const char *cache_source(const struct fs *fs, char source[2048])
-{
-    snprintf(source, 2048, "%s %s", fs->session.endpoint, fs->session.bucket);
-    return source;
 }
 
 static int add_opt(struct fuse_args *args, const char *name, const char *value)
@@ -362,7 +351,6 @@ int main(int argc, char **argv)
     struct fuse_session *se = NULL;
     int rc = 1, lock_fd = -1, mounted = 0, table = 0;
     char key[KEY_MAX];
-    char ipath[PATH_MAX + 16], source[2048];
 
     log_setup("pockityfs", LOG_LEVEL_INFO, 0);
     raise_fd_limit();
@@ -454,7 +442,6 @@ int main(int argc, char **argv)
         goto out;
     }
     table = 1;
-    cache_index_load(&fs.cache, index_path(&fs, ipath), cache_source(&fs, source));
     size_t left = fs_replay(&fs);
     if (left)
         log_warn("%zu pending upload(s) could not be sent yet; they are served from the cache",
@@ -525,8 +512,7 @@ out:
         inode_table_release(&fs.inodes);
         names_destroy(&fs.names);
         /* the cfiles kept after their inodes, and their files unless indexed */
-        int indexed = fs.journal && cache_index_save(&fs.cache, index_path(&fs, ipath),
-                                                     cache_source(&fs, source)) >= 0;
+        int indexed = fs.journal && cache_index_save(&fs.cache, fs.index_path, fs.source) >= 0;
         cache_release(&fs.cache, indexed);
     }
     readahead_free(fs.readahead); /* after the cfiles, which give their chunks back */

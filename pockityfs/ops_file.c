@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache_index.h"
 #include "log.h"
 #include "upload.h"
 
@@ -718,34 +719,35 @@ static int add_kept_name(void *arg, const struct cfile *cf)
     return names_add(arg, cf->name);
 }
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Cache files that neither a journal row (v, n of them) nor a cfile taken
- * up from the cache index names are leftovers of the previous run; swept
- * before the replay, which may create cache files of its own. */
-static void sweep_leftovers(struct fs *fs, const struct journal_entry *v, size_t n)
+/* Take up what the cache index names, but the files of journal rows (v, n
+ * of them); then sweep the cache files that neither names: leftovers of
+ * the previous run. Before the replay, which may create cache files. */
+static void take_up_cache(struct fs *fs, const struct journal_entry *v, size_t n)
 {
     struct name_list ns = {0};
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
         if (v[i].file[0])
             rc = names_add(&ns, v[i].file);
-    if (!rc)
-        rc = cache_each_kept(&fs->cache, add_kept_name, &ns);
-    if (rc) { /* no way to tell: none is swept */
+    if (rc) { /* no way to tell: nothing is taken up or swept */
         free(ns.v);
         return;
     }
     if (ns.n)
-        qsort(ns.v, ns.n, sizeof(*ns.v), name_cmp);
+        qsort(ns.v, ns.n, sizeof(*ns.v), cache_index_name_cmp);
+    cache_index_load(&fs->cache, fs->index_path, fs->source, ns.v, ns.n);
+    if (cache_each_kept(&fs->cache, add_kept_name, &ns) != 0) {
+        free(ns.v);
+        return;
+    }
+    if (ns.n)
+        qsort(ns.v, ns.n, sizeof(*ns.v), cache_index_name_cmp);
     DIR *d = opendir(fs->cache.dir);
     struct dirent *de;
     while (d && (de = readdir(d))) {
         const char *name = de->d_name;
-        if (name[0] != '.' && !(ns.n && bsearch(&name, ns.v, ns.n, sizeof(*ns.v), name_cmp)))
+        if (name[0] != '.' &&
+            !(ns.n && bsearch(&name, ns.v, ns.n, sizeof(*ns.v), cache_index_name_cmp)))
             unlinkat(dirfd(d), name, 0);
     }
     if (d)
@@ -760,7 +762,7 @@ size_t fs_replay(struct fs *fs)
     abort_left_uploads(fs);
     if (journal_list(fs->journal, &v, &n) != 0)
         return 0;
-    sweep_leftovers(fs, v, n);
+    take_up_cache(fs, v, n);
     for (size_t i = 0; i < n; i++)
         left += (size_t)replay_one(fs, &v[i]);
     journal_entries_free(v, n);

@@ -125,9 +125,11 @@ static void run(struct readahead *ra, struct job *j)
     struct inode *in = inode_get(&fs->inodes, j->ino);
     if (in) {
         pthread_mutex_lock(&in->lock);
-        if (in->cf && in->cf->id == j->cf_id)
+        if (in->cf && in->cf->id == j->cf_id) {
+            int err = ok ? 0 : st != S3_OK ? -s3_status_errno(st) : -EIO;
             kept = cfile_ra_land(&fs->cache, in->cf, j->gen, j->start, j->len, ok ? b->data : NULL,
-                                 etag);
+                                 etag, err);
+        }
     }
     pthread_mutex_lock(&ra->lock); /* still under the owner's lock: a give-back waits */
     b->filling = 0;
@@ -277,7 +279,7 @@ void readahead_cancel(struct readahead *ra, struct cfile *cf)
     while (dropped) {
         struct job *j = dropped;
         dropped = j->next;
-        cfile_ra_land(&ra->fs->cache, cf, j->gen, j->start, j->len, NULL, "");
+        cfile_ra_land(&ra->fs->cache, cf, j->gen, j->start, j->len, NULL, "", 0);
         free(j->key);
         free(j);
     }
