@@ -589,11 +589,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     pthread_mutex_lock(&in->lock);
     /* attributes from a listing are defaults: read the object's before
      * changing some, or the others would be stored as those defaults (the
-     * inode's type is still checked: attr_expire stays above 0); so is a
-     * directory's marker, whose other metadata (META_ENTRY_ATTRS, set by
-     * any mount) the new one keeps */
-    if ((!in->meta_known || S_ISDIR(in->st.st_mode)) && in->attr_expire > 0 &&
-        in->ino != INODE_ROOT && !(in->cf && in->cf->dirty))
+     * inode's type is still checked: attr_expire stays above 0). A
+     * directory's marker is rewritten from the attributes known here, with
+     * the other metadata (META_ENTRY_ATTRS, set by any mount) they say,
+     * once expired read again, as listed_mark does */
+    if (!in->meta_known && in->attr_expire > 0 && in->ino != INODE_ROOT &&
+        !(in->cf && in->cf->dirty))
         in->attr_expire = 1;
     if (!rc)
         rc = ops_stat(fs, in, &st);
@@ -603,24 +604,28 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         else
             rc = ops_truncate(fs, in, (uint64_t)attr->st_size, fi != NULL || in->opens > 0);
     }
+    /* only a change is stored: tar and cp -p set owners and modes that
+     * often are the ones already there */
     int meta = 0;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     if (!rc && (to_set & FUSE_SET_ATTR_MODE)) {
-        in->st.st_mode = (in->st.st_mode & S_IFMT) | (attr->st_mode & 07777);
-        meta = 1;
+        mode_t mode = (in->st.st_mode & S_IFMT) | (attr->st_mode & 07777);
+        meta |= mode != in->st.st_mode;
+        in->st.st_mode = mode;
     }
     if (!rc && (to_set & FUSE_SET_ATTR_UID)) {
+        meta |= attr->st_uid != in->st.st_uid;
         in->st.st_uid = attr->st_uid;
-        meta = 1;
     }
     if (!rc && (to_set & FUSE_SET_ATTR_GID)) {
+        meta |= attr->st_gid != in->st.st_gid;
         in->st.st_gid = attr->st_gid;
-        meta = 1;
     }
     if (!rc && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
-        in->st.st_mtim = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
-        meta = 1;
+        struct timespec t = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
+        meta |= t.tv_sec != in->st.st_mtim.tv_sec || t.tv_nsec != in->st.st_mtim.tv_nsec;
+        in->st.st_mtim = t;
     }
     if (!rc && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)))
         in->st.st_atim = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : attr->st_atim;

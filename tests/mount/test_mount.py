@@ -665,6 +665,51 @@ def test_storage_frozen():
         check(open(m.p("unread"), "rb").read() == body, "a read once S3 answers")
 
 
+def test_unchanged_attributes():
+    """A chown, chmod or utime that changes nothing (tar x and cp -p set
+    owners and modes that are often the ones there) writes nothing to S3;
+    one that changes something is stored."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+
+    def head(key):
+        rc, out, _ = root_s3("head", prefix + key)
+        check(rc == 0, "head " + key)
+        fields = {}
+        for ln in out.splitlines():
+            what, _, rest = ln.partition(" ")
+            if what == "meta":
+                name, _, rest = rest.partition(" ")
+                what = "meta " + name
+            fields[what] = rest
+        return fields
+
+    with Mount(D, pk) as m:
+        os.mkdir(m.p("d"))
+        write_file(m.p("f"), b"x" * 100)
+        sh("sync %s" % m.path)
+        before = {k: head(k) for k in ("d/", "f")}
+        time.sleep(1.1)  # Last-Modified has whole seconds
+        for name in ("d", "f"):
+            st = os.stat(m.p(name))
+            os.chown(m.p(name), st.st_uid, st.st_gid)
+            os.chmod(m.p(name), st.st_mode & 0o7777)
+            os.utime(m.p(name), ns=(st.st_atime_ns, st.st_mtime_ns))
+        sh("sync %s" % m.path)
+        for key in ("d/", "f"):
+            check(head(key)["modified"] == before[key]["modified"],
+                  "%s rewritten by changes that change nothing" % key)
+        os.chmod(m.p("d"), 0o750)
+        os.chmod(m.p("f"), 0o640)
+        sh("sync %s" % m.path)
+        for key, mode in (("d/", 0o40750), ("f", 0o100640)):
+            h = head(key)
+            check(h["modified"] != before[key]["modified"], "%s rewritten by a chmod" % key)
+            check(h.get("meta mode") == str(mode), "%s stored with mode %o: %s" % (key, mode, h))
+    with Mount(D, pk) as fresh:
+        check(os.stat(fresh.p("d")).st_mode & 0o7777 == 0o750, "d's mode in a fresh mount")
+
+
 def test_random_ops():
     """Seeded random opens, writes (holes, O_APPEND, up to 3 MiB), reads,
     truncates, fsyncs, closes, renames, unlinks, chmods and utimes, several
@@ -2023,7 +2068,7 @@ def test_uploaded_then_changed():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_server_frozen, test_storage_frozen,
+         test_server_frozen, test_storage_frozen, test_unchanged_attributes,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,

@@ -88,7 +88,8 @@ int main(int argc, char **argv)
         if (rc) {
             status = fail(rc);
         } else {
-            printf("size %llu\netag %s\n", (unsigned long long)h.size, h.etag);
+            printf("size %llu\netag %s\nmodified %lld\n", (unsigned long long)h.size, h.etag,
+                   (long long)h.last_modified);
             for (size_t i = 0; i < h.n_meta; i++)
                 printf("meta %s %s\n", h.meta[i].name, h.meta[i].value);
             s3_head_release(&h);
