@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
 import harness
 import mountlib
@@ -708,6 +709,95 @@ def test_unchanged_attributes():
             check(h.get("meta mode") == str(mode), "%s stored with mode %o: %s" % (key, mode, h))
     with Mount(D, pk) as fresh:
         check(os.stat(fresh.p("d")).st_mode & 0o7777 == 0o750, "d's mode in a fresh mount")
+
+
+class RgwRequests:
+    """The requests RGW logs from now on for keys under prefix (its log has a
+    line a request): .count() gives {"PUT": n, "HEAD": n, ...}, markers
+    ("dir/" keys) counted apart as "PUT dir/" and so on."""
+
+    def __init__(self, prefix):
+        self.log = os.path.join(os.environ["POCKITY_S3_DIR"], "log", "client.rgw.a.log")
+        self.needle = "/" + os.environ["POCKITY_S3_BUCKET"] + "/" + prefix
+        self.query = "prefix=" + urllib.parse.quote(prefix, safe="")
+        self.start = os.path.getsize(self.log)
+
+    def count(self):
+        with open(self.log, "rb") as f:
+            f.seek(self.start)
+            text = f.read().decode(errors="replace")
+        counts = {}
+        for method, target in re.findall(r'"([A-Z]+) (/[^ "]*)', text):
+            if target.startswith(self.needle):
+                key = target.split("?", 1)[0]
+                what = method + (" dir/" if key.endswith("/") else "")
+            elif self.query in target:
+                what = "LIST"
+            else:
+                continue
+            counts[what] = counts.get(what, 0) + 1
+        return counts
+
+    def settled(self, what, n, timeout=30):
+        """The counts once n requests of what are in (uploads run in the
+        background) and a second more has brought nothing else."""
+        deadline = time.time() + timeout
+        while self.count().get(what, 0) < n and time.time() < deadline:
+            time.sleep(0.1)
+        while True:
+            before = self.count()
+            time.sleep(1)
+            after = self.count()
+            if after == before or time.time() > deadline:
+                return after
+
+
+def test_request_counts():
+    """What the common jobs cost in S3 requests, counted in RGW's log: a cp
+    -r of small files is a PUT a file; tar x of a tree with kept times,
+    owners and modes a PUT a file and at most four marker writes a
+    directory (mkdir, the entries mark, its time, its mode), with no HEADs;
+    ls -l of the copy one listing and no HEAD."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-rq.")
+    try:
+        src = os.path.join(tmp, "src")
+        for d in range(3):
+            os.makedirs(os.path.join(src, "d%d" % d))
+            for i in range(10):
+                path = os.path.join(src, "d%d" % d, "f%d" % i)
+                with open(path, "wb") as f:
+                    f.write(b"x" * (100 + i))
+                os.utime(path, (1700000000, 1700000000 + i))
+            os.chmod(os.path.join(src, "d%d" % d), 0o755)
+        sh("tar -C %s -cf %s/tree.tar ." % (src, tmp))
+        with Mount(D, pk) as m:
+            os.mkdir(m.p("cp"))
+            os.mkdir(m.p("tar"))
+            rq = RgwRequests(prefix)
+            sh("cp -r %s/d0/. %s" % (src, m.p("cp")))
+            got = rq.settled("PUT", 10)
+            check(got == {"PUT": 10}, "cp -r of 10 files: %s" % got)
+            rq = RgwRequests(prefix)
+            sh("tar -C %s -xf %s/tree.tar" % (m.p("tar"), tmp))
+            got = rq.settled("PUT", 30)
+            # markers: tar/ (its time and mode), each folder's mkdir, entries
+            # mark, time and mode
+            check(set(got) == {"PUT", "PUT dir/"} and got["PUT"] == 30 and
+                  got["PUT dir/"] <= 2 + 3 * 4, "tar x of 3 folders of 10 files: %s" % got)
+            print("  tar x of 3 folders of 10 files: %d PUTs, %d of markers"
+                  % (got["PUT"], got["PUT dir/"]))
+        with Mount(D, pk) as fresh:
+            rq = RgwRequests(prefix)
+            out = sh("ls -l %s" % fresh.p("cp")).stdout
+            check(out.count("\n") == 11, "ls -l lists the 10 files: %s" % out)
+            got = rq.count()
+            check(set(got) <= {"LIST", "HEAD", "HEAD dir/"} and got.get("LIST") == 1 and
+                  got.get("HEAD", 0) + got.get("HEAD dir/", 0) <= 2,
+                  "ls -l of 10 plain files on a fresh mount: %s" % got)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_random_ops():
@@ -2068,7 +2158,7 @@ def test_uploaded_then_changed():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_server_frozen, test_storage_frozen, test_unchanged_attributes,
+         test_server_frozen, test_storage_frozen, test_unchanged_attributes, test_request_counts,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,
