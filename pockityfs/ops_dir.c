@@ -1,8 +1,9 @@
 /* ops_dir: directory listings from ListObjectsV2 (delimiter '/'), cached
  * per directory for dir_timeout, and readdir/readdirplus filling attributes
- * from the listing instead of a HEAD per entry. opendir waits for the first
- * page of a thread that lists them all while readdir already answers with
- * what is in, so a large directory costs about its raw listing time. */
+ * from the listing instead of a HEAD per entry. The first readdir of an
+ * open directory waits for the first page of a thread that lists them all
+ * while readdir already answers with what is in, so a large directory
+ * costs about its raw listing time. */
 #include "ops.h"
 
 #include <errno.h>
@@ -578,14 +579,10 @@ static void cache_listing(struct fs *fs, fuse_ino_t ino, struct dirh *d)
     inode_put(&fs->inodes, in);
 }
 
-void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Give d, an open directory in, its listing: in's cached one while fresh,
+ * else a new one, whose first page is waited for. Returns 0 or -errno. */
+static int dirh_list(struct fs *fs, struct inode *in, struct dirh *d)
 {
-    struct fs *fs = fs_of(req);
-    struct inode *in = inode_get(&fs->inodes, ino);
-    struct dirh *d = calloc(1, sizeof(*d));
-    int rc = !in ? -ENOENT : !d ? -ENOMEM : inode_path(&fs->inodes, in, &d->path);
-    if (rc)
-        goto done;
     d->listed_at = inode_now();
     pthread_mutex_lock(&fs->dir_lock);
     if (in->dir && in->dir_expire > d->listed_at && listing_state(in->dir) >= 0) {
@@ -596,11 +593,20 @@ void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d->changes = in->dir_changes;
     d->moves = names_moves(&fs->names);
     pthread_mutex_unlock(&fs->dir_lock);
-    if (!d->l) {
-        inode_local_children(&fs->inodes, d->path, collect_early, d);
-        rc = d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
-    }
-done:
+    if (d->l)
+        return 0;
+    inode_local_children(&fs->inodes, d->path, collect_early, d);
+    return d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
+}
+
+/* The listing starts at the first read, not here: `sync DIR` opens the
+ * directory only to fsync it. */
+void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct inode *in = inode_get(&fs->inodes, ino);
+    struct dirh *d = calloc(1, sizeof(*d));
+    int rc = !in ? -ENOENT : !d ? -ENOMEM : inode_path(&fs->inodes, in, &d->path);
     inode_put(&fs->inodes, in);
     if (rc) {
         dirh_free(d);
@@ -692,6 +698,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (dir && inode_path(&fs->inodes, dir, &now) == 0) {
         free(d->path);
         d->path = now;
+    }
+    if (!d->l) {
+        int rc = dir ? dirh_list(fs, dir, d) : -ENOENT;
+        if (rc) {
+            inode_put(&fs->inodes, dir);
+            free(buf);
+            free(counted);
+            fuse_reply_err(req, -rc);
+            return;
+        }
     }
     /* changed since it was listed: names only, no attributes, so that the
      * kernel keeps no entry of a name this mount just removed */
