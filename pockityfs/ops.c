@@ -572,6 +572,37 @@ done:
     return rc;
 }
 
+/* Apply the attributes of a setattr to in->st; returns whether one that is
+ * stored (mode, owner, mtime) changed. */
+static int set_attrs(struct inode *in, const struct stat *attr, int to_set,
+                     const struct timespec *now)
+{
+    int changed = 0;
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        mode_t mode = (in->st.st_mode & S_IFMT) | (attr->st_mode & 07777);
+        changed |= mode != in->st.st_mode;
+        in->st.st_mode = mode;
+    }
+    if (to_set & FUSE_SET_ATTR_UID) {
+        changed |= attr->st_uid != in->st.st_uid;
+        in->st.st_uid = attr->st_uid;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+        changed |= attr->st_gid != in->st.st_gid;
+        in->st.st_gid = attr->st_gid;
+    }
+    if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+        struct timespec t = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? *now : attr->st_mtim;
+        changed |= t.tv_sec != in->st.st_mtim.tv_sec || t.tv_nsec != in->st.st_mtim.tv_nsec;
+        in->st.st_mtim = t;
+    }
+    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
+        in->st.st_atim = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? *now : attr->st_atim;
+    if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+        in->st.st_ctim = *now; /* even when nothing changed (POSIX) */
+    return changed;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
@@ -589,13 +620,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     pthread_mutex_lock(&in->lock);
     /* attributes from a listing are defaults: read the object's before
      * changing some, or the others would be stored as those defaults (the
-     * inode's type is still checked: attr_expire stays above 0). A
-     * directory's marker is rewritten from the attributes known here, with
-     * the other metadata (META_ENTRY_ATTRS, set by any mount) they say,
-     * once expired read again, as listed_mark does */
-    if (!in->meta_known && in->attr_expire > 0 && in->ino != INODE_ROOT &&
-        !(in->cf && in->cf->dirty))
+     * inode's type is still checked: attr_expire stays above 0); so is a
+     * directory known without a marker of its own (a bare one may hold
+     * its attributes) */
+    int dir = S_ISDIR(in->st.st_mode) && in->ino != INODE_ROOT;
+    if ((!in->meta_known || (dir && !in->has_marker)) && in->attr_expire > 0 &&
+        in->ino != INODE_ROOT && !(in->cf && in->cf->dirty))
         in->attr_expire = 1;
+    int reread = in->attr_expire <= inode_now(); /* ops_stat reads the object */
     if (!rc)
         rc = ops_stat(fs, in, &st);
     if (!rc && (to_set & FUSE_SET_ATTR_SIZE)) {
@@ -606,29 +638,20 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     }
     /* only a change is stored: tar and cp -p set owners and modes that
      * often are the ones already there */
-    int meta = 0;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    if (!rc && (to_set & FUSE_SET_ATTR_MODE)) {
-        mode_t mode = (in->st.st_mode & S_IFMT) | (attr->st_mode & 07777);
-        meta |= mode != in->st.st_mode;
-        in->st.st_mode = mode;
+    int meta = !rc && set_attrs(in, attr, to_set, &now);
+    /* a directory's marker is rewritten from the attributes known here
+     * while fresh; unless they say it holds the entries mark, it is read
+     * again first if they are more than a second old, lest the rewrite drop
+     * a mark another mount set since (its entries would then show listing
+     * defaults in fresh mounts) */
+    if (meta && dir && !in->entry_attrs && !reread &&
+        in->attr_expire - fs->opt.attr_timeout < inode_now() - 1.0) {
+        in->attr_expire = 1;
+        rc = ops_stat(fs, in, &st);
+        meta = !rc && set_attrs(in, attr, to_set, &now);
     }
-    if (!rc && (to_set & FUSE_SET_ATTR_UID)) {
-        meta |= attr->st_uid != in->st.st_uid;
-        in->st.st_uid = attr->st_uid;
-    }
-    if (!rc && (to_set & FUSE_SET_ATTR_GID)) {
-        meta |= attr->st_gid != in->st.st_gid;
-        in->st.st_gid = attr->st_gid;
-    }
-    if (!rc && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
-        struct timespec t = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : attr->st_mtim;
-        meta |= t.tv_sec != in->st.st_mtim.tv_sec || t.tv_nsec != in->st.st_mtim.tv_nsec;
-        in->st.st_mtim = t;
-    }
-    if (!rc && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)))
-        in->st.st_atim = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : attr->st_atim;
     if (!rc && meta) {
         in->st.st_ctim = now;
         in->meta_known = 1;

@@ -596,7 +596,14 @@ static int dirh_list(struct fs *fs, struct inode *in, struct dirh *d)
     if (d->l)
         return 0;
     inode_local_children(&fs->inodes, d->path, collect_early, d);
-    return d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
+    int rc = d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
+    if (rc) { /* a later read starts over */
+        for (size_t i = 0; i < d->n_early; i++)
+            free(d->early[i]);
+        d->n_early = 0;
+        d->oom = 0;
+    }
+    return rc;
 }
 
 /* The listing starts at the first read, not here: `sync DIR` opens the
