@@ -13,7 +13,8 @@
 
 #include "log.h"
 
-static const char *const schema =
+/* The tables, then a transaction that empties them for the rows to save. */
+static const char *const begin_sql =
         "CREATE TABLE IF NOT EXISTS source (name TEXT NOT NULL);"
         "CREATE TABLE IF NOT EXISTS files (seq INTEGER PRIMARY KEY, key TEXT NOT NULL,"
         " file TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, blocks BLOB NOT NULL);"
@@ -63,7 +64,7 @@ int cache_index_save(struct cache *c, const char *path, const char *source)
     struct saving s = {0};
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+        rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db, "INSERT INTO source (name) VALUES (?1)", -1, &src, NULL);
     if (rc == SQLITE_OK) {

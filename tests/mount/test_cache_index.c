@@ -57,18 +57,22 @@ static int dir_teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-/* A local file of size bytes (blocks written with a mark), kept for key. */
-static void keep(struct cache *c, const struct dir *d, const char *name, const char *key,
-                 uint64_t size, const char *etag)
+/* A file of size bytes (a hole) in the cache folder. */
+static void make_file(const struct dir *d, const char *name, off_t size)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/%s", d->files, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
     assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, (off_t)size), 0);
-    for (uint64_t off = 0; off < size; off += MIB)
-        assert_int_equal(pwrite(fd, "data", 4, (off_t)off), 4);
+    assert_int_equal(ftruncate(fd, size), 0);
     close(fd);
+}
+
+/* A local file of size bytes, all its blocks present, kept for key. */
+static void keep(struct cache *c, const struct dir *d, const char *name, const char *key,
+                 uint64_t size, const char *etag)
+{
+    make_file(d, name, (off_t)size);
     uint8_t bits[8];
     memset(bits, 0xff, sizeof(bits));
     assert_int_equal(cache_adopt_kept(c, key, name, size, etag, bits, sizeof(bits)), 0);
@@ -177,16 +181,6 @@ static void exec_sql(const char *path, const char *sql)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-}
-
-static void make_file(const struct dir *d, const char *name, off_t size)
-{
-    char path[128];
-    snprintf(path, sizeof(path), "%s/%s", d->files, name);
-    int fd = open(path, O_WRONLY | O_CREAT, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, size), 0);
-    close(fd);
 }
 
 /* Rows no run writes: a second naming a file, names outside the folder,
