@@ -11,6 +11,7 @@
 #ifndef POCKITY_S3_H
 #define POCKITY_S3_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -48,6 +49,12 @@ struct s3_config {
     long connect_timeout_ms;   /* 0: 5000 */
     long request_timeout_ms;   /* total cap of a request without a data body; 0: 60000 */
     long stall_timeout_s;      /* a transfer moving no bytes this long fails; 0: 30 */
+    long silence_ms;           /* a request whose tries have together waited this long with
+                                  no byte moving fails with S3_ERR_TIMEOUT instead of being
+                                  retried (each try's stall and connect timeouts shortened to
+                                  what is left); then the server counts as silent until it
+                                  answers (s3_client_silent). A transfer that moves, however
+                                  slowly, is not cut. 0: none */
     int max_retries;           /* retries after the first attempt; 0: 5; -1: none */
     long backoff_base_ms;      /* first backoff ceiling, doubling each retry; 0: 100 */
     long backoff_max_ms;       /* ceiling of one backoff; 0: 5000 */
@@ -208,14 +215,13 @@ const char *s3_last_error_detail(void);
  * thread for every retry of the client's configured timeouts. */
 void s3_thread_deadline(long ms);
 
-/* Bound how long the requests this thread makes from now on wait on a
- * silent server: a request whose tries have together waited ms
- * milliseconds with no byte moving (the stall timeout of each try is
- * shortened to what is left) fails with S3_ERR_TIMEOUT instead of being
- * retried. Unlike a deadline, it does not bound a transfer that moves,
- * however slowly. 0 lifts the bound (the default). Returns the bound
- * before, to put back. */
-long s3_thread_silence(long ms);
+/* Whether the server counts as silent (s3_config.silence_ms: a request
+ * spent the bound and no other heard from it meanwhile) and a request now
+ * would fail at once with S3_ERR_TIMEOUT: while it is silent, one request
+ * at a time tries, once (a new try starts at most every second), the
+ * others fail at once, and the first answer ends it. For callers that
+ * would do costly work before a request. */
+bool s3_client_silent(struct s3_client *client);
 
 /* The calling thread's deadline, to put back with s3_thread_deadline_restore
  * after a call that sets its own; 0 when there is none. */

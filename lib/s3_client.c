@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct s3_client {
     long connect_timeout_ms;
     long request_timeout_ms;
     long stall_timeout_s;
+    long silence_ms; /* 0: none (s3_config) */
     int max_retries;
     long backoff_base_ms;
     long backoff_max_ms;
@@ -55,13 +57,23 @@ struct s3_client {
     _Atomic uint64_t n_requests;
     _Atomic uint64_t n_retries;
     _Atomic uint64_t n_connects;
+
+    /* The server counts as silent once a request has spent silence_ms
+     * without a byte and no other request heard from it meanwhile; then
+     * one request at a time tries (a probe, starting at most every
+     * PROBE_GAP_MS) and the others fail at once, until any request gets
+     * an answer. */
+    _Atomic uint64_t n_answers; /* responses whose status line came */
+    atomic_bool silent;
+    atomic_bool probing;
+    _Atomic long long probe_at; /* monotonic ms before which no probe starts */
 };
 
 static __thread char error_detail[512];
 #define RETRY_MIN_LEFT_MS 20           /* a retry needs this much of a deadline left */
 static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
-static __thread long silence_ms;       /* 0: none (s3_thread_silence) */
 static __thread long try_stall_s;      /* a try's stall timeout under a silence bound; 0: none */
+#define PROBE_GAP_MS      1000         /* between the starts of probes of a silent server */
 
 static long long mono_ms(void)
 {
@@ -73,13 +85,6 @@ static long long mono_ms(void)
 void s3_thread_deadline(long ms)
 {
     deadline_ms = ms > 0 ? mono_ms() + ms : 0;
-}
-
-long s3_thread_silence(long ms)
-{
-    long before = silence_ms;
-    silence_ms = ms > 0 ? ms : 0;
-    return before;
 }
 
 long long s3_thread_deadline_save(void)
@@ -221,6 +226,7 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out)
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
     c->request_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 60000;
     c->stall_timeout_s = cfg->stall_timeout_s > 0 ? cfg->stall_timeout_s : 30;
+    c->silence_ms = cfg->silence_ms > 0 ? cfg->silence_ms : 0;
     c->max_retries = cfg->max_retries > 0 ? cfg->max_retries : cfg->max_retries < 0 ? 0 : 5;
     c->backoff_base_ms = cfg->backoff_base_ms > 0 ? cfg->backoff_base_ms : 100;
     c->backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 5000;
@@ -374,7 +380,33 @@ struct transfer {
     uint64_t limit;     /* bytes wanted when the server ignored our Range; 0: all */
     int write_error;    /* s3_status that made the write callback stop */
     struct buf errbody; /* body of an error answer */
+    long stall_ms;      /* a try that moves no byte this long fails */
+    uint64_t moved;     /* body bytes sent and received so far */
+    long long moved_at; /* monotonic ms when moved last grew */
+    int stalled;        /* on_progress ended the try */
 };
+
+/* libcurl calls this about once a second, and as data moves: a try that
+ * has moved no body byte either way for stall_ms fails. (Curl's own low
+ * speed limit averages over a window of seconds, so a small body sent at
+ * once would hold a try that long past the stall.) */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)ultotal;
+    struct transfer *t = arg;
+    uint64_t moved = (uint64_t)dlnow + (uint64_t)ulnow;
+    long long now = mono_ms();
+    if (moved != t->moved) {
+        t->moved = moved;
+        t->moved_at = now;
+    } else if (now - t->moved_at >= t->stall_ms) {
+        t->stalled = 1;
+        return 1;
+    }
+    return 0;
+}
 
 static long transfer_status(struct transfer *t)
 {
@@ -718,6 +750,54 @@ static int answer_error(struct transfer *t, long status)
     return st;
 }
 
+/* ---- a silent server (s3_config.silence_ms) ---- */
+
+/* A response came: the server is not silent (any more). */
+static void heard(struct s3_client *c)
+{
+    atomic_fetch_add(&c->n_answers, 1);
+    atomic_store(&c->silent, false);
+}
+
+/* Whether a request may go to a server that counts as silent: it becomes
+ * the probe (one try, then probe_release) unless another is under way, or
+ * the last one started less than PROBE_GAP_MS ago (a server that refuses
+ * connections fails probes at once). */
+static bool probe_claim(struct s3_client *c)
+{
+    if (mono_ms() < atomic_load(&c->probe_at) || atomic_exchange(&c->probing, true))
+        return false;
+    if (mono_ms() < atomic_load(&c->probe_at)) { /* another probe just started */
+        atomic_store(&c->probing, false);
+        return false;
+    }
+    atomic_store(&c->probe_at, mono_ms() + PROBE_GAP_MS);
+    return true;
+}
+
+static void probe_release(struct s3_client *c)
+{
+    atomic_store(&c->probing, false);
+}
+
+/* A request spent the silence bound: the server counts as silent unless
+ * another request heard from it since this one began (answers: the count
+ * then; checked again after, as an answer may land in between). */
+static void went_silent(struct s3_client *c, uint64_t answers)
+{
+    if (atomic_load(&c->n_answers) != answers)
+        return;
+    atomic_store(&c->silent, true);
+    if (atomic_load(&c->n_answers) != answers)
+        atomic_store(&c->silent, false);
+}
+
+bool s3_client_silent(struct s3_client *c)
+{
+    return atomic_load(&c->silent) &&
+           (atomic_load(&c->probing) || mono_ms() < atomic_load(&c->probe_at));
+}
+
 static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_hash)
 {
     int rc;
@@ -819,10 +899,13 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     long connect_ms = c->connect_timeout_ms;
     if (try_stall_s > 0 && try_stall_s * 1000L < connect_ms)
-        connect_ms = try_stall_s * 1000L; /* a silence bound (s3_thread_silence) */
+        connect_ms = try_stall_s * 1000L; /* the silence bound */
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, deadline_cap(connect_ms));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, try_stall_s > 0 ? try_stall_s : c->stall_timeout_s);
+    t.stall_ms = (try_stall_s > 0 ? try_stall_s : c->stall_timeout_s) * 1000L;
+    t.moved_at = mono_ms();
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
     long total = deadline_cap(!r->sink && !r->body ? c->request_timeout_ms : 0);
     if (total > 0)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total);
@@ -861,12 +944,16 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     r->http_status = status;
+    if (status)
+        heard(c);
     if (cc != CURLE_OK) {
-        rc = t.write_error ? t.write_error : (int)map_curl(cc);
-        if (!t.write_error)
-            s3_set_error_detail("%s", curl_easy_strerror(cc));
-        else
-            s3_set_error_detail("%s", s3_strerror(rc));
+        if (t.stalled) {
+            rc = S3_ERR_TIMEOUT;
+            s3_set_error_detail("no byte moved for %ld s", t.stall_ms / 1000);
+        } else {
+            rc = t.write_error ? t.write_error : (int)map_curl(cc);
+            s3_set_error_detail("%s", t.write_error ? s3_strerror(rc) : curl_easy_strerror(cc));
+        }
         goto out;
     }
     if (status < 200 || status >= 300) {
@@ -958,9 +1045,22 @@ int s3_request(struct s3_client *c, struct s3_req *r)
 
     int refreshed = 0, rc = S3_ERR_TIMEOUT, real = 0;
     char real_detail[sizeof(error_detail)] = "";
-    long quiet_left = silence_ms; /* of the silence this request may wait */
+    long silence = c->silence_ms;
+    long quiet_left = silence; /* of the silence this request may wait */
+    bool probe = false;
+    if (silence && atomic_load(&c->silent)) {
+        if (!(probe = probe_claim(c))) {
+            s3_set_error_detail("the server has sent nothing for %ld s; one request at a time "
+                                "tries until it answers",
+                                silence / 1000);
+            return S3_ERR_TIMEOUT;
+        }
+    }
+    uint64_t answers = atomic_load(&c->n_answers);
     for (int retry = 0;; retry++) {
         if (deadline_left() == 0) {
+            if (probe)
+                probe_release(c);
             if (r->attempts)
                 return no_time_left(rc, real, real_detail);
             s3_set_error_detail("the caller's deadline passed before the request");
@@ -969,23 +1069,35 @@ int s3_request(struct s3_client *c, struct s3_req *r)
         r->attempts++;
         /* the try's stall timeout: the client's, or the silence left if less */
         long stall_s = c->stall_timeout_s;
-        if (silence_ms && (quiet_left + 999) / 1000 < stall_s)
+        if (silence && (quiet_left + 999) / 1000 < stall_s)
             stall_s = (quiet_left + 999) / 1000;
-        try_stall_s = silence_ms ? stall_s : 0;
+        try_stall_s = silence ? stall_s : 0;
         long long began = mono_ms();
         rc = attempt(c, r, hash);
         try_stall_s = 0;
+        if (probe) { /* one try: an answer ended the silence, else it goes on */
+            probe = false;
+            bool still = atomic_load(&c->silent);
+            probe_release(c);
+            if (still) {
+                char last[sizeof(error_detail)];
+                memcpy(last, error_detail, sizeof(last));
+                s3_set_error_detail("the server still sends nothing (%s)", last);
+                return rc;
+            }
+        }
         if (rc == S3_OK)
             return rc;
         if (rc != S3_ERR_TIMEOUT || deadline_left() != 0) { /* not cut short by the deadline */
             real = rc;
             memcpy(real_detail, error_detail, sizeof(real_detail));
         }
-        if (rc == S3_ERR_TIMEOUT && silence_ms && deadline_left() != 0) {
+        if (rc == S3_ERR_TIMEOUT && silence && !r->http_status && deadline_left() != 0) {
             long waited = (long)(mono_ms() - began);
             quiet_left -= waited < stall_s * 1000 ? waited : stall_s * 1000;
             if (quiet_left < 1000) {
-                s3_set_error_detail("the server sent nothing for %ld s", silence_ms / 1000);
+                s3_set_error_detail("the server sent nothing for %ld s", silence / 1000);
+                went_silent(c, answers);
                 return rc;
             }
         }

@@ -22,6 +22,7 @@ struct watched {
     double backoff;  /* seconds before the next retry after a failure */
     int restricted;  /* the last failure was the pocket's restriction */
     int unreachable; /* the last failure was pockityd's silence */
+    int s3_silent;   /* the last failure was S3's (s3_client_silent) */
 };
 
 struct flusher {
@@ -43,7 +44,56 @@ struct flusher {
     size_t busy;       /* queued plus running */
     uint64_t failures; /* uploads of the queue that failed */
     int draining;      /* workers exit once the queue is empty */
+    /* releases left for a tick (flusher_release_later), a reference each */
+    struct inode **released;
+    size_t n_released, cap_released;
 };
+
+int flusher_release_later(struct flusher *f, struct inode *in)
+{
+    pthread_mutex_lock(&f->lock);
+    if (f->n_released == f->cap_released) {
+        size_t nc = f->cap_released ? f->cap_released * 2 : 64;
+        struct inode **v = realloc(f->released, nc * sizeof(*v));
+        if (!v) {
+            pthread_mutex_unlock(&f->lock);
+            return -ENOMEM;
+        }
+        f->released = v;
+        f->cap_released = nc;
+    }
+    f->released[f->n_released++] = in;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+/* Finish the releases whose inode's lock is free (all of them, waiting,
+ * when wait). Called without f->lock. */
+static void finish_releases(struct flusher *f, int wait)
+{
+    pthread_mutex_lock(&f->lock);
+    size_t n = f->n_released;
+    struct inode **v = f->released;
+    f->released = NULL;
+    f->n_released = f->cap_released = 0;
+    pthread_mutex_unlock(&f->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct inode *in = v[i];
+        if (wait)
+            pthread_mutex_lock(&in->lock);
+        else if (pthread_mutex_trylock(&in->lock) != 0) {
+            if (flusher_release_later(f, in) == 0)
+                continue;
+            pthread_mutex_lock(&in->lock);
+        }
+        ops_release_locked(f->fs, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&f->fs->inodes, in);
+    }
+    free(v);
+    if (n)
+        cache_trim(&f->fs->cache);
+}
 
 void flusher_queue(struct flusher *f, struct inode *in)
 {
@@ -169,8 +219,10 @@ enum visit {
     DROP
 };
 
-/* Look at one watched inode; upload it when due. Called without f->lock. */
-static enum visit visit(struct flusher *f, struct watched *w, double now)
+/* Look at one watched inode; upload it when due. Called without f->lock.
+ * *silent: an upload of this tick found S3 silent (each would wait
+ * write_timeout in turn): the others wait for the next tick. */
+static enum visit visit(struct flusher *f, struct watched *w, double now, int *silent)
 {
     struct fs *fs = f->fs;
     struct inode *in = inode_get(&fs->inodes, w->ino);
@@ -191,16 +243,20 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
     if (!cf || !cf->dirty) {
         in->flush_watched = 0;
         r = DROP;
-    } else if (cf->queued) {
-        /* the workers upload it */
+    } else if (cf->queued || *silent) {
+        /* the workers upload it; or the next tick */
     } else if (cf->journaled || in->opens == 0) {
         /* a failed upload: retry with backoff, or at once when the pocket
-         * that refused writes takes them again, or pockityd answers again */
+         * that refused writes takes them again, or pockityd answers again,
+         * or S3 may be tried again (a probe of a silent S3 is due) */
         if (now >= w->next_try || (w->restricted && remote_write_check(fs->remote) == 0) ||
-            (w->unreachable && !remote_quota_down(fs->remote))) {
+            (w->unreachable && !remote_quota_down(fs->remote)) ||
+            (w->s3_silent && !s3_client_silent(fs->s3))) {
             int rc = ops_sync(fs, in);
             w->restricted = rc == -EDQUOT || rc == -EROFS ? remote_write_check(fs->remote) != 0 : 0;
             w->unreachable = rc == -EIO && remote_quota_down(fs->remote);
+            w->s3_silent = rc == -ETIMEDOUT;
+            *silent = w->s3_silent;
             if (!rc) {
                 log_info("uploaded a pending file in the background");
                 in->flush_watched = 0;
@@ -221,6 +277,7 @@ static enum visit visit(struct flusher *f, struct watched *w, double now)
             r = DROP;
         } else {
             w->next_try = now + w->backoff;
+            *silent = rc == -ETIMEDOUT;
         }
     }
     pthread_mutex_unlock(&in->lock);
@@ -247,24 +304,30 @@ static void *flusher_main(void *arg)
         pthread_cond_timedwait(&f->cond, &f->lock, &until);
         if (f->stopping)
             break;
-        if (settle) {
-            pthread_mutex_unlock(&f->lock);
+        pthread_mutex_unlock(&f->lock);
+        finish_releases(f, 0);
+        if (settle)
             journal_settle(f->fs->journal, NULL); /* rows of uploads ended meanwhile */
-            pthread_mutex_lock(&f->lock);
-            if (f->stopping)
-                break;
-        }
+        pthread_mutex_lock(&f->lock);
+        if (f->stopping)
+            break;
         /* visit a copy: flusher_note may grow the list meanwhile */
         size_t n = f->n;
         struct watched *copy = n ? malloc(n * sizeof(*copy)) : NULL;
         if (!copy)
             continue;
         memcpy(copy, f->v, n * sizeof(*copy));
+        int stopping = f->draining;
         pthread_mutex_unlock(&f->lock);
         double now = inode_now();
         enum visit *what = calloc(n, sizeof(*what));
-        for (size_t i = 0; i < n && what; i++)
-            what[i] = visit(f, &copy[i], now);
+        int silent = 0;
+        for (size_t i = 0; i < n && what && !stopping; i++) {
+            what[i] = visit(f, &copy[i], now, &silent);
+            pthread_mutex_lock(&f->lock);
+            stopping = f->draining; /* unmounting: what is left stays journaled */
+            pthread_mutex_unlock(&f->lock);
+        }
         pthread_mutex_lock(&f->lock);
         /* the first n entries are still the ones copied: notes only append */
         size_t w = 0;
@@ -331,11 +394,13 @@ void flusher_free(struct flusher *f)
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
     pthread_join(f->thread, NULL);
+    finish_releases(f, 1);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
     pthread_cond_destroy(&f->work);
     pthread_cond_destroy(&f->idle);
     free(f->q);
     free(f->v);
+    free(f->released);
     free(f);
 }

@@ -44,4 +44,11 @@ int flusher_wait(struct flusher *f);
  * Cheap when in is already watched. */
 void flusher_note(struct flusher *f, struct inode *in);
 
+/* Finish the release of a handle of in (ops_release_locked) once its lock
+ * is free, on a later tick: its holder is an upload, which may wait
+ * write_timeout on a silent S3, and a FUSE thread waiting for it is one
+ * fewer to serve the mount. Takes over the caller's reference to in.
+ * Returns 0, or -ENOMEM (the caller then waits for the lock itself). */
+int flusher_release_later(struct flusher *f, struct inode *in);
+
 #endif

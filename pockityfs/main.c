@@ -423,6 +423,11 @@ int main(int argc, char **argv)
                             .secret_key = fs.session.secret_key,
                             .session_token = fs.session.session_token,
                             .request_timeout_ms = 60000,
+                            /* every request fails with ETIMEDOUT once S3 has sent
+                             * nothing for write_timeout over its tries, not after the
+                             * client's minutes of retries; errors S3 answers with
+                             * (SlowDown...) keep their retries */
+                            .silence_ms = (long)fs.opt.write_timeout * 1000,
                             .refresh = remote_s3_refresh,
                             .refresh_arg = fs.remote};
     int s = s3_client_new(&cfg, &fs.s3);

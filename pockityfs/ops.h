@@ -178,6 +178,9 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
                struct fuse_file_info *fi);
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* The bookkeeping of a handle's release: opens, and a cfile left idle
+ * (or dropped, unlinked while open). Caller holds in->lock. */
+void ops_release_locked(struct fs *fs, struct inode *in);
 void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 /* Truncate in to size (setattr). Caller holds in->lock. */

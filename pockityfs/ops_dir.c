@@ -158,12 +158,7 @@ static void listing_end(struct listing *l, int rc)
 static int listing_fetch(struct fs *fs, struct listing *l)
 {
     struct s3_list_page page = {0};
-    /* a page fails with ETIMEDOUT once S3 has sent nothing for
-     * write_timeout over its tries, not after the S3 client's minutes of
-     * retries; errors S3 answers with (SlowDown...) keep their retries */
-    long silence = s3_thread_silence((long)fs->opt.write_timeout * 1000);
     int st = s3_list_objects(fs->s3, l->key, "/", l->token, NULL, 1000, &page);
-    s3_thread_silence(silence);
     free(l->token);
     l->token = NULL;
     if (st != S3_OK) {

@@ -438,12 +438,8 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     long n = ensure_cfile(fs, in);
     if (!n)
         n = src_of(fs, in, key, &src);
-    /* a read that must wait on S3 fails once S3 has been silent for
-     * write_timeout, however its waits fall between retries */
-    long silence = s3_thread_silence((long)fs->opt.write_timeout * 1000);
     if (!n)
         n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, &span);
-    s3_thread_silence(silence);
     /* the reply goes while the lock keeps the bytes where span says */
     if (n < 0) {
         fuse_reply_err(req, (int)-n);
@@ -598,27 +594,38 @@ static int inode_still_named(struct fs *fs, struct inode *in)
     return rc != -ENOENT;
 }
 
+void ops_release_locked(struct fs *fs, struct inode *in)
+{
+    if (in->opens > 0)
+        in->opens--;
+    if (in->opens == 0 && in->cf) {
+        if (!in->cf->dirty)
+            cfile_idle(&fs->cache, in->cf);
+        else if (!inode_still_named(fs, in)) {
+            ops_resv_drop(fs, in->cf);
+            in->cf->dirty = 0; /* unlinked while open */
+        }
+    }
+}
+
 void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
     struct fs *fs = fs_of(req);
     struct inode *in = inode_get(&fs->inodes, ino);
-    if (in) {
+    fuse_reply_err(req, 0); /* the caller's close has returned: nothing waits for this */
+    if (!in)
+        return;
+    if (pthread_mutex_trylock(&in->lock) != 0) {
+        /* held, often by an upload: the flusher finishes this, so that
+         * releases behind slow uploads do not hold every FUSE thread */
+        if (fs->flusher && flusher_release_later(fs->flusher, in) == 0)
+            return;
         pthread_mutex_lock(&in->lock);
-        if (in->opens > 0)
-            in->opens--;
-        if (in->opens == 0 && in->cf) {
-            if (!in->cf->dirty)
-                cfile_idle(&fs->cache, in->cf);
-            else if (!inode_still_named(fs, in)) {
-                ops_resv_drop(fs, in->cf);
-                in->cf->dirty = 0; /* unlinked while open */
-            }
-        }
-        pthread_mutex_unlock(&in->lock);
-        inode_put(&fs->inodes, in);
     }
-    fuse_reply_err(req, 0);
+    ops_release_locked(fs, in);
+    pthread_mutex_unlock(&in->lock);
+    inode_put(&fs->inodes, in);
     cache_trim(&fs->cache);
 }
 

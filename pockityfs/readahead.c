@@ -150,7 +150,6 @@ static void run(struct readahead *ra, struct job *j)
 static void *worker(void *arg)
 {
     struct readahead *ra = arg;
-    s3_thread_silence((long)ra->fs->opt.write_timeout * 1000); /* as the reads waiting on it */
     pthread_mutex_lock(&ra->lock);
     for (;;) {
         while (!ra->head && !ra->stopping)

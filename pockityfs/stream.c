@@ -289,7 +289,9 @@ int stream_finish(struct stream *s, const char *key, uint64_t size, const struct
     pthread_mutex_unlock(&s->lock);
     /* the workers are gone: s is this thread's alone */
     int rc = -EAGAIN;
-    if (s->status == S3_OK && s->upload_id) {
+    if (s->status == S3_ERR_TIMEOUT) {
+        rc = -ETIMEDOUT; /* S3 is silent: an upload from the start would wait again */
+    } else if (s->status == S3_OK && s->upload_id) {
         int status =
                 upload_complete(s->s3, s->key, s->upload_id, s->next - 1, s->etags, size, etag);
         if (status == S3_OK) {

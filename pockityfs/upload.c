@@ -174,6 +174,8 @@ static int put(struct fs *fs, const char *path, int as_dir, const struct upload_
     char key[S3_MAX_KEY_LEN + 1], qkey[S3_MAX_KEY_LEN + 2], id[64], etag[S3_ETAG_MAX] = "";
     int rc = meta_key(fs->session.prefix, path, as_dir, key);
     journal_settle(fs->journal, path); /* no replay of an older row over this */
+    if (!rc && s3_client_silent(fs->s3))
+        rc = -ETIMEDOUT; /* it would fail at once: no reservation for it */
     if (rc) {
         if (reservation)
             remote_release(fs->remote, reservation);

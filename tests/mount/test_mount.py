@@ -666,6 +666,87 @@ def test_storage_frozen():
         check(open(m.p("unread"), "rb").read() == body, "a read once S3 answers")
 
 
+def test_storage_frozen_uploads():
+    """S3 stops answering while files are written: closes return at once
+    (the data is journaled), an fsync fails with ETIMEDOUT within about
+    write_timeout, a `sync` of 64 queued uploads ends after one such wait,
+    not one per round of upload workers, and once S3 answers the files
+    upload by themselves. An unmount with 64 uploads pending against a
+    silent S3 ends after two such waits at most, and the next mount uploads
+    what it left."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    bodies = {"f%02d" % i: os.urandom(1000 + i) for i in range(64)}
+
+    def write_new(name, body, fsync=False):
+        """write, fsync and close name: the first error, and the time"""
+        bodies[name] = body
+        t0 = time.time()
+        rc = 0
+        fd = os.open(m.p(name), os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, body)
+            if fsync:
+                os.fsync(fd)
+        except OSError as e:
+            rc = e.errno
+        try:
+            os.close(fd)
+        except OSError as e:
+            rc = rc or e.errno
+        return rc, time.time() - t0
+
+    def landed(names):
+        return lambda: all(s3_get(prefix + n) == bodies[n] for n in names)
+
+    # new names need no S3 where the folder's listing is fresh; with
+    # write_timeout=3 and 16 upload workers, 64 uploads that each waited
+    # would take 4 rounds, 12 s
+    cache = harness.scratch_dir("pockityfs-frozen-cache.")
+    opts = ["write_timeout=3", "attr_timeout=60", "dir_timeout=60"]
+    with Mount(D, pk, cache_dir=cache, options=opts) as m:
+        check(os.listdir(m.path) == [], "listed")
+        with stopped(rgw_pid()):
+            t0 = time.time()
+            for name in sorted(bodies):
+                write_file(m.p(name), bodies[name])
+            closes = time.time() - t0
+            rc, took = write_new("synced", b"synced" * 100, fsync=True)
+            # a large file is uploaded at its close (streamed as it is written)
+            big_rc, big_took = write_new("big", os.urandom(24 << 20))
+            t0 = time.time()
+            sh("sync %s" % m.path, check=False)
+            synced = time.time() - t0
+        print("  without S3, write_timeout=3: 64 closes %.1f s, fsync %.1f s, a large file's "
+              "close %.1f s, sync %.1f s" % (closes, took, big_took, synced))
+        # (uploads hold their file's lock: each release of a file being
+        # uploaded held one of FUSE's 16 threads, and a close then waited)
+        check(closes < 2.5, "closes do not wait for S3: %.1f s" % closes)
+        check(rc == errno.ETIMEDOUT, "fsync without S3: %s" % os.strerror(rc))
+        check(took < 8, "fsync fails within about write_timeout: %.1f s" % took)
+        check(big_rc == errno.ETIMEDOUT, "a large file's close: %s" % os.strerror(big_rc))
+        check(big_took < 8, "it fails within about write_timeout: %.1f s" % big_took)
+        check(synced < 8, "sync ends after one wait: %.1f s" % synced)
+        wait_for(landed(bodies), "every file uploaded once S3 answers", timeout=30)
+        check(open(m.p("big"), "rb").read() == bodies["big"], "read back")
+        late = {"g%02d" % i: os.urandom(500 + i) for i in range(64)}
+        bodies.update(late)
+        os.listdir(m.path)
+        with stopped(rgw_pid()):
+            for name in sorted(late):
+                write_file(m.p(name), late[name])
+            t0 = time.time()
+            rc = m.stop()
+            took = time.time() - t0
+        print("  unmount with 64 uploads pending without S3: %.1f s" % took)
+        check(rc == 0, "the unmount ends cleanly: %r" % rc)
+        # the uploads under way wait write_timeout, then one tries again
+        check(took < 10, "the unmount ends after two waits at most: %.1f s" % took)
+    with Mount(D, pk, cache_dir=cache) as m:
+        wait_for(landed(late), "the next mount uploads what the unmount left", timeout=30)
+        check(sorted(os.listdir(m.path)) == sorted(bodies), "every name listed")
+
+
 def test_unchanged_attributes():
     """A chown, chmod or utime that changes nothing (tar x and cp -p set
     owners and modes that are often the ones there) writes nothing to S3;
@@ -2207,7 +2288,8 @@ def test_uploaded_then_changed():
 
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
-         test_server_frozen, test_storage_frozen, test_unchanged_attributes, test_request_counts,
+         test_server_frozen, test_storage_frozen, test_storage_frozen_uploads,
+         test_unchanged_attributes, test_request_counts,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,

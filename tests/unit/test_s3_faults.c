@@ -508,34 +508,132 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* A thread's silence bound ends a GET once the server has sent nothing for
- * that long over all its tries: 5 tries of a 2 s stall would hold it 10 s
- * against a hanging server; a bound of 1 s ends it after one shortened
- * try, one of 3 s after a whole try and a shortened one. */
-static void test_thread_silence(void **state)
+static struct s3_client *client_silent_after(struct server *s, long silence_ms)
+{
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
+    struct s3_config cfg = {.endpoint = endpoint,
+                            .region = "us-east-1",
+                            .bucket = "bkt",
+                            .access_key = "AKIDTEST",
+                            .secret_key = "secret",
+                            .max_retries = 4,
+                            .backoff_base_ms = 5,
+                            .backoff_max_ms = 20,
+                            .request_timeout_ms = 60000,
+                            .stall_timeout_s = 2,
+                            .silence_ms = silence_ms};
+    struct s3_client *c = NULL;
+    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
+    return c;
+}
+
+/* The silence bound ends a request once the server has sent nothing for
+ * that long over all its tries: 5 tries of a 2 s stall would hold a GET
+ * 10 s against a hanging server; a bound of 3 s ends it after a whole try
+ * and a shortened one. */
+static void test_silence_bound(void **state)
 {
     struct server *s = server_start(hang);
-    struct s3_client *c = client_for(s, 4, 60000);
+    struct s3_client *c = client_silent_after(s, 3000);
     char data[100];
     struct s3_mem m = {.data = data, .len = sizeof(data)};
     struct s3_sink sink = s3_sink_mem(&m);
     uint64_t got = 0;
-    assert_int_equal(s3_thread_silence(1000), 0);
     double t0 = now_s();
     assert_int_equal(s3_get_object(c, "k", 0, sizeof(data), &sink, NULL, &got), S3_ERR_TIMEOUT);
+    double secs = now_s() - t0;
+    assert_true(secs >= 2.9 && secs < 5.0);
+    usleep(50 * 1000); /* the server has counted what was sent */
+    assert_int_equal(s->n_requests, 2);
+    assert_non_null(strstr(s3_last_error_detail(), "sent nothing for 3 s"));
+    s3_client_free(c);
+    /* a small body goes at once, and the silence counts from then (curl's
+     * own low speed limit averages over seconds: with it, a PUT against a
+     * frozen RGW failed 9 s into a bound of 3 s) */
+    c = client_silent_after(s, 1000);
+    struct s3_source src = s3_source_mem(&m);
+    char etag[S3_ETAG_MAX];
+    t0 = now_s();
+    assert_int_equal(s3_put_object(c, "k", &src, NULL, etag), S3_ERR_TIMEOUT);
+    secs = now_s() - t0;
+    assert_true(secs >= 0.9 && secs < 2.5);
+    s3_client_free(c);
+    server_stop(s);
+}
+
+static volatile int silent_answers; /* the scenario below answers HEADs */
+
+static enum action silent_until_told(struct server *s, int i, const struct request *r,
+                                     struct buf *b)
+{
+    if (!silent_answers)
+        return HANG;
+    reply_status(b, 200, "ETag: \"e\"\r\n", "");
+    return REPLY;
+}
+
+struct probe {
+    struct s3_client *c;
+    int rc;
+    char detail[512];
+};
+
+static void *probe_main(void *arg)
+{
+    struct probe *p = arg;
+    struct s3_head h;
+    p->rc = s3_head_object(p->c, "k", &h);
+    snprintf(p->detail, sizeof(p->detail), "%s", s3_last_error_detail());
+    if (p->rc == S3_OK)
+        s3_head_release(&h);
+    return NULL;
+}
+
+/* Once a request has spent the silence bound, the server counts as
+ * silent: one request at a time tries (once), the others fail at once
+ * without sending anything, and the first answer ends it. */
+static void test_silent_server_fails_fast(void **state)
+{
+    silent_answers = 0;
+    struct server *s = server_start_mode(silent_until_told, 1);
+    struct s3_client *c = client_silent_after(s, 1000);
+    struct s3_head h;
+    assert_false(s3_client_silent(c));
+    double t0 = now_s();
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
     double secs = now_s() - t0;
     assert_true(secs >= 0.9 && secs < 2.5);
     usleep(50 * 1000); /* the server has counted what was sent */
     assert_int_equal(s->n_requests, 1);
-    assert_non_null(strstr(s3_last_error_detail(), "sent nothing for 1 s"));
-    assert_int_equal(s3_thread_silence(3000), 1000);
+    /* silent now, but no request waits on it: the next one tries */
+    assert_false(s3_client_silent(c));
+    struct probe p = {.c = c};
+    pthread_t t;
     t0 = now_s();
-    assert_int_equal(s3_get_object(c, "k", 0, sizeof(data), &sink, NULL, &got), S3_ERR_TIMEOUT);
+    assert_int_equal(pthread_create(&t, NULL, probe_main, &p), 0);
+    usleep(300 * 1000);
+    /* while it waits, the others fail at once, sending nothing */
+    assert_true(s3_client_silent(c));
+    double t1 = now_s();
+    assert_int_equal(s3_head_object(c, "k", &h), S3_ERR_TIMEOUT);
+    assert_true(now_s() - t1 < 0.2);
+    assert_non_null(strstr(s3_last_error_detail(), "one request at a time tries"));
+    pthread_join(t, NULL);
     secs = now_s() - t0;
-    assert_true(secs >= 2.9 && secs < 5.0);
+    assert_true(secs >= 0.9 && secs < 2.5); /* one try */
+    assert_int_equal(p.rc, S3_ERR_TIMEOUT);
+    assert_non_null(strstr(p.detail, "still sends nothing"));
     usleep(50 * 1000);
-    assert_int_equal(s->n_requests, 3);
-    assert_int_equal(s3_thread_silence(0), 3000);
+    assert_int_equal(s->n_requests, 2);
+    /* the server answers the next try, and the silence is over */
+    silent_answers = 1;
+    assert_false(s3_client_silent(c));
+    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
+    s3_head_release(&h);
+    assert_int_equal(s3_head_object(c, "k", &h), S3_OK);
+    s3_head_release(&h);
+    assert_int_equal(s->n_requests, 4);
     s3_client_free(c);
     server_stop(s);
 }
@@ -1173,7 +1271,8 @@ int main(void)
             cmocka_unit_test(test_garbage_status_line),
             cmocka_unit_test(test_hanging_server_times_out),
             cmocka_unit_test(test_thread_deadline),
-            cmocka_unit_test(test_thread_silence),
+            cmocka_unit_test(test_silence_bound),
+            cmocka_unit_test(test_silent_server_fails_fast),
             cmocka_unit_test(test_deadline_keeps_last_error),
             cmocka_unit_test(test_connection_refused),
             cmocka_unit_test(test_keepalive_and_metadata),
