@@ -73,7 +73,7 @@ static __thread char error_detail[512];
 #define RETRY_MIN_LEFT_MS 20           /* a retry needs this much of a deadline left */
 static __thread long long deadline_ms; /* CLOCK_MONOTONIC; 0: none (s3_thread_deadline) */
 static __thread long try_stall_s;      /* a try's stall timeout under a silence bound; 0: none */
-#define PROBE_GAP_MS      1000         /* between the starts of probes of a silent server */
+#define PROBE_GAP_MS 1000              /* between the starts of probes of a silent server */
 
 static long long mono_ms(void)
 {
