@@ -135,6 +135,7 @@ int flusher_wait(struct flusher *f)
     int rc = f->failures != failures ? -EIO : 0;
     pthread_mutex_unlock(&f->lock);
     journal_settle(f->fs->journal, NULL); /* the rows of what is uploaded go too */
+    finish_releases(f, 0);                /* and the descriptors of uploaded files */
     return rc;
 }
 

@@ -115,6 +115,7 @@ static struct inode *inode_alloc(uint64_t ino, const char *path)
     in->st.st_ino = (ino_t)ino;
     pthread_mutex_init(&in->lock, NULL);
     pthread_cond_init(&in->cond, NULL);
+    pthread_mutex_init(&in->pub_lock, NULL);
     return in;
 }
 
@@ -124,8 +125,39 @@ static void inode_destroy(struct inode_table *t, struct inode *in)
         t->on_free(in, t->on_free_arg);
     pthread_mutex_destroy(&in->lock);
     pthread_cond_destroy(&in->cond);
+    pthread_mutex_destroy(&in->pub_lock);
     free(in->path);
     free(in);
+}
+
+void inode_publish(struct inode *in, const struct stat *st)
+{
+    pthread_mutex_lock(&in->pub_lock);
+    in->pub_st = *st;
+    in->pub_valid = 1;
+    pthread_mutex_unlock(&in->pub_lock);
+}
+
+void inode_unpublish(struct inode *in)
+{
+    pthread_mutex_lock(&in->pub_lock);
+    in->pub_valid = 0;
+    pthread_mutex_unlock(&in->pub_lock);
+}
+
+int inode_lock_or_published(struct inode *in, struct stat *st)
+{
+    if (pthread_mutex_trylock(&in->lock) == 0)
+        return 1;
+    pthread_mutex_lock(&in->pub_lock);
+    int valid = in->pub_valid;
+    if (valid)
+        *st = in->pub_st;
+    pthread_mutex_unlock(&in->pub_lock);
+    if (valid)
+        return 0;
+    pthread_mutex_lock(&in->lock); /* a short holder, or one yet to publish */
+    return 1;
 }
 
 int inode_table_init(struct inode_table *t, void (*on_free)(struct inode *, void *), void *arg)

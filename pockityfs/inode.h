@@ -57,6 +57,12 @@ struct inode {
     char **added;
     size_t n_added, cap_added;
     pthread_cond_t cond; /* with lock: signalled when background fetches end */
+    /* Attributes a holder of lock about to wait long with it (an upload,
+     * a read waiting on S3) published for the readers it would hold up
+     * (inode_lock_or_published); guarded by pub_lock. */
+    pthread_mutex_t pub_lock;
+    struct stat pub_st;
+    int pub_valid;
 };
 
 struct inode_table {
@@ -105,6 +111,15 @@ void inode_forget(struct inode_table *t, uint64_t ino, uint64_t n);
 /* A malloc'd copy of the inode's path into *out. Returns 0, -ENOENT when the
  * inode was unlinked, -ENOMEM. */
 int inode_path(struct inode_table *t, struct inode *inode, char **out);
+
+/* For a holder of inode->lock about to wait long with it: readers of
+ * attributes get st meanwhile, until inode_unpublish (still holding it). */
+void inode_publish(struct inode *inode, const struct stat *st);
+void inode_unpublish(struct inode *inode);
+
+/* Take inode->lock and return 1; or, when its holder published attributes
+ * (inode_publish), copy them into st and return 0 without it. */
+int inode_lock_or_published(struct inode *inode, struct stat *st);
 
 /* Set or read the keep and local flags (table lock inside). */
 void inode_set_flags(struct inode_table *t, struct inode *inode, int keep, int local);

@@ -247,7 +247,7 @@ void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a)
     __atomic_store_n(&in->entry_attrs, a->entry_attrs, __ATOMIC_RELEASE); /* listed_mark */
 }
 
-static void fill_size(struct inode *in, struct stat *out)
+void ops_attrs(const struct inode *in, struct stat *out)
 {
     *out = in->st;
     if (in->cf && S_ISREG(in->st.st_mode) && (in->cf->dirty || in->opens)) {
@@ -268,13 +268,13 @@ int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
         return 0;
     }
     if ((in->cf && in->cf->dirty) || in->attr_expire > inode_now()) {
-        fill_size(in, out);
+        ops_attrs(in, out);
         return 0;
     }
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc == -ENOENT && in->attr_expire > 0) { /* unlinked but open */
-        fill_size(in, out);
+        ops_attrs(in, out);
         return 0;
     }
     if (rc)
@@ -290,17 +290,25 @@ int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
         return -ESTALE;
     }
     ops_set_resolved(fs, in, &a);
-    fill_size(in, out);
+    ops_attrs(in, out);
     return 0;
+}
+
+void ops_entry_from(struct fs *fs, const struct inode *in, const struct stat *st,
+                    struct fuse_entry_param *e)
+{
+    e->ino = in->ino;
+    e->generation = 0;
+    e->attr = *st;
+    e->attr_timeout = fs->opt.attr_timeout;
+    e->entry_timeout = fs->opt.dir_timeout;
 }
 
 void ops_entry(struct fs *fs, struct inode *in, struct fuse_entry_param *e)
 {
-    e->ino = in->ino;
-    e->generation = 0;
-    fill_size(in, &e->attr);
-    e->attr_timeout = fs->opt.attr_timeout;
-    e->entry_timeout = fs->opt.dir_timeout;
+    struct stat st;
+    ops_attrs(in, &st);
+    ops_entry_from(fs, in, &st, e);
 }
 
 void ops_dir_changed(struct fs *fs, const char *path)
@@ -365,15 +373,32 @@ void ops_leave(struct fs *fs, char *path)
     free(path);
 }
 
+static void reply_entry(fuse_req_t req, struct fs *fs, struct inode *in,
+                        const struct fuse_entry_param *e)
+{
+    inode_count_lookup(&fs->inodes, in);
+    if (fuse_reply_entry(req, e) != 0)
+        inode_forget(&fs->inodes, in->ino, 1);
+}
+
 static void reply_entry_of(fuse_req_t req, struct fs *fs, struct inode *in)
 {
     struct fuse_entry_param e = {0};
     pthread_mutex_lock(&in->lock);
     ops_entry(fs, in, &e);
     pthread_mutex_unlock(&in->lock);
-    inode_count_lookup(&fs->inodes, in);
-    if (fuse_reply_entry(req, &e) != 0)
-        inode_forget(&fs->inodes, in->ino, 1);
+    reply_entry(req, fs, in, &e);
+}
+
+/* in's attributes (ops_stat), or those an upload or a read holding its
+ * lock published, so that a stat or an ls -l does not wait for it. */
+static int stat_now(struct fs *fs, struct inode *in, struct stat *st)
+{
+    if (!inode_lock_or_published(in, st))
+        return 0;
+    int rc = ops_stat(fs, in, st);
+    pthread_mutex_unlock(&in->lock);
+    return rc;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -387,14 +412,19 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     in = inode_get_path(&fs->inodes, path);
     if (in) {
         struct stat st;
-        pthread_mutex_lock(&in->lock);
-        rc = ops_stat(fs, in, &st);
-        pthread_mutex_unlock(&in->lock);
+        rc = stat_now(fs, in, &st);
         if (rc == -ESTALE) { /* type changed: a new inode below */
             inode_put(&fs->inodes, in);
             in = NULL;
         } else if (rc) {
             goto fail;
+        } else {
+            struct fuse_entry_param e = {0};
+            ops_entry_from(fs, in, &st, &e);
+            free(path);
+            reply_entry(req, fs, in, &e);
+            inode_put(&fs->inodes, in);
+            return;
         }
     }
     if (!in) {
@@ -454,9 +484,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     struct stat st;
-    pthread_mutex_lock(&in->lock);
-    int rc = ops_stat(fs, in, &st);
-    pthread_mutex_unlock(&in->lock);
+    int rc = stat_now(fs, in, &st);
     inode_put(&fs->inodes, in);
     if (rc)
         fuse_reply_err(req, -rc);

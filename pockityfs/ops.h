@@ -98,6 +98,14 @@ void ops_set_resolved(struct fs *fs, struct inode *in, const struct obj_attr *a)
 /* The entry reply for in (caller holds in->lock). */
 void ops_entry(struct fs *fs, struct inode *in, struct fuse_entry_param *e);
 
+/* The entry reply for in with attributes st (ops_attrs, or published). */
+void ops_entry_from(struct fs *fs, const struct inode *in, const struct stat *st,
+                    struct fuse_entry_param *e);
+
+/* in's attributes as they stand: the size of its local content while
+ * that is dirty or open (caller holds in->lock). */
+void ops_attrs(const struct inode *in, struct stat *out);
+
 /* Forget the cached listing of the directory holding path. */
 void ops_dir_changed(struct fs *fs, const char *path);
 

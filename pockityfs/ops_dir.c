@@ -579,6 +579,12 @@ static void cache_listing(struct fs *fs, fuse_ino_t ino, struct dirh *d)
 static int dirh_list(struct fs *fs, struct inode *in, struct dirh *d)
 {
     d->listed_at = inode_now();
+    /* local files now: an upload landing before the listing ends takes
+     * its file off the local ones, and a cached listing may predate it */
+    inode_local_children(&fs->inodes, d->path, collect_early, d);
+    int rc = -ENOMEM;
+    if (d->oom)
+        goto fail;
     pthread_mutex_lock(&fs->dir_lock);
     if (in->dir && in->dir_expire > d->listed_at && listing_state(in->dir) >= 0) {
         d->l = in->dir;
@@ -590,14 +596,14 @@ static int dirh_list(struct fs *fs, struct inode *in, struct dirh *d)
     pthread_mutex_unlock(&fs->dir_lock);
     if (d->l)
         return 0;
-    inode_local_children(&fs->inodes, d->path, collect_early, d);
-    int rc = d->oom ? -ENOMEM : list_dir(fs, d->path, 1, &d->l);
-    if (rc) { /* a later read starts over */
-        for (size_t i = 0; i < d->n_early; i++)
-            free(d->early[i]);
-        d->n_early = 0;
-        d->oom = 0;
-    }
+    rc = list_dir(fs, d->path, 1, &d->l);
+    if (!rc)
+        return 0;
+fail: /* a later read starts over */
+    for (size_t i = 0; i < d->n_early; i++)
+        free(d->early[i]);
+    d->n_early = 0;
+    d->oom = 0;
     return rc;
 }
 
@@ -778,10 +784,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 /* an ino the kernel may ignore; known ones are real */
                 st.st_ino = c ? (ino_t)c->ino : (ino_t)(0x8000000000000000ull | i);
                 if (c && (!de || de->meta_hidden)) {
-                    pthread_mutex_lock(&c->lock);
-                    if (!de || c->meta_known)
-                        st.st_mode = c->st.st_mode;
-                    pthread_mutex_unlock(&c->lock);
+                    struct stat pub;
+                    if (!inode_lock_or_published(c, &pub)) {
+                        st.st_mode = pub.st_mode; /* an upload or a read holds it */
+                    } else {
+                        if (!de || c->meta_known)
+                            st.st_mode = c->st.st_mode;
+                        pthread_mutex_unlock(&c->lock);
+                    }
                 }
                 inode_put(&fs->inodes, c);
             }
@@ -814,22 +824,27 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             next_head++;
         if (next_head < hs.n && hs.h[next_head].index == i)
             h = &hs.h[next_head];
-        pthread_mutex_lock(&c->lock);
-        if (de && listed_attrs(fs, c, de, marked, h)) {
+        struct stat pub;
+        if (!inode_lock_or_published(c, &pub)) {
+            ops_entry_from(fs, c, &pub, &e); /* an upload or a read holds it */
+        } else {
+            if (de && listed_attrs(fs, c, de, marked, h)) {
+                pthread_mutex_unlock(&c->lock);
+                inode_put(&fs->inodes, c);
+                e.attr.st_ino = (ino_t)(0x8000000000000000ull | i);
+                e.ino = 0; /* the name only: the kernel looks it up */
+                used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+                                               (off_t)i + 1);
+                continue;
+            }
+            if (!de && ops_stat(fs, c, &e.attr) != 0) {
+                pthread_mutex_unlock(&c->lock);
+                inode_put(&fs->inodes, c);
+                continue; /* a local file that just went away */
+            }
+            ops_entry(fs, c, &e);
             pthread_mutex_unlock(&c->lock);
-            inode_put(&fs->inodes, c);
-            e.attr.st_ino = (ino_t)(0x8000000000000000ull | i);
-            e.ino = 0; /* the name only: the kernel looks it up */
-            used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);
-            continue;
         }
-        if (!de && ops_stat(fs, c, &e.attr) != 0) {
-            pthread_mutex_unlock(&c->lock);
-            inode_put(&fs->inodes, c);
-            continue; /* a local file that just went away */
-        }
-        ops_entry(fs, c, &e);
-        pthread_mutex_unlock(&c->lock);
         inode_count_lookup(&fs->inodes, c);
         counted[n_counted++] = c->ino;
         used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)i + 1);

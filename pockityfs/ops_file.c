@@ -154,11 +154,9 @@ static void keep_pending(struct fs *fs, struct inode *in, const char *path, int 
     }
 }
 
-int ops_sync(struct fs *fs, struct inode *in)
+static int sync_locked(struct fs *fs, struct inode *in)
 {
     struct cfile *cf = in->cf;
-    if (!cf || !cf->dirty)
-        return 0;
     struct stream *stream = cf->stream; /* handed to the upload, else cancelled */
     cf->stream = NULL;
     char *path = NULL;
@@ -207,15 +205,31 @@ int ops_sync(struct fs *fs, struct inode *in)
             journal_uploaded(fs->journal, path);
         else
             journal_remove(fs->journal, path);
-        inode_set_flags(&fs->inodes, in, 0, 0);
+        /* the cached listing goes before the name stops counting as local:
+         * a listing meanwhile lists it one way or the other */
         if (local)
             ops_dir_changed(fs, path);
+        inode_set_flags(&fs->inodes, in, 0, 0);
         if (in->opens == 0) /* uploaded in the background: the fd goes */
             cfile_idle(&fs->cache, cf);
     } else if (at_hand) {
         keep_pending(fs, in, path, fd, local, rc);
     }
     free(path);
+    return rc;
+}
+
+int ops_sync(struct fs *fs, struct inode *in)
+{
+    if (!in->cf || !in->cf->dirty)
+        return 0;
+    /* the upload may take long (a large file, a slow or silent S3): a stat,
+     * a lookup or a listing meanwhile answers from these */
+    struct stat st;
+    ops_attrs(in, &st);
+    inode_publish(in, &st);
+    int rc = sync_locked(fs, in);
+    inode_unpublish(in);
     return rc;
 }
 
@@ -438,8 +452,13 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     long n = ensure_cfile(fs, in);
     if (!n)
         n = src_of(fs, in, key, &src);
-    if (!n)
+    if (!n) {
+        struct stat st; /* for a stat meanwhile, as the read may wait on S3 */
+        ops_attrs(in, &st);
+        inode_publish(in, &st);
         n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, &span);
+        inode_unpublish(in);
+    }
     /* the reply goes while the lock keeps the bytes where span says */
     if (n < 0) {
         fuse_reply_err(req, (int)-n);

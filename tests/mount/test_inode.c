@@ -5,9 +5,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "inode.h"
 
@@ -70,6 +72,56 @@ static void test_lifecycle(void **state)
     assert_int_equal(freed, 3); /* the root */
 }
 
+struct reader {
+    struct inode *in;
+    int locked;
+    struct stat st;
+};
+
+static void *read_attrs(void *arg)
+{
+    struct reader *r = arg;
+    r->locked = inode_lock_or_published(r->in, &r->st);
+    if (r->locked)
+        pthread_mutex_unlock(&r->in->lock);
+    return NULL;
+}
+
+/* A reader of attributes gets what the holder of the lock published
+ * without waiting for it; with nothing published it waits for the lock. */
+static void test_published_attributes(void **state)
+{
+    (void)state;
+    struct inode_table t;
+    assert_int_equal(inode_table_init(&t, NULL, NULL), 0);
+    struct inode *a = inode_make(&t, "a", NULL);
+    struct reader r = {.in = a};
+    /* free: the reader takes the lock */
+    read_attrs(&r);
+    assert_int_equal(r.locked, 1);
+    /* held with attributes published: answered from them at once */
+    pthread_mutex_lock(&a->lock);
+    struct stat st = {.st_size = 1234, .st_mode = 0100644};
+    inode_publish(a, &st);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, read_attrs, &r), 0);
+    pthread_join(th, NULL); /* it did not wait for the lock */
+    assert_int_equal(r.locked, 0);
+    assert_int_equal(r.st.st_size, 1234);
+    /* held, nothing published: the reader waits for the lock */
+    inode_unpublish(a);
+    r.locked = -1;
+    assert_int_equal(pthread_create(&th, NULL, read_attrs, &r), 0);
+    struct timespec pause = {0, 50 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    assert_int_equal(r.locked, -1);
+    pthread_mutex_unlock(&a->lock);
+    pthread_join(th, NULL);
+    assert_int_equal(r.locked, 1);
+    inode_put(&t, a);
+    inode_table_release(&t);
+}
+
 static void test_many_and_move(void **state)
 {
     (void)state;
@@ -127,6 +179,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_lifecycle),
             cmocka_unit_test(test_many_and_move),
+            cmocka_unit_test(test_published_attributes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

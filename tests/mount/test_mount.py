@@ -747,6 +747,57 @@ def test_storage_frozen_uploads():
         check(sorted(os.listdir(m.path)) == sorted(bodies), "every name listed")
 
 
+def test_stat_during_upload():
+    """A stat of a file and an ls -l of its folder do not wait for the
+    file's upload (an fsync, a large file's close, the flusher's), however
+    long S3 takes: here RGW is stopped while the upload runs."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    # attr_timeout=0: each stat reaches the mount (a file not written here
+    # would need S3); the folder is listed before RGW stops
+    opts = ["write_timeout=20", "attr_timeout=0", "dir_timeout=60"]
+    with Mount(D, pk, options=opts) as m:
+        write_file(m.p("other"), b"o" * 100)
+        sh("sync %s" % m.path)
+        body = os.urandom(3 << 20)
+        fd = os.open(m.p("f"), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, body)
+        check(sorted(os.listdir(m.path)) == ["f", "other"], "listed")
+        res = {}
+
+        def fsync():
+            try:
+                os.fsync(fd)
+                res["rc"] = 0
+            except OSError as e:
+                res["rc"] = e.errno
+
+        th = threading.Thread(target=fsync)
+        with stopped(rgw_pid()):
+            th.start()
+            time.sleep(1)  # the upload is under way, waiting on S3
+            t0 = time.time()
+            size = os.stat(m.p("f")).st_size
+            took_stat = time.time() - t0
+            # ls -l, without a fork: a child's copy of fd would be closed,
+            # and that close (a FUSE flush) waits for the upload
+            t0 = time.time()
+            names = sorted(os.listdir(m.path))
+            lsize = os.lstat(m.p("f")).st_size
+            took_ls = time.time() - t0
+            waiting = th.is_alive()
+        th.join(30)
+        os.close(fd)
+        print("  during an upload waiting on S3: stat %.2f s, ls -l %.2f s" % (took_stat, took_ls))
+        check(size == len(body), "stat: the size written: %d" % size)
+        check(took_stat < 1, "a stat does not wait for the upload: %.1f s" % took_stat)
+        check(waiting, "the upload waited on S3")
+        check(names == ["f", "other"] and lsize == len(body), "ls -l: %r %d" % (names, lsize))
+        check(took_ls < 1, "ls -l does not wait for the upload: %.1f s" % took_ls)
+        check(res.get("rc") == 0, "the fsync ends once S3 answers: %r" % res)
+        check(s3_get(prefix + "f") == body, "uploaded")
+
+
 def test_unchanged_attributes():
     """A chown, chmod or utime that changes nothing (tar x and cp -p set
     owners and modes that are often the ones there) writes nothing to S3;
@@ -2289,6 +2340,7 @@ def test_uploaded_then_changed():
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_server_frozen, test_storage_frozen, test_storage_frozen_uploads,
+         test_stat_during_upload,
          test_unchanged_attributes, test_request_counts,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed,
