@@ -124,12 +124,40 @@ void flusher_queue(struct flusher *f, struct inode *in)
         flusher_note(f, in); /* out of memory: the retry list uploads it */
 }
 
+/* Queue again, for the workers, the closed files whose upload failed
+ * (journaled, waiting for their retry): flusher_wait tries them now, and
+ * counts their failures. */
+static void requeue_failed(struct flusher *f)
+{
+    pthread_mutex_lock(&f->lock);
+    size_t n = 0;
+    uint64_t *inos = f->n ? malloc(f->n * sizeof(*inos)) : NULL;
+    for (size_t i = 0; inos && i < f->n; i++)
+        if (f->v[i].next_try > 0)
+            inos[n++] = f->v[i].ino;
+    pthread_mutex_unlock(&f->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct inode *in = inode_get(&f->fs->inodes, inos[i]);
+        if (!in)
+            continue;
+        pthread_mutex_lock(&in->lock);
+        if (in->cf && in->cf->dirty && in->cf->journaled && in->opens == 0)
+            flusher_queue(f, in);
+        pthread_mutex_unlock(&in->lock);
+        inode_put(&f->fs->inodes, in);
+    }
+    free(inos);
+}
+
 int flusher_wait(struct flusher *f)
 {
     if (!f)
         return 0;
     pthread_mutex_lock(&f->lock);
     uint64_t failures = f->failures;
+    pthread_mutex_unlock(&f->lock);
+    requeue_failed(f);
+    pthread_mutex_lock(&f->lock);
     while (f->busy > 0)
         pthread_cond_wait(&f->idle, &f->lock);
     int rc = f->failures != failures ? -EIO : 0;

@@ -34,10 +34,10 @@ void flusher_free(struct flusher *f);
  * retried like any failed upload. */
 void flusher_queue(struct flusher *f, struct inode *in);
 
-/* Wait until no queued upload is left or running, then take the rows of
- * the uploaded files out of the journal. Returns 0, or -EIO when
- * an upload ended in failure meanwhile (the file stays journaled). NULL is
- * fine (0). */
+/* Queue again the closed files whose upload failed before, wait until no
+ * queued upload is left or running, then take the rows of the uploaded
+ * files out of the journal. Returns 0, or -EIO when an upload ended in
+ * failure meanwhile (the file stays journaled). NULL is fine (0). */
 int flusher_wait(struct flusher *f);
 
 /* in holds data not uploaded (its cfile is dirty). Caller holds in->lock.

@@ -670,7 +670,8 @@ def test_storage_frozen_uploads():
     """S3 stops answering while files are written: closes return at once
     (the data is journaled), an fsync fails with ETIMEDOUT within about
     write_timeout, a `sync` of 64 queued uploads ends after one such wait,
-    not one per round of upload workers, and once S3 answers the files
+    not one per round of upload workers, a `sync` after those failures
+    tries the files again and fails, and once S3 answers the files
     upload by themselves. An unmount with 64 uploads pending against a
     silent S3 ends after two such waits at most, and the next mount uploads
     what it left."""
@@ -717,8 +718,13 @@ def test_storage_frozen_uploads():
             t0 = time.time()
             sh("sync %s" % m.path, check=False)
             synced = time.time() - t0
+            # nothing queued now: the files wait for their retry
+            t0 = time.time()
+            again = sh("sync %s" % m.path, check=False)
+            synced_again = time.time() - t0
         print("  without S3, write_timeout=3: 64 closes %.1f s, fsync %.1f s, a large file's "
-              "close %.1f s, sync %.1f s" % (closes, took, big_took, synced))
+              "close %.1f s, sync %.1f s, again %.1f s"
+              % (closes, took, big_took, synced, synced_again))
         # (uploads hold their file's lock: each release of a file being
         # uploaded held one of FUSE's 16 threads, and a close then waited)
         check(closes < 2.5, "closes do not wait for S3: %.1f s" % closes)
@@ -727,6 +733,9 @@ def test_storage_frozen_uploads():
         check(big_rc == errno.ETIMEDOUT, "a large file's close: %s" % os.strerror(big_rc))
         check(big_took < 8, "it fails within about write_timeout: %.1f s" % big_took)
         check(synced < 8, "sync ends after one wait: %.1f s" % synced)
+        # their uploads failed before it: it tries them again, and says so
+        check(again.returncode != 0, "a sync after the failures reports them")
+        check(synced_again < 8, "it ends after one wait: %.1f s" % synced_again)
         wait_for(landed(bodies), "every file uploaded once S3 answers", timeout=30)
         check(open(m.p("big"), "rb").read() == bodies["big"], "read back")
         late = {"g%02d" % i: os.urandom(500 + i) for i in range(64)}
