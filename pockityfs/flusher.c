@@ -346,15 +346,15 @@ static void *flusher_main(void *arg)
         if (!copy)
             continue;
         memcpy(copy, f->v, n * sizeof(*copy));
-        int stopping = f->draining;
+        int draining = f->draining;
         pthread_mutex_unlock(&f->lock);
         double now = inode_now();
         enum visit *what = calloc(n, sizeof(*what));
         int silent = 0;
-        for (size_t i = 0; i < n && what && !stopping; i++) {
+        for (size_t i = 0; i < n && what && !draining; i++) {
             what[i] = visit(f, &copy[i], now, &silent);
             pthread_mutex_lock(&f->lock);
-            stopping = f->draining; /* unmounting: what is left stays journaled */
+            draining = f->draining; /* unmounting: what is left stays journaled */
             pthread_mutex_unlock(&f->lock);
         }
         pthread_mutex_lock(&f->lock);

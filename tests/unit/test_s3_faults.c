@@ -235,7 +235,9 @@ static void server_stop(struct server *s)
     free(s);
 }
 
-static struct s3_client *client_for(struct server *s, int max_retries, long timeout_ms)
+/* A client of s; silence_ms: s3_config.silence_ms (0: none). */
+static struct s3_client *client_silent_after(struct server *s, int max_retries, long timeout_ms,
+                                             long silence_ms)
 {
     char endpoint[64];
     snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
@@ -251,10 +253,16 @@ static struct s3_client *client_for(struct server *s, int max_retries, long time
             .request_timeout_ms = timeout_ms,
             .stall_timeout_s = 2,
             .max_response_bytes = 1 << 20,
+            .silence_ms = silence_ms,
     };
     struct s3_client *c = NULL;
     assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
     return c;
+}
+
+static struct s3_client *client_for(struct server *s, int max_retries, long timeout_ms)
+{
+    return client_silent_after(s, max_retries, timeout_ms, 0);
 }
 
 static void reply_status(struct buf *b, int status, const char *extra, const char *body)
@@ -508,26 +516,6 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static struct s3_client *client_silent_after(struct server *s, long silence_ms)
-{
-    char endpoint[64];
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", s->port);
-    struct s3_config cfg = {.endpoint = endpoint,
-                            .region = "us-east-1",
-                            .bucket = "bkt",
-                            .access_key = "AKIDTEST",
-                            .secret_key = "secret",
-                            .max_retries = 4,
-                            .backoff_base_ms = 5,
-                            .backoff_max_ms = 20,
-                            .request_timeout_ms = 60000,
-                            .stall_timeout_s = 2,
-                            .silence_ms = silence_ms};
-    struct s3_client *c = NULL;
-    assert_int_equal(s3_client_new(&cfg, &c), S3_OK);
-    return c;
-}
-
 /* The silence bound ends a request once the server has sent nothing for
  * that long over all its tries: 5 tries of a 2 s stall would hold a GET
  * 10 s against a hanging server; a bound of 3 s ends it after a whole try
@@ -535,7 +523,7 @@ static struct s3_client *client_silent_after(struct server *s, long silence_ms)
 static void test_silence_bound(void **state)
 {
     struct server *s = server_start(hang);
-    struct s3_client *c = client_silent_after(s, 3000);
+    struct s3_client *c = client_silent_after(s, 4, 60000, 3000);
     char data[100];
     struct s3_mem m = {.data = data, .len = sizeof(data)};
     struct s3_sink sink = s3_sink_mem(&m);
@@ -551,7 +539,7 @@ static void test_silence_bound(void **state)
     /* a small body goes at once, and the silence counts from then (curl's
      * own low speed limit averages over seconds: with it, a PUT against a
      * frozen RGW failed 9 s into a bound of 3 s) */
-    c = client_silent_after(s, 1000);
+    c = client_silent_after(s, 4, 60000, 1000);
     struct s3_source src = s3_source_mem(&m);
     char etag[S3_ETAG_MAX];
     t0 = now_s();
@@ -597,7 +585,7 @@ static void test_silent_server_fails_fast(void **state)
 {
     silent_answers = 0;
     struct server *s = server_start_mode(silent_until_told, 1);
-    struct s3_client *c = client_silent_after(s, 1000);
+    struct s3_client *c = client_silent_after(s, 4, 60000, 1000);
     struct s3_head h;
     assert_false(s3_client_silent(c));
     double t0 = now_s();
