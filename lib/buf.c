@@ -51,6 +51,11 @@ static int buf_grow(struct buf *b, size_t n)
     return 0;
 }
 
+int buf_reserve(struct buf *b, size_t n)
+{
+    return buf_grow(b, n);
+}
+
 int buf_add(struct buf *b, const void *data, size_t n)
 {
     int rc = buf_grow(b, n);

@@ -26,6 +26,10 @@ void buf_reset(struct buf *b);
  * (the buffer is then unchanged). */
 int buf_add(struct buf *b, const void *data, size_t n);
 
+/* Make room for n more bytes at once (e.g. a body of known length), so that
+ * adding them does not grow b step by step. Same errors as buf_add. */
+int buf_reserve(struct buf *b, size_t n);
+
 /* Append a NUL-terminated string. Same returns as buf_add. */
 int buf_adds(struct buf *b, const char *s);
 

@@ -449,7 +449,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
         return n;
     }
     if (t->r->response) {
-        int rc = buf_add(t->r->response, data, n);
+        struct buf *b = t->r->response;
+        curl_off_t announced = -1;
+        /* a body of announced length in one allocation, within the cap
+         * (a longer one fails below as it would have) */
+        if (b->len == 0 &&
+            curl_easy_getinfo(t->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
+            announced > 0 && (uint64_t)announced <= b->max)
+            buf_reserve(b, (size_t)announced);
+        int rc = buf_add(b, data, n);
         if (rc) {
             t->write_error = rc == -E2BIG ? S3_ERR_TOO_LARGE : S3_ERR_NOMEM;
             return 0;

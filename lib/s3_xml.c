@@ -78,16 +78,13 @@ static int error_status(const struct s3_error_info *info)
     return s3_status_from_http(500, info->code);
 }
 
-/* Parse body and check that its root element is one of roots (NULL-ended).
- * On S3_OK *doc is the document and *root its root. An error document gives
- * its mapped status, with its details in err when err is not NULL. */
-static int open_result(const char *body, size_t len, const char *const *roots, struct xml_doc **doc,
-                       const struct xml_node **root, struct s3_error_info *err)
+/* Check that doc's root element is one of roots (NULL-ended): S3_OK with
+ * *root set. An error document gives its mapped status, with its details in
+ * err when err is not NULL. */
+static int check_root(const struct xml_doc *doc, const char *const *roots,
+                      const struct xml_node **root, struct s3_error_info *err)
 {
-    int rc = xml_parse(body, len, NULL, doc);
-    if (rc)
-        return status_from_xml_error(rc);
-    *root = xml_root(*doc);
+    *root = xml_root(doc);
     for (size_t i = 0; roots[i]; i++)
         if (strcmp(xml_name(*root), roots[i]) == 0)
             return S3_OK;
@@ -102,9 +99,23 @@ static int open_result(const char *body, size_t len, const char *const *roots, s
         if (err)
             *err = info;
     }
-    xml_doc_free(*doc);
-    *doc = NULL;
     return status;
+}
+
+/* Parse body and check its root (check_root). On S3_OK *doc is the document
+ * and *root its root; otherwise *doc is NULL. */
+static int open_result(const char *body, size_t len, const char *const *roots, struct xml_doc **doc,
+                       const struct xml_node **root, struct s3_error_info *err)
+{
+    int rc = xml_parse(body, len, NULL, doc);
+    if (rc)
+        return status_from_xml_error(rc);
+    rc = check_root(*doc, roots, root, err);
+    if (rc) {
+        xml_doc_free(*doc);
+        *doc = NULL;
+    }
+    return rc;
 }
 
 /* Strict unsigned decimal: digits only, no sign, no space, no overflow. */
@@ -225,33 +236,27 @@ static int hex_value(char c)
     return -1;
 }
 
-/* Decode S3's encoding-type=url: %XX escapes, and '+' for a space (AWS
- * writes spaces as '+' and a literal '+' as %2B; RGW escapes both). A
+/* Decode S3's encoding-type=url in place: %XX escapes, and '+' for a space
+ * (AWS writes spaces as '+' and a literal '+' as %2B; RGW escapes both). A
  * malformed escape or a NUL byte is a bad response. */
-static int url_decode(const char *s, char **out)
+static int url_decode(char *s)
 {
-    char *d = malloc(strlen(s) + 1);
-    if (!d)
-        return S3_ERR_NOMEM;
-    size_t n = 0;
+    char *d = s;
     for (; *s; s++) {
         if (*s == '+') {
-            d[n++] = ' ';
+            *d++ = ' ';
         } else if (*s == '%') {
             int hi = hex_value(s[1]);
             int lo = hi < 0 ? -1 : hex_value(s[2]);
-            if (lo < 0 || (hi == 0 && lo == 0)) {
-                free(d);
+            if (lo < 0 || (hi == 0 && lo == 0))
                 return S3_ERR_BAD_RESPONSE;
-            }
-            d[n++] = (char)(hi * 16 + lo);
+            *d++ = (char)(hi * 16 + lo);
             s += 2;
         } else {
-            d[n++] = *s;
+            *d++ = *s;
         }
     }
-    d[n] = '\0';
-    *out = d;
+    *d = '\0';
     return S3_OK;
 }
 
@@ -272,10 +277,15 @@ static int take_text(const char *text, int url, int optional, char **out)
     *out = NULL;
     if (!text || !*text)
         return optional ? S3_OK : S3_ERR_BAD_RESPONSE;
-    if (url)
-        return url_decode(text, out);
-    *out = strdup(text);
-    return *out ? S3_OK : S3_ERR_NOMEM;
+    char *s = strdup(text);
+    if (!s)
+        return S3_ERR_NOMEM;
+    int rc = url ? url_decode(s) : S3_OK;
+    if (rc)
+        free(s);
+    else
+        *out = s;
+    return rc;
 }
 
 /* An ETag element's text, quoted as in an ETag header: RGW quotes it in
@@ -336,9 +346,31 @@ void s3_list_page_release(struct s3_list_page *page)
     memset(page, 0, sizeof(*page));
 }
 
-static int decode_object(const struct xml_node *c, int url, struct s3_object_info *obj)
+/* A list page as its parse hands over its items (list_item), whose keys are
+ * url-decoded once the page's EncodingType is known: it may come after them. */
+struct list_decode {
+    struct s3_list_page page;
+    size_t cap_objects, cap_prefixes;
+    int status; /* why list_item stopped the parse */
+};
+
+/* Room for one more of *v (n used of *cap, each size bytes). */
+static int grow(void **v, size_t n, size_t *cap, size_t size)
 {
-    int rc = take_text(xml_child_text(c, "Key"), url, 0, &obj->key);
+    if (n < *cap)
+        return S3_OK;
+    size_t nc = *cap ? *cap * 2 : 256;
+    void *e = nc < SIZE_MAX / size ? realloc(*v, nc * size) : NULL;
+    if (!e)
+        return S3_ERR_NOMEM;
+    *v = e;
+    *cap = nc;
+    return S3_OK;
+}
+
+static int decode_object(const struct xml_node *c, struct s3_object_info *obj)
+{
+    int rc = take_text(xml_child_text(c, "Key"), 0, 0, &obj->key);
     if (!rc)
         rc = parse_u64(xml_child_text(c, "Size"), &obj->size);
     if (!rc)
@@ -348,45 +380,63 @@ static int decode_object(const struct xml_node *c, int url, struct s3_object_inf
     return rc;
 }
 
+static int decode_prefixes(const struct xml_node *c, struct list_decode *ld)
+{
+    struct s3_list_page *page = &ld->page;
+    const struct xml_node *p = xml_child(c, "Prefix");
+    if (!p)
+        return S3_ERR_BAD_RESPONSE;
+    for (; p; p = xml_next_sibling(p, "Prefix")) {
+        int rc = grow((void **)&page->prefixes, page->n_prefixes, &ld->cap_prefixes,
+                      sizeof(*page->prefixes));
+        if (!rc)
+            rc = take_text(xml_text(p), 0, 0, &page->prefixes[page->n_prefixes]);
+        if (rc)
+            return rc;
+        page->n_prefixes++;
+    }
+    return S3_OK;
+}
+
+/* xml_each_fn: a <Contents> or <CommonPrefixes> into the page, and out of
+ * the tree; the page's other elements stay for decode_list. */
+static int list_item(void *arg, const struct xml_node *c)
+{
+    struct list_decode *ld = arg;
+    struct s3_list_page *page = &ld->page;
+    int rc;
+    if (strcmp(xml_name(c), "Contents") == 0) {
+        rc = grow((void **)&page->objects, page->n_objects, &ld->cap_objects,
+                  sizeof(*page->objects));
+        if (!rc) {
+            /* counted before filling, so release frees what was set */
+            struct s3_object_info *obj = &page->objects[page->n_objects++];
+            memset(obj, 0, sizeof(*obj));
+            rc = decode_object(c, obj);
+        }
+    } else if (strcmp(xml_name(c), "CommonPrefixes") == 0) {
+        rc = decode_prefixes(c, ld);
+    } else {
+        return 0;
+    }
+    if (rc) {
+        ld->status = rc;
+        return -ECANCELED;
+    }
+    return 1;
+}
+
+/* The rest of a page whose items list_item took. */
 static int decode_list(const struct xml_node *root, struct s3_list_page *page)
 {
     int url;
     int rc = key_encoding(root, &url);
-    if (rc)
-        return rc;
-
-    size_t n = xml_child_count(root, "Contents");
-    page->objects = alloc_array(n, sizeof(*page->objects));
-    if (!page->objects)
-        return S3_ERR_NOMEM;
-    for (const struct xml_node *c = xml_child(root, "Contents"); c;
-         c = xml_next_sibling(c, "Contents")) {
-        /* counted before filling, so release frees what was set */
-        rc = decode_object(c, url, &page->objects[page->n_objects++]);
-        if (rc)
-            return rc;
-    }
-
-    n = 0;
-    for (const struct xml_node *c = xml_child(root, "CommonPrefixes"); c;
-         c = xml_next_sibling(c, "CommonPrefixes"))
-        n += xml_child_count(c, "Prefix");
-    page->prefixes = alloc_array(n, sizeof(*page->prefixes));
-    if (!page->prefixes)
-        return S3_ERR_NOMEM;
-    for (const struct xml_node *c = xml_child(root, "CommonPrefixes"); c;
-         c = xml_next_sibling(c, "CommonPrefixes")) {
-        const struct xml_node *p = xml_child(c, "Prefix");
-        if (!p)
-            return S3_ERR_BAD_RESPONSE;
-        for (; p; p = xml_next_sibling(p, "Prefix")) {
-            rc = take_text(xml_text(p), url, 0, &page->prefixes[page->n_prefixes++]);
-            if (rc)
-                return rc;
-        }
-    }
-
-    rc = parse_bool(root, "IsTruncated", &page->is_truncated);
+    for (size_t i = 0; url && !rc && i < page->n_objects; i++)
+        rc = url_decode(page->objects[i].key);
+    for (size_t i = 0; url && !rc && i < page->n_prefixes; i++)
+        rc = url_decode(page->prefixes[i]);
+    if (!rc)
+        rc = parse_bool(root, "IsTruncated", &page->is_truncated);
     if (!rc)
         rc = take_text(xml_child_text(root, "NextContinuationToken"), 0, 1, &page->next_token);
     if (rc)
@@ -405,19 +455,22 @@ static int decode_list(const struct xml_node *root, struct s3_list_page *page)
 int s3_xml_parse_list(const char *body, size_t len, struct s3_list_page *out)
 {
     static const char *const roots[] = {"ListBucketResult", NULL};
+    struct list_decode ld = {0};
     struct xml_doc *doc;
     const struct xml_node *root;
-    int rc = open_result(body, len, roots, &doc, &root, NULL);
+    int rc = xml_parse_each(body, len, NULL, list_item, &ld, &doc);
     if (rc)
-        return rc;
-    struct s3_list_page page = {0};
-    rc = decode_list(root, &page);
+        rc = ld.status ? ld.status : status_from_xml_error(rc);
+    if (!rc)
+        rc = check_root(doc, roots, &root, NULL);
+    if (!rc)
+        rc = decode_list(root, &ld.page);
     xml_doc_free(doc);
     if (rc) {
-        s3_list_page_release(&page);
+        s3_list_page_release(&ld.page);
         return rc;
     }
-    *out = page;
+    *out = ld.page;
     return S3_OK;
 }
 

@@ -28,7 +28,12 @@ struct xml_node {
 };
 
 /* Arena: a list of chunks; each allocation bumps a pointer in the newest one.
- * Allocations larger than a quarter chunk get a chunk of their own. */
+ * Allocations larger than a quarter chunk get a chunk of their own, on a list
+ * of their own, so that the bump list stays in allocation order: a mark of
+ * both lists' heads can be rewound to (arena_rewind), freeing what came since.
+ * One chunk freed by a rewind is kept for the next: a document decoded child
+ * by child (xml_parse_each) reuses the same memory instead of asking the
+ * system for fresh pages per child. */
 #define ARENA_CHUNK (64u * 1024u)
 
 struct arena_chunk {
@@ -39,8 +44,15 @@ struct arena_chunk {
 };
 
 struct xml_doc {
-    struct arena_chunk *chunks;
+    struct arena_chunk *chunks; /* bump chunks, newest first */
+    struct arena_chunk *big;    /* dedicated chunks, newest first */
+    struct arena_chunk *spare;  /* a free bump chunk */
     struct xml_node *root;
+};
+
+struct arena_mark {
+    struct arena_chunk *chunk, *big;
+    size_t used;
 };
 
 static void *arena_alloc(struct xml_doc *doc, size_t n)
@@ -53,22 +65,21 @@ static void *arena_alloc(struct xml_doc *doc, size_t n)
         c->used += n;
         return p;
     }
-    size_t size = n > ARENA_CHUNK / 4 ? n : ARENA_CHUNK;
+    int dedicated = n > ARENA_CHUNK / 4;
+    size_t size = dedicated ? n : ARENA_CHUNK;
     if (size > SIZE_MAX - sizeof(*c))
         return NULL;
-    c = malloc(sizeof(*c) + size);
-    if (!c)
+    if (!dedicated && doc->spare) {
+        c = doc->spare;
+        doc->spare = NULL;
+    } else if (!(c = malloc(sizeof(*c) + size))) {
         return NULL;
+    }
     c->size = size;
     c->used = n;
-    if (size == n && doc->chunks) {
-        /* a dedicated chunk: keep bumping in the current one */
-        c->next = doc->chunks->next;
-        doc->chunks->next = c;
-    } else {
-        c->next = doc->chunks;
-        doc->chunks = c;
-    }
+    struct arena_chunk **list = dedicated ? &doc->big : &doc->chunks;
+    c->next = *list;
+    *list = c;
     return c->data;
 }
 
@@ -82,16 +93,47 @@ static char *arena_strndup(struct xml_doc *doc, const char *s, size_t n)
     return p;
 }
 
-void xml_doc_free(struct xml_doc *doc)
+static struct arena_mark arena_mark(const struct xml_doc *doc)
 {
-    if (!doc)
-        return;
-    struct arena_chunk *c = doc->chunks;
+    return (struct arena_mark){doc->chunks, doc->big, doc->chunks ? doc->chunks->used : 0};
+}
+
+/* Free everything allocated since m. */
+static void arena_rewind(struct xml_doc *doc, struct arena_mark m)
+{
+    while (doc->chunks != m.chunk) {
+        struct arena_chunk *c = doc->chunks;
+        doc->chunks = c->next;
+        if (!doc->spare)
+            doc->spare = c;
+        else
+            free(c);
+    }
+    while (doc->big != m.big) {
+        struct arena_chunk *c = doc->big;
+        doc->big = c->next;
+        free(c);
+    }
+    if (m.chunk)
+        m.chunk->used = m.used;
+}
+
+static void free_chunks(struct arena_chunk *c)
+{
     while (c) {
         struct arena_chunk *next = c->next;
         free(c);
         c = next;
     }
+}
+
+void xml_doc_free(struct xml_doc *doc)
+{
+    if (!doc)
+        return;
+    free_chunks(doc->chunks);
+    free_chunks(doc->big);
+    free(doc->spare);
     free(doc);
 }
 
@@ -108,6 +150,10 @@ struct parse_ctx {
     size_t n_elements;
     size_t n_text;
     int error; /* our own reason for stopping expat, 0 if none */
+    xml_each_fn each;
+    void *each_arg;
+    struct arena_mark child_mark; /* before the root's open child */
+    struct xml_node *child_prev;  /* the root's child before it */
 };
 
 static void stop(struct parse_ctx *ctx, int error)
@@ -133,6 +179,10 @@ static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **
         stop(ctx, -E2BIG);
         return;
     }
+    if (ctx->depth == 1 && ctx->each) {
+        ctx->child_mark = arena_mark(ctx->doc);
+        ctx->child_prev = ctx->stack[0]->last_child;
+    }
     struct xml_node *node = arena_alloc(ctx->doc, sizeof(*node));
     const char *local = local_name(name);
     char *copy = node ? arena_strndup(ctx->doc, local, strlen(local)) : NULL;
@@ -157,6 +207,23 @@ static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **
     ctx->n_elements++;
 }
 
+/* Hand a complete child of the root to ctx->each; drop it if told to. */
+static void child_done(struct parse_ctx *ctx, struct xml_node *node)
+{
+    int rc = ctx->each(ctx->each_arg, node);
+    if (rc < 0) {
+        stop(ctx, rc);
+    } else if (rc > 0) {
+        struct xml_node *root = ctx->stack[0];
+        root->last_child = ctx->child_prev;
+        if (ctx->child_prev)
+            ctx->child_prev->next = NULL;
+        else
+            root->first_child = NULL;
+        arena_rewind(ctx->doc, ctx->child_mark);
+    }
+}
+
 static void XMLCALL on_end(void *data, const XML_Char *name)
 {
     struct parse_ctx *ctx = data;
@@ -174,6 +241,8 @@ static void XMLCALL on_end(void *data, const XML_Char *name)
         node->text = copy;
         node->text_len = text->len;
     }
+    if (ctx->depth == 1 && ctx->each)
+        child_done(ctx, node);
 }
 
 static void XMLCALL on_text(void *data, const XML_Char *s, int len)
@@ -206,9 +275,11 @@ static void XMLCALL on_entity(void *data, const XML_Char *name, int is_param, co
     stop(data, -EINVAL);
 }
 
-/* Feed expat in slices: XML_Parse takes an int length, and slicing lets a
- * handler's stop take effect before the rest of a large input is scanned. */
-#define FEED_SLICE (1u << 20)
+/* Feed expat in slices: XML_Parse takes an int length, slicing lets a
+ * handler's stop take effect before the rest of a large input is scanned, and
+ * expat copies what it is fed into a buffer of its own, which stays about
+ * twice a slice instead of growing to the input's size. */
+#define FEED_SLICE (64u << 10)
 
 static int run_parser(struct parse_ctx *ctx, const char *data, size_t len)
 {
@@ -230,6 +301,12 @@ static int run_parser(struct parse_ctx *ctx, const char *data, size_t len)
 
 int xml_parse(const char *data, size_t len, const struct xml_limits *limits, struct xml_doc **out)
 {
+    return xml_parse_each(data, len, limits, NULL, NULL, out);
+}
+
+int xml_parse_each(const char *data, size_t len, const struct xml_limits *limits, xml_each_fn each,
+                   void *arg, struct xml_doc **out)
+{
     *out = NULL;
     if (!limits)
         limits = &xml_default_limits;
@@ -241,7 +318,7 @@ int xml_parse(const char *data, size_t len, const struct xml_limits *limits, str
         return len == 0 ? -EINVAL : -E2BIG;
 
     int rc = -ENOMEM;
-    struct parse_ctx ctx = {.limits = limits};
+    struct parse_ctx ctx = {.limits = limits, .each = each, .each_arg = arg};
     /* a start tag takes at least 3 bytes ("<a>"), so len bytes never open more
      * than len / 3 elements at once: no need for a stack of max_depth */
     size_t stack_n = limits->max_depth < len / 3 + 1 ? limits->max_depth : len / 3 + 1;

@@ -34,7 +34,7 @@ static void path_unlink(struct inode_table *t, struct inode *in)
 {
     if (!in->path)
         return;
-    struct inode **pp = &t->by_path[hash_path(in->path) & (t->n_buckets - 1)];
+    struct inode **pp = &t->by_path[in->path_hash & (t->n_buckets - 1)];
     for (; *pp; pp = &(*pp)->next_path) {
         if (*pp == in) {
             *pp = in->next_path;
@@ -46,7 +46,8 @@ static void path_unlink(struct inode_table *t, struct inode *in)
 
 static void path_link(struct inode_table *t, struct inode *in)
 {
-    size_t b = hash_path(in->path) & (t->n_buckets - 1);
+    in->path_hash = hash_path(in->path);
+    size_t b = in->path_hash & (t->n_buckets - 1);
     in->next_path = t->by_path[b];
     t->by_path[b] = in;
 }
@@ -69,11 +70,11 @@ static void ino_unlink(struct inode_table *t, struct inode *in)
     }
 }
 
-/* Double the buckets when the table gets crowded; failure just keeps the
- * chains longer. */
+/* Double the buckets when there are more inodes than buckets; failure just
+ * keeps the chains longer. */
 static void maybe_grow(struct inode_table *t)
 {
-    if (t->count < t->n_buckets * 2)
+    if (t->count <= t->n_buckets)
         return;
     size_t n = t->n_buckets * 2;
     struct inode **bi = calloc(n, sizeof(*bi)), **bp = calloc(n, sizeof(*bp));
@@ -101,6 +102,12 @@ static void maybe_grow(struct inode_table *t)
     free(old_p);
 }
 
+struct inode_pub {
+    pthread_mutex_t lock;
+    struct stat st;
+    int valid;
+};
+
 static struct inode *inode_alloc(uint64_t ino, const char *path)
 {
     struct inode *in = calloc(1, sizeof(*in));
@@ -115,7 +122,6 @@ static struct inode *inode_alloc(uint64_t ino, const char *path)
     in->st.st_ino = (ino_t)ino;
     pthread_mutex_init(&in->lock, NULL);
     pthread_cond_init(&in->cond, NULL);
-    pthread_mutex_init(&in->pub_lock, NULL);
     return in;
 }
 
@@ -125,35 +131,51 @@ static void inode_destroy(struct inode_table *t, struct inode *in)
         t->on_free(in, t->on_free_arg);
     pthread_mutex_destroy(&in->lock);
     pthread_cond_destroy(&in->cond);
-    pthread_mutex_destroy(&in->pub_lock);
+    if (in->pub) {
+        pthread_mutex_destroy(&in->pub->lock);
+        free(in->pub);
+    }
     free(in->path);
     free(in);
 }
 
 void inode_publish(struct inode *in, const struct stat *st)
 {
-    pthread_mutex_lock(&in->pub_lock);
-    in->pub_st = *st;
-    in->pub_valid = 1;
-    pthread_mutex_unlock(&in->pub_lock);
+    struct inode_pub *pub = in->pub;
+    if (!pub) { /* in->lock held: no other publisher */
+        if (!(pub = calloc(1, sizeof(*pub))))
+            return; /* readers wait for the lock instead */
+        pthread_mutex_init(&pub->lock, NULL);
+        __atomic_store_n(&in->pub, pub, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_lock(&pub->lock);
+    pub->st = *st;
+    pub->valid = 1;
+    pthread_mutex_unlock(&pub->lock);
 }
 
 void inode_unpublish(struct inode *in)
 {
-    pthread_mutex_lock(&in->pub_lock);
-    in->pub_valid = 0;
-    pthread_mutex_unlock(&in->pub_lock);
+    struct inode_pub *pub = in->pub;
+    if (!pub)
+        return;
+    pthread_mutex_lock(&pub->lock);
+    pub->valid = 0;
+    pthread_mutex_unlock(&pub->lock);
 }
 
 int inode_lock_or_published(struct inode *in, struct stat *st)
 {
     if (pthread_mutex_trylock(&in->lock) == 0)
         return 1;
-    pthread_mutex_lock(&in->pub_lock);
-    int valid = in->pub_valid;
-    if (valid)
-        *st = in->pub_st;
-    pthread_mutex_unlock(&in->pub_lock);
+    struct inode_pub *pub = __atomic_load_n(&in->pub, __ATOMIC_ACQUIRE);
+    int valid = 0;
+    if (pub) {
+        pthread_mutex_lock(&pub->lock);
+        if ((valid = pub->valid))
+            *st = pub->st;
+        pthread_mutex_unlock(&pub->lock);
+    }
     if (valid)
         return 0;
     pthread_mutex_lock(&in->lock); /* a short holder, or one yet to publish */
@@ -213,9 +235,9 @@ static struct inode *find_ino(struct inode_table *t, uint64_t ino)
 
 static struct inode *find_path(struct inode_table *t, const char *path)
 {
-    for (struct inode *in = t->by_path[hash_path(path) & (t->n_buckets - 1)]; in;
-         in = in->next_path)
-        if (in->path && strcmp(in->path, path) == 0)
+    size_t h = hash_path(path);
+    for (struct inode *in = t->by_path[h & (t->n_buckets - 1)]; in; in = in->next_path)
+        if (in->path_hash == h && in->path && strcmp(in->path, path) == 0)
             return in;
     return NULL;
 }

@@ -27,6 +27,7 @@ struct inode {
     int pins;         /* requests using the inode now */
     int keep;         /* holds data not yet uploaded: not freed at nlookup 0 */
     int local;        /* exists only here so far (created, not yet uploaded) */
+    size_t path_hash; /* of path, while in the table by path */
     struct inode *next_ino, *next_path;
 
     /* lock guards everything below; take it before the table lock, never after */
@@ -59,10 +60,9 @@ struct inode {
     pthread_cond_t cond; /* with lock: signalled when background fetches end */
     /* Attributes a holder of lock about to wait long with it (an upload,
      * a read waiting on S3) published for the readers it would hold up
-     * (inode_lock_or_published); guarded by pub_lock. */
-    pthread_mutex_t pub_lock;
-    struct stat pub_st;
-    int pub_valid;
+     * (inode_lock_or_published): made at the first publish, kept until the
+     * inode is freed, so that most inodes (listed, never read) go without. */
+    struct inode_pub *pub;
 };
 
 struct inode_table {

@@ -655,7 +655,8 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
                                        : extra  ? extra
                                                 : de.name,
                                        &e, 0);
-        if (i < 2 || extra || used > size)
+        /* an entry that needs no HEAD unknown needs none known */
+        if (i < 2 || extra || used > size || listed_source(NULL, &de, marked) != LISTED_HEAD)
             continue;
         size_t n = strlen(d->path) + strlen(de.name) + 2;
         char *path = malloc(n);
@@ -664,8 +665,8 @@ static void heads_prefetch(fuse_req_t req, struct fs *fs, struct dirh *d, int ma
             break;
         }
         struct inode *c = inode_get_path(&fs->inodes, path);
-        enum listed_source src = listed_source(NULL, &de, marked);
-        if (c) { /* a file it knows, or pending, may need no HEAD, or one */
+        enum listed_source src = LISTED_HEAD;
+        if (c) { /* a file it knows, or pending, may need none */
             pthread_mutex_lock(&c->lock);
             src = listed_source(c, &de, marked);
             pthread_mutex_unlock(&c->lock);

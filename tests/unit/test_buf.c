@@ -49,6 +49,26 @@ static void test_cap_is_hard(void **state)
     buf_release(&b);
 }
 
+static void test_reserve(void **state)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    assert_int_equal(buf_reserve(&b, 300000), 0);
+    assert_int_equal(b.len, 0);
+    assert_true(b.alloc > 300000);
+    const char *data = b.data;
+    char chunk[1000];
+    memset(chunk, 'x', sizeof(chunk));
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(buf_add(&b, chunk, sizeof(chunk)), 0);
+    assert_ptr_equal(b.data, data); /* filled in place */
+    assert_int_equal(b.len, 300000);
+    /* past the cap: refused, the contents as they were */
+    assert_int_equal(buf_reserve(&b, 1 << 20), -E2BIG);
+    assert_int_equal(b.len, 300000);
+    buf_release(&b);
+}
+
 static void test_binary_and_empty(void **state)
 {
     struct buf b;
@@ -72,6 +92,7 @@ int main(void)
             cmocka_unit_test(test_grow_and_detach),
             cmocka_unit_test(test_cap_is_hard),
             cmocka_unit_test(test_binary_and_empty),
+            cmocka_unit_test(test_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -191,6 +191,18 @@ static void test_list_rgw_url_encoded(void **state)
     assert_int_equal(p.key_count, -1);
     s3_list_page_release(&p);
 
+    /* EncodingType may come after the keys (AWS documents it after them) */
+    body = "<ListBucketResult><Contents><Key>a%20b</Key><Size>1</Size></Contents>"
+           "<CommonPrefixes><Prefix>d%2Bx%2F</Prefix></CommonPrefixes>"
+           "<EncodingType>url</EncodingType></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list(L(body), &p), S3_OK);
+    assert_string_equal(p.objects[0].key, "a b");
+    assert_string_equal(p.prefixes[0], "d+x/");
+    s3_list_page_release(&p);
+    body = "<ListBucketResult><CommonPrefixes><Prefix>bad%2</Prefix></CommonPrefixes>"
+           "<EncodingType>url</EncodingType></ListBucketResult>";
+    assert_int_equal(s3_xml_parse_list(L(body), &p), S3_ERR_BAD_RESPONSE);
+
     /* without EncodingType the same text is taken literally */
     body = "<ListBucketResult><Contents><Key>a%20b+c</Key><Size>1</Size></Contents>"
            "</ListBucketResult>";

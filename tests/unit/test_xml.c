@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -418,6 +419,114 @@ static void test_escape_round_trip(void **state)
     buf_release(&b);
 }
 
+/* What each_item saw: the texts of the <item> children it dropped. */
+struct each_log {
+    char seen[8][32];
+    int n;
+    int fail_at;       /* the item to stop the parse at, or -1 */
+    int keep;          /* keep the items instead */
+    size_t base, peak; /* bytes allocated before the parse, and at most during */
+};
+
+static int each_item(void *arg, const struct xml_node *c)
+{
+    struct each_log *log = arg;
+    size_t used = mallinfo2().uordblks;
+    if (used > log->peak)
+        log->peak = used;
+    if (strcmp(xml_name(c), "item") != 0)
+        return 0;
+    if (log->n == log->fail_at)
+        return -EIO;
+    if (log->n < 8) {
+        const char *sub = xml_child_text(c, "sub");
+        snprintf(log->seen[log->n], sizeof(log->seen[0]), "%s%s%s", xml_text(c), sub ? "+" : "",
+                 sub ? sub : "");
+    }
+    log->n++;
+    return log->keep ? 0 : 1;
+}
+
+static void test_each_drops_items(void **state)
+{
+    const char *s = "<r><item>1</item><keep>a</keep><item>2<sub>x</sub></item><item>3</item>"
+                    "<keep>b<sub>y</sub></keep><item>4</item></r>";
+    struct each_log log = {.fail_at = -1};
+    struct xml_doc *doc;
+    assert_int_equal(xml_parse_each(s, strlen(s), NULL, each_item, &log, &doc), 0);
+    assert_int_equal(log.n, 4);
+    assert_string_equal(log.seen[0], "1");
+    assert_string_equal(log.seen[1], "2+x");
+    assert_string_equal(log.seen[2], "3");
+    assert_string_equal(log.seen[3], "4");
+    /* the kept children stay, in order, with their own children */
+    const struct xml_node *r = xml_root(doc);
+    assert_int_equal(xml_child_count(r, NULL), 2);
+    assert_null(xml_child(r, "item"));
+    const struct xml_node *a = xml_child(r, NULL);
+    assert_string_equal(xml_text(a), "a");
+    const struct xml_node *b = xml_next_sibling(a, NULL);
+    assert_string_equal(xml_text(b), "b");
+    assert_string_equal(xml_child_text(b, "sub"), "y");
+    assert_null(xml_next_sibling(b, NULL));
+    xml_doc_free(doc);
+
+    /* all dropped: a root without children */
+    s = "<r><item>1</item><item>2</item></r>";
+    log = (struct each_log){.fail_at = -1};
+    assert_int_equal(xml_parse_each(s, strlen(s), NULL, each_item, &log, &doc), 0);
+    assert_int_equal(log.n, 2);
+    assert_null(xml_child(xml_root(doc), NULL));
+    xml_doc_free(doc);
+}
+
+static void test_each_stops(void **state)
+{
+    const char *s = "<r><item>1</item><item>2</item><item>3</item></r>";
+    struct each_log log = {.fail_at = 1};
+    struct xml_doc *doc = (struct xml_doc *)1;
+    assert_int_equal(xml_parse_each(s, strlen(s), NULL, each_item, &log, &doc), -EIO);
+    assert_null(doc);
+    assert_int_equal(log.n, 1);
+    /* the parser's own refusals still come first */
+    log = (struct each_log){.fail_at = -1};
+    s = "<r><item>1</item><item>2</r>";
+    assert_int_equal(xml_parse_each(s, strlen(s), NULL, each_item, &log, &doc), -EINVAL);
+    assert_null(doc);
+}
+
+/* A long list costs one item's memory at a time: 20,000 items of 512 bytes
+ * and one of 100 KiB (a chunk of its own), 10 MiB as a tree. */
+static void test_each_memory(void **state)
+{
+    struct buf b;
+    buf_init(&b, 64u << 20);
+    char text[100 * 1024];
+    memset(text, 'x', sizeof(text));
+    assert_int_equal(buf_adds(&b, "<r>"), 0);
+    for (int i = 0; i < 20000; i++) {
+        size_t n = i == 10000 ? sizeof(text) : 512;
+        assert_int_equal(buf_adds(&b, "<item><sub>s</sub>"), 0);
+        assert_int_equal(buf_add(&b, text, n), 0);
+        assert_int_equal(buf_adds(&b, "</item>"), 0);
+    }
+    assert_int_equal(buf_adds(&b, "</r>"), 0);
+    for (int keep = 0; keep <= 1; keep++) {
+        struct each_log log = {.fail_at = -1, .keep = keep};
+        log.base = log.peak = mallinfo2().uordblks;
+        struct xml_doc *doc;
+        assert_int_equal(xml_parse_each(b.data, b.len, NULL, each_item, &log, &doc), 0);
+        assert_int_equal(log.n, 20000);
+        assert_int_equal(xml_child_count(xml_root(doc), NULL), keep ? 20000 : 0);
+        xml_doc_free(doc);
+        if (keep)
+            assert_true(log.peak - log.base > (10u << 20)); /* the measure sees a tree */
+        else
+            assert_true(log.peak - log.base < (1u << 20));
+    }
+    buf_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +545,9 @@ int main(void)
             cmocka_unit_test(test_many_elements),
             cmocka_unit_test(test_escape),
             cmocka_unit_test(test_escape_round_trip),
+            cmocka_unit_test(test_each_drops_items),
+            cmocka_unit_test(test_each_stops),
+            cmocka_unit_test(test_each_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
