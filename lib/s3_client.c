@@ -415,6 +415,8 @@ static long transfer_status(struct transfer *t)
     return t->status;
 }
 
+#define RESERVE_MAX (1u << 20) /* of a body allocated before its bytes came */
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct transfer *t = arg;
@@ -451,12 +453,13 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
     if (t->r->response) {
         struct buf *b = t->r->response;
         curl_off_t announced = -1;
-        /* a body of announced length in one allocation, within the cap
-         * (a longer one fails below as it would have) */
+        /* a body of announced length in one allocation, within the cap (a
+         * longer one fails below as it would have), up to RESERVE_MAX ahead
+         * of the bytes: past it the body grows as they come */
         if (b->len == 0 &&
             curl_easy_getinfo(t->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
             announced > 0 && (uint64_t)announced <= b->max)
-            buf_reserve(b, (size_t)announced);
+            buf_reserve(b, (uint64_t)announced < RESERVE_MAX ? (size_t)announced : RESERVE_MAX);
         int rc = buf_add(b, data, n);
         if (rc) {
             t->write_error = rc == -E2BIG ? S3_ERR_TOO_LARGE : S3_ERR_NOMEM;

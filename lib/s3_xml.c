@@ -360,7 +360,7 @@ static int grow(void **v, size_t n, size_t *cap, size_t size)
     if (n < *cap)
         return S3_OK;
     size_t nc = *cap ? *cap * 2 : 256;
-    void *e = nc < SIZE_MAX / size ? realloc(*v, nc * size) : NULL;
+    void *e = *cap < SIZE_MAX / 2 / size ? realloc(*v, nc * size) : NULL;
     if (!e)
         return S3_ERR_NOMEM;
     *v = e;
@@ -398,14 +398,17 @@ static int decode_prefixes(const struct xml_node *c, struct list_decode *ld)
     return S3_OK;
 }
 
-/* xml_each_fn: a <Contents> or <CommonPrefixes> into the page, and out of
- * the tree; the page's other elements stay for decode_list. */
-static int list_item(void *arg, const struct xml_node *c)
+/* xml_each_fn: a <Contents> or <CommonPrefixes> of a list into the page,
+ * and out of the tree; the page's other elements, and any other document
+ * (an error), stay for check_root and decode_list. */
+static int list_item(void *arg, const struct xml_node *root, const struct xml_node *c)
 {
     struct list_decode *ld = arg;
     struct s3_list_page *page = &ld->page;
     int rc;
-    if (strcmp(xml_name(c), "Contents") == 0) {
+    if (strcmp(xml_name(root), "ListBucketResult") != 0) {
+        return 0;
+    } else if (strcmp(xml_name(c), "Contents") == 0) {
         rc = grow((void **)&page->objects, page->n_objects, &ld->cap_objects,
                   sizeof(*page->objects));
         if (!rc) {

@@ -210,7 +210,7 @@ static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **
 /* Hand a complete child of the root to ctx->each; drop it if told to. */
 static void child_done(struct parse_ctx *ctx, struct xml_node *node)
 {
-    int rc = ctx->each(ctx->each_arg, node);
+    int rc = ctx->each(ctx->each_arg, ctx->stack[0], node);
     if (rc < 0) {
         stop(ctx, rc);
     } else if (rc > 0) {

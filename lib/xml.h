@@ -45,13 +45,14 @@ struct xml_node;
  * documents have whitespace text. */
 int xml_parse(const char *data, size_t len, const struct xml_limits *limits, struct xml_doc **out);
 
-/* xml_parse, handing each child element of the root to each(arg, child) as
- * soon as it is complete (its own children and text with it). When each
- * returns 1 the child is dropped from the tree and its memory used again for
- * the next; 0 keeps it; a negative value stops the parse, which returns that
- * value. A long list (a ListObjectsV2 page) decoded this way holds one item
- * at a time instead of a tree of them all. */
-typedef int (*xml_each_fn)(void *arg, const struct xml_node *child);
+/* xml_parse, handing each child element of the root to each(arg, root,
+ * child) as soon as it is complete (its own children and text with it; the
+ * root has its name, and the children kept so far). When each returns 1 the
+ * child is dropped from the tree and its memory used again for the next; 0
+ * keeps it; a negative value stops the parse, which returns that value. A
+ * long list (a ListObjectsV2 page) decoded this way holds one item at a time
+ * instead of a tree of them all. */
+typedef int (*xml_each_fn)(void *arg, const struct xml_node *root, const struct xml_node *child);
 int xml_parse_each(const char *data, size_t len, const struct xml_limits *limits, xml_each_fn each,
                    void *arg, struct xml_doc **out);
 

@@ -44,9 +44,9 @@ static void path_unlink(struct inode_table *t, struct inode *in)
     in->next_path = NULL;
 }
 
+/* Link in by its path_hash (set whenever its path is). */
 static void path_link(struct inode_table *t, struct inode *in)
 {
-    in->path_hash = hash_path(in->path);
     size_t b = in->path_hash & (t->n_buckets - 1);
     in->next_path = t->by_path[b];
     t->by_path[b] = in;
@@ -114,6 +114,7 @@ static struct inode *inode_alloc(uint64_t ino, const char *path)
     if (!in)
         return NULL;
     in->path = strdup(path);
+    in->path_hash = hash_path(path);
     if (!in->path) {
         free(in);
         return NULL;
@@ -458,6 +459,7 @@ int inode_move(struct inode_table *t, const char *from, const char *to)
             path_unlink(t, moves[i]);
             free(moves[i]->path);
             moves[i]->path = paths[i];
+            moves[i]->path_hash = hash_path(paths[i]);
             paths[i] = NULL;
             path_link(t, moves[i]);
         }

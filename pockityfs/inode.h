@@ -27,7 +27,7 @@ struct inode {
     int pins;         /* requests using the inode now */
     int keep;         /* holds data not yet uploaded: not freed at nlookup 0 */
     int local;        /* exists only here so far (created, not yet uploaded) */
-    size_t path_hash; /* of path, while in the table by path */
+    size_t path_hash; /* of path (set with it) */
     struct inode *next_ino, *next_path;
 
     /* lock guards everything below; take it before the table lock, never after */

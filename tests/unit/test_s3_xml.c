@@ -387,6 +387,11 @@ static void test_list_wrong_documents(void **state)
     assert_int_equal(s3_xml_parse_list(L("<Error><Code>WeirdNewCode</Code></Error>"), &p),
                      S3_ERR_SERVER);
     assert_int_equal(s3_xml_parse_list(L("<Error></Error>"), &p), S3_ERR_BAD_RESPONSE);
+    /* an error document is read as one, whatever else it holds */
+    assert_int_equal(s3_xml_parse_list(L("<Error><Code>AccessDenied</Code><Contents><Size>1</Size>"
+                                         "</Contents></Error>"),
+                                       &p),
+                     S3_ERR_ACCESS_DENIED);
     /* wrong root */
     assert_int_equal(s3_xml_parse_list(L("<InitiateMultipartUploadResult><UploadId>x</UploadId>"
                                          "</InitiateMultipartUploadResult>"),

@@ -425,12 +425,15 @@ struct each_log {
     int n;
     int fail_at;       /* the item to stop the parse at, or -1 */
     int keep;          /* keep the items instead */
+    int bad_root;      /* calls with another root than <r> */
+    int subs_ok;       /* dropped items whose every <sub> of 1024 bytes read back whole */
     size_t base, peak; /* bytes allocated before the parse, and at most during */
 };
 
-static int each_item(void *arg, const struct xml_node *c)
+static int each_item(void *arg, const struct xml_node *root, const struct xml_node *c)
 {
     struct each_log *log = arg;
+    log->bad_root += strcmp(xml_name(root), "r") != 0;
     size_t used = mallinfo2().uordblks;
     if (used > log->peak)
         log->peak = used;
@@ -438,6 +441,11 @@ static int each_item(void *arg, const struct xml_node *c)
         return 0;
     if (log->n == log->fail_at)
         return -EIO;
+    size_t n_subs = 0, whole = 0;
+    for (const struct xml_node *k = xml_child(c, NULL); k; k = xml_next_sibling(k, NULL), n_subs++)
+        whole += strcmp(xml_name(k), "sub") == 0 && xml_text_len(k) == 1024 &&
+                 strspn(xml_text(k), "y") == 1024;
+    log->subs_ok += n_subs == 200 && whole == 200;
     if (log->n < 8) {
         const char *sub = xml_child_text(c, "sub");
         snprintf(log->seen[log->n], sizeof(log->seen[0]), "%s%s%s", xml_text(c), sub ? "+" : "",
@@ -455,6 +463,7 @@ static void test_each_drops_items(void **state)
     struct xml_doc *doc;
     assert_int_equal(xml_parse_each(s, strlen(s), NULL, each_item, &log, &doc), 0);
     assert_int_equal(log.n, 4);
+    assert_int_equal(log.bad_root, 0);
     assert_string_equal(log.seen[0], "1");
     assert_string_equal(log.seen[1], "2+x");
     assert_string_equal(log.seen[2], "3");
@@ -495,8 +504,57 @@ static void test_each_stops(void **state)
     assert_null(doc);
 }
 
-/* A long list costs one item's memory at a time: 20,000 items of 512 bytes
- * and one of 100 KiB (a chunk of its own), 10 MiB as a tree. */
+/* Dropped items larger than the arena's chunks, between kept ones: the
+ * memory a rewind frees (and the chunk it keeps for the next) never
+ * overlaps what the kept ones hold. */
+static void test_each_rewinds_chunks(void **state)
+{
+    struct buf b;
+    buf_init(&b, 64u << 20);
+    char piece[1024];
+    memset(piece, 'y', sizeof(piece));
+    assert_int_equal(buf_adds(&b, "<r>"), 0);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(buf_addf(&b, "<keep>k%d<sub>ks%d</sub></keep><item>i%d", i, i, i), 0);
+        for (int k = 0; k < 200; k++) { /* about 220 KB of nodes and texts */
+            assert_int_equal(buf_adds(&b, "<sub>"), 0);
+            assert_int_equal(buf_add(&b, piece, sizeof(piece)), 0);
+            assert_int_equal(buf_adds(&b, "</sub>"), 0);
+        }
+        assert_int_equal(buf_adds(&b, "</item>"), 0);
+    }
+    assert_int_equal(buf_adds(&b, "</r>"), 0);
+    struct each_log log = {.fail_at = -1};
+    struct xml_doc *doc;
+    assert_int_equal(xml_parse_each(b.data, b.len, NULL, each_item, &log, &doc), 0);
+    assert_int_equal(log.n, 6);
+    assert_int_equal(log.bad_root, 0);
+    assert_int_equal(log.subs_ok, 6);
+    for (int i = 0; i < 6; i++) {
+        char want[8];
+        snprintf(want, sizeof(want), "i%d+", i);
+        assert_memory_equal(log.seen[i], want, strlen(want));
+        assert_int_equal(strspn(log.seen[i] + strlen(want), "y"),
+                         strlen(log.seen[i]) - strlen(want));
+    }
+    const struct xml_node *k = xml_child(xml_root(doc), NULL);
+    for (int i = 0; i < 6; i++, k = xml_next_sibling(k, NULL)) {
+        char text[8], sub[8];
+        snprintf(text, sizeof(text), "k%d", i);
+        snprintf(sub, sizeof(sub), "ks%d", i);
+        assert_non_null(k);
+        assert_string_equal(xml_name(k), "keep");
+        assert_string_equal(xml_text(k), text);
+        assert_string_equal(xml_child_text(k, "sub"), sub);
+    }
+    assert_null(k);
+    xml_doc_free(doc);
+    buf_release(&b);
+}
+
+/* A long list costs one item's memory at a time: 20,000 items of 512 bytes,
+ * every 1000th of 100 KiB instead (a chunk of its own each: 2 MiB of them),
+ * 12 MiB as a tree. */
 static void test_each_memory(void **state)
 {
     struct buf b;
@@ -505,7 +563,7 @@ static void test_each_memory(void **state)
     memset(text, 'x', sizeof(text));
     assert_int_equal(buf_adds(&b, "<r>"), 0);
     for (int i = 0; i < 20000; i++) {
-        size_t n = i == 10000 ? sizeof(text) : 512;
+        size_t n = i % 1000 == 999 ? sizeof(text) : 512;
         assert_int_equal(buf_adds(&b, "<item><sub>s</sub>"), 0);
         assert_int_equal(buf_add(&b, text, n), 0);
         assert_int_equal(buf_adds(&b, "</item>"), 0);
@@ -553,6 +611,7 @@ int main(void)
             cmocka_unit_test(test_escape_round_trip),
             cmocka_unit_test(test_each_drops_items),
             cmocka_unit_test(test_each_stops),
+            cmocka_unit_test(test_each_rewinds_chunks),
             cmocka_unit_test(test_each_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
