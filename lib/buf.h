@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 struct buf {
-    char *data;     /* always NUL-terminated when non-NULL; may hold NULs inside */
-    size_t len;     /* bytes used, excluding the terminating NUL */
-    size_t alloc;   /* bytes allocated */
-    size_t max;     /* len may never exceed this */
+    char *data;   /* always NUL-terminated when non-NULL; may hold NULs inside */
+    size_t len;   /* bytes used, excluding the terminating NUL */
+    size_t alloc; /* bytes allocated */
+    size_t max;   /* len may never exceed this */
 };
 
 /* Initialise an empty buffer that may grow to max bytes. Allocates nothing. */

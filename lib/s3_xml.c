@@ -405,10 +405,10 @@ static int list_item(void *arg, const struct xml_node *root, const struct xml_no
 {
     struct list_decode *ld = arg;
     struct s3_list_page *page = &ld->page;
-    int rc;
-    if (strcmp(xml_name(root), "ListBucketResult") != 0) {
+    if (strcmp(xml_name(root), "ListBucketResult") != 0)
         return 0;
-    } else if (strcmp(xml_name(c), "Contents") == 0) {
+    int rc;
+    if (strcmp(xml_name(c), "Contents") == 0) {
         rc = grow((void **)&page->objects, page->n_objects, &ld->cap_objects,
                   sizeof(*page->objects));
         if (!rc) {
