@@ -15,14 +15,6 @@ double inode_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static size_t hash_path(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return (size_t)(h ^ (h >> 29));
-}
-
 static size_t hash_ino(uint64_t ino)
 {
     ino ^= ino >> 33;
@@ -114,7 +106,7 @@ static struct inode *inode_alloc(uint64_t ino, const char *path)
     if (!in)
         return NULL;
     in->path = strdup(path);
-    in->path_hash = hash_path(path);
+    in->path_hash = nameset_hash(path);
     if (!in->path) {
         free(in);
         return NULL;
@@ -236,7 +228,7 @@ static struct inode *find_ino(struct inode_table *t, uint64_t ino)
 
 static struct inode *find_path(struct inode_table *t, const char *path)
 {
-    size_t h = hash_path(path);
+    size_t h = nameset_hash(path);
     for (struct inode *in = t->by_path[h & (t->n_buckets - 1)]; in; in = in->next_path)
         if (in->path_hash == h && in->path && strcmp(in->path, path) == 0)
             return in;
@@ -459,7 +451,7 @@ int inode_move(struct inode_table *t, const char *from, const char *to)
             path_unlink(t, moves[i]);
             free(moves[i]->path);
             moves[i]->path = paths[i];
-            moves[i]->path_hash = hash_path(paths[i]);
+            moves[i]->path_hash = nameset_hash(paths[i]);
             paths[i] = NULL;
             path_link(t, moves[i]);
         }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "nameset.h"
 #include "s3.h"
 
 #define INODE_ROOT 1
@@ -55,8 +56,7 @@ struct inode {
      * a negative lookup, the common case of tar x, cp -r and shell loops. */
     struct listing *neg;
     double neg_expire;
-    char **added;
-    size_t n_added, cap_added;
+    struct nameset added;
     pthread_cond_t cond; /* with lock: signalled when background fetches end */
     /* Attributes a holder of lock about to wait long with it (an upload,
      * a read waiting on S3) published for the readers it would hold up

@@ -304,11 +304,7 @@ static void neg_clear(struct inode *d)
 {
     listing_unref(d->neg);
     d->neg = NULL;
-    for (size_t i = 0; i < d->n_added; i++)
-        free(d->added[i]);
-    free(d->added);
-    d->added = NULL;
-    d->n_added = d->cap_added = 0;
+    nameset_clear(&d->added);
 }
 
 /* Whether a listing of d begun when d's dir_changes was changes and the
@@ -345,7 +341,7 @@ int ops_dir_set_empty(struct fs *fs, struct inode *d)
     return 0;
 }
 
-#define ADDED_MAX 8192 /* past this many changes a directory is listed again */
+#define ADDED_MAX 8192 /* past this many names changed a directory is listed again */
 
 void ops_dir_note(struct fs *fs, struct inode *d, const char *name)
 {
@@ -353,21 +349,8 @@ void ops_dir_note(struct fs *fs, struct inode *d, const char *name)
     d->dir_changes++;
     listing_unref(d->dir);
     d->dir = NULL;
-    if (d->neg) {
-        char *s = NULL;
-        if (d->n_added == d->cap_added) {
-            size_t nc = d->cap_added ? d->cap_added * 2 : 16;
-            char **a = nc <= ADDED_MAX ? realloc(d->added, nc * sizeof(*a)) : NULL;
-            if (a) {
-                d->added = a;
-                d->cap_added = nc;
-            }
-        }
-        if (d->n_added < d->cap_added && (s = strdup(name)))
-            d->added[d->n_added++] = s;
-        else
-            neg_clear(d); /* cannot keep track: forget instead */
-    }
+    if (d->neg && (d->added.n >= ADDED_MAX || nameset_add(&d->added, name) < 0))
+        neg_clear(d); /* cannot keep track: forget instead */
     pthread_mutex_unlock(&fs->dir_lock);
 }
 
@@ -376,11 +359,8 @@ int ops_dir_absent(struct fs *fs, struct inode *d, const char *name)
     int absent = 0;
     pthread_mutex_lock(&fs->dir_lock);
     if (d->neg && d->neg_expire > inode_now() && listing_state(d->neg) == LISTING_DONE &&
-        !listing_find(d->neg, name)) {
-        absent = 1;
-        for (size_t i = 0; i < d->n_added && absent; i++)
-            absent = strcmp(d->added[i], name) != 0;
-    }
+        !listing_find(d->neg, name))
+        absent = !nameset_has(&d->added, name);
     pthread_mutex_unlock(&fs->dir_lock);
     return absent;
 }
