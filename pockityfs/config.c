@@ -12,11 +12,21 @@
 
 /* The options a config file may set (the mount's own and common FUSE ones). */
 static const char *const known[] = {
-        "key_file",       "cache_dir",    "cache_size",
-        "attr_timeout",   "dir_timeout",  "write_timeout",
-        "upload_threads", "upload_after", "log_level",
-        "allow_other",    "allow_root",   "ro",
-        "quota_batch",    NULL,
+        "key_file",
+        "cache_dir",
+        "cache_size",
+        "copy_max",
+        "attr_timeout",
+        "dir_timeout",
+        "write_timeout",
+        "upload_threads",
+        "upload_after",
+        "log_level",
+        "allow_other",
+        "allow_root",
+        "ro",
+        "quota_batch",
+        NULL,
 };
 static const char *const flags[] = {"allow_other", "allow_root", "ro", NULL};
 

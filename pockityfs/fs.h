@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "cfile.h"
@@ -24,6 +25,7 @@ struct fs_options {
     char *key_file;
     char *cache_dir;
     char *cache_size; /* as given; parsed into fs.cache.limit */
+    char *copy_max;   /* as given; parsed into fs.copy_max */
     double attr_timeout;
     double dir_timeout;
     int write_timeout;   /* seconds quota calls wait for an unreachable pockityd */
@@ -46,6 +48,8 @@ struct fs {
     struct streams streams;      /* uploads of files as they are written */
     struct meta_defaults defaults;
     int read_only;                  /* ro mount or read-only key */
+    uint64_t copy_max;              /* largest object copied with one CopyObject */
+    atomic_int part_copy_refused;   /* the service refuses UploadPartCopy (upload.c) */
     char dir[PATH_MAX];             /* the pocket's cache folder */
     char index_path[PATH_MAX + 16]; /* its cache index (cache_index.h) */
     char source[2048];              /* the bucket the index is of: endpoint and name */

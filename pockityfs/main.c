@@ -38,6 +38,7 @@ static const struct fuse_opt option_table[] = {
         OPT("key_file=%s", key_file),
         OPT("cache_dir=%s", cache_dir),
         OPT("cache_size=%s", cache_size),
+        OPT("copy_max=%s", copy_max),
         OPT("attr_timeout=%lf", attr_timeout),
         OPT("dir_timeout=%lf", dir_timeout),
         OPT("write_timeout=%d", write_timeout),
@@ -131,6 +132,8 @@ static void usage(const char *prog)
            "    -o cache_dir=DIR       cache folder (default /var/cache/pockityfs for root,\n"
            "                           else ~/.cache/pockityfs)\n"
            "    -o cache_size=SIZE     data cache budget, e.g. 512M, 4G (default 1G)\n"
+           "    -o copy_max=SIZE       largest file renamed with one server-side copy;\n"
+           "                           larger ones copy in parts (default 5G, S3's limit)\n"
            "    -o attr_timeout=SECS   how long attributes are cached (default 5)\n"
            "    -o dir_timeout=SECS    how long names and listings are cached (default 5)\n"
            "    -o write_timeout=SECS  how long uploads wait for an unreachable server (30)\n"
@@ -398,6 +401,12 @@ int main(int argc, char **argv)
                         "upload_threads is not 1..16\n");
         goto out;
     }
+    fs.copy_max = 5ull << 30;
+    if (fs.opt.copy_max && (!(fs.copy_max = parse_size(fs.opt.copy_max)) ||
+                            fs.copy_max < UPLOAD_PART_MIN || fs.copy_max > (5ull << 30))) {
+        fprintf(stderr, "error: copy_max '%s' is not a size from 8M to 5G\n", fs.opt.copy_max);
+        goto out;
+    }
     if (read_key(fs.opt.key_file, key) != 0)
         goto out;
 
@@ -537,6 +546,7 @@ out:
     free(fs.opt.key_file);
     free(fs.opt.cache_dir);
     free(fs.opt.cache_size);
+    free(fs.opt.copy_max);
     free(fs.opt.log_level);
     fuse_opt_free_args(&args);
     config_argv_free(config_owned);

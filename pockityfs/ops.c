@@ -547,10 +547,6 @@ static int store_meta(struct fs *fs, struct inode *in)
             in->has_marker = 1;
         goto done;
     }
-    if ((uint64_t)in->st.st_size > (5ull << 30)) {
-        rc = -EFBIG; /* documented: no metadata change above 5 GiB */
-        goto done;
-    }
     char etag[S3_ETAG_MAX];
     struct upload_body body;
     /* a listing must tell such a file by its ETag (upload_misstated): it
@@ -587,11 +583,9 @@ static int store_meta(struct fs *fs, struct inode *in)
         meta_set_entry_attrs(&ms); /* kept: listings still misstate entries here */
     struct s3_put_opts opts = meta_put_opts(&ms);
     journal_settle(fs->journal, path);
-    int s = s3_copy_object(fs->s3, key, key, 1, &opts, etag);
-    if (s != S3_OK) {
-        rc = s3_err("change the attributes of", key, s);
+    rc = upload_restamp(fs, key, is_dir ? 0 : (uint64_t)in->st.st_size, &opts, etag);
+    if (rc)
         goto done;
-    }
     snprintf(in->etag, sizeof(in->etag), "%s", etag);
     if (in->cf && !in->cf->dirty)
         snprintf(in->cf->etag, sizeof(in->cf->etag), "%s", etag);

@@ -3,11 +3,14 @@
 #include "upload.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "listed.h"
@@ -15,8 +18,7 @@
 #include "parallel.h"
 #include "stream.h"
 
-#define COPY_MAX  (5ull << 30) /* largest single CopyObject */
-#define COPY_PART (1ull << 30)
+#define COPY_PART (1ull << 30) /* largest part of a server-side copy */
 #define MAX_PARTS 10000
 
 uint64_t upload_part_size(uint64_t size)
@@ -37,8 +39,10 @@ struct mp {
     struct fs *fs;
     const char *key;
     const char *upload_id;
-    int fd;           /* the body: this file, */
-    const char *data; /* else these bytes */
+    int fd;               /* the body: this file, */
+    const char *data;     /* else these bytes, */
+    const char *src_key;  /* else this object, */
+    const char *src_etag; /* as long as it has this ETag */
     uint64_t size, part_size;
     int n_parts;
     pthread_mutex_t lock; /* guards next and status */
@@ -47,22 +51,55 @@ struct mp {
     char (*etags)[S3_ETAG_MAX];
 };
 
+/* Part n of a copy through the mount: bytes [off, off + len) of
+ * m->src_key, fetched into the thread's temporary file *tmp (made in the
+ * cache folder at its first part, so that memory stays bounded whatever
+ * the part size) and uploaded from there. */
+static int copy_part_through(struct mp *m, int n, uint64_t off, uint64_t len, int *tmp)
+{
+    if (*tmp < 0 && (*tmp = open(m->fs->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
+        log_error("cannot make a temporary file in '%s' to copy '%s': %s", m->fs->dir, m->src_key,
+                  strerror(errno));
+        return S3_ERR_LOCAL_IO;
+    }
+    struct s3_fd f = {.fd = *tmp};
+    struct s3_sink sink = s3_sink_fd(&f);
+    struct s3_head head = {0};
+    uint64_t got = 0;
+    int st = s3_get_object(m->fs->s3, m->src_key, off, len, &sink, &head, &got);
+    if (st == S3_ERR_BAD_RANGE || (st == S3_OK && (got != len || strcmp(head.etag, m->src_etag)))) {
+        log_error("'%s' changed while it was copied", m->src_key);
+        st = S3_ERR_PRECONDITION;
+    }
+    s3_head_release(&head);
+    if (st != S3_OK)
+        return st;
+    struct s3_source src = s3_source_fd(&f, len);
+    return s3_multipart_upload_part(m->fs->s3, m->key, m->upload_id, n, &src, m->etags[n - 1]);
+}
+
 static void mp_worker(void *arg)
 {
     struct mp *m = arg;
+    int tmp = -1;
     for (;;) {
         pthread_mutex_lock(&m->lock);
         int n = m->status == S3_OK && m->next <= m->n_parts ? m->next++ : 0;
         pthread_mutex_unlock(&m->lock);
         if (!n)
-            return;
+            break;
         uint64_t off = (uint64_t)(n - 1) * m->part_size;
         uint64_t len = m->size - off < m->part_size ? m->size - off : m->part_size;
-        struct s3_fd f = {.fd = m->fd, .base = off};
-        struct s3_mem mem = {.data = m->fd >= 0 ? NULL : (void *)(m->data + off), .len = len};
-        struct s3_source src = m->fd >= 0 ? s3_source_fd(&f, len) : s3_source_mem(&mem);
-        int st =
-                s3_multipart_upload_part(m->fs->s3, m->key, m->upload_id, n, &src, m->etags[n - 1]);
+        int st;
+        if (m->src_key) {
+            st = copy_part_through(m, n, off, len, &tmp);
+        } else {
+            struct s3_fd f = {.fd = m->fd, .base = off};
+            struct s3_mem mem = {.data = m->fd >= 0 ? NULL : (void *)(m->data + off), .len = len};
+            struct s3_source src = m->fd >= 0 ? s3_source_fd(&f, len) : s3_source_mem(&mem);
+            st = s3_multipart_upload_part(m->fs->s3, m->key, m->upload_id, n, &src,
+                                          m->etags[n - 1]);
+        }
         if (st != S3_OK) {
             pthread_mutex_lock(&m->lock);
             if (m->status == S3_OK)
@@ -72,6 +109,8 @@ static void mp_worker(void *arg)
                       s3_last_error_detail());
         }
     }
+    if (tmp >= 0)
+        close(tmp);
 }
 
 /* The RGW here answers some completions with an empty <ETag>, which the
@@ -107,46 +146,63 @@ int upload_complete(struct s3_client *s3, const char *key, const char *upload_id
     return st;
 }
 
+/* Cut m->size into parts of part_size (one empty part for nothing), to
+ * be sent from part 1 on. Returns an S3 status. */
+static int mp_cut(struct mp *m, uint64_t part_size)
+{
+    m->part_size = part_size;
+    m->n_parts = m->size ? (int)((m->size + part_size - 1) / part_size) : 1;
+    m->next = 1;
+    free(m->etags);
+    m->etags = calloc((size_t)m->n_parts, sizeof(*m->etags));
+    return m->etags ? S3_OK : S3_ERR_NOMEM;
+}
+
+/* Send m's parts from its body, upload_threads at a time. */
+static void mp_send(struct mp *m)
+{
+    m->status = mp_cut(m, upload_part_size(m->size));
+    int threads = m->fs->opt.upload_threads;
+    if (m->status == S3_OK)
+        parallel_run(threads < m->n_parts ? threads : m->n_parts, mp_worker, m);
+}
+
+/* A multipart upload of m->key (m->size bytes) with opts: parts(m) fills
+ * it, then it is completed into etag, or aborted after a failure (logged
+ * as "cannot WHAT key"). Returns 0 or -errno. */
+static int multipart(struct mp *m, const struct s3_put_opts *opts, void (*parts)(struct mp *m),
+                     const char *what, char etag[S3_ETAG_MAX])
+{
+    char *upload_id = NULL;
+    int st = s3_multipart_create(m->fs->s3, m->key, opts, &upload_id);
+    if (st != S3_OK)
+        return s3_fail("start the upload of", m->key, st);
+    journal_upload_add(m->fs->journal, m->key, upload_id);
+    m->upload_id = upload_id;
+    pthread_mutex_init(&m->lock, NULL);
+    parts(m);
+    if (m->status == S3_OK)
+        m->status =
+                upload_complete(m->fs->s3, m->key, upload_id, m->n_parts, m->etags, m->size, etag);
+    int rc = 0;
+    st = S3_OK;
+    if (m->status != S3_OK) {
+        rc = s3_fail(what, m->key, m->status);
+        st = s3_multipart_abort(m->fs->s3, m->key, upload_id);
+    }
+    if (st == S3_OK || st == S3_ERR_NO_UPLOAD) /* else the next start aborts it */
+        journal_upload_remove(m->fs->journal, upload_id);
+    pthread_mutex_destroy(&m->lock);
+    free(m->etags);
+    free(upload_id);
+    return rc;
+}
+
 static int put_multipart(struct fs *fs, const char *key, const struct upload_body *body,
                          const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
-    uint64_t size = body->size;
-    char *upload_id = NULL;
-    int st = s3_multipart_create(fs->s3, key, opts, &upload_id);
-    if (st != S3_OK)
-        return s3_fail("start the upload of", key, st);
-    journal_upload_add(fs->journal, key, upload_id);
-    struct mp m = {.fs = fs,
-                   .key = key,
-                   .upload_id = upload_id,
-                   .fd = body->fd,
-                   .data = body->data,
-                   .size = size};
-    m.part_size = upload_part_size(size);
-    m.n_parts = size ? (int)((size + m.part_size - 1) / m.part_size) : 1; /* one empty part */
-    m.next = 1;
-    m.etags = calloc((size_t)m.n_parts, sizeof(*m.etags));
-    pthread_mutex_init(&m.lock, NULL);
-    if (!m.etags) {
-        m.status = S3_ERR_NOMEM;
-    } else {
-        parallel_run(fs->opt.upload_threads < m.n_parts ? fs->opt.upload_threads : m.n_parts,
-                     mp_worker, &m);
-    }
-    if (m.status == S3_OK)
-        m.status = upload_complete(fs->s3, key, upload_id, m.n_parts, m.etags, size, etag);
-    int rc = 0;
-    st = S3_OK;
-    if (m.status != S3_OK) {
-        rc = s3_fail("upload", key, m.status);
-        st = s3_multipart_abort(fs->s3, key, upload_id);
-    }
-    if (st == S3_OK || st == S3_ERR_NO_UPLOAD) /* else the next start aborts it */
-        journal_upload_remove(fs->journal, upload_id);
-    pthread_mutex_destroy(&m.lock);
-    free(m.etags);
-    free(upload_id);
-    return rc;
+    struct mp m = {.fs = fs, .key = key, .fd = body->fd, .data = body->data, .size = body->size};
+    return multipart(&m, opts, mp_send, "upload", etag);
 }
 
 /* Report a landed upload; a lost reservation is replaced by a new one. */
@@ -251,39 +307,54 @@ int upload_put_reserved(struct fs *fs, const char *path, const struct upload_bod
     return put(fs, path, 0, body, st, reservation, etag);
 }
 
-static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,
-                          char etag[S3_ETAG_MAX])
+/* Copy m->src_key's parts: server-side (UploadPartCopy), or through the
+ * mount when the service refuses that. RGW 16.2 refuses it to session
+ * credentials (it checks the source against the object's ACL alone), so
+ * the first refusal makes every later copy of the mount go through it. */
+static void copy_parts(struct mp *m)
+{
+    struct fs *fs = m->fs;
+    if (!atomic_load(&fs->part_copy_refused)) {
+        uint64_t part = fs->copy_max < COPY_PART ? fs->copy_max : COPY_PART;
+        if (part < upload_part_size(m->size)) /* within 10,000 parts */
+            part = upload_part_size(m->size);
+        m->status = mp_cut(m, part);
+        for (int i = 0; i < m->n_parts && m->status == S3_OK; i++) {
+            uint64_t first = (uint64_t)i * part;
+            uint64_t last = m->size - first > part ? first + part - 1 : m->size - 1;
+            m->status = s3_multipart_copy_part(fs->s3, m->key, m->upload_id, i + 1, m->src_key,
+                                               first, last, m->etags[i]);
+            if (i == 0 && m->status == S3_ERR_ACCESS_DENIED) {
+                log_warn("the S3 service refuses part copies (UploadPartCopy) to this mount's "
+                         "credentials: files over %llu bytes are copied through the mount",
+                         (unsigned long long)fs->copy_max);
+                atomic_store(&fs->part_copy_refused, 1);
+            }
+        }
+        if (!atomic_load(&fs->part_copy_refused))
+            return;
+    }
+    mp_send(m);
+}
+
+/* Copy the object src onto dst in parts, with opts' metadata (NULL:
+ * src's); etag receives the new object's. Returns 0 or -errno. */
+static int copy_multipart(struct fs *fs, const char *src, const char *dst,
+                          const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
     struct s3_head head = {0};
     int st = s3_head_object(fs->s3, src, &head);
     if (st != S3_OK)
         return s3_fail("read", src, st);
-    struct s3_put_opts opts = {.meta = head.meta, .n_meta = head.n_meta};
-    char *upload_id = NULL;
-    st = s3_multipart_create(fs->s3, dst, &opts, &upload_id);
+    struct s3_put_opts kept = {.meta = head.meta, .n_meta = head.n_meta};
+    struct mp m = {.fs = fs,
+                   .key = dst,
+                   .fd = -1,
+                   .size = head.size,
+                   .src_key = src,
+                   .src_etag = head.etag};
+    int rc = multipart(&m, opts ? opts : &kept, copy_parts, "copy to", etag);
     s3_head_release(&head);
-    if (st != S3_OK)
-        return s3_fail("start the copy to", dst, st);
-    journal_upload_add(fs->journal, dst, upload_id);
-    int n = (int)((size + COPY_PART - 1) / COPY_PART);
-    char(*etags)[S3_ETAG_MAX] = calloc((size_t)n, sizeof(*etags));
-    st = etags ? S3_OK : S3_ERR_NOMEM;
-    for (int i = 0; i < n && st == S3_OK; i++) {
-        uint64_t first = (uint64_t)i * COPY_PART;
-        uint64_t last = first + COPY_PART - 1 < size - 1 ? first + COPY_PART - 1 : size - 1;
-        st = s3_multipart_copy_part(fs->s3, dst, upload_id, i + 1, src, first, last, etags[i]);
-    }
-    if (st == S3_OK)
-        st = upload_complete(fs->s3, dst, upload_id, n, etags, size, etag);
-    int rc = 0;
-    if (st != S3_OK) {
-        rc = s3_fail("copy to", dst, st);
-        st = s3_multipart_abort(fs->s3, dst, upload_id);
-    }
-    if (st == S3_OK || st == S3_ERR_NO_UPLOAD) /* else the next start aborts it */
-        journal_upload_remove(fs->journal, upload_id);
-    free(etags);
-    free(upload_id);
     return rc;
 }
 
@@ -299,8 +370,8 @@ int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size)
     rc = remote_reserve(fs->remote, to, size, id);
     if (rc)
         return rc;
-    if (size > COPY_MAX) {
-        rc = copy_multipart(fs, src, dst, size, etag);
+    if (size > fs->copy_max) {
+        rc = copy_multipart(fs, src, dst, NULL, etag);
     } else {
         int st = s3_copy_object(fs->s3, src, dst, 0, NULL, etag);
         rc = st == S3_OK ? 0 : s3_fail("copy to", dst, st);
@@ -311,4 +382,13 @@ int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size)
     }
     commit(fs, to, id, size, etag);
     return 0;
+}
+
+int upload_restamp(struct fs *fs, const char *key, uint64_t size, const struct s3_put_opts *opts,
+                   char etag[S3_ETAG_MAX])
+{
+    if (size > fs->copy_max)
+        return copy_multipart(fs, key, key, opts, etag);
+    int st = s3_copy_object(fs->s3, key, key, 1, opts, etag);
+    return st == S3_OK ? 0 : s3_fail("change the attributes of", key, st);
 }

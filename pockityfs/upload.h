@@ -55,10 +55,19 @@ int upload_put(struct fs *fs, const char *path, int as_dir, const struct upload_
 int upload_put_reserved(struct fs *fs, const char *path, const struct upload_body *body,
                         const struct stat *st, const char *reservation, char etag[S3_ETAG_MAX]);
 
-/* Server-side copy of from to to (both relative; as_dir for markers), size
- * bytes, keeping the metadata; multipart copy above 5 GiB. Reserves and
- * commits like an upload. Returns 0 or -errno. */
+/* Copy of from to to (both relative), size bytes, keeping the metadata:
+ * one CopyObject up to the mount's copy_max (5 GiB, S3's limit), else a
+ * multipart copy, server-side (UploadPartCopy) unless the service refuses
+ * that, then through the mount (each part fetched into a temporary file
+ * in the cache folder and uploaded; the source must keep its ETag
+ * meanwhile). Reserves and commits like an upload. Returns 0 or -errno. */
 int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size);
+
+/* Give the object key (size bytes) the metadata of opts: a copy onto
+ * itself, as upload_copy makes them (no reservation: the size stays).
+ * etag receives the new ETag. Returns 0 or -errno (logged). */
+int upload_restamp(struct fs *fs, const char *key, uint64_t size, const struct s3_put_opts *opts,
+                   char etag[S3_ETAG_MAX]);
 
 /* Complete the multipart upload upload_id of key: parts 1..n with etags,
  * size bytes in all; etag receives the object's. Returns an S3 status. */

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -1279,6 +1280,9 @@ def test_cli_errors():
         one_line_error(run(D.url, os.path.join(tmp, "missing"), "key_file=" + keyf),
                        "missing mount point")
         one_line_error(run(D.url, mnt, "key=" + pk.secret), "key on the command line")
+        for bad in ("1K", "6G", "lots"):
+            one_line_error(run(D.url, mnt, "key_file=%s,cache_dir=%s,copy_max=%s"
+                               % (keyf, os.path.join(tmp, "c"), bad)), "copy_max=" + bad)
         env = dict(os.environ)
         env.pop("POCKITY_KEY", None)
         one_line_error(run(D.url, mnt, "cache_dir=" + tmp, env=env), "no key")
@@ -2346,13 +2350,82 @@ def test_uploaded_then_changed():
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
+
+def test_large_copies():
+    """Past copy_max a rename and an attribute change copy in parts; RGW 16.2
+    refuses part copies (UploadPartCopy) to a mount's session credentials,
+    so the mount copies those parts through itself, once told so."""
+    pk = Pocket(D, tier=tiny_tier(1 << 30, 100))
+    prefix = "%s/%s/" % (D.root_prefix, pk.id)
+    size = 40 << 20  # five parts of 8 MiB
+    tmp = tempfile.mkdtemp(prefix="pockityfs-copies.")
+    try:
+        src = os.path.join(tmp, "src")
+        sh("head -c %d /dev/urandom > %s" % (size, src))
+        want = file_sha(src)
+        with Mount(D, pk, options=["copy_max=8M", "log_level=debug"]) as m:
+            sh("cp %s %s" % (src, m.p("big")))
+            os.chmod(m.p("big"), 0o640)  # a copy onto itself with the new mode
+            check(head_of(prefix + "big").get("meta mode") == str(0o100640),
+                  "chmod past copy_max is stored: %r" % head_of(prefix + "big"))
+            os.rename(m.p("big"), m.p("moved"))
+            check(not in_s3(prefix + "big"), "the old name is gone")
+            h = head_of(prefix + "moved")
+            check(h.get("size") == str(size) and h.get("meta mode") == str(0o100640),
+                  "the copy keeps size and mode: %r" % h)
+            check(h.get("etag", "").endswith('-5"'), "copied in five parts: %r" % h)
+            log = m.log()
+            check(log.count("refuses part copies") == 1,
+                  "the refusal is reported once:\n" + log[-3000:])
+            wait_for(lambda: df(m.path, "used") == str(size), "df counts the file once")
+            os.rename(m.p("moved"), m.p("back"))  # straight through the mount now
+            check(m.log().count("refuses part copies") == 1, "no second refusal")
+            check(stat.S_IMODE(os.stat(m.p("back")).st_mode) == 0o640, "mode after renames")
+        with Mount(D, pk) as m:  # a fresh cache: the bytes come from S3
+            check(file_sha(m.p("back")) == want, "content after the copies")
+            check(sorted(os.listdir(m.path)) == ["back"], "one file: %r" % os.listdir(m.path))
+            os.unlink(m.p("back"))
+        # another client replaces the file while a rename copies it: the
+        # rename fails with EIO and the file keeps its name, or it began
+        # after the change and moves the new content; never a mix
+        big = 160 << 20
+        sh("head -c %d /dev/urandom > %s" % (big, src))
+        other = os.path.join(tmp, "other")
+        sh("head -c %d /dev/urandom > %s" % (big, other))
+        with Mount(D, pk, options=["copy_max=8M", "upload_threads=1"]) as m:
+            sh("cp %s %s" % (src, m.p("big")))
+            got = []
+
+            def rename():
+                try:
+                    os.rename(m.p("big"), m.p("moved"))
+                    got.append(0)
+                except OSError as e:
+                    got.append(e.errno)
+            t = threading.Thread(target=rename)
+            t.start()
+            time.sleep(0.3)
+            rc, _, err = root_s3("put", prefix + "big", other)
+            check(rc == 0, "overwrite: " + err)
+            t.join(120)
+            check(got in ([0], [errno.EIO]), "rename during a change: %r" % got)
+            name = "moved" if got == [0] else "big"
+            check(sorted(os.listdir(m.path)) == [name], "one name: %r" % os.listdir(m.path))
+            print("  rename during a change: %s" % ("moved the new content" if got == [0] else "EIO"))
+        with Mount(D, pk) as m:
+            check(file_sha(m.p(name)) == file_sha(other), "the new content, whole")
+            os.unlink(m.p(name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, test_listed_attributes, test_bare_dir_markers, test_odd_names, test_quota,
          test_restriction, test_restriction_batched, test_background_upload, test_crash_recovery,
          test_server_frozen, test_storage_frozen, test_storage_frozen_uploads,
          test_stat_during_upload,
          test_unchanged_attributes, test_request_counts,
          test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
-         test_uploaded_then_changed,
+         test_uploaded_then_changed, test_large_copies,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,
          test_listing_race,
          test_async_uploads, test_readahead, test_streamed_reads, test_cache_outlives_inode, test_cache_survives_remount,
