@@ -151,6 +151,11 @@ int s3_put_object(struct s3_client *c, const char *key, const struct s3_source *
  * number of bytes written to the sink. */
 int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
                   const struct s3_sink *sink, struct s3_head *head, uint64_t *got);
+/* s3_get_object of the object only while its ETag is if_match (quoted, as
+ * S3 gives it; NULL or "": any): another gives S3_ERR_PRECONDITION. */
+int s3_get_object_if(struct s3_client *c, const char *key, const char *if_match, uint64_t offset,
+                     uint64_t length, const struct s3_sink *sink, struct s3_head *head,
+                     uint64_t *got);
 int s3_head_object(struct s3_client *c, const char *key, struct s3_head *head);
 /* Deleting a missing key succeeds, as in S3. */
 int s3_delete_object(struct s3_client *c, const char *key);
@@ -192,6 +197,10 @@ int s3_multipart_complete(struct s3_client *c, const char *key, const char *uplo
                           const int *numbers, const char *const *etags, size_t n,
                           char etag[S3_ETAG_MAX]);
 int s3_multipart_abort(struct s3_client *c, const char *key, const char *upload_id);
+/* The ETag S3 gives the object of a multipart upload whose n parts have
+ * these ETags (each "..." around an MD5 in hex): the MD5 of their MD5s,
+ * then "-n". Returns 0, or -1 when a part's ETag holds no MD5. */
+int s3_multipart_etag(const char *const *etags, size_t n, char out[S3_ETAG_MAX]);
 /* One page of the parts uploaded so far, after part number marker. */
 int s3_multipart_list_parts(struct s3_client *c, const char *key, const char *upload_id, int marker,
                             struct s3_part_list *out);

@@ -2,6 +2,8 @@
  * abort, list parts, list uploads). */
 #include "s3_request.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,4 +290,46 @@ int s3_multipart_list_uploads(struct s3_client *c, const char *prefix, const cha
         rc = s3_xml_parse_uploads(resp.data ? resp.data : "", resp.len, out);
     buf_release(&resp);
     return rc;
+}
+
+/* The 16 bytes of the MD5 an ETag holds ("..." around 32 hex digits).
+ * Returns 0, or -1 when it holds none. */
+static int etag_md5(const char *etag, unsigned char md5[16])
+{
+    size_t len = strlen(etag);
+    if (len != 34 || etag[0] != '"' || etag[33] != '"')
+        return -1;
+    for (int i = 0; i < 16; i++) {
+        int hi = OPENSSL_hexchar2int((unsigned char)etag[1 + 2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)etag[2 + 2 * i]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        md5[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int s3_multipart_etag(const char *const *etags, size_t n, char out[S3_ETAG_MAX])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    for (size_t i = 0; i < n && ok; i++) {
+        unsigned char md5[16];
+        ok = etag_md5(etags[i], md5) == 0 && EVP_DigestUpdate(ctx, md5, sizeof(md5));
+    }
+    unsigned char sum[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    ok = ok && EVP_DigestFinal_ex(ctx, sum, &len) && len == 16;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    *p++ = '"';
+    for (unsigned int i = 0; i < len; i++) {
+        *p++ = hex[sum[i] >> 4];
+        *p++ = hex[sum[i] & 15];
+    }
+    snprintf(p, S3_ETAG_MAX - (size_t)(p - out), "-%zu\"", n);
+    return 0;
 }

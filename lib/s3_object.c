@@ -84,14 +84,26 @@ int s3_put_object(struct s3_client *c, const char *key, const struct s3_source *
 int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_t length,
                   const struct s3_sink *sink, struct s3_head *head, uint64_t *got)
 {
+    return s3_get_object_if(c, key, NULL, offset, length, sink, head, got);
+}
+
+int s3_get_object_if(struct s3_client *c, const char *key, const char *if_match, uint64_t offset,
+                     uint64_t length, const struct s3_sink *sink, struct s3_head *head,
+                     uint64_t *got)
+{
     char range[64];
-    struct sigv4_header hdr = {"Range", range};
+    struct sigv4_header hdr[2];
+    size_t n_hdr = 0;
     int has_range = offset > 0 || length > 0;
     if (length > 0)
         snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)offset,
                  (unsigned long long)(offset + length - 1));
     else
         snprintf(range, sizeof(range), "bytes=%llu-", (unsigned long long)offset);
+    if (has_range)
+        hdr[n_hdr++] = (struct sigv4_header){"Range", range};
+    if (if_match && *if_match)
+        hdr[n_hdr++] = (struct sigv4_header){"If-Match", if_match};
     struct s3_head local;
     struct s3_head *h = head ? head : &local;
     memset(h, 0, sizeof(*h));
@@ -99,8 +111,8 @@ int s3_get_object(struct s3_client *c, const char *key, uint64_t offset, uint64_
             .method = "GET",
             .target = S3_TARGET_OBJECT,
             .key = key,
-            .headers = has_range ? &hdr : NULL,
-            .n_headers = has_range ? 1 : 0,
+            .headers = n_hdr ? hdr : NULL,
+            .n_headers = n_hdr,
             .sink = sink,
             .has_range = has_range,
             .range_offset = offset,

@@ -45,12 +45,12 @@ static int grow(struct nameset *s)
 
 int nameset_add(struct nameset *s, const char *name)
 {
+    if (nameset_has(s, name))
+        return 0;
     if ((s->n + 1) * 2 > s->cap && grow(s))
         return -ENOMEM;
     size_t h = nameset_hash(name);
     struct nameset_slot *e = find(s, name, h);
-    if (e->name)
-        return 0;
     if (!(e->name = strdup(name)))
         return -ENOMEM;
     e->hash = h;
@@ -63,7 +63,7 @@ int nameset_has(const struct nameset *s, const char *name)
     return s->n && find(s, name, nameset_hash(name))->name != NULL;
 }
 
-void nameset_clear(struct nameset *s)
+void nameset_release(struct nameset *s)
 {
     for (size_t i = 0; i < s->cap; i++)
         free(s->slot[i].name);

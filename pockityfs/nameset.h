@@ -26,6 +26,6 @@ int nameset_add(struct nameset *s, const char *name);
 int nameset_has(const struct nameset *s, const char *name);
 
 /* Empty s and free its memory; it stays usable. */
-void nameset_clear(struct nameset *s);
+void nameset_release(struct nameset *s);
 
 #endif

@@ -255,6 +255,13 @@ void ops_attrs(const struct inode *in, struct stat *out)
     }
 }
 
+void ops_publish_attrs(struct inode *in)
+{
+    struct stat st;
+    ops_attrs(in, &st);
+    inode_publish(in, &st);
+}
+
 int ops_stat(struct fs *fs, struct inode *in, struct stat *out)
 {
     if (in->ino == INODE_ROOT) {
@@ -583,7 +590,13 @@ static int store_meta(struct fs *fs, struct inode *in)
         meta_set_entry_attrs(&ms); /* kept: listings still misstate entries here */
     struct s3_put_opts opts = meta_put_opts(&ms);
     journal_settle(fs->journal, path);
-    rc = upload_restamp(fs, key, is_dir ? 0 : (uint64_t)in->st.st_size, &opts, etag);
+    uint64_t size = is_dir ? 0 : (uint64_t)in->st.st_size;
+    int long_copy = size > fs->copy_max; /* as long as the bytes take to travel */
+    if (long_copy)
+        ops_publish_attrs(in);
+    rc = upload_restamp(fs, key, size, in->etag, &opts, etag);
+    if (long_copy)
+        inode_unpublish(in);
     if (rc)
         goto done;
     snprintf(in->etag, sizeof(in->etag), "%s", etag);
@@ -1112,7 +1125,12 @@ static int rename_file(struct fs *fs, struct inode *src, const char *from, struc
     } else {
         if (fetched)
             cached_done(fs, src);
+        int long_copy = src && size > fs->copy_max;
+        if (long_copy)
+            ops_publish_attrs(src);
         rc = upload_copy(fs, from, to, size);
+        if (long_copy)
+            inode_unpublish(src);
     }
     if (rc)
         return rc;

@@ -106,6 +106,11 @@ void ops_entry_from(struct fs *fs, const struct inode *in, const struct stat *st
  * that is dirty or open (caller holds in->lock). */
 void ops_attrs(const struct inode *in, struct stat *out);
 
+/* Publish in's attributes as they stand (inode_publish), before a wait
+ * that holds its lock: a stat, a lookup or a listing meanwhile answers
+ * from them. inode_unpublish after the wait. */
+void ops_publish_attrs(struct inode *in);
+
 /* Forget the cached listing of the directory holding path. */
 void ops_dir_changed(struct fs *fs, const char *path);
 

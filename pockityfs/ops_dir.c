@@ -304,7 +304,7 @@ static void neg_clear(struct inode *d)
 {
     listing_unref(d->neg);
     d->neg = NULL;
-    nameset_clear(&d->added);
+    nameset_release(&d->added);
 }
 
 /* Whether a listing of d begun when d's dir_changes was changes and the

@@ -219,21 +219,13 @@ static int sync_locked(struct fs *fs, struct inode *in)
     return rc;
 }
 
-/* Publish in's attributes as they stand, before a wait that holds its lock. */
-static void publish_attrs(struct inode *in)
-{
-    struct stat st;
-    ops_attrs(in, &st);
-    inode_publish(in, &st);
-}
-
 int ops_sync(struct fs *fs, struct inode *in)
 {
     if (!in->cf || !in->cf->dirty)
         return 0;
     /* the upload may take long (a large file, a slow or silent S3): a stat,
      * a lookup or a listing meanwhile answers from these */
-    publish_attrs(in);
+    ops_publish_attrs(in);
     int rc = sync_locked(fs, in);
     inode_unpublish(in);
     return rc;
@@ -459,7 +451,7 @@ void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fus
     if (!n)
         n = src_of(fs, in, key, &src);
     if (!n) {
-        publish_attrs(in); /* for a stat meanwhile, as the read may wait on S3 */
+        ops_publish_attrs(in); /* for a stat meanwhile, as the read may wait on S3 */
         n = cfile_read(&fs->cache, in->cf, &src, (uint64_t)off, size, &span);
         inode_unpublish(in);
     }

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,23 +52,42 @@ struct mp {
     char (*etags)[S3_ETAG_MAX];
 };
 
+/* An unnamed file in dir for this process alone (O_TMPFILE, or a file
+ * unlinked at once where the file system cannot). Returns it or -errno. */
+static int temp_file(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd >= 0 ? fd : -errno;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/copy.XXXXXX", dir) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
+        return -errno;
+    unlink(path);
+    return fd;
+}
+
 /* Part n of a copy through the mount: bytes [off, off + len) of
  * m->src_key, fetched into the thread's temporary file *tmp (made in the
  * cache folder at its first part, so that memory stays bounded whatever
  * the part size) and uploaded from there. */
 static int copy_part_through(struct mp *m, int n, uint64_t off, uint64_t len, int *tmp)
 {
-    if (*tmp < 0 && (*tmp = open(m->fs->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
+    if (*tmp < 0 && (*tmp = temp_file(m->fs->dir)) < 0) {
         log_error("cannot make a temporary file in '%s' to copy '%s': %s", m->fs->dir, m->src_key,
-                  strerror(errno));
+                  strerror(-*tmp));
         return S3_ERR_LOCAL_IO;
     }
     struct s3_fd f = {.fd = *tmp};
     struct s3_sink sink = s3_sink_fd(&f);
     struct s3_head head = {0};
     uint64_t got = 0;
-    int st = s3_get_object(m->fs->s3, m->src_key, off, len, &sink, &head, &got);
-    if (st == S3_ERR_BAD_RANGE || (st == S3_OK && (got != len || strcmp(head.etag, m->src_etag)))) {
+    /* If-Match: a changed source fails before its bytes come; the ETag is
+     * compared here too, for a service that ignores the condition */
+    int st = s3_get_object_if(m->fs->s3, m->src_key, m->src_etag, off, len, &sink, &head, &got);
+    if (st == S3_ERR_BAD_RANGE || st == S3_ERR_PRECONDITION ||
+        (st == S3_OK && (got != len || strcmp(head.etag, m->src_etag)))) {
         log_error("'%s' changed while it was copied", m->src_key);
         st = S3_ERR_PRECONDITION;
     }
@@ -115,7 +135,7 @@ static void mp_worker(void *arg)
 
 /* The RGW here answers some completions with an empty <ETag>, which the
  * client rightly calls malformed: then the object itself tells whether the
- * upload landed (its size and an ETag of n parts). */
+ * upload landed (its size, and the ETag its parts make). */
 int upload_complete(struct s3_client *s3, const char *key, const char *upload_id, int n,
                     char (*etags)[S3_ETAG_MAX], uint64_t size, char etag[S3_ETAG_MAX])
 {
@@ -130,12 +150,17 @@ int upload_complete(struct s3_client *s3, const char *key, const char *upload_id
         st = s3_multipart_complete(s3, key, upload_id, numbers, tags, (size_t)n, etag);
     }
     if (st == S3_ERR_BAD_RESPONSE) {
+        /* the object's ETag follows from its parts' (so that an older object
+         * of the same size and part count with other bytes does not pass);
+         * where part ETags are no MD5s, the count in it has to do */
         struct s3_head head = {0};
-        char suffix[16];
+        char want[S3_ETAG_MAX], suffix[16];
+        int exact = s3_multipart_etag(tags, (size_t)n, want) == 0;
         snprintf(suffix, sizeof(suffix), "-%d\"", n);
         size_t el, sl = strlen(suffix);
         if (s3_head_object(s3, key, &head) == S3_OK && head.size == size &&
-            (el = strlen(head.etag)) > sl && strcmp(head.etag + el - sl, suffix) == 0) {
+            (exact ? strcmp(head.etag, want) == 0
+                   : (el = strlen(head.etag)) > sl && strcmp(head.etag + el - sl, suffix) == 0)) {
             memcpy(etag, head.etag, S3_ETAG_MAX);
             st = S3_OK;
         }
@@ -315,6 +340,7 @@ static void copy_parts(struct mp *m)
 {
     struct fs *fs = m->fs;
     if (!atomic_load(&fs->part_copy_refused)) {
+        int refused = 0;
         uint64_t part = fs->copy_max < COPY_PART ? fs->copy_max : COPY_PART;
         if (part < upload_part_size(m->size)) /* within 10,000 parts */
             part = upload_part_size(m->size);
@@ -324,36 +350,48 @@ static void copy_parts(struct mp *m)
             uint64_t last = m->size - first > part ? first + part - 1 : m->size - 1;
             m->status = s3_multipart_copy_part(fs->s3, m->key, m->upload_id, i + 1, m->src_key,
                                                first, last, m->etags[i]);
-            if (i == 0 && m->status == S3_ERR_ACCESS_DENIED) {
-                log_warn("the S3 service refuses part copies (UploadPartCopy) to this mount's "
-                         "credentials: files over %llu bytes are copied through the mount",
-                         (unsigned long long)fs->copy_max);
-                atomic_store(&fs->part_copy_refused, 1);
-            }
+            if (i == 0)
+                refused = m->status == S3_ERR_ACCESS_DENIED;
         }
-        if (!atomic_load(&fs->part_copy_refused))
+        if (!refused)
             return;
+        if (!atomic_exchange(&fs->part_copy_refused, 1))
+            log_warn("the S3 service refuses part copies (UploadPartCopy) to this mount's "
+                     "credentials: files over %llu bytes are copied through the mount",
+                     (unsigned long long)fs->copy_max);
     }
     mp_send(m);
 }
 
-/* Copy the object src onto dst in parts, with opts' metadata (NULL:
- * src's); etag receives the new object's. Returns 0 or -errno. */
-static int copy_multipart(struct fs *fs, const char *src, const char *dst,
-                          const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
+/* Copy the object src of size bytes (and ETag was, when known) onto dst
+ * in parts, with opts' metadata (NULL: src's); etag receives the new
+ * object's. An object that is no longer what the caller knew is not
+ * copied. Returns 0 or -errno. */
+static int copy_multipart(struct fs *fs, const char *src, const char *dst, uint64_t size,
+                          const char *was, const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
     struct s3_head head = {0};
     int st = s3_head_object(fs->s3, src, &head);
     if (st != S3_OK)
         return s3_fail("read", src, st);
-    struct s3_put_opts kept = {.meta = head.meta, .n_meta = head.n_meta};
-    struct mp m = {.fs = fs,
-                   .key = dst,
-                   .fd = -1,
-                   .size = head.size,
-                   .src_key = src,
-                   .src_etag = head.etag};
-    int rc = multipart(&m, opts ? opts : &kept, copy_parts, "copy to", etag);
+    int rc = 0;
+    if (!head.etag[0] || head.size != size || (was && was[0] && strcmp(head.etag, was))) {
+        log_error("cannot copy '%s': it changed (%llu bytes, ETag %s; known: %llu bytes, %s)", src,
+                  (unsigned long long)head.size, head.etag[0] ? head.etag : "none",
+                  (unsigned long long)size, was && was[0] ? was : "any ETag");
+        rc = -EIO;
+    } else {
+        struct s3_put_opts kept = {.content_type = head.content_type[0] ? head.content_type : NULL,
+                                   .meta = head.meta,
+                                   .n_meta = head.n_meta};
+        struct mp m = {.fs = fs,
+                       .key = dst,
+                       .fd = -1,
+                       .size = size,
+                       .src_key = src,
+                       .src_etag = head.etag};
+        rc = multipart(&m, opts ? opts : &kept, copy_parts, "copy to", etag);
+    }
     s3_head_release(&head);
     return rc;
 }
@@ -371,7 +409,7 @@ int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size)
     if (rc)
         return rc;
     if (size > fs->copy_max) {
-        rc = copy_multipart(fs, src, dst, NULL, etag);
+        rc = copy_multipart(fs, src, dst, size, NULL, NULL, etag);
     } else {
         int st = s3_copy_object(fs->s3, src, dst, 0, NULL, etag);
         rc = st == S3_OK ? 0 : s3_fail("copy to", dst, st);
@@ -384,11 +422,11 @@ int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size)
     return 0;
 }
 
-int upload_restamp(struct fs *fs, const char *key, uint64_t size, const struct s3_put_opts *opts,
-                   char etag[S3_ETAG_MAX])
+int upload_restamp(struct fs *fs, const char *key, uint64_t size, const char *was,
+                   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX])
 {
     if (size > fs->copy_max)
-        return copy_multipart(fs, key, key, opts, etag);
+        return copy_multipart(fs, key, key, size, was, opts, etag);
     int st = s3_copy_object(fs->s3, key, key, 1, opts, etag);
     return st == S3_OK ? 0 : s3_fail("change the attributes of", key, st);
 }

@@ -60,14 +60,17 @@ int upload_put_reserved(struct fs *fs, const char *path, const struct upload_bod
  * multipart copy, server-side (UploadPartCopy) unless the service refuses
  * that, then through the mount (each part fetched into a temporary file
  * in the cache folder and uploaded; the source must keep its ETag
- * meanwhile). Reserves and commits like an upload. Returns 0 or -errno. */
+ * meanwhile, and size must be its size). Reserves and commits like an
+ * upload. Returns 0 or -errno. */
 int upload_copy(struct fs *fs, const char *from, const char *to, uint64_t size);
 
-/* Give the object key (size bytes) the metadata of opts: a copy onto
- * itself, as upload_copy makes them (no reservation: the size stays).
- * etag receives the new ETag. Returns 0 or -errno (logged). */
-int upload_restamp(struct fs *fs, const char *key, uint64_t size, const struct s3_put_opts *opts,
-                   char etag[S3_ETAG_MAX]);
+/* Give the object key (size bytes, ETag was when not NULL or "") the
+ * metadata of opts: a copy onto itself, as upload_copy makes them (no
+ * reservation: the size stays). Past copy_max an object that is no longer
+ * of that size and ETag is left alone (-EIO). etag receives the new ETag.
+ * Returns 0 or -errno (logged). */
+int upload_restamp(struct fs *fs, const char *key, uint64_t size, const char *was,
+                   const struct s3_put_opts *opts, char etag[S3_ETAG_MAX]);
 
 /* Complete the multipart upload upload_id of key: parts 1..n with etags,
  * size bytes in all; etag receives the object's. Returns an S3 status. */

@@ -284,6 +284,20 @@ static void test_ranged_reads(void **state)
     struct s3_mem m = {.data = b, .len = sizeof(b)};
     struct s3_sink sink = s3_sink_mem(&m);
     assert_int_equal(s3_get_object(root, key, size + 100, 8, &sink, NULL, NULL), S3_ERR_BAD_RANGE);
+    /* conditional: the object's own ETag reads, another is refused before any byte */
+    struct s3_head h0;
+    assert_int_equal(s3_head_object(root, key, &h0), S3_OK);
+    uint64_t got = 99;
+    assert_int_equal(s3_get_object_if(root, key, h0.etag, 8, 8, &sink, NULL, &got), S3_OK);
+    assert_int_equal(got, 8);
+    assert_memory_equal(b, data + 8, 8);
+    m.used = 0;
+    assert_int_equal(s3_get_object_if(root, key, "\"0123456789abcdef0123456789abcdef\"", 8, 8,
+                                      &sink, NULL, &got),
+                     S3_ERR_PRECONDITION);
+    assert_int_equal(got, 0);
+    assert_int_equal(m.used, 0);
+    s3_head_release(&h0);
     free(data);
 }
 
@@ -428,6 +442,11 @@ static void test_multipart_100mib(void **state)
             s3_multipart_complete(root, key, upload_id, numbers, etags, (size_t)nparts, etag),
             S3_OK);
     assert_non_null(strchr(etag, '-')); /* multipart ETags end in -N */
+    char want[S3_ETAG_MAX];
+    assert_int_equal(s3_multipart_etag(etags, (size_t)nparts, want), 0);
+    assert_string_equal(want, etag); /* RGW's is the MD5 of the parts' MD5s */
+    const char *not_md5[] = {etags[0], "\"0123\""};
+    assert_int_equal(s3_multipart_etag(not_md5, 2, want), -1);
 
     unsigned char *back;
     size_t len;
