@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #define POOL_IDLE_MAX      64
@@ -44,6 +45,18 @@ struct s3_client {
     char *access_key;    /* guarded by cred_lock */
     char *secret_key;    /* guarded by cred_lock */
     char *session_token; /* guarded by cred_lock; NULL without STS */
+    uint64_t cred_gen;   /* guarded by cred_lock: bumped by each change of them */
+
+    /* The day's signing key of the credentials of generation gen, one for
+     * S3 and one for any other service (STS): each request of the day
+     * signs with it instead of deriving it again (four HMACs). */
+    pthread_mutex_t key_lock;
+    struct day_key {
+        uint64_t gen; /* 0: none */
+        char date[9];
+        char service[8];
+        unsigned char key[32];
+    } keys[2]; /* guarded by key_lock */
 
     CURLSH *share; /* DNS cache and TLS sessions */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
@@ -209,6 +222,7 @@ int s3_client_new(const struct s3_config *cfg, struct s3_client **out)
     if (!c)
         return S3_ERR_NOMEM;
     pthread_rwlock_init(&c->cred_lock, NULL);
+    pthread_mutex_init(&c->key_lock, NULL);
     pthread_mutex_init(&c->pool_lock, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&c->share_locks[i], NULL);
@@ -285,7 +299,9 @@ void s3_client_free(struct s3_client *c)
     free(c->access_key);
     free_secret(c->secret_key);
     free_secret(c->session_token);
+    OPENSSL_cleanse(c->keys, sizeof(c->keys));
     pthread_rwlock_destroy(&c->cred_lock);
+    pthread_mutex_destroy(&c->key_lock);
     pthread_mutex_destroy(&c->pool_lock);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&c->share_locks[i]);
@@ -310,7 +326,11 @@ int s3_client_set_credentials(struct s3_client *c, const char *access_key, const
     c->access_key = ak;
     c->secret_key = sk;
     c->session_token = tk;
+    c->cred_gen++;
     pthread_rwlock_unlock(&c->cred_lock);
+    pthread_mutex_lock(&c->key_lock);
+    OPENSSL_cleanse(c->keys, sizeof(c->keys)); /* of the old secret */
+    pthread_mutex_unlock(&c->key_lock);
     free(old_ak);
     free_secret(old_sk);
     free_secret(old_tk);
@@ -809,6 +829,34 @@ bool s3_client_silent(struct s3_client *c)
            (atomic_load(&c->probing) || mono_ms() < atomic_load(&c->probe_at));
 }
 
+/* The signing key of secret (credentials generation gen) for amz_date's
+ * day and service into key: the client's, derived and kept at the day's
+ * first request. Returns 0, or -errno (the request derives it then). */
+static int day_key(struct s3_client *c, uint64_t gen, const char *secret, const char *amz_date,
+                   const char *service, unsigned char key[32])
+{
+    struct day_key *k = &c->keys[strcmp(service, "s3") != 0];
+    pthread_mutex_lock(&c->key_lock);
+    int hit =
+            k->gen == gen && strncmp(k->date, amz_date, 8) == 0 && strcmp(k->service, service) == 0;
+    if (hit)
+        memcpy(key, k->key, 32);
+    pthread_mutex_unlock(&c->key_lock);
+    if (hit)
+        return 0;
+    int rc = sigv4_signing_key(secret, amz_date, c->region, service, key);
+    if (rc || strlen(service) >= sizeof(k->service))
+        return rc;
+    pthread_mutex_lock(&c->key_lock);
+    k->gen = gen;
+    memcpy(k->date, amz_date, 8);
+    k->date[8] = '\0';
+    snprintf(k->service, sizeof(k->service), "%s", service);
+    memcpy(k->key, key, 32);
+    pthread_mutex_unlock(&c->key_lock);
+    return 0;
+}
+
 static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_hash)
 {
     int rc;
@@ -833,6 +881,7 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
     ak = strdup(c->access_key);
     sk = strdup(c->secret_key);
     token = c->session_token ? strdup(c->session_token) : NULL;
+    uint64_t gen = c->cred_gen;
     int cred_fail = !ak || !sk || (c->session_token && !token);
     pthread_rwlock_unlock(&c->cred_lock);
     rc = S3_ERR_NOMEM;
@@ -876,7 +925,12 @@ static int attempt(struct s3_client *c, struct s3_req *r, const char *payload_ha
             .access_key = ak,
             .secret_key = sk,
     };
-    if (sigv4_sign(&sreq, &auth, NULL, NULL) != 0) {
+    unsigned char key[32];
+    if (day_key(c, gen, sk, amz_date, sreq.service, key) == 0)
+        sreq.signing_key = key;
+    int signed_rc = sigv4_sign(&sreq, &auth, NULL, NULL);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (signed_rc != 0) {
         rc = S3_ERR_INVALID_ARG;
         goto out;
     }

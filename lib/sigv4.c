@@ -383,35 +383,54 @@ static int build_canonical(const struct sigv4_request *req, struct buf *cr, stru
     return map_buf_error(rc);
 }
 
-/* The signing key and the signature of sts, hex, into sig_hex. */
-static int compute_signature(const struct sigv4_request *req, const char *sts, char sig_hex[65])
+int sigv4_signing_key(const char *secret_key, const char *date, const char *region,
+                      const char *service, unsigned char key[32])
 {
-    unsigned char k1[32], k2[32];
-    unsigned char sig[32];
-    size_t secret_len = strlen(req->secret_key);
+    if (!secret_key || !*secret_key || !date || strlen(date) < 8 || !region || !service)
+        return -EINVAL;
+    unsigned char k1[32];
+    size_t secret_len = strlen(secret_key);
     size_t key_len = secret_len + 4;
     char *secret = malloc(key_len + 1);
     if (!secret)
         return -ENOMEM;
     memcpy(secret, "AWS4", 4);
-    memcpy(secret + 4, req->secret_key, secret_len + 1);
+    memcpy(secret + 4, secret_key, secret_len + 1);
 
-    int rc = hmac_sha256(secret, key_len, req->amz_date, 8, k1);
+    int rc = hmac_sha256(secret, key_len, date, 8, key);
     if (!rc)
-        rc = hmac_sha256(k1, 32, req->region, strlen(req->region), k2);
+        rc = hmac_sha256(key, 32, region, strlen(region), k1);
     if (!rc)
-        rc = hmac_sha256(k2, 32, req->service, strlen(req->service), k1);
+        rc = hmac_sha256(k1, 32, service, strlen(service), key);
     if (!rc)
-        rc = hmac_sha256(k1, 32, "aws4_request", 12, k2);
+        rc = hmac_sha256(key, 32, "aws4_request", 12, k1);
     if (!rc)
-        rc = hmac_sha256(k2, 32, sts, strlen(sts), sig);
-    if (!rc)
-        to_hex(sig, 32, sig_hex);
+        memcpy(key, k1, 32);
+    else
+        OPENSSL_cleanse(key, 32);
 
     OPENSSL_cleanse(secret, key_len + 1);
     free(secret);
     OPENSSL_cleanse(k1, sizeof(k1));
-    OPENSSL_cleanse(k2, sizeof(k2));
+    return rc;
+}
+
+/* The signature of sts, hex, into sig_hex, with req's signing key (given
+ * or derived). */
+static int compute_signature(const struct sigv4_request *req, const char *sts, char sig_hex[65])
+{
+    unsigned char derived[32], sig[32];
+    const unsigned char *key = req->signing_key;
+    int rc = 0;
+    if (!key) {
+        rc = sigv4_signing_key(req->secret_key, req->amz_date, req->region, req->service, derived);
+        key = derived;
+    }
+    if (!rc)
+        rc = hmac_sha256(key, 32, sts, strlen(sts), sig);
+    if (!rc)
+        to_hex(sig, 32, sig_hex);
+    OPENSSL_cleanse(derived, sizeof(derived));
     OPENSSL_cleanse(sig, sizeof(sig));
     return rc;
 }

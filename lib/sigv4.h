@@ -34,6 +34,9 @@ struct sigv4_request {
     const char *amz_date;     /* "YYYYMMDDTHHMMSSZ", the same value as the x-amz-date header */
     const char *access_key;
     const char *secret_key;
+    /* optional: sigv4_signing_key of secret_key for amz_date's day, region
+     * and service, which every request of the day shares; NULL: derived */
+    const unsigned char *signing_key;
 };
 
 /* Percent-encode len bytes of s as AWS's UriEncode: A-Z a-z 0-9 - . _ ~ stay,
@@ -56,6 +59,13 @@ void sigv4_amz_date(time_t t, char out[17]);
 
 /* Hex SHA-256 of len bytes into out (64 hex digits and a NUL). */
 void sigv4_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* The signing key of a day (date: "YYYYMMDD", or an amz_date), region and
+ * service: the HMAC-SHA256 chain of "AWS4" + secret over them and
+ * "aws4_request". Returns 0, -EINVAL or -ENOMEM. The caller wipes it
+ * (OPENSSL_cleanse) when done. */
+int sigv4_signing_key(const char *secret, const char *date, const char *region, const char *service,
+                      unsigned char key[32]);
 
 /* Sign req. On success returns 0 and *authorization receives a malloc'd
  * Authorization header value ("AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,

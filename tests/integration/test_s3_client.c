@@ -701,6 +701,31 @@ static void *hammer_thread(void *arg)
     return NULL;
 }
 
+/* Requests sign with a signing key the client keeps for the day: one made
+ * with a wrong secret is refused, and once the right one is set, the next
+ * request of the same day signs with a key of the new secret. */
+static void test_credentials_change(void **state)
+{
+    (void)state;
+    struct s3_config bad = cfg;
+    bad.secret_key = "not-the-secret";
+    bad.max_retries = -1;
+    struct s3_client *c = NULL;
+    assert_int_equal(s3_client_new(&bad, &c), S3_OK);
+    const char *key = key_of("creds/blob");
+    assert_int_equal(put_mem(root, key, "x", 1), S3_OK);
+    struct s3_head h; /* a HEAD's refusal has no body: 403 is all it says */
+    assert_int_equal(s3_head_object(c, key, &h), S3_ERR_ACCESS_DENIED);
+    assert_int_equal(s3_head_object(c, key, &h), S3_ERR_ACCESS_DENIED); /* the kept key: still wrong */
+    assert_int_equal(s3_client_set_credentials(c, cfg.access_key, cfg.secret_key, NULL), S3_OK);
+    assert_int_equal(s3_head_object(c, key, &h), S3_OK);
+    assert_int_equal(h.size, 1);
+    s3_head_release(&h);
+    assert_int_equal(s3_client_set_credentials(c, cfg.access_key, "wrong-again", NULL), S3_OK);
+    assert_int_equal(s3_head_object(c, key, &h), S3_ERR_ACCESS_DENIED);
+    s3_client_free(c);
+}
+
 static void test_concurrency_and_connection_reuse(void **state)
 {
     struct s3_stats before, after;
@@ -743,6 +768,7 @@ int main(void)
             cmocka_unit_test(test_multipart_100mib),
             cmocka_unit_test(test_signed_payload),
             cmocka_unit_test(test_sts_prefix_isolation),
+            cmocka_unit_test(test_credentials_change),
             cmocka_unit_test(test_concurrency_and_connection_reuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

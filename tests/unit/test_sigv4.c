@@ -460,6 +460,40 @@ static void test_suite_post_sts_header_before(void **state)
 /* ---- requests shaped like ours, checked against the specification ---- */
 
 /* SHA-256 of the FIPS 180-2 example inputs. */
+/* AWS's example of a derived signing key (IAM, 2012-02-15), and signing
+ * with a given key gives what deriving it does. */
+static void test_signing_key(void **state)
+{
+    (void)state;
+    unsigned char key[32];
+    assert_int_equal(sigv4_signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215",
+                                       "us-east-1", "iam", key),
+                     0);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", key[i]);
+    assert_string_equal(hex, "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
+    assert_int_equal(sigv4_signing_key("", "20120215", "us-east-1", "iam", key), -EINVAL);
+    assert_int_equal(sigv4_signing_key("s", "2012", "us-east-1", "iam", key), -EINVAL);
+
+    char *uri = sigv4_uri_encode("/test.txt", 9, 1);
+    struct sigv4_header h[] = {{"Host", S3_HOST}, {"x-amz-date", S3_DATE}};
+    struct sigv4_request r = s3_request("GET", uri, "", h, 2, EMPTY);
+    char *derived = NULL, *given = NULL, *other = NULL;
+    assert_int_equal(sigv4_sign(&r, &derived, NULL, NULL), 0);
+    assert_int_equal(sigv4_signing_key(r.secret_key, r.amz_date, r.region, r.service, key), 0);
+    r.signing_key = key;
+    assert_int_equal(sigv4_sign(&r, &given, NULL, NULL), 0);
+    assert_string_equal(given, derived);
+    key[0] ^= 1; /* the key given is the one used */
+    assert_int_equal(sigv4_sign(&r, &other, NULL, NULL), 0);
+    assert_string_not_equal(other, derived);
+    free(derived);
+    free(given);
+    free(other);
+    free(uri);
+}
+
 static void test_sha256_known_answers(void **state)
 {
     (void)state;
@@ -975,6 +1009,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_s3_doc_get_object),
+            cmocka_unit_test(test_signing_key),
             cmocka_unit_test(test_s3_doc_put_object),
             cmocka_unit_test(test_s3_doc_get_bucket_lifecycle),
             cmocka_unit_test(test_s3_doc_list_objects),
