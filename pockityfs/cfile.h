@@ -68,6 +68,9 @@ struct cfile {
     double dirty_since;    /* monotonic time it became dirty */
     double last_write;     /* monotonic time of the last write or truncate */
     int journaled;         /* has a journal row */
+    int deferred;          /* journaled by the close of a descriptor another process
+                              holds (ops_flush): uploads at its opener's close, its
+                              last release or upload_after, not at once */
     int replayed;          /* pending at start-up: its object may exist already */
     int appending;         /* every write since the content was empty was at its end */
     struct stream *stream; /* the upload of the content as it is written (stream.h), or NULL */

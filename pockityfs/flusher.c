@@ -274,10 +274,11 @@ static enum visit visit(struct flusher *f, struct watched *w, double now, int *s
         r = DROP;
     } else if (cf->queued || *silent) {
         /* the workers upload it; or the next tick */
-    } else if (cf->journaled || in->opens == 0) {
-        /* a failed upload: retry with backoff, or at once when the pocket
-         * that refused writes takes them again, or pockityd answers again,
-         * or S3 may be tried again (a probe of a silent S3 is due) */
+    } else if ((cf->journaled && !cf->deferred) || in->opens == 0) {
+        /* a failed upload (or a closed file a close deferred): retry with
+         * backoff, or at once when the pocket that refused writes takes
+         * them again, or pockityd answers again, or S3 may be tried again
+         * (a probe of a silent S3 is due) */
         if (now >= w->next_try || (w->restricted && remote_write_check(fs->remote) == 0) ||
             (w->unreachable && !remote_quota_down(fs->remote)) ||
             (w->s3_silent && !s3_client_silent(fs->s3))) {
@@ -299,7 +300,8 @@ static enum visit visit(struct flusher *f, struct watched *w, double now, int *s
     } else if ((now - cf->dirty_since >= f->upload_after &&
                 now - cf->last_write >= FLUSHER_QUIET) ||
                now - cf->dirty_since >= 4 * f->upload_after) {
-        /* open for a while with data not uploaded */
+        /* open for a while with data not uploaded (or journaled by a
+         * close of another process, cf->deferred) */
         int rc = ops_sync(fs, in);
         if (!rc) {
             in->flush_watched = 0;

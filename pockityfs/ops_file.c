@@ -159,6 +159,7 @@ static int sync_locked(struct fs *fs, struct inode *in)
     struct cfile *cf = in->cf;
     struct stream *stream = cf->stream; /* handed to the upload, else cancelled */
     cf->stream = NULL;
+    cf->deferred = 0; /* uploaded now, or failed and retried as such */
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc == -ENOENT) { /* unlinked: nothing to upload */
@@ -234,19 +235,28 @@ int ops_sync(struct fs *fs, struct inode *in)
 /* Close of a written file: a small file is journaled and queued for the
  * flusher's upload workers, after a quota reservation taken now so that a
  * refusal still fails the close with EDQUOT; a large one (or any file while
- * the flusher is not running) uploads at once. Caller holds in->lock. */
-static int close_sync(struct fs *fs, struct inode *in)
+ * the flusher is not running) uploads at once. With defer (the close of a
+ * descriptor another process shares, see ops_flush), and for a new empty
+ * file, the file of any size is journaled and left for a later close, its
+ * last release or upload_after.
+ * Caller holds in->lock. */
+static int close_sync(struct fs *fs, struct inode *in, int defer)
 {
     struct cfile *cf = in->cf;
     if (!cf || !cf->dirty)
         return 0;
-    if (!fs->flusher || cf->size >= UPLOAD_MULTIPART_MIN || remote_write_check(fs->remote))
+    if (!fs->flusher || (!defer && cf->size >= UPLOAD_MULTIPART_MIN) ||
+        remote_write_check(fs->remote))
         return ops_sync(fs, in); /* the refusal path journals and reports */
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc)
         return ops_sync(fs, in); /* unlinked (nothing to do) or out of memory */
     int local = inode_is_local(&fs->inodes, in);
+    /* a new file still empty: most often the shell's close of the duplicate
+     * it made for a redirection (`cmd > f`), with the writes to come */
+    if (local && cf->size == 0)
+        defer = 1;
     int fd = cf->in_mem ? -1 : cfile_fd(&fs->cache, cf);
     if (fd < 0 && !cf->in_mem) {
         free(path);
@@ -288,7 +298,11 @@ static int close_sync(struct fs *fs, struct inode *in)
     }
     cf->journaled = 1;
     inode_set_flags(&fs->inodes, in, 1, local);
-    flusher_queue(fs->flusher, in);
+    cf->deferred = defer;
+    if (defer)
+        flusher_note(fs->flusher, in);
+    else
+        flusher_queue(fs->flusher, in);
     free(path);
     return 0;
 }
@@ -310,6 +324,15 @@ int ops_truncate(struct fs *fs, struct inode *in, uint64_t size, int open_handle
     if (!open_handle)
         rc = ops_sync(fs, in);
     return rc;
+}
+
+/* A handle's fh: 0 read-only, else FH_WRITER and, above it, the thread id
+ * of the caller of req (the opener, or a closer in ops_flush). */
+#define FH_WRITER 1u
+
+static uint64_t writer_fh(fuse_req_t req)
+{
+    return (uint64_t)(uint32_t)fuse_req_ctx(req)->pid << 1 | FH_WRITER;
 }
 
 void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -358,7 +381,7 @@ void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode
         inode_set_flags(&fs->inodes, in, 0, 1);
         ops_dir_changed(fs, path);
         inode_count_lookup(&fs->inodes, in);
-        fi->fh = 1;
+        fi->fh = writer_fh(req); /* created: written, even if opened read-only */
         if (fuse_reply_create(req, &e, fi) != 0) {
             pthread_mutex_lock(&in->lock);
             in->opens--;
@@ -421,7 +444,7 @@ void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (fi->flags & O_ACCMODE) != O_RDONLY; /* 1: may write */
+    fi->fh = (fi->flags & O_ACCMODE) == O_RDONLY ? 0 : writer_fh(req);
     fi->keep_cache = keep;
     if (fuse_reply_open(req, fi) != 0) {
         in = inode_get(&fs->inodes, ino);
@@ -538,7 +561,13 @@ void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
         fuse_reply_write(req, (size_t)n);
 }
 
-static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
+enum sync_kind {
+    SYNC_FSYNC,      /* upload now */
+    SYNC_CLOSE,      /* the opener's close: close_sync */
+    SYNC_CLOSE_COPY, /* a close by another thread or process: deferred */
+};
+
+static void sync_reply(fuse_req_t req, fuse_ino_t ino, enum sync_kind kind)
 {
     struct fs *fs = fs_of(req);
     struct inode *in = inode_get(&fs->inodes, ino);
@@ -548,7 +577,8 @@ static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
         ops_enter_inode(fs, in, 1, &entered); /* out of memory: goes on regardless */
         pthread_mutex_lock(&in->lock);
         if (in->cf && in->cf->dirty)
-            rc = closing ? close_sync(fs, in) : ops_sync(fs, in);
+            rc = kind == SYNC_FSYNC ? ops_sync(fs, in)
+                                    : close_sync(fs, in, kind == SYNC_CLOSE_COPY);
         pthread_mutex_unlock(&in->lock);
         ops_leave(fs, entered);
         inode_put(&fs->inodes, in);
@@ -559,17 +589,23 @@ static void sync_reply(fuse_req_t req, fuse_ino_t ino, int closing)
 void ops_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     /* closing a read-only handle does not retry a refused upload */
-    if (!fi->fh)
+    if (!fi->fh) {
         fuse_reply_err(req, 0);
-    else
-        sync_reply(req, ino, 1);
+        return;
+    }
+    /* Every close of a descriptor is a flush, also of a copy a child
+     * inherited (`cmd >> log` run by a shell loop, make's children): a
+     * close by another thread than the opener journals the file, which
+     * keeps what close promises, and leaves the upload to the opener's
+     * close or the last release, instead of sending it whole each time. */
+    sync_reply(req, ino, writer_fh(req) == fi->fh ? SYNC_CLOSE : SYNC_CLOSE_COPY);
 }
 
 void ops_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync; /* data and attributes go up together: one PUT */
     (void)fi;
-    sync_reply(req, ino, 0); /* waits for this file's upload */
+    sync_reply(req, ino, SYNC_FSYNC); /* waits for this file's upload */
 }
 
 void ops_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -619,6 +655,8 @@ void ops_release_locked(struct fs *fs, struct inode *in)
         else if (!inode_still_named(fs, in)) {
             ops_resv_drop(fs, in->cf);
             in->cf->dirty = 0; /* unlinked while open */
+        } else if (in->cf->deferred && in->cf->journaled) {
+            flusher_queue(fs->flusher, in); /* its last close was another process's */
         }
     }
 }

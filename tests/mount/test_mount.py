@@ -1409,6 +1409,67 @@ def in_s3(key):
     return root_s3("head", key)[0] == 0
 
 
+def test_forked_writers():
+    """A close by another process than the opener (a child's copy of the
+    descriptor, closed when it exits) journals the file instead of uploading
+    it: a shell loop of programs writing into one file uploads it once, at
+    the opener's close, small or streamed multipart; what a child wrote is
+    safe from a kill -9 before then; and a child that outlives the opener's
+    close gets its writes uploaded at its own."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    tmp = tempfile.mkdtemp(prefix="pockityfs-fork.")
+    try:
+        # upload_after=600: no background upload of an open file meanwhile
+        m = Mount(D, pk, cache_dir=cache, options=["upload_after=600"])
+        try:
+            rq = RgwRequests(prefix + "log")
+            sh("for i in $(seq 40); do /bin/echo \"line $i\"; done > %s" % m.p("log"))
+            got = rq.settled("PUT", 1)
+            want = "".join("line %d\n" % i for i in range(1, 41)).encode()
+            # and the new name's lookup
+            check(got.get("PUT") == 1 and set(got) <= {"PUT", "HEAD", "HEAD dir/"},
+                  "40 children writing a log: %s" % got)
+            check(s3_get(prefix + "log") == want, "the log in S3")
+
+            sh("for i in $(seq 24); do head -c 1M /dev/urandom; done | tee %s/big > /dev/null"
+               % tmp)  # the reference
+            rq = RgwRequests(prefix + "big")
+            sh("for i in $(seq 24); do dd if=%s/big bs=1M skip=$((i - 1)) count=1 status=none;"
+               " done > %s" % (tmp, m.p("big")))
+            got = rq.count()
+            # one multipart upload (started, completed), three parts, and at
+            # most a CopyObject onto itself for the attributes
+            check(got.get("POST") == 2 and 3 <= got.get("PUT", 0) <= 4 and
+                  set(got) <= {"POST", "PUT", "HEAD"}, "24 children writing 24 MiB: %s" % got)
+            check(s3_get(prefix + "big") == open(tmp + "/big", "rb").read(), "the 24 MiB in S3")
+
+            # the opener keeps the file open; its child's close returned 0
+            opened = open(m.p("held"), "wb")
+            holder = subprocess.Popen(["bash", "-c", "/bin/echo from-child; exec sleep 60"],
+                                      stdout=opened)
+            wait_for(lambda: open(m.p("held"), "rb").read() == b"from-child\n",
+                     "the child's write")
+            time.sleep(0.5)
+            check(not in_s3(prefix + "held"), "not uploaded while its opener holds it")
+            m.kill()
+            holder.kill()
+            holder.wait()
+            with contextlib.suppress(OSError):
+                opened.close()  # the mount is gone
+        finally:
+            m.stop()
+        with Mount(D, pk, cache_dir=cache, options=["upload_after=600"]) as m2:
+            check(s3_get(prefix + "held") == b"from-child\n", "the child's write, replayed")
+            # the opener closes first; the child writes later and closes last
+            sh("bash -c '(sleep 1; /bin/echo late) & exec >&-; wait' > %s" % m2.p("late"))
+            wait_for(lambda: s3_get(prefix + "late") == b"late\n", "the last close's upload")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_close_then_kill():
     """close returns once the file is journaled; a kill -9 before the
     background upload loses nothing: the next mount uploads it."""
@@ -2440,7 +2501,7 @@ TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, tes
          test_server_frozen, test_storage_frozen, test_storage_frozen_uploads,
          test_stat_during_upload,
          test_unchanged_attributes, test_request_counts,
-         test_close_then_kill, test_replay_refused, test_partial_close_kill, test_pending_names,
+         test_close_then_kill, test_forked_writers, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed, test_large_copies,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,
          test_listing_race,
