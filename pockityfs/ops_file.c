@@ -236,7 +236,7 @@ int ops_sync(struct fs *fs, struct inode *in)
  * flusher's upload workers, after a quota reservation taken now so that a
  * refusal still fails the close with EDQUOT; a large one (or any file while
  * the flusher is not running) uploads at once. With defer (the close of a
- * descriptor another process shares, see ops_flush), and for a new empty
+ * descriptor another process shares, see ops_flush), and for an empty
  * file, the file of any size is journaled and left for a later close, its
  * last release or upload_after.
  * Caller holds in->lock. */
@@ -253,9 +253,9 @@ static int close_sync(struct fs *fs, struct inode *in, int defer)
     if (rc)
         return ops_sync(fs, in); /* unlinked (nothing to do) or out of memory */
     int local = inode_is_local(&fs->inodes, in);
-    /* a new file still empty: most often the shell's close of the duplicate
-     * it made for a redirection (`cmd > f`), with the writes to come */
-    if (local && cf->size == 0)
+    /* an empty file: most often the shell's close of the duplicate it made
+     * for a redirection (`cmd > f`), with the writes to come */
+    if (cf->size == 0)
         defer = 1;
     int fd = cf->in_mem ? -1 : cfile_fd(&fs->cache, cf);
     if (fd < 0 && !cf->in_mem) {

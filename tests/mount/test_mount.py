@@ -1432,6 +1432,13 @@ def test_forked_writers():
             check(got.get("PUT") == 1 and set(got) <= {"PUT", "HEAD", "HEAD dir/"},
                   "40 children writing a log: %s" % got)
             check(s3_get(prefix + "log") == want, "the log in S3")
+            # the shell closes its duplicate of the emptied file before echo
+            # writes: one upload, of the new content
+            rq = RgwRequests(prefix + "log")
+            sh("echo again > %s" % m.p("log"))
+            got = rq.settled("PUT", 1)
+            check(got.get("PUT") == 1 and s3_get(prefix + "log") == b"again\n",
+                  "echo into an existing file: %s" % got)
 
             sh("for i in $(seq 24); do head -c 1M /dev/urandom; done | tee %s/big > /dev/null"
                % tmp)  # the reference
