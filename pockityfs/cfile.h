@@ -68,6 +68,7 @@ struct cfile {
     double dirty_since;    /* monotonic time it became dirty */
     double last_write;     /* monotonic time of the last write or truncate */
     int journaled;         /* has a journal row */
+    int tried;             /* an upload of it was begun: the object may exist */
     int deferred;          /* journaled by the close of a descriptor another process
                               holds (ops_flush): uploads at its opener's close, its
                               last release or upload_after, not at once */

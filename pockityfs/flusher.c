@@ -34,13 +34,18 @@ struct flusher {
     int stopping;
     struct watched *v;
     size_t n, cap;
-    /* the upload queue: a ring of inode numbers */
+    /* the upload queue: a ring of inode numbers, each due FLUSHER_SETTLE
+     * after it was queued (so in order of due time) */
     pthread_t workers[FLUSHER_WORKERS];
     int n_workers;
-    pthread_cond_t work; /* something queued, or stopping */
+    pthread_cond_t work; /* something queued, or stopping (CLOCK_MONOTONIC) */
     pthread_cond_t idle; /* busy dropped to 0 */
-    uint64_t *q;
+    struct queued {
+        uint64_t ino;
+        double due; /* monotonic */
+    } * q;
     size_t q_head, q_len, q_cap;
+    int hurry;         /* flusher_wait callers: what is queued is due at once */
     size_t busy;       /* queued plus running */
     uint64_t failures; /* uploads of the queue that failed */
     int draining;      /* workers exit once the queue is empty */
@@ -102,7 +107,7 @@ void flusher_queue(struct flusher *f, struct inode *in)
     pthread_mutex_lock(&f->lock);
     if (f->q_len == f->q_cap) {
         size_t nc = f->q_cap ? f->q_cap * 2 : 256;
-        uint64_t *q = malloc(nc * sizeof(*q));
+        struct queued *q = malloc(nc * sizeof(*q));
         if (q) {
             for (size_t i = 0; i < f->q_len; i++)
                 q[i] = f->q[(f->q_head + i) % f->q_cap];
@@ -113,7 +118,8 @@ void flusher_queue(struct flusher *f, struct inode *in)
         }
     }
     if (f->q_len < f->q_cap) {
-        f->q[(f->q_head + f->q_len) % f->q_cap] = in->ino;
+        f->q[(f->q_head + f->q_len) % f->q_cap] =
+                (struct queued){in->ino, inode_now() + FLUSHER_SETTLE};
         f->q_len++;
         f->busy++;
         in->cf->queued = 1;
@@ -124,29 +130,32 @@ void flusher_queue(struct flusher *f, struct inode *in)
         flusher_note(f, in); /* out of memory: the retry list uploads it */
 }
 
-/* Queue again, for the workers, the closed files whose upload failed
- * (journaled, waiting for their retry): flusher_wait tries them now, and
- * counts their failures. */
-static void requeue_failed(struct flusher *f)
+/* Queue, for the workers, the files the flusher watches that a close left
+ * journaled without queuing them (cf->deferred, also while another holder
+ * keeps them open), and with failed the closed ones whose upload failed
+ * (waiting for their retry): flusher_wait tries them all now, and counts
+ * their failures; the end of the mount sends the deferred ones. */
+static void queue_closed(struct flusher *f, int failed)
 {
     pthread_mutex_lock(&f->lock);
-    size_t n = 0;
-    uint64_t *inos = f->n ? malloc(f->n * sizeof(*inos)) : NULL;
-    for (size_t i = 0; inos && i < f->n; i++)
-        if (f->v[i].next_try > 0)
-            inos[n++] = f->v[i].ino;
+    size_t n = f->n;
+    struct watched *v = n ? malloc(n * sizeof(*v)) : NULL;
+    if (v)
+        memcpy(v, f->v, n * sizeof(*v));
     pthread_mutex_unlock(&f->lock);
-    for (size_t i = 0; i < n; i++) {
-        struct inode *in = inode_get(&f->fs->inodes, inos[i]);
+    for (size_t i = 0; v && i < n; i++) {
+        struct inode *in = inode_get(&f->fs->inodes, v[i].ino);
         if (!in)
             continue;
         pthread_mutex_lock(&in->lock);
-        if (in->cf && in->cf->dirty && in->cf->journaled && in->opens == 0)
+        struct cfile *cf = in->cf;
+        if (cf && cf->dirty && cf->journaled &&
+            (cf->deferred || (failed && v[i].next_try > 0 && in->opens == 0)))
             flusher_queue(f, in);
         pthread_mutex_unlock(&in->lock);
         inode_put(&f->fs->inodes, in);
     }
-    free(inos);
+    free(v);
 }
 
 int flusher_wait(struct flusher *f)
@@ -156,10 +165,14 @@ int flusher_wait(struct flusher *f)
     pthread_mutex_lock(&f->lock);
     uint64_t failures = f->failures;
     pthread_mutex_unlock(&f->lock);
-    requeue_failed(f);
+    finish_releases(f, 0); /* a last release may queue its file */
+    queue_closed(f, 1);
     pthread_mutex_lock(&f->lock);
+    f->hurry++;
+    pthread_cond_broadcast(&f->work);
     while (f->busy > 0)
         pthread_cond_wait(&f->idle, &f->lock);
+    f->hurry--;
     int rc = f->failures != failures ? -EIO : 0;
     pthread_mutex_unlock(&f->lock);
     journal_settle(f->fs->journal, NULL); /* the rows of what is uploaded go too */
@@ -203,9 +216,17 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&f->work, &f->lock);
         if (!f->q_len)
             break;
-        uint64_t ino = f->q[f->q_head];
+        double due = f->q[f->q_head].due;
+        if (!f->draining && !f->hurry && due > inode_now()) {
+            struct timespec until = {(time_t)due, (long)((due - (double)(time_t)due) * 1e9)};
+            pthread_cond_timedwait(&f->work, &f->lock, &until);
+            continue;
+        }
+        uint64_t ino = f->q[f->q_head].ino;
         f->q_head = (f->q_head + 1) % f->q_cap;
         f->q_len--;
+        if (f->q_len)
+            pthread_cond_signal(&f->work); /* another worker for the next one */
         int draining = f->draining;
         pthread_mutex_unlock(&f->lock);
         if (delay > 0 && !draining) {
@@ -387,8 +408,8 @@ int flusher_start(struct fs *fs, double upload_after, struct flusher **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&f->cond, &ca);
+    pthread_cond_init(&f->work, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_cond_init(&f->work, NULL);
     pthread_cond_init(&f->idle, NULL);
     int e = pthread_create(&f->thread, NULL, flusher_main, f);
     if (e) {
@@ -414,6 +435,8 @@ void flusher_free(struct flusher *f)
 {
     if (!f)
         return;
+    finish_releases(f, 1);
+    queue_closed(f, 0);
     pthread_mutex_lock(&f->lock);
     f->draining = 1; /* the workers empty the queue, then end */
     pthread_cond_broadcast(&f->work);

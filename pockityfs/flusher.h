@@ -18,6 +18,12 @@ struct flusher;
 #define FLUSHER_RETRY_MIN 2.0   /* first pause before retrying a failed upload */
 #define FLUSHER_RETRY_MAX 120.0 /* longest pause between retries */
 #define FLUSHER_WORKERS   16    /* uploads of closed files in flight at once */
+/* Seconds a closed file waits in the queue before its upload: what programs
+ * do right after a close (rsync's utimensat, chmod and rename of its
+ * temporary file; a save by writing a new file and renaming it over the
+ * old) then changes only the file's journal row, not S3 twice over.
+ * flusher_wait and the end of the mount do not wait it out. */
+#define FLUSHER_SETTLE 0.1
 
 /* Start the thread over fs. upload_after: seconds an open file's data may
  * stay dirty before it is uploaded while quiet (FLUSHER_QUIET without

@@ -41,6 +41,7 @@ struct inode {
     time_t wrote_at;
     int has_marker;         /* directory with a "name/" marker object */
     int entry_attrs;        /* its marker says listings misstate entries (listed_mark) */
+    int marking;            /* (atomic) a listed_mark of this directory is under way */
     char etag[S3_ETAG_MAX]; /* of the object, "" when unknown */
     uint64_t etag_hash;     /* when etag is "": a listing's ops_etag_hash of it, or 0 */
     char *link;             /* symlink target, once read */

@@ -414,9 +414,11 @@ int journal_move(struct journal *j, const char *from, const char *to)
     return rc;
 }
 
-/* Run sql with text parameters a and b (b may be NULL). */
-static int exec_text(struct journal *j, const char *sql, const char *a, const char *b,
-                     const char *what)
+/* Run sql with text parameters a and b (b may be NULL); with batch, after
+ * the queued removals, in their transaction (write_batch). changed (may be
+ * NULL) receives the number of rows it changed. */
+static int exec_text(struct journal *j, const char *sql, const char *a, const char *b, int batch,
+                     const char *what, int *changed)
 {
     sqlite3_stmt *st = NULL;
     pthread_mutex_lock(&j->lock);
@@ -425,7 +427,9 @@ static int exec_text(struct journal *j, const char *sql, const char *a, const ch
         sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
         if (b)
             sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-        rc = step_done(j, st, what);
+        rc = batch ? write_batch(j, NULL, st, what) : step_done(j, st, what);
+        if (changed)
+            *changed = rc ? 0 : sqlite3_changes(j->db);
     } else {
         log_error("journal: cannot %s: %s", what, sqlite3_errmsg(j->db));
     }
@@ -434,15 +438,24 @@ static int exec_text(struct journal *j, const char *sql, const char *a, const ch
     return rc;
 }
 
+int journal_rename(struct journal *j, const char *from, const char *to)
+{
+    /* the queued removals first: one of to's row must not remove this one */
+    int changed = 0;
+    int rc = exec_text(j, "UPDATE OR REPLACE pending SET path = ?2 WHERE path = ?1", from, to, 1,
+                       "give a pending upload its new name", &changed);
+    return rc ? rc : changed ? 0 : -ENOENT;
+}
+
 int journal_upload_add(struct journal *j, const char *key, const char *id)
 {
-    return exec_text(j, "INSERT OR REPLACE INTO uploads (id, key) VALUES (?1, ?2)", id, key,
-                     "record an upload under way");
+    return exec_text(j, "INSERT OR REPLACE INTO uploads (id, key) VALUES (?1, ?2)", id, key, 0,
+                     "record an upload under way", NULL);
 }
 
 int journal_upload_remove(struct journal *j, const char *id)
 {
-    return exec_text(j, "DELETE FROM uploads WHERE id = ?1", id, NULL, "remove an upload");
+    return exec_text(j, "DELETE FROM uploads WHERE id = ?1", id, NULL, 0, "remove an upload", NULL);
 }
 
 void journal_uploads_free(struct journal_upload *v, size_t n)

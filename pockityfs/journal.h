@@ -66,6 +66,10 @@ int journal_settle(struct journal *j, const char *path);
  * to (a renamed directory). Returns 0, -EIO or -ENOMEM. */
 int journal_move(struct journal *j, const char *from, const char *to);
 
+/* Give the row of the file from the name to, in place of to's row (if
+ * any). Returns 0, -ENOENT (from has none) or -EIO. */
+int journal_rename(struct journal *j, const char *from, const char *to);
+
 /* Every row, oldest first, into a malloc'd array the caller frees with
  * journal_entries_free. Returns 0, -EIO or -ENOMEM. */
 int journal_list(struct journal *j, struct journal_entry **out, size_t *n);

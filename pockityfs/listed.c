@@ -73,18 +73,33 @@ int listed_mark(struct fs *fs, const char *path)
          * (store_meta) does not cross this rewrite of its marker. The
          * caller may hold a child's lock, so no waiting for the parent's
          * (whose holder may wait for that child): a few tries, then the
-         * file says it by itself */
+         * file says it by itself. A holder that is marking it (the uploads
+         * of a folder's first files run together) waits for no child: its
+         * end is waited for, up to write_timeout, and its result taken. */
+        double give_up = inode_now() + fs->opt.write_timeout;
+        int waited = 0;
         for (int i = 0; i < MARK_TRIES && !tried; i++) {
             if (pthread_mutex_trylock(&d->lock) != 0) {
+                if (__atomic_load_n(&d->marking, __ATOMIC_ACQUIRE) && inode_now() < give_up) {
+                    waited = 1;
+                    i--;
+                }
                 usleep(1000);
                 continue;
             }
             tried = 1;
-            rc = d->entry_attrs ? 0 : mark_marker(fs, dir, d);
+            rc = d->entry_attrs ? 0 : -EBUSY;
+            if (!d->entry_attrs && !waited) { /* after a failed mark: no retry */
+                __atomic_store_n(&d->marking, 1, __ATOMIC_RELEASE);
+                rc = mark_marker(fs, dir, d);
+                __atomic_store_n(&d->marking, 0, __ATOMIC_RELEASE);
+            }
             if (rc == 0)
                 __atomic_store_n(&d->entry_attrs, 1, __ATOMIC_RELEASE);
             pthread_mutex_unlock(&d->lock);
         }
+        if (!tried && __atomic_load_n(&d->entry_attrs, __ATOMIC_ACQUIRE))
+            rc = 0; /* marked meanwhile by another */
     }
     inode_put(&fs->inodes, d);
     free(dir);

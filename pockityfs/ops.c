@@ -408,6 +408,16 @@ static int stat_now(struct fs *fs, struct inode *in, struct stat *st)
     return rc;
 }
 
+/* Whether name, not in the inode table, is known absent from the directory
+ * parent (ops_dir_absent): no S3 request needed to say so. */
+static int known_absent(struct fs *fs, fuse_ino_t parent, const char *name)
+{
+    struct inode *p = inode_get(&fs->inodes, parent);
+    int absent = p && ops_dir_absent(fs, p, name);
+    inode_put(&fs->inodes, p);
+    return absent;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
@@ -436,11 +446,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     if (!in) {
         struct obj_attr a;
-        struct inode *p = inode_get(&fs->inodes, parent);
-        rc = p && ops_dir_absent(fs, p, name) ? -ENOENT : 0;
-        inode_put(&fs->inodes, p);
-        if (!rc)
-            rc = ops_resolve(fs, path, &a);
+        rc = known_absent(fs, parent, name) ? -ENOENT : ops_resolve(fs, path, &a);
         if (rc)
             goto fail;
         in = inode_make_child(&fs->inodes, parent, name, &rc);
@@ -1074,14 +1080,61 @@ static int move_tree(struct fs *fs, const char *from, const char *to)
     return rc;
 }
 
+/* Whether S3 may hold an object at in's name: it is not a file created
+ * here and not yet uploaded (a failed upload may have landed; a file
+ * pending from an earlier run may replace an object). Caller holds
+ * in->lock. */
+static int maybe_in_s3(struct fs *fs, struct inode *in)
+{
+    return !inode_is_local(&fs->inodes, in) || (in->cf && (in->cf->tried || in->cf->replayed));
+}
+
+/* Rename the file src at from, created here, closed and queued for its
+ * upload, which has not begun: its journal row takes the name to (in
+ * place of dn's) and its queued upload sends it there, with a reservation
+ * for that name. No S3 request. Returns 0, -ENOENT when src has no row
+ * (rename it the usual way), or another -errno. */
+static int rename_pending(struct fs *fs, struct inode *src, const char *from, struct inode *dn,
+                          int exists, const char *to)
+{
+    /* an object at to: rm must delete it */
+    int in_s3 = exists && (!dn || maybe_in_s3(fs, dn));
+    int rc = src->cf->size ? ops_resv_hold(fs, src->cf, to) : 0;
+    if (rc)
+        return rc;
+    if (dn)
+        fill_for_readers(fs, dn, to);
+    rc = journal_rename(fs->journal, from, to);
+    if (rc)
+        return rc;
+    if (dn) {
+        if (dn->cf)
+            dn->cf->journaled = 0; /* its row was replaced */
+        drop_content(fs, dn, to);
+    }
+    if (in_s3)
+        inode_set_flags(&fs->inodes, src, 1, 0);
+    return 0;
+}
+
 /* Rename the file src (NULL: not in the table) at from to to, over the file
- * dn (NULL: none or not in the table). The caller holds the names shared
- * and both inodes' locks, so that no upload of either runs meanwhile: src
- * uploads its pending content first, and dn's is dropped once src's
+ * dn (NULL: none or not in the table) or an object (exists). The caller
+ * holds the names shared and both inodes' locks, so that no upload of
+ * either runs meanwhile: src uploads its pending content first (unless it
+ * is only here so far: rename_pending), and dn's is dropped once src's
  * content is under its name. */
 static int rename_file(struct fs *fs, struct inode *src, const char *from, struct inode *dn,
-                       const char *to, uint64_t size)
+                       int exists, const char *to, uint64_t size)
 {
+    /* closed, its upload not begun (FLUSHER_SETTLE), nothing of it in S3
+     * (not even parts streamed under the old name) */
+    struct cfile *scf = src ? src->cf : NULL;
+    if (scf && scf->dirty && scf->journaled && scf->queued && !scf->stream &&
+        !maybe_in_s3(fs, src)) {
+        int r = rename_pending(fs, src, from, dn, exists, to);
+        if (r != -ENOENT)
+            return r;
+    }
     char key[S3_MAX_KEY_LEN + 1];
     int rc = ops_key(fs, from, 0, key);
     if (!rc && src && src->cf && src->cf->dirty)
@@ -1235,7 +1288,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     /* a file's too: a change that entered its name before waits no more */
     names_move_begin(&fs->names, from, to);
     dn = inode_get_path(&fs->inodes, to);
-    rc = stat_of(fs, dn, to, &dst);
+    rc = !dn && known_absent(fs, newparent, newname) ? -ENOENT : stat_of(fs, dn, to, &dst);
     if (rc == -ESTALE) /* its type changed: what is there now */
         rc = stat_of(fs, NULL, to, &dst);
     int exists = rc == 0;
@@ -1258,7 +1311,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
             pthread_mutex_lock(&over->lock);
         if (src)
             pthread_mutex_lock(&src->lock);
-        rc = rename_file(fs, src, from, over, to, (uint64_t)sst.st_size);
+        rc = rename_file(fs, src, from, over, exists, to, (uint64_t)sst.st_size);
         if (!rc)
             rc = inode_move(&fs->inodes, from, to);
         if (src)

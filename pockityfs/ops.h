@@ -144,6 +144,11 @@ int ops_journal_attrs(struct fs *fs, struct inode *in);
  * fine). Caller holds the owner's lock. */
 void ops_resv_drop(struct fs *fs, struct cfile *cf);
 
+/* Hold in cf a quota reservation of its size for path (one held for another
+ * path or a smaller size is given back first). Returns 0 or -errno (EDQUOT:
+ * refused), and then holds none. Caller holds the inode's lock. */
+int ops_resv_hold(struct fs *fs, struct cfile *cf, const char *path);
+
 /* Whether the mount may write now: 0, -EROFS (a read-only mount, or a
  * pocket on hold: payment past due) or -EDQUOT (the pocket holds more than
  * its tier allows). See remote_write_check. */

@@ -88,6 +88,25 @@ void ops_resv_drop(struct fs *fs, struct cfile *cf)
     cf->resv_path = NULL;
 }
 
+int ops_resv_hold(struct fs *fs, struct cfile *cf, const char *path)
+{
+    if (cf->resv_id[0] &&
+        (!cf->resv_path || strcmp(cf->resv_path, path) != 0 || cf->size > cf->resv_size))
+        ops_resv_drop(fs, cf);
+    if (cf->resv_id[0])
+        return 0;
+    int rc = remote_reserve(fs->remote, path, cf->size, cf->resv_id);
+    if (rc) {
+        cf->resv_id[0] = '\0';
+        return rc;
+    }
+    cf->resv_size = cf->size;
+    cf->resv_path = strdup(path);
+    if (!cf->resv_path)
+        ops_resv_drop(fs, cf); /* the upload reserves then */
+    return 0;
+}
+
 /* The held reservation when it covers path at the cfile's size (it is then
  * handed over: the upload consumes it); else drop it. */
 static const char *resv_take(struct fs *fs, struct cfile *cf, const char *path, char id[64])
@@ -160,6 +179,7 @@ static int sync_locked(struct fs *fs, struct inode *in)
     struct stream *stream = cf->stream; /* handed to the upload, else cancelled */
     cf->stream = NULL;
     cf->deferred = 0; /* uploaded now, or failed and retried as such */
+    cf->tried = 1;
     char *path = NULL;
     int rc = inode_path(&fs->inodes, in, &path);
     if (rc == -ENOENT) { /* unlinked: nothing to upload */
@@ -245,6 +265,7 @@ static int close_sync(struct fs *fs, struct inode *in, int defer)
     struct cfile *cf = in->cf;
     if (!cf || !cf->dirty)
         return 0;
+    cf->deferred = 0; /* set again below if deferred again: else uploaded or failed */
     if (!fs->flusher || (!defer && cf->size >= UPLOAD_MULTIPART_MIN) ||
         remote_write_check(fs->remote))
         return ops_sync(fs, in); /* the refusal path journals and reports */
@@ -269,27 +290,16 @@ static int close_sync(struct fs *fs, struct inode *in, int defer)
         free(path);
         return rc;
     }
-    /* a held reservation for this name and at least this size serves; an
-     * empty file not yet in S3 (the first close of `echo x > f`) reserves
-     * when it uploads */
-    if (cf->resv_id[0] &&
-        (!cf->resv_path || strcmp(cf->resv_path, path) != 0 || cf->size > cf->resv_size))
-        ops_resv_drop(fs, cf);
-    if (!cf->resv_id[0] && !(local && cf->size == 0)) {
-        rc = remote_reserve(fs->remote, path, cf->size, cf->resv_id);
-        if (rc) {
-            cf->resv_id[0] = '\0';
-            if (rc != -EDQUOT)
-                log_error("cannot reserve %llu bytes for '%s': %s", (unsigned long long)cf->size,
-                          path, strerror(-rc));
-            keep_pending(fs, in, path, fd, local, rc);
-            free(path);
-            return rc;
-        }
-        cf->resv_size = cf->size;
-        cf->resv_path = strdup(path);
-        if (!cf->resv_path)
-            ops_resv_drop(fs, cf);
+    /* an empty file not yet in S3 (the first close of `echo x > f`)
+     * reserves when it uploads */
+    if (!(local && cf->size == 0) && (rc = ops_resv_hold(fs, cf, path)) != 0) {
+        if (rc != -EDQUOT)
+            log_error("cannot reserve %llu bytes for '%s': %s", (unsigned long long)cf->size, path,
+                      strerror(-rc));
+        cfile_unstream(cf); /* its parts would not count: as a close uploading */
+        keep_pending(fs, in, path, fd, local, rc);
+        free(path);
+        return rc;
     }
     struct journal_entry e = pending_entry(in, path);
     if (journal_put(fs->journal, &e, 0) != 0) {

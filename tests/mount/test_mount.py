@@ -411,7 +411,7 @@ def test_restriction():
                  subprocess.run(["mkdir", m.p("dir")], capture_output=True).returncode == 0,
                  "mkdir once the hold is lifted")
         write_file(m.p("f"), b"f")
-        check(s3_get(prefix + "f") == b"f", "write after the hold")
+        wait_for(lambda: s3_get(prefix + "f") == b"f", "write after the hold")
 
 
 def test_restriction_batched():
@@ -1435,10 +1435,13 @@ def test_forked_writers():
             # the shell closes its duplicate of the emptied file before echo
             # writes: one upload, of the new content
             rq = RgwRequests(prefix + "log")
-            sh("echo again > %s" % m.p("log"))
+            sh("{ sleep 1; echo again; } > %s" % m.p("log"))
             got = rq.settled("PUT", 1)
             check(got.get("PUT") == 1 and s3_get(prefix + "log") == b"again\n",
                   "echo into an existing file: %s" % got)
+            # a deferred close: sync of a folder waits for its upload
+            sh("touch %s && sync %s" % (m.p("empty"), m.path))
+            check(s3_get(prefix + "empty") == b"", "an empty file after sync")
 
             sh("for i in $(seq 24); do head -c 1M /dev/urandom; done | tee %s/big > /dev/null"
                % tmp)  # the reference
@@ -1460,11 +1463,18 @@ def test_forked_writers():
                      "the child's write")
             time.sleep(0.5)
             check(not in_s3(prefix + "held"), "not uploaded while its opener holds it")
+            # but sync of a folder sends what a child's close left
+            opened2 = open(m.p("held2"), "wb")
+            subprocess.run(["/bin/echo", "synced"], stdout=opened2, check=True)
+            sh("sync %s" % m.path)
+            check(s3_get(prefix + "held2") == b"synced\n", "sync while its opener holds it")
             m.kill()
             holder.kill()
             holder.wait()
             with contextlib.suppress(OSError):
                 opened.close()  # the mount is gone
+            with contextlib.suppress(OSError):
+                opened2.close()
         finally:
             m.stop()
         with Mount(D, pk, cache_dir=cache, options=["upload_after=600"]) as m2:
@@ -1475,6 +1485,92 @@ def test_forked_writers():
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_rename_pending():
+    """A file closed and renamed before its upload began (rsync's temporary
+    file, a save by rename) goes to S3 once, under its new name: rsync -a of
+    20 files is 20 PUTs (and the folder's marks), and a fresh mount sees
+    every attribute rsync set. Its journal row moves with it (a kill -9
+    before the upload replays it under the new name only); over an object,
+    rm of the new name deletes that object."""
+    pk = Pocket(D)
+    prefix = pk.pocket["prefix"]
+    tmp = tempfile.mkdtemp(prefix="pockityfs-rsync.")
+    cache = tempfile.mkdtemp(prefix="pockityfs-cache.")
+    try:
+        for i in range(20):
+            path = os.path.join(tmp, "f%d" % i)
+            with open(path, "wb") as f:
+                f.write(os.urandom(1000 + i))
+            os.chmod(path, 0o640 if i % 2 else 0o644)
+            os.utime(path, (1600000000, 1600000000 + i))
+        # uploads 1 s late: rsync's renames come before them even on a
+        # loaded machine (they normally wait FLUSHER_SETTLE, 0.1 s)
+        with Mount(D, pk, env=dict(os.environ, POCKITYFS_UPLOAD_DELAY_MS="1000")) as m:
+            os.mkdir(m.p("r"))
+            sh("sync %s" % m.path)
+            rq = RgwRequests(prefix)
+            sh("rsync -a %s/ %s/" % (tmp, m.p("r")))
+            sh("sync %s" % m.p("r"))
+            got = rq.count()
+            # a PUT for each 0644 file; a multipart upload (two POSTs, a
+            # part and a HEAD) for each 0640 one, which marks its mode so;
+            # the folder's marker: marked for the kept times, its time and
+            # mode set; the first lookup of a name in the folder lists it
+            check(got.get("PUT") == 20 and got.get("POST") == 20 and
+                  got.get("PUT dir/", 0) <= 3 and got.get("LIST", 0) <= 1 and
+                  set(got) <= {"PUT", "POST", "PUT dir/", "HEAD", "HEAD dir/", "LIST"} and
+                  got.get("HEAD", 0) <= 12, "rsync -a of 20 files: %s" % got)
+            check(not any(".f" in k for k in root_s3("ls", prefix + "r/")[1].split()),
+                  "no temporary name in S3")
+        with Mount(D, pk) as m:
+            r = sh("rsync -a --itemize-changes %s/ %s/" % (tmp, m.p("r")))
+            check(r.stdout.strip() == "", "a fresh mount differs from the source:\n" + r.stdout)
+
+        # a kill -9 before the upload: the rows moved with the names
+        m = Mount(D, pk, cache_dir=cache, env=DELAY_ENV)
+        try:
+            os.mkdir(m.p("d1"))
+            os.mkdir(m.p("d2"))
+            write_file(m.p("save.tmp"), b"saved\n")
+            os.rename(m.p("save.tmp"), m.p("saved"))
+            write_file(m.p("a.tmp"), b"A\n")
+            write_file(m.p("b"), b"B\n")
+            os.rename(m.p("a.tmp"), m.p("b"))  # over a file pending too
+            write_file(m.p("d1/x"), b"x\n")
+            os.rename(m.p("d1/x"), m.p("d2/x"))
+            check(os.listdir(m.p("d1")) == [] and os.listdir(m.p("d2")) == ["x"],
+                  "listings after a rename to another folder")
+            check(open(m.p("b"), "rb").read() == b"A\n", "the renamed content")
+            write_file(m.p("old.tmp"), b"new content\n")
+            check(not any(in_s3(prefix + k) for k in ("saved", "save.tmp", "a.tmp", "b",
+                                                      "d1/x", "d2/x")),
+                  "renamed before their uploads, nothing in S3 yet")
+            m.kill()
+        finally:
+            m.stop()
+        with Mount(D, pk, cache_dir=cache) as m:
+            check(s3_get(prefix + "saved") == b"saved\n", "replayed under the new name")
+            check(s3_get(prefix + "b") == b"A\n", "replayed over the file it replaced")
+            check(s3_get(prefix + "d2/x") == b"x\n", "replayed into the other folder")
+            check(not any(in_s3(prefix + k) for k in ("save.tmp", "a.tmp", "d1/x")),
+                  "nothing under the old names")
+            # over an object: its content replaced, and rm deletes it
+            check(s3_get(prefix + "old.tmp") == b"new content\n", "replayed old.tmp")
+            write_file(m.p("over.tmp"), b"newer\n")
+            os.rename(m.p("over.tmp"), m.p("old.tmp"))
+            sh("sync %s" % m.path)
+            check(s3_get(prefix + "old.tmp") == b"newer\n", "renamed over an object")
+            write_file(m.p("gone.tmp"), b"x\n")
+            os.rename(m.p("gone.tmp"), m.p("old.tmp"))
+            os.unlink(m.p("old.tmp"))
+            sh("sync %s" % m.path)
+            check(not in_s3(prefix + "old.tmp") and not in_s3(prefix + "gone.tmp"),
+                  "rm after a rename over an object deletes it")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def test_close_then_kill():
@@ -2508,7 +2604,7 @@ TESTS = [test_cli_errors, test_shell_basics, test_syscalls, test_random_ops, tes
          test_server_frozen, test_storage_frozen, test_storage_frozen_uploads,
          test_stat_during_upload,
          test_unchanged_attributes, test_request_counts,
-         test_close_then_kill, test_forked_writers, test_replay_refused, test_partial_close_kill, test_pending_names,
+         test_close_then_kill, test_forked_writers, test_rename_pending, test_replay_refused, test_partial_close_kill, test_pending_names,
          test_uploaded_then_changed, test_large_copies,
          test_uploaded_files_close, test_dir_rename_concurrent, test_other_writers, test_other_mount_attributes,
          test_listing_race,
