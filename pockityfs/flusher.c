@@ -38,7 +38,9 @@ struct flusher {
      * after it was queued (so in order of due time) */
     pthread_t workers[FLUSHER_WORKERS];
     int n_workers;
-    pthread_cond_t work; /* something queued, or stopping (CLOCK_MONOTONIC) */
+    pthread_cond_t work; /* something queued, or stopping */
+    pthread_cond_t due;  /* (CLOCK_MONOTONIC) for the one worker timing the head */
+    int timing;          /* a worker waits on due for the head's time */
     pthread_cond_t idle; /* busy dropped to 0 */
     struct queued {
         uint64_t ino;
@@ -170,6 +172,7 @@ int flusher_wait(struct flusher *f)
     pthread_mutex_lock(&f->lock);
     f->hurry++;
     pthread_cond_broadcast(&f->work);
+    pthread_cond_broadcast(&f->due);
     while (f->busy > 0)
         pthread_cond_wait(&f->idle, &f->lock);
     f->hurry--;
@@ -218,8 +221,17 @@ static void *worker_main(void *arg)
             break;
         double due = f->q[f->q_head].due;
         if (!f->draining && !f->hurry && due > inode_now()) {
-            struct timespec until = {(time_t)due, (long)((due - (double)(time_t)due) * 1e9)};
-            pthread_cond_timedwait(&f->work, &f->lock, &until);
+            /* one worker waits for the head's time, the others for it to
+             * hand on the next (a herd woken at each due time would cost
+             * more than the uploads) */
+            if (f->timing) {
+                pthread_cond_wait(&f->work, &f->lock);
+            } else {
+                struct timespec until = {(time_t)due, (long)((due - (double)(time_t)due) * 1e9)};
+                f->timing = 1;
+                pthread_cond_timedwait(&f->due, &f->lock, &until);
+                f->timing = 0;
+            }
             continue;
         }
         uint64_t ino = f->q[f->q_head].ino;
@@ -408,14 +420,16 @@ int flusher_start(struct fs *fs, double upload_after, struct flusher **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&f->cond, &ca);
-    pthread_cond_init(&f->work, &ca);
+    pthread_cond_init(&f->due, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&f->work, NULL);
     pthread_cond_init(&f->idle, NULL);
     int e = pthread_create(&f->thread, NULL, flusher_main, f);
     if (e) {
         pthread_mutex_destroy(&f->lock);
         pthread_cond_destroy(&f->cond);
         pthread_cond_destroy(&f->work);
+        pthread_cond_destroy(&f->due);
         pthread_cond_destroy(&f->idle);
         free(f);
         return -e;
@@ -440,6 +454,7 @@ void flusher_free(struct flusher *f)
     pthread_mutex_lock(&f->lock);
     f->draining = 1; /* the workers empty the queue, then end */
     pthread_cond_broadcast(&f->work);
+    pthread_cond_broadcast(&f->due);
     pthread_mutex_unlock(&f->lock);
     for (int i = 0; i < f->n_workers; i++)
         pthread_join(f->workers[i], NULL);
@@ -452,6 +467,7 @@ void flusher_free(struct flusher *f)
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
     pthread_cond_destroy(&f->work);
+    pthread_cond_destroy(&f->due);
     pthread_cond_destroy(&f->idle);
     free(f->q);
     free(f->v);

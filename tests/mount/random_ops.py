@@ -5,7 +5,10 @@ must match the model, and so must what S3 holds once the files are closed.
 The model keeps inodes apart from names, so that the cases a storage mount
 gets wrong are covered: writes through a handle whose name was renamed,
 replaced or unlinked; reads through one handle of what another wrote;
-holes past the end; truncation under an open handle; O_APPEND."""
+holes past the end; truncation under an open handle; O_APPEND; writes by
+a forked child, whose exit closes its copy of every descriptor (a close
+by another process than the opener, which pockityfs journals instead of
+uploading)."""
 
 import os
 import random
@@ -30,6 +33,7 @@ class RandomOps:
         self.fds = []    # [fd, inode id, append]
         self.next_id = 0
         self.log = []    # the operations so far, for a failure's message
+        self.in_child = False  # op_write's write is a forked child's
         os.makedirs(os.path.join(root, "d"), exist_ok=True)
 
     def p(self, name):
@@ -75,8 +79,36 @@ class RandomOps:
             self.op_open()
         return self.rng.choice(self.fds)
 
+    def io(self, fn, fd, *args):
+        """fn(fd, *args) here, or with in_child in a forked child, whose exit
+        then closes its copies of every open descriptor."""
+        if not self.in_child:
+            return fn(fd, *args)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(w, fn(fd, *args).to_bytes(8, "little"))
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = os.read(r, 8)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or len(got) != 8:
+            self.fail("the child's write failed (status %d)" % status)
+        return int.from_bytes(got, "little")
+
+    def op_child_write(self):
+        self.in_child = True
+        try:
+            self.op_write()
+        finally:
+            self.in_child = False
+
     def op_write(self):
         fd, ino, append = self.pick_fd()
+        who = "child " if self.in_child else ""
         buf = self.data[ino]
         r = self.rng.random()
         n = (self.rng.randint(1, 4096) if r < 0.5 else
@@ -93,14 +125,14 @@ class RandomOps:
             at = off
             off = len(buf)
             if self.rng.random() < 0.5:
-                self.note("append %d at %d (fd %d)" % (n, off, fd))
-                got = os.write(fd, chunk)
+                self.note("%sappend %d at %d (fd %d)" % (who, n, off, fd))
+                got = self.io(os.write, fd, chunk)
             else:
-                self.note("pwrite %d at %d, appended at %d (fd %d)" % (n, at, off, fd))
-                got = os.pwrite(fd, chunk, at)
+                self.note("%spwrite %d at %d, appended at %d (fd %d)" % (who, n, at, off, fd))
+                got = self.io(os.pwrite, fd, chunk, at)
         else:
-            self.note("pwrite %d at %d (fd %d)" % (n, off, fd))
-            got = os.pwrite(fd, chunk, off)
+            self.note("%spwrite %d at %d (fd %d)" % (who, n, off, fd))
+            got = self.io(os.pwrite, fd, chunk, off)
         if got != n:
             self.fail("short write: %d of %d" % (got, n))
         self.mtime[ino] = None
@@ -223,7 +255,7 @@ class RandomOps:
 
     OPS = [(op_open, 10), (op_write, 30), (op_read, 15), (op_truncate, 5), (op_fsync, 4),
            (op_close, 10), (op_rename, 5), (op_unlink, 3), (op_chmod, 3), (op_utime, 3),
-           (op_forget, 5), (op_stat, 8), (op_read_whole, 10)]
+           (op_forget, 5), (op_stat, 8), (op_read_whole, 10), (op_child_write, 8)]
 
     def run(self, n):
         ops = [op for op, _ in self.OPS]
